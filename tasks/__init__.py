@@ -1,0 +1,1 @@
+"""The tutorial's three tasks built on tinycnn's public API: catdog, plates-box, plates-seg."""

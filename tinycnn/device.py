@@ -1,0 +1,63 @@
+"""Devices: which kernel set serves a tensor.
+
+A tensor's data is a NumPy array on the CPU and a numba device array on CUDA. `kernels_for(device)` returns
+the kernel set of that device: a namespace whose attributes are the kernel families
+(`k.conv.conv2d_forward`, `k.pool.max_pool2d_backward`, ...), the same names on every device. This module
+is the only place in the engine that knows which devices exist.
+"""
+import importlib
+
+_FAMILIES = ("elementwise", "reduce", "linear", "conv", "pool", "interpolate", "activation",
+             "softmax", "batchnorm", "dropout", "loss", "optim")
+_kernel_sets = {}
+
+
+def normalize_device(device):
+    """'cpu' | 'cuda' | 'auto' | None -> 'cpu' or 'cuda' (a clear error when cuda is missing)."""
+    if device is None:
+        return "cpu"
+    name = str(device).lower()
+    if name == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    if name.startswith("cuda"):
+        if not cuda_available():
+            raise RuntimeError("device 'cuda' was asked for, but no CUDA GPU is available "
+                               "(install numba-cuda and an NVIDIA driver, or use --device cpu)")
+        return "cuda"
+    if name == "cpu":
+        return "cpu"
+    raise ValueError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'auto'")
+
+
+def cuda_available():
+    try:
+        from numba import cuda
+        return bool(cuda.is_available())
+    except Exception:
+        return False
+
+
+def kernels_for(device):
+    """The kernel set of `device` ('cpu' or 'cuda'), imported on first use."""
+    if device not in _kernel_sets:
+        _kernel_sets[device] = KernelSet(device)
+    return _kernel_sets[device]
+
+
+class KernelSet:
+    """`k.conv` imports tinycnn.kernels.<device>.conv on first use (so numba compiles only what runs)."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def __getattr__(self, family):
+        if family not in _FAMILIES:
+            raise AttributeError(f"no kernel family {family!r}")
+        module = importlib.import_module(f"tinycnn.kernels.{self.device}.{family}")
+        setattr(self, family, module)
+        return module
+
+
+def device_of(array):
+    """'cpu' for NumPy arrays, 'cuda' for numba device arrays."""
+    return "cuda" if hasattr(array, "copy_to_host") else "cpu"
