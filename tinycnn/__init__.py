@@ -16,5 +16,6 @@ if _os.path.isfile(_os.path.join(_root, "pyproject.toml")) and _os.path.isdir(_o
 from .tensor import Tensor, no_grad, is_grad_enabled, tensor  # noqa: E402
 from .ops.basic import cat  # noqa: E402
 from . import functional  # noqa: E402
+from .random import manual_seed  # noqa: E402
 
 __version__ = "0.1.0"

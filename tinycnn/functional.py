@@ -5,7 +5,7 @@ Each name comes from its op family in tinycnn/ops/, where the forward and its ba
 from .ops.activation import leaky_relu, relu, relu6, sigmoid, tanh
 from .ops.basic import cat
 from .ops.batchnorm import batch_norm
-from .ops.conv import conv2d, conv_transpose2d
+from .ops.conv import conv2d, conv_transpose2d, pad
 from .ops.dropout import dropout
 from .ops.interpolate import interpolate
 from .ops.linear import linear
@@ -16,6 +16,6 @@ from .ops.softmax import log_softmax, softmax
 __all__ = [
     "adaptive_avg_pool2d", "avg_pool2d", "batch_norm", "binary_cross_entropy",
     "binary_cross_entropy_with_logits", "cat", "conv2d", "conv_transpose2d", "cross_entropy", "dropout",
-    "interpolate", "leaky_relu", "linear", "log_softmax", "max_pool2d", "mse_loss", "relu", "relu6",
+    "interpolate", "leaky_relu", "linear", "log_softmax", "max_pool2d", "mse_loss", "pad", "relu", "relu6",
     "sigmoid", "softmax", "tanh",
 ]

@@ -1,0 +1,1 @@
+"""Data loading for tinycnn: image folders, decoding, caching, splits, augmentation."""
