@@ -17,5 +17,10 @@ from .tensor import Tensor, no_grad, is_grad_enabled, tensor  # noqa: E402
 from .ops.basic import cat  # noqa: E402
 from . import functional  # noqa: E402
 from .random import manual_seed  # noqa: E402
+from .nn import Module, Parameter  # noqa: E402
+from .models import Sequential  # noqa: E402
+from . import layers, losses, metrics, optimizers, callbacks  # noqa: E402
+from .saving import load_model, ModelFileError  # noqa: E402
+from .training import TrainingError  # noqa: E402
 
 __version__ = "0.1.0"

@@ -1,0 +1,137 @@
+"""2-D max and average pooling on the CPU (NCHW, ceil_mode=False, padding ≤ kernel/2).
+
+    OH = (H + 2·ph − kh) // sh + 1          (the same for W)
+    window (oh, ow) = rows oh·sh − ph … oh·sh − ph + kh − 1, columns likewise
+    max:  y = max over the window's real pixels;  argmax = h·W + w of the winner (padding never wins)
+    avg:  y = Σ window / divisor,  divisor = kh·kw (count_include_pad) or the number of real pixels
+
+Pooling is memory bound: the kernels see the input as P = N·C independent planes (H, W) and give each
+thread whole planes (`prange` over P). A plane is small (98×98 float32 = 38 KB) and stays in cache while its
+windows are read, and every write of a backward lands in the thread's own plane: no two threads ever
+touch the same pixel, so the backward's `+=` (overlapping windows) needs no atomics.
+"""
+import numpy as np
+from numba import njit, prange
+
+
+def _output_hw(x_shape, kernel, stride, padding):
+    H, W = x_shape[2], x_shape[3]
+    return ((H + 2 * padding[0] - kernel[0]) // stride[0] + 1,
+            (W + 2 * padding[1] - kernel[1]) // stride[1] + 1)
+
+
+def _planes(a):
+    """(N, C, H, W) -> (N·C, H, W), a view."""
+    return a.reshape(a.shape[0] * a.shape[1], a.shape[2], a.shape[3])
+
+
+# ---------------------------------------------------------------------- max pooling
+
+@njit(cache=True, parallel=True)
+def _max_pool_planes(x, y, argmax, kh, kw, sh, sw, ph, pw):
+    """x (P, H, W) -> y, argmax (P, OH, OW). NaN wins (propagates), as in PyTorch."""
+    P, H, W = x.shape
+    OH, OW = y.shape[1], y.shape[2]
+    for p in prange(P):
+        for oh in range(OH):
+            h0 = oh * sh - ph
+            for ow in range(OW):
+                w0 = ow * sw - pw
+                best = x[p, max(h0, 0), max(w0, 0)]
+                best_index = max(h0, 0) * W + max(w0, 0)
+                for h in range(max(h0, 0), min(h0 + kh, H)):
+                    for w in range(max(w0, 0), min(w0 + kw, W)):
+                        v = x[p, h, w]
+                        if v > best or (v != v and best == best):
+                            best = v
+                            best_index = h * W + w
+                y[p, oh, ow] = best
+                argmax[p, oh, ow] = best_index
+
+
+def max_pool2d_forward(x, kernel, stride, padding):
+    """x (N, C, H, W) -> y (N, C, OH, OW) and argmax int32 (N, C, OH, OW), the winner's index h·W + w."""
+    N, C = x.shape[0], x.shape[1]
+    OH, OW = _output_hw(x.shape, kernel, stride, padding)
+    y = np.empty((N, C, OH, OW), x.dtype)
+    argmax = np.empty((N, C, OH, OW), np.int32)
+    _max_pool_planes(_planes(np.ascontiguousarray(x)), _planes(y), _planes(argmax), *kernel, *stride, *padding)
+    return y, argmax
+
+
+@njit(cache=True, parallel=True)
+def _max_unpool_planes(dy, argmax, dx):
+    """dx[p].flat[argmax[p, i, j]] += dy[p, i, j] for every output (i, j) of plane p."""
+    P, OH, OW = dy.shape
+    W = dx.shape[2]
+    for p in prange(P):
+        for i in range(OH):
+            for j in range(OW):
+                k = argmax[p, i, j]
+                dx[p, k // W, k % W] += dy[p, i, j]
+
+
+def max_pool2d_backward(dy, argmax, x_shape):
+    """dy (N, C, OH, OW) -> dx x_shape: each output's gradient goes to its window's winner."""
+    dx = np.zeros(x_shape, dy.dtype)
+    _max_unpool_planes(_planes(np.ascontiguousarray(dy)), _planes(argmax), _planes(dx))
+    return dx
+
+
+# ---------------------------------------------------------------------- average pooling
+
+@njit(cache=True)
+def _window_divisor(h0, w0, kh, kw, H, W, count_include_pad):
+    if count_include_pad:
+        return kh * kw
+    return (min(h0 + kh, H) - max(h0, 0)) * (min(w0 + kw, W) - max(w0, 0))
+
+
+@njit(cache=True, parallel=True)
+def _avg_pool_planes(x, y, kh, kw, sh, sw, ph, pw, count_include_pad):
+    """x (P, H, W) -> y (P, OH, OW): the mean of each window."""
+    P, H, W = x.shape
+    OH, OW = y.shape[1], y.shape[2]
+    for p in prange(P):
+        for oh in range(OH):
+            h0 = oh * sh - ph
+            for ow in range(OW):
+                w0 = ow * sw - pw
+                total = 0.0  # float64 accumulator
+                for h in range(max(h0, 0), min(h0 + kh, H)):
+                    for w in range(max(w0, 0), min(w0 + kw, W)):
+                        total += x[p, h, w]
+                y[p, oh, ow] = total / _window_divisor(h0, w0, kh, kw, H, W, count_include_pad)
+
+
+def avg_pool2d_forward(x, kernel, stride, padding, count_include_pad):
+    """x (N, C, H, W) -> y (N, C, OH, OW)."""
+    N, C = x.shape[0], x.shape[1]
+    y = np.empty((N, C) + _output_hw(x.shape, kernel, stride, padding), x.dtype)
+    _avg_pool_planes(_planes(np.ascontiguousarray(x)), _planes(y), *kernel, *stride, *padding,
+                     bool(count_include_pad))
+    return y
+
+
+@njit(cache=True, parallel=True)
+def _avg_unpool_planes(dy, dx, kh, kw, sh, sw, ph, pw, count_include_pad):
+    """dx[p, window(i, j)] += dy[p, i, j] / divisor, for every output (i, j) of plane p."""
+    P, OH, OW = dy.shape
+    H, W = dx.shape[1], dx.shape[2]
+    for p in prange(P):
+        for oh in range(OH):
+            h0 = oh * sh - ph
+            for ow in range(OW):
+                w0 = ow * sw - pw
+                share = dy[p, oh, ow] / _window_divisor(h0, w0, kh, kw, H, W, count_include_pad)
+                for h in range(max(h0, 0), min(h0 + kh, H)):
+                    for w in range(max(w0, 0), min(w0 + kw, W)):
+                        dx[p, h, w] += share
+
+
+def avg_pool2d_backward(dy, x_shape, kernel, stride, padding, count_include_pad):
+    """dy (N, C, OH, OW) -> dx x_shape: each output's gradient is shared by its window's pixels."""
+    dx = np.zeros(x_shape, dy.dtype)
+    _avg_unpool_planes(_planes(np.ascontiguousarray(dy)), _planes(dx), *kernel, *stride, *padding,
+                       bool(count_include_pad))
+    return dx

@@ -1,0 +1,391 @@
+"""Keras-style layers, built on tinycnn.functional.
+
+Arguments follow Keras (`filters, kernel_size, strides, padding, activation`), so the tutorial's model reads
+the same. Inside, tensors are NCHW (the layout the kernels serve); `Sequential` converts the channels-last
+arrays (N, H, W, C) the tutorial builds once per batch. A layer creates its weights when it first sees an
+input (`build`), so only the first layer of a Sequential needs `input_shape`.
+
+Weights start as in Keras: Glorot-uniform kernels, zero biases, batch norm γ = 1, β = 0.
+"""
+import math
+
+import numpy as np
+
+from . import functional as F
+from .nn import Module, Parameter
+from .random import generator
+from .tensor import Tensor
+
+ACTIVATIONS = {
+    None: None, "linear": None,
+    "relu": F.relu, "relu6": F.relu6, "leaky_relu": F.leaky_relu, "sigmoid": F.sigmoid, "tanh": F.tanh,
+    "softmax": lambda x: F.softmax(x, dim=1),
+}
+
+
+def activate(name, x):
+    """Apply a named activation. The pre-activation is kept on the output (`_logits`), so that a loss can
+    fuse sigmoid/softmax with cross-entropy and stay stable for large logits (as Keras does)."""
+    fn = ACTIVATIONS[name]
+    if fn is None:
+        return x
+    y = fn(x)
+    y._logits = (name, x)
+    return y
+
+
+def _check_activation(name):
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(k for k in ACTIVATIONS if k)}")
+    return name
+
+
+def _initializer(name, shape, fan_in, fan_out):
+    rng = generator()
+    if name == "glorot_uniform":
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        return rng.uniform(-limit, limit, shape).astype(np.float32)
+    if name == "he_uniform":
+        limit = math.sqrt(6.0 / fan_in)
+        return rng.uniform(-limit, limit, shape).astype(np.float32)
+    if name == "he_normal":
+        return (rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(np.float32)
+    if name == "zeros":
+        return np.zeros(shape, np.float32)
+    raise ValueError(f"unknown initializer {name!r}: glorot_uniform, he_uniform, he_normal or zeros")
+
+
+def same_padding(size, kernel, stride, dilation=1):
+    """TensorFlow's 'same' padding along one axis: (before, after), output = ceil(size / stride)."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+class Layer(Module):
+    """A Module built lazily from its first input's shape; errors name the layer."""
+    _counts = {}
+
+    def __init__(self, name=None, input_shape=None):
+        super().__init__()
+        kind = type(self).__name__.lower()
+        Layer._counts[kind] = Layer._counts.get(kind, 0) + 1
+        self.name = name or f"{kind}_{Layer._counts[kind]}"
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.built = False
+
+    def build(self, input_shape):
+        """Create the weights for an NCHW (or (N, features)) input shape."""
+
+    def __call__(self, x):
+        if not isinstance(x, Tensor):
+            x = Tensor(x)
+        try:
+            if not self.built:
+                self.build(x.shape)
+                self.built = True
+                if self.device != "cpu":
+                    self.to(self.device)
+            return self.forward(x)
+        except (ValueError, TypeError) as error:
+            if getattr(error, "_layer_named", False):
+                raise
+            wrapped = type(error)(f"layer '{self.name}' ({type(self).__name__}), input shape {x.shape}: {error}")
+            wrapped._layer_named = True
+            raise wrapped from error
+
+    def config(self):
+        """The Keras-style constructor arguments of this layer (JSON-able)."""
+        return {"name": self.name}
+
+    def get_config(self):
+        config = self.config()
+        if self.input_shape is not None:
+            config["input_shape"] = list(self.input_shape)
+        return config
+
+
+class Conv2D(Layer):
+    """2-D convolution: (N, C, H, W) -> (N, filters, H', W'), then the activation."""
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None, use_bias=True,
+                 dilation_rate=1, groups=1, kernel_initializer="glorot_uniform", name=None, input_shape=None):
+        super().__init__(name, input_shape)
+        self.filters, self.kernel_size = int(filters), _pair(kernel_size)
+        self.strides, self.dilation_rate = _pair(strides), _pair(dilation_rate)
+        self.padding, self.groups, self.use_bias = _check_padding(padding), int(groups), bool(use_bias)
+        self.activation, self.kernel_initializer = _check_activation(activation), kernel_initializer
+
+    def build(self, shape):
+        _require_rank(shape, 4, self)
+        channels = shape[1]
+        if channels % self.groups or self.filters % self.groups:
+            raise ValueError(f"{channels} input channels and {self.filters} filters must divide by groups={self.groups}")
+        kh, kw = self.kernel_size
+        fan_in, fan_out = channels // self.groups * kh * kw, self.filters // self.groups * kh * kw
+        w_shape = (self.filters, channels // self.groups, kh, kw)
+        self.kernel = Parameter(_initializer(self.kernel_initializer, w_shape, fan_in, fan_out))
+        self.bias = Parameter(np.zeros(self.filters, np.float32)) if self.use_bias else None
+
+    def forward(self, x):
+        x, padding = _apply_padding(x, self.padding, self.kernel_size, self.strides, self.dilation_rate)
+        y = F.conv2d(x, self.kernel, self.bias, self.strides, padding, self.dilation_rate, self.groups)
+        return activate(self.activation, y)
+
+    def config(self):
+        return dict(super().config(), filters=self.filters, kernel_size=list(self.kernel_size),
+                    strides=list(self.strides), padding=self.padding, activation=self.activation,
+                    use_bias=self.use_bias, dilation_rate=list(self.dilation_rate), groups=self.groups,
+                    kernel_initializer=self.kernel_initializer)
+
+
+class DepthwiseConv2D(Conv2D):
+    """Depthwise convolution (one filter per input channel, MobileNet): Conv2D with groups = channels."""
+
+    def __init__(self, kernel_size, strides=1, padding="valid", depth_multiplier=1, activation=None,
+                 use_bias=True, dilation_rate=1, kernel_initializer="glorot_uniform", name=None, input_shape=None):
+        super().__init__(1, kernel_size, strides, padding, activation, use_bias, dilation_rate, 1,
+                         kernel_initializer, name, input_shape)
+        self.depth_multiplier = int(depth_multiplier)
+
+    def build(self, shape):
+        _require_rank(shape, 4, self)
+        self.filters, self.groups = shape[1] * self.depth_multiplier, shape[1]
+        super().build(shape)
+
+    def config(self):
+        config = super().config()
+        for key in ("filters", "groups"):
+            config.pop(key)
+        return dict(config, depth_multiplier=self.depth_multiplier)
+
+
+class Conv2DTranspose(Layer):
+    """Transposed convolution (learned upsampling): (N, C, H, W) -> (N, filters, ~H·s, ~W·s)."""
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", output_padding=None, activation=None,
+                 use_bias=True, kernel_initializer="glorot_uniform", name=None, input_shape=None):
+        super().__init__(name, input_shape)
+        self.filters, self.kernel_size, self.strides = int(filters), _pair(kernel_size), _pair(strides)
+        self.padding, self.use_bias = _check_padding(padding), bool(use_bias)
+        self.output_padding = None if output_padding is None else _pair(output_padding)
+        self.activation, self.kernel_initializer = _check_activation(activation), kernel_initializer
+
+    def build(self, shape):
+        _require_rank(shape, 4, self)
+        kh, kw = self.kernel_size
+        w_shape = (shape[1], self.filters, kh, kw)
+        self.kernel = Parameter(_initializer(self.kernel_initializer, w_shape, self.filters * kh * kw, shape[1] * kh * kw))
+        self.bias = Parameter(np.zeros(self.filters, np.float32)) if self.use_bias else None
+
+    def _geometry(self):
+        """Keras semantics: 'valid' gives (H−1)·s + k; 'same' gives H·s (padding trimmed from the output)."""
+        (kh, kw), (sh, sw) = self.kernel_size, self.strides
+        if self.padding == "valid":
+            padding, extra = (0, 0), (0, 0)
+        else:
+            padding = (max(kh - sh, 0) // 2, max(kw - sw, 0) // 2)
+            extra = (sh - kh + 2 * padding[0], sw - kw + 2 * padding[1])
+        output_padding = self.output_padding or extra
+        return padding, output_padding
+
+    def forward(self, x):
+        padding, output_padding = self._geometry()
+        if any(p < 0 or p >= s for p, s in zip(output_padding, self.strides)) and self.padding == "same":
+            raise ValueError(f"'same' padding with kernel {self.kernel_size} and strides {self.strides} is not "
+                             "supported; use a kernel ≥ strides")
+        y = F.conv_transpose2d(x, self.kernel, self.bias, self.strides, padding, output_padding)
+        return activate(self.activation, y)
+
+    def config(self):
+        return dict(super().config(), filters=self.filters, kernel_size=list(self.kernel_size),
+                    strides=list(self.strides), padding=self.padding, activation=self.activation,
+                    output_padding=None if self.output_padding is None else list(self.output_padding),
+                    use_bias=self.use_bias, kernel_initializer=self.kernel_initializer)
+
+
+class _Pooling2D(Layer):
+    def __init__(self, pool_size=2, strides=None, padding="valid", name=None, input_shape=None):
+        super().__init__(name, input_shape)
+        self.pool_size = _pair(pool_size)
+        self.strides = _pair(strides) if strides is not None else self.pool_size
+        self.padding = _check_padding(padding)
+
+    def config(self):
+        return dict(super().config(), pool_size=list(self.pool_size), strides=list(self.strides),
+                    padding=self.padding)
+
+
+class MaxPooling2D(_Pooling2D):
+    def forward(self, x):
+        _require_rank(x.shape, 4, self)
+        x, padding = _apply_padding(x, self.padding, self.pool_size, self.strides, (1, 1), fill=-np.inf)
+        return F.max_pool2d(x, self.pool_size, self.strides, padding)
+
+
+class AveragePooling2D(_Pooling2D):
+    def forward(self, x):
+        _require_rank(x.shape, 4, self)
+        if self.padding == "valid":
+            return F.avg_pool2d(x, self.pool_size, self.strides)
+        (top, bottom), (left, right) = (same_padding(x.shape[2], self.pool_size[0], self.strides[0]),
+                                        same_padding(x.shape[3], self.pool_size[1], self.strides[1]))
+        if top != bottom or left != right:
+            raise ValueError(f"'same' average pooling needs symmetric padding here; input {x.shape} with "
+                             f"pool {self.pool_size} and strides {self.strides} would pad unevenly")
+        # Keras averages only the real pixels of a window that overlaps the border
+        return F.avg_pool2d(x, self.pool_size, self.strides, (top, left), count_include_pad=False)
+
+
+class GlobalAveragePooling2D(Layer):
+    """(N, C, H, W) -> (N, C): the mean of each channel."""
+
+    def forward(self, x):
+        _require_rank(x.shape, 4, self)
+        return F.adaptive_avg_pool2d(x, 1).reshape(x.shape[0], x.shape[1])
+
+
+class Flatten(Layer):
+    def forward(self, x):
+        return x.flatten(1)
+
+
+class Dense(Layer):
+    """Fully connected: (N, features) -> (N, units), then the activation."""
+
+    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 name=None, input_shape=None):
+        super().__init__(name, input_shape)
+        self.units, self.use_bias = int(units), bool(use_bias)
+        self.activation, self.kernel_initializer = _check_activation(activation), kernel_initializer
+
+    def build(self, shape):
+        _require_rank(shape, 2, self)
+        self.kernel = Parameter(_initializer(self.kernel_initializer, (self.units, shape[1]), shape[1], self.units))
+        self.bias = Parameter(np.zeros(self.units, np.float32)) if self.use_bias else None
+
+    def forward(self, x):
+        return activate(self.activation, F.linear(x, self.kernel, self.bias))
+
+    def config(self):
+        return dict(super().config(), units=self.units, activation=self.activation, use_bias=self.use_bias,
+                    kernel_initializer=self.kernel_initializer)
+
+
+class Dropout(Layer):
+    def __init__(self, rate, name=None, input_shape=None):
+        super().__init__(name, input_shape)
+        if not 0.0 <= float(rate) < 1.0:
+            raise ValueError(f"Dropout rate must be in [0, 1), got {rate}")
+        self.rate = float(rate)
+
+    def forward(self, x):
+        return F.dropout(x, self.rate, self.training)
+
+    def config(self):
+        return dict(super().config(), rate=self.rate)
+
+
+class BatchNormalization(Layer):
+    """Batch norm over the channel axis (axis 1 of NCHW, or the features of (N, F)).
+
+    Keras' momentum m keeps m of the old running statistics: running = m·running + (1 − m)·batch."""
+
+    def __init__(self, momentum=0.99, epsilon=1e-3, name=None, input_shape=None):
+        super().__init__(name, input_shape)
+        self.momentum, self.epsilon = float(momentum), float(epsilon)
+
+    def build(self, shape):
+        if len(shape) not in (2, 4):
+            raise ValueError(f"BatchNormalization expects (N, C, H, W) or (N, F) inputs, got {shape}")
+        channels = shape[1]
+        self.gamma = Parameter(np.ones(channels, np.float32))
+        self.beta = Parameter(np.zeros(channels, np.float32))
+        self.register_buffer("moving_mean", Tensor(np.zeros(channels, np.float32)))
+        self.register_buffer("moving_variance", Tensor(np.ones(channels, np.float32)))
+
+    def forward(self, x):
+        return F.batch_norm(x, self.moving_mean, self.moving_variance, self.gamma, self.beta,
+                            self.training, 1.0 - self.momentum, self.epsilon)
+
+    def config(self):
+        return dict(super().config(), momentum=self.momentum, epsilon=self.epsilon)
+
+
+class UpSampling2D(Layer):
+    def __init__(self, size=2, interpolation="nearest", name=None, input_shape=None):
+        super().__init__(name, input_shape)
+        self.size = _pair(size)
+        if interpolation not in ("nearest", "bilinear"):
+            raise ValueError(f"interpolation must be 'nearest' or 'bilinear', got {interpolation!r}")
+        self.interpolation = interpolation
+
+    def forward(self, x):
+        _require_rank(x.shape, 4, self)
+        size = (x.shape[2] * self.size[0], x.shape[3] * self.size[1])
+        if self.interpolation == "nearest":
+            return F.interpolate(x, scale_factor=self.size, mode="nearest")
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+    def config(self):
+        return dict(super().config(), size=list(self.size), interpolation=self.interpolation)
+
+
+class Activation(Layer):
+    def __init__(self, activation, name=None, input_shape=None):
+        super().__init__(name, input_shape)
+        self.activation = _check_activation(activation)
+
+    def forward(self, x):
+        return activate(self.activation, x)
+
+    def config(self):
+        return dict(super().config(), activation=self.activation)
+
+
+class ReLU(Activation):
+    def __init__(self, max_value=None, name=None, input_shape=None):
+        if max_value not in (None, 6, 6.0):
+            raise ValueError("ReLU supports max_value None or 6 (ReLU6)")
+        super().__init__("relu6" if max_value else "relu", name, input_shape)
+        self.max_value = max_value
+
+    def config(self):
+        config = super().config()
+        config.pop("activation")
+        return dict(config, max_value=self.max_value)
+
+
+# ---------------------------------------------------------------------- argument helpers
+
+def _pair(value):
+    if isinstance(value, (int, np.integer)):
+        return (int(value), int(value))
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return (int(value[0]), int(value[1]))
+    raise ValueError(f"expected an int or a pair of ints, got {value!r}")
+
+
+def _check_padding(padding):
+    padding = str(padding).lower()
+    if padding not in ("valid", "same"):
+        raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
+    return padding
+
+
+def _require_rank(shape, rank, layer):
+    if len(shape) != rank:
+        layout = "(N, C, H, W)" if rank == 4 else "(N, features)"
+        hint = " — add a Flatten() before it" if rank == 2 and len(shape) == 4 else ""
+        raise ValueError(f"{type(layer).__name__} expects a {rank}-D input {layout}, got shape {tuple(shape)}{hint}")
+
+
+def _apply_padding(x, padding, kernel, strides, dilation, fill=0.0):
+    """Keras padding -> (input, symmetric padding for the op); pads asymmetric 'same' explicitly."""
+    if padding == "valid":
+        return x, (0, 0)
+    (top, bottom), (left, right) = (same_padding(x.shape[2], kernel[0], strides[0], dilation[0]),
+                                    same_padding(x.shape[3], kernel[1], strides[1], dilation[1]))
+    if top == bottom and left == right and fill == 0.0:
+        return x, (top, left)
+    return F.pad(x, (left, right, top, bottom), value=fill), (0, 0)

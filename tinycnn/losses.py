@@ -1,0 +1,152 @@
+"""Keras-style losses for `model.compile(loss=...)`, built on tinycnn.functional.
+
+A loss is called as `loss(pred, y, sample_weight=None)` with the model's output tensor (NCHW for image
+outputs) and the targets as a NumPy array; it returns a scalar tensor. When the model's last activation is
+a sigmoid or softmax, the loss reads the logits kept on the output (`pred._logits`) and uses the fused,
+numerically stable form (log-sum-exp), as Keras does, so large logits never give inf or NaN.
+"""
+import numpy as np
+
+from . import functional as F
+from .tensor import Tensor
+
+
+def _targets(y, pred, dtype=None):
+    """Targets as a tensor on pred's device (float targets in pred's dtype)."""
+    if isinstance(y, Tensor):
+        y = y.numpy()
+    y = np.asarray(y)
+    return Tensor(y.astype(dtype or pred.dtype, copy=False), device=pred.device)
+
+
+def _logits(pred, activation):
+    saved = getattr(pred, "_logits", None)
+    return saved[1] if saved is not None and saved[0] == activation else None
+
+
+class Loss:
+    name = "loss"
+
+    def __call__(self, pred, y, sample_weight=None):
+        raise NotImplementedError
+
+    def get_config(self):
+        return {}
+
+
+class BinaryCrossentropy(Loss):
+    """−[y log p + (1 − y) log(1 − p)], mean over elements; y shaped like p, or (N,) for p (N, 1)."""
+    name = "binary_crossentropy"
+
+    def __init__(self, from_logits=False):
+        self.from_logits = bool(from_logits)
+
+    def __call__(self, pred, y, sample_weight=None):
+        y = _targets(np.reshape(y, pred.shape) if np.size(y) == pred.size else y, pred)
+        if tuple(y.shape) != pred.shape:
+            raise ValueError(f"binary_crossentropy: targets of shape {y.shape} do not fit predictions {pred.shape}")
+        weight = None if sample_weight is None else _targets(
+            np.reshape(sample_weight, (-1,) + (1,) * (pred.ndim - 1)) * np.ones(pred.shape), pred)
+        logits = pred if self.from_logits else _logits(pred, "sigmoid")
+        if logits is not None:
+            return F.binary_cross_entropy_with_logits(logits, y, weight=weight)
+        return F.binary_cross_entropy(pred, y, weight=weight)
+
+    def get_config(self):
+        return {"from_logits": self.from_logits}
+
+
+class SparseCategoricalCrossentropy(Loss):
+    """−log p[class], for integer targets: (N,) for (N, C) outputs, (N, H, W) per pixel for (N, C, H, W)."""
+    name = "sparse_categorical_crossentropy"
+
+    def __init__(self, from_logits=False, class_weight=None, ignore_index=-100):
+        self.from_logits = bool(from_logits)
+        self.class_weight = None if class_weight is None else [float(w) for w in class_weight]
+        self.ignore_index = int(ignore_index)
+
+    def __call__(self, pred, y, sample_weight=None):
+        y = np.asarray(y.numpy() if isinstance(y, Tensor) else y)
+        if y.ndim == pred.ndim and y.shape[-1] == 1:
+            y = y[..., 0]
+        logits = pred if self.from_logits else _logits(pred, "softmax")
+        if logits is None:  # probabilities from elsewhere: log p, and log_softmax(log p) = log p
+            logits = F.log_softmax((pred + 1e-7).log(), dim=1)
+        weight = None if self.class_weight is None else Tensor(np.asarray(self.class_weight, pred.dtype), device=pred.device)
+        if sample_weight is not None and weight is None:
+            weight = _class_weights_from_samples(y, sample_weight, pred)
+        target = Tensor(y.astype(np.int64), device=pred.device)
+        return F.cross_entropy(logits, target, weight=weight, ignore_index=self.ignore_index)
+
+    def get_config(self):
+        return {"from_logits": self.from_logits, "class_weight": self.class_weight, "ignore_index": self.ignore_index}
+
+
+def _class_weights_from_samples(y, sample_weight, pred):
+    """Per-class weights from per-sample weights that depend only on the class (class_weight in fit)."""
+    weights = np.ones(pred.shape[1], pred.dtype)
+    labels = y.reshape(len(y), -1)[:, 0]
+    for label, w in zip(labels, sample_weight):
+        weights[int(label)] = w
+    return Tensor(weights, device=pred.device)
+
+
+class CategoricalCrossentropy(Loss):
+    """−Σ y log p for one-hot (or soft) targets shaped like the output."""
+    name = "categorical_crossentropy"
+
+    def __init__(self, from_logits=False):
+        self.from_logits = bool(from_logits)
+
+    def __call__(self, pred, y, sample_weight=None):
+        y = _targets(y, pred)
+        if tuple(y.shape) != pred.shape:
+            raise ValueError(f"categorical_crossentropy: targets {y.shape} do not match predictions {pred.shape}")
+        logits = pred if self.from_logits else _logits(pred, "softmax")
+        log_p = F.log_softmax(logits, dim=1) if logits is not None else (pred + 1e-7).log()
+        per_sample = -(y * log_p).sum(axis=1)
+        return per_sample.mean()
+
+    def get_config(self):
+        return {"from_logits": self.from_logits}
+
+
+class MeanSquaredError(Loss):
+    name = "mse"
+
+    def __call__(self, pred, y, sample_weight=None):
+        y = _targets(np.reshape(y, pred.shape) if np.size(y) == pred.size else y, pred)
+        if tuple(y.shape) != pred.shape:
+            raise ValueError(f"mse: targets of shape {y.shape} do not match predictions {pred.shape}")
+        return F.mse_loss(pred, y)
+
+
+_ALIASES = {
+    "binary_crossentropy": BinaryCrossentropy, "bce": BinaryCrossentropy,
+    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+    "categorical_crossentropy": CategoricalCrossentropy,
+    "mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
+}
+
+
+def get(loss):
+    """A loss object from a name ('binary_crossentropy', 'mse', ...), a Loss, or a callable(pred, y)."""
+    if isinstance(loss, str):
+        if loss not in _ALIASES:
+            raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(_ALIASES)} or pass a callable")
+        return _ALIASES[loss]()
+    if callable(loss):
+        return loss
+    raise TypeError(f"loss must be a name or a callable, got {type(loss).__name__}")
+
+
+def to_config(loss):
+    if isinstance(loss, Loss):
+        return {"name": type(loss).__name__, "config": loss.get_config()}
+    return None  # a user's callable: not saved; pass it again to compile after load_model
+
+
+def from_config(config):
+    classes = {c.__name__: c for c in (BinaryCrossentropy, SparseCategoricalCrossentropy,
+                                       CategoricalCrossentropy, MeanSquaredError)}
+    return classes[config["name"]](**config["config"])

@@ -1,0 +1,144 @@
+"""Modules: containers of parameters and sub-modules, PyTorch-style.
+
+    class Net(tinycnn.Module):
+        def __init__(self, classes=2):
+            super().__init__()
+            self.conv = layers.Conv2D(16, 3, padding="same", activation="relu")
+            self.head = layers.Conv2D(classes, 1)
+        def forward(self, x):            # x: (N, C, H, W)
+            return self.head(self.conv(x))
+        def get_config(self):            # the __init__ arguments, so that load_model can rebuild it
+            return {"classes": 2}
+
+Attributes that are Parameters, Modules or lists of Modules are registered by `__setattr__`, so
+`parameters()`, `state_dict()`, `to(device)`, `train()` and `eval()` reach them. Every Module also has the
+Keras-style training API (`compile`, `fit`, `evaluate`, `predict`, `save`) from tinycnn/training.py.
+"""
+import numpy as np
+
+from .tensor import Tensor
+from .training import TrainingAPI
+
+
+class Parameter(Tensor):
+    """A tensor that a Module trains: requires_grad=True, found by `Module.parameters()`."""
+
+    def __init__(self, data, dtype=None):
+        super().__init__(data, requires_grad=True, dtype=dtype)
+
+
+class Module(TrainingAPI):
+    registry = {}  # class name -> class, for load_model (never unpickles: it rebuilds from a config)
+    input_format = "channels_first"  # fit/predict take (N, C, H, W) arrays; Sequential says channels_last
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        Module.registry[cls.__name__] = cls
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_buffers", {})
+        object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "device", "cpu")
+
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() first")
+        for registry in (self._parameters, self._buffers, self._modules):
+            registry.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Module) for v in value):
+            for i, module in enumerate(value):
+                self._modules[f"{name}.{i}"] = module
+        object.__setattr__(self, name, value)
+
+    def register_buffer(self, name, tensor):
+        """A tensor saved with the model and moved by `to`, but not trained (batch-norm statistics)."""
+        self._buffers[name] = tensor
+        object.__setattr__(self, name, tensor)
+
+    # ------------------------------------------------------------------ calling
+    def forward(self, *args):
+        raise NotImplementedError(f"{type(self).__name__} must define forward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def get_config(self):
+        """The keyword arguments of __init__ (JSON-able), so that load_model can rebuild this module."""
+        return {}
+
+    # ------------------------------------------------------------------ traversal
+    def named_modules(self, prefix=""):
+        yield prefix, self
+        for name, module in self._modules.items():
+            yield from module.named_modules(f"{prefix}{name}.")
+
+    def named_parameters(self):
+        for prefix, module in self.named_modules():
+            for name, p in module._parameters.items():
+                yield prefix + name, p
+
+    def named_buffers(self):
+        for prefix, module in self.named_modules():
+            for name, b in module._buffers.items():
+                yield prefix + name, b
+
+    def parameters(self):
+        seen = set()
+        for _, p in self.named_parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                yield p
+
+    def count_params(self):
+        return int(sum(p.size for p in self.parameters()))
+
+    def train(self, mode=True):
+        for _, module in self.named_modules():
+            object.__setattr__(module, "training", mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self):
+        """{name: NumPy array} of every parameter and buffer (copied to the host)."""
+        state = {name: p.numpy().copy() for name, p in self.named_parameters()}
+        state.update({name: b.numpy().copy() for name, b in self.named_buffers()})
+        return state
+
+    def load_state_dict(self, state):
+        own = dict(self.named_parameters())
+        own.update(self.named_buffers())
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise ValueError(f"state does not match {type(self).__name__}: missing {missing}, unexpected {unexpected}")
+        for name, tensor in own.items():
+            array = np.asarray(state[name])
+            if array.shape != tensor.shape:
+                raise ValueError(f"{name}: saved shape {array.shape} != model shape {tensor.shape}")
+            tensor.data = Tensor(array.astype(tensor.dtype), device=tensor.device).data
+            tensor.grad = None
+
+    def to(self, device):
+        """Move every parameter and buffer to `device` ('cpu', 'cuda' or 'auto'), in place."""
+        from .device import normalize_device
+        device = normalize_device(device)
+        for _, module in self.named_modules():
+            for tensor in list(module._parameters.values()) + list(module._buffers.values()):
+                tensor.data = tensor.to(device).data
+                tensor.device = device
+                tensor.grad = None
+            object.__setattr__(module, "device", device)
+        return self
