@@ -1,12 +1,192 @@
-"""PLACEHOLDER: being written (replace this whole file)."""
+"""Convolution, transposed convolution and constant padding, as in torch.nn.functional (NCHW).
 
-def conv2d(*args, **kwargs):
-    raise NotImplementedError('conv2d is not written yet')
+    conv2d:            y[n, f, oh, ow] = b[f] + Σ_{c, i, j} w[f, c, i, j] · x[n, g·C/G + c, oh·s + i·d − p, ow·s + j·d − p]
+                       x (N, C, H, W), w (F, C/G, KH, KW);  OH = (H + 2p − d·(KH − 1) − 1) // s + 1
+    conv_transpose2d:  the adjoint of conv2d (each input pixel scatters a copy of its filter);
+                       x (N, C, H, W), w (C, F/G, KH, KW);  OH = (H − 1)·s − 2p + d·(KH − 1) + output_padding + 1
+    pad:               constant padding of the last two axes, (left, right, top, bottom)
+
+Each Function's forward calls the kernels (`self.k.conv`) and its backward sits right beside it. The public
+functions check their arguments first, so that a mistake reads as an error naming the op and the shapes.
+"""
+from ..tensor import Function, Tensor
+from ._util import check_nchw, pair
 
 
-def conv_transpose2d(*args, **kwargs):
-    raise NotImplementedError('conv_transpose2d is not written yet')
+class Conv2d(Function):
+    def forward(self, x, w, b=None, *, stride, padding, dilation, groups):
+        self.x, self.w, self.has_bias = x, w, b is not None
+        self.geometry = stride, padding, dilation, groups
+        return self.k.conv.conv2d_forward(x, w, b, stride, padding, dilation, groups)
+
+    def backward(self, dy):
+        need_x, need_w, need_b = self.needs_grad + (False,) * (3 - len(self.needs_grad))
+        dx, dw, db = self.k.conv.conv2d_backward(dy, self.x, self.w, *self.geometry, need_x, need_w, need_b)
+        return (dx, dw, db) if self.has_bias else (dx, dw)
 
 
-def pad(*args, **kwargs):
-    raise NotImplementedError('pad is not written yet')
+class ConvTranspose2d(Function):
+    def forward(self, x, w, b=None, *, stride, padding, output_padding, dilation, groups):
+        self.x, self.w, self.has_bias = x, w, b is not None
+        self.geometry = stride, padding, output_padding, dilation, groups
+        return self.k.conv.conv_transpose2d_forward(x, w, b, stride, padding, output_padding, dilation, groups)
+
+    def backward(self, dy):
+        need_x, need_w, need_b = self.needs_grad + (False,) * (3 - len(self.needs_grad))
+        dx, dw, db = self.k.conv.conv_transpose2d_backward(dy, self.x, self.w, *self.geometry,
+                                                           need_x, need_w, need_b)
+        return (dx, dw, db) if self.has_bias else (dx, dw)
+
+
+class Pad(Function):
+    def forward(self, x, *, pad, value):
+        self.pad = pad
+        return self.k.conv.pad2d_forward(x, pad, value)
+
+    def backward(self, dy):  # the padding's border gets no gradient: keep the middle
+        return self.k.conv.pad2d_backward(dy, self.pad)
+
+
+# ---------------------------------------------------------------------- public functions
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution, as torch.nn.functional.conv2d.
+
+    input (N, C, H, W), weight (F, C/groups, KH, KW), bias (F,) or None -> (N, F, OH, OW).
+    padding: an int, a pair, "valid" (no padding) or "same" (stride 1 only: the output keeps H×W; when
+    d·(K − 1) is odd the extra row/column goes to the bottom/right, as in PyTorch). groups = C with
+    weight (m·C, 1, KH, KW) is a depthwise convolution (MobileNet)."""
+    op = "conv2d"
+    _check_operands(op, input, weight, bias)
+    stride, dilation = _positive_pair(stride, op, "stride"), _positive_pair(dilation, op, "dilation")
+    groups = _check_groups(op, groups, input.shape[1], weight.shape[0], "filters")
+    N, C, H, W = input.shape
+    F, Cg, KH, KW = weight.shape
+    if Cg * groups != C:
+        raise ValueError(f"{op}: input has {C} channels but weight {weight.shape} with groups={groups} "
+                         f"expects {Cg * groups} (weight.shape[1] · groups)")
+    _check_bias(op, bias, F)
+    if isinstance(padding, str):
+        input, padding = _string_padding(op, input, padding, (KH, KW), stride, dilation)
+    else:
+        padding = _non_negative_pair(padding, op, "padding")
+    H, W = input.shape[2], input.shape[3]
+    span_h, span_w = dilation[0] * (KH - 1) + 1, dilation[1] * (KW - 1) + 1
+    if span_h > H + 2 * padding[0] or span_w > W + 2 * padding[1]:
+        raise ValueError(f"{op}: kernel {KH}×{KW} (dilation {dilation}, spanning {span_h}×{span_w}) is larger "
+                         f"than the padded input {H + 2 * padding[0]}×{W + 2 * padding[1]} "
+                         f"(input {input.shape}, padding {padding})")
+    args = (input, weight) if bias is None else (input, weight, bias)
+    return Conv2d.apply(*args, stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """2-D transposed convolution, as torch.nn.functional.conv_transpose2d (the gradient of conv2d wrt its input).
+
+    input (N, C, H, W), weight (C, F/groups, KH, KW), bias (F,) or None -> (N, F, OH, OW),
+    OH = (H − 1)·stride − 2·padding + dilation·(KH − 1) + output_padding + 1. output_padding (added at the
+    bottom/right) must be smaller than the stride or the dilation."""
+    op = "conv_transpose2d"
+    _check_operands(op, input, weight, bias)
+    stride, dilation = _positive_pair(stride, op, "stride"), _positive_pair(dilation, op, "dilation")
+    if isinstance(padding, str):
+        raise ValueError(f"{op}: padding must be an int or a pair of ints, got {padding!r}")
+    padding = _non_negative_pair(padding, op, "padding")
+    output_padding = _non_negative_pair(output_padding, op, "output_padding")
+    N, C, H, W = input.shape
+    C_w, Fg, KH, KW = weight.shape
+    if C_w != C:
+        raise ValueError(f"{op}: input has {C} channels but weight {weight.shape} expects {C_w} (weight.shape[0])")
+    groups = _check_groups(op, groups, C, None, None)
+    _check_bias(op, bias, Fg * groups)
+    for axis, (op_, s, d) in enumerate(zip(output_padding, stride, dilation)):
+        if op_ >= s and op_ >= d:
+            raise ValueError(f"{op}: output_padding {output_padding} must be smaller than the stride {stride} "
+                             f"or the dilation {dilation}")
+    out_h = (H - 1) * stride[0] - 2 * padding[0] + dilation[0] * (KH - 1) + output_padding[0] + 1
+    out_w = (W - 1) * stride[1] - 2 * padding[1] + dilation[1] * (KW - 1) + output_padding[1] + 1
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"{op}: the output would be {out_h}×{out_w} (input {input.shape}, weight {weight.shape}, "
+                         f"stride {stride}, padding {padding}): the padding is too large")
+    args = (input, weight) if bias is None else (input, weight, bias)
+    return ConvTranspose2d.apply(*args, stride=stride, padding=padding, output_padding=output_padding,
+                                 dilation=dilation, groups=groups)
+
+
+def pad(input, pad, value=0.0):
+    """Constant padding of the last two axes of an (N, C, H, W) input, as torch.nn.functional.pad:
+    pad = (left, right) or (left, right, top, bottom), non-negative ints."""
+    op = "pad"
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{op} expects a Tensor input, got {type(input).__name__}")
+    check_nchw(input, op)
+    if not isinstance(pad, (tuple, list)) or len(pad) not in (2, 4) or not all(isinstance(p, int) for p in pad):
+        raise ValueError(f"{op}: pad must be (left, right) or (left, right, top, bottom) ints, got {pad!r}")
+    if any(p < 0 for p in pad):
+        raise ValueError(f"{op}: negative padding (cropping) is not supported, got {tuple(pad)}")
+    if not isinstance(value, (int, float)):
+        raise TypeError(f"{op}: value must be a number, got {type(value).__name__}")
+    pad = tuple(int(p) for p in pad) + (0, 0) * (len(pad) == 2)
+    return Pad.apply(input, pad=pad, value=float(value))
+
+
+# ---------------------------------------------------------------------- argument checks
+
+def _check_operands(op, input, weight, bias):
+    for name, t in (("input", input), ("weight", weight)) + ((("bias", bias),) if bias is not None else ()):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
+    check_nchw(input, op)
+    if weight.ndim != 4:
+        raise ValueError(f"{op} expects a 4-D weight, got shape {weight.shape}")
+    if 0 in input.shape or 0 in weight.shape:
+        raise ValueError(f"{op}: empty input {input.shape} or weight {weight.shape}")
+    for name, t in (("weight", weight),) + ((("bias", bias),) if bias is not None else ()):
+        if t.dtype != input.dtype:
+            raise TypeError(f"{op}: input is {input.dtype} but {name} is {t.dtype}; convert one with .astype()")
+
+
+def _check_groups(op, groups, channels, filters, filters_name):
+    if not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
+    if channels % groups:
+        raise ValueError(f"{op}: {channels} input channels are not divisible by groups={groups}")
+    if filters is not None and filters % groups:
+        raise ValueError(f"{op}: {filters} {filters_name} (weight.shape[0]) are not divisible by groups={groups}")
+    return groups
+
+
+def _check_bias(op, bias, out_channels):
+    if bias is not None and tuple(bias.shape) != (out_channels,):
+        raise ValueError(f"{op}: bias shape {bias.shape} does not match the {out_channels} output channels")
+
+
+def _positive_pair(value, op, name):
+    value = pair(value, f"{op}: {name}")
+    if min(value) < 1:
+        raise ValueError(f"{op}: {name} must be positive, got {value}")
+    return value
+
+
+def _non_negative_pair(value, op, name):
+    value = pair(value, f"{op}: {name}")
+    if min(value) < 0:
+        raise ValueError(f"{op}: {name} must not be negative, got {value}")
+    return value
+
+
+def _string_padding(op, input, padding, kernel, stride, dilation):
+    """"valid" -> (0, 0). "same" -> the padding that keeps H×W at stride 1, total d·(K − 1) per axis: half on
+    each side, and when the total is odd the extra row/column at the bottom/right, padded here by `pad`."""
+    if padding == "valid":
+        return input, (0, 0)
+    if padding != "same":
+        raise ValueError(f"{op}: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+    if stride != (1, 1):
+        raise ValueError(f"{op}: padding='same' needs stride 1, got stride {stride}")
+    total = [d * (k - 1) for k, d in zip(kernel, dilation)]
+    half = (total[0] // 2, total[1] // 2)
+    extra_h, extra_w = total[0] - 2 * half[0], total[1] - 2 * half[1]
+    if extra_h or extra_w:
+        input = pad(input, (0, extra_w, 0, extra_h))
+    return input, half

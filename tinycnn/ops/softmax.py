@@ -15,7 +15,8 @@ from ..tensor import Function, Tensor
 
 
 def _as_3d(shape, dim):
-    """The (outer, C, inner) view of `shape` around axis `dim`."""
+    """The (outer, C, inner) view of `shape` around axis `dim` (a 0-d shape counts as (1,))."""
+    shape = shape or (1,)
     return (math.prod(shape[:dim]), shape[dim], math.prod(shape[dim + 1:]))
 
 

@@ -1,0 +1,129 @@
+"""What the three tasks share: the run folder, resuming, Ctrl-C, history.csv and curves.png.
+
+A run folder holds:
+    last.tcnn      the model after the latest finished epoch (with optimizer state and the epoch count)
+    best.tcnn      the model with the best monitored validation metric
+    history.csv    one row per epoch: loss, metrics, val_*, images/s
+    curves.png     loss and the main metric per epoch (drawn with Pillow)
+Ctrl-C during training saves last.tcnn first; `--resume RUN_DIR` goes on from it.
+"""
+import csv
+import json
+import math
+import os
+import time
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+import tinycnn
+from tinycnn.callbacks import Callback, ModelCheckpoint
+
+
+def add_common_train_arguments(parser, epochs, batch_size):
+    parser.add_argument("--data", help="data folder (default: the built-in synthetic data)")
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
+    parser.add_argument("--out", help="run folder (default: runs/<task>-<time>)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="go on training from RUN_DIR/last.tcnn")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run_folder(args, task):
+    if args.resume:
+        return args.resume
+    folder = args.out or os.path.join("runs", f"{task}-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+class EpochRecorder(Callback):
+    """Keeps the finished-epoch count and the history in the model's metadata, then writes history.csv
+    and curves.png after every epoch (so an interrupted run still has them)."""
+
+    def __init__(self, folder, main_metric, previous=None):
+        self.folder, self.main_metric = folder, main_metric
+        self.rows = list(previous or [])
+
+    def on_epoch_end(self, epoch, logs):
+        self.rows.append(dict(epoch=epoch + 1, **{k: float(v) for k, v in logs.items()}))
+        self.model.metadata["epochs_done"] = epoch + 1
+        self.model.metadata["history"] = self.rows
+        write_history(self.folder, self.rows)
+        draw_curves(os.path.join(self.folder, "curves.png"), self.rows, self.main_metric)
+
+
+def train_in_folder(model, folder, fit_kwargs, monitor, main_metric):
+    """model.fit with last/best checkpoints, history files, and a checkpoint on Ctrl-C. Returns the history rows."""
+    model.metadata.setdefault("epochs_done", 0)
+    recorder = EpochRecorder(folder, main_metric, model.metadata.get("history"))
+    last = os.path.join(folder, "last.tcnn")
+    callbacks = [recorder, ModelCheckpoint(os.path.join(folder, "best.tcnn"), monitor=monitor, save_best_only=True),
+                 ModelCheckpoint(last)] + list(fit_kwargs.pop("callbacks", []))
+    if recorder.rows and monitor in recorder.rows[-1]:  # resuming: the best so far is in the history
+        values = [r[monitor] for r in recorder.rows if monitor in r]
+        callbacks[1].best = min(values) if callbacks[1].mode == "min" else max(values)
+    try:
+        model.fit(callbacks=callbacks, initial_epoch=model.metadata["epochs_done"], **fit_kwargs)
+    except KeyboardInterrupt:
+        model.save(last)
+        print(f"\ninterrupted: saved {last} after {model.metadata['epochs_done']} finished epoch(s); "
+              f"go on with --resume {folder}")
+        raise SystemExit(130)
+    return recorder.rows
+
+
+def write_history(folder, rows):
+    keys = sorted({k for row in rows for k in row if k != "epoch"})
+    tmp = os.path.join(folder, ".history.csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["epoch"] + keys)
+        for row in rows:
+            writer.writerow([row["epoch"]] + [row.get(k, "") for k in keys])
+    os.replace(tmp, os.path.join(folder, "history.csv"))
+
+
+def draw_curves(path, rows, metric, size=(900, 360)):
+    """Two panels, loss and `metric`, train (blue) and validation (orange), one point per epoch."""
+    width, height = size
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    for panel, key in enumerate(("loss", metric)):
+        left, right = 50 + panel * width // 2, (panel + 1) * width // 2 - 20
+        top, bottom = 30, height - 40
+        draw.rectangle([left, top, right, bottom], outline="black")
+        series = [(key, (31, 119, 180)), (f"val_{key}", (255, 127, 14))]
+        values = [row[k] for row in rows for k, _ in series if k in row and math.isfinite(row[k])]
+        if not values:
+            continue
+        low, high = min(values), max(values)
+        high = high if high > low else low + 1.0
+        draw.text((left, 10), f"{key}  (blue train, orange val)  [{low:.3g}, {high:.3g}]", fill="black")
+        for k, colour in series:
+            points = [(row["epoch"], row[k]) for row in rows if k in row and math.isfinite(row[k])]
+            xy = [(left + (e - 1) / max(len(rows) - 1, 1) * (right - left),
+                   bottom - (v - low) / (high - low) * (bottom - top)) for e, v in points]
+            if len(xy) > 1:
+                draw.line(xy, fill=colour, width=2)
+            for x, y in xy:
+                draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
+        draw.text((left, bottom + 8), f"epochs 1..{len(rows)}", fill="black")
+    tmp = path + ".tmp.png"
+    image.save(tmp)
+    os.replace(tmp, path)
+
+
+def print_json(obj):
+    print(json.dumps(obj, indent=None, sort_keys=True, default=_json_default))
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
