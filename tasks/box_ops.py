@@ -264,15 +264,23 @@ def warp_mask(mask, matrix):
 
 
 def jitter_colours(image, rng, strength):
-    """Random brightness, contrast and saturation, each a factor in [1 - strength, 1 + strength]; clipped to [0, 1]."""
+    """Random brightness, contrast and saturation, each a factor in [1 - strength, 1 + strength]; clipped to [0, 1].
+
+    Brightness b scales the pixels; contrast c pulls them towards their mean m (of the brightened image);
+    saturation s pulls each pixel towards its own grey (ITU-R 601 luma). All three are linear, so they are folded
+    into one colour matrix and one offset: out = pixel @ matrix.T + (1 - c) m.
+    """
     brightness, contrast, saturation = rng.uniform(1 - strength, 1 + strength, size=3)
-    image = image * np.float32(brightness)
-    mean = image.mean(dtype=np.float64)
-    image = (image - mean) * np.float32(contrast) + np.float32(mean)
-    if image.shape[2] == 3:
-        grey = image @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        image = grey[:, :, None] + (image - grey[:, :, None]) * np.float32(saturation)
-    return np.clip(image, 0, 1).astype(np.float32)
+    channels = image.shape[2]
+    towards_grey = np.eye(channels)
+    if channels == 3:
+        luma = np.array([0.299, 0.587, 0.114])
+        towards_grey = saturation * towards_grey + (1 - saturation) * np.outer(np.ones(3), luma)
+    matrix = (towards_grey * brightness * contrast).astype(np.float32)
+    offset = np.float32((1 - contrast) * brightness * image.mean(dtype=np.float64))
+    out = image @ matrix.T
+    out += offset
+    return np.clip(out, 0, 1, out=out)
 
 
 def _random_geometry(width, height, rng, flip, scale_translate, max_rotation_deg):

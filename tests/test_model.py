@@ -59,9 +59,9 @@ def test_summary_reports_keras_shapes_and_parameter_counts():
     model.summary(print_fn=lines.append)
     text = "\n".join(lines)
     assert "(None, 98, 98, 64)" in text and "(None, 1)" in text
-    # Keras counts for the tutorial's net: 640 + 36,928 + 9,469,248 + 65 = 9,506,881
-    assert model.count_params() == 9_506_881
-    assert "9,506,881" in text
+    # Keras' counts for the tutorial's net: 640 + 36,928 + (23·23·64)·64 + 64 + 65 = 2,204,481
+    assert model.count_params() == 2_204_481
+    assert "2,204,481" in text and "(None, 23, 23, 64)" in text
 
 
 def test_save_load_predict_round_trip(tmp_path):
@@ -219,10 +219,11 @@ def test_module_with_skip_connection_fits_and_round_trips(tmp_path):
     x = rng.uniform(0, 1, (8, 1, 8, 8)).astype(np.float32)
     y = (x[:, 0] > 0.5).astype(np.int64)  # per-pixel classes (N, H, W)
     model = TinyFCN()
-    model.compile(loss=tinycnn.losses.SparseCategoricalCrossentropy(from_logits=True), optimizer="adam",
-                  metrics=["accuracy"])
+    model.compile(loss=tinycnn.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  optimizer=tinycnn.optimizers.Adam(1e-2), metrics=["accuracy"])
     history = model.fit(x, y, batch_size=4, epochs=30, verbose=0)
-    assert history.history["loss"][-1] < history.history["loss"][0] / 2
+    assert history.history["loss"][-1] < 0.75 * history.history["loss"][0]
+    assert history.history["accuracy"][-1] > 0.8
     model.save(tmp_path / "fcn.tcnn")
     loaded = tinycnn.load_model(tmp_path / "fcn.tcnn")
     np.testing.assert_allclose(loaded.predict(x), model.predict(x), rtol=1e-6)

@@ -43,10 +43,14 @@ class TrainingAPI:
         self.metrics = [metrics_module.get(m) for m in (metrics or [])]
         if hasattr(optimizer, "step") and hasattr(optimizer, "zero_grad"):
             self.optimizer, self._optimizer_spec = optimizer, None
-        else:
-            self._optimizer_spec = optimizers.get(optimizer)
-            self.optimizer = self._optimizer_spec.build(list(self.parameters()))
+        else:  # built now, or at the start of fit once a first batch has created the weights
+            self._optimizer_spec, self.optimizer = optimizers.get(optimizer), None
+            self._ensure_optimizer()
         return self
+
+    def _ensure_optimizer(self):
+        if self.optimizer is None and next(iter(self.parameters()), None) is not None:
+            self.optimizer = self._optimizer_spec.build(list(self.parameters()))
 
     def _ensure_built(self):
         """Build the weights of a model whose input shape is known (a Sequential with input_shape)."""
@@ -60,7 +64,7 @@ class TrainingAPI:
             self._weights_built = True
 
     def _check_compiled(self):
-        if getattr(self, "loss", None) is None or self.optimizer is None:
+        if getattr(self, "loss", None) is None:
             raise RuntimeError("call model.compile(loss=..., optimizer=...) before fit or evaluate")
 
     # ------------------------------------------------------------------ data
@@ -94,6 +98,11 @@ class TrainingAPI:
         caller's layout). Returns a History whose `.history` maps metric names to per-epoch values."""
         self._check_compiled()
         x, y = _check_arrays(x, y, "fit")
+        self._record_input_shape(x)
+        self._ensure_built()
+        self._ensure_optimizer()
+        if self.optimizer is None:
+            raise RuntimeError("the model has no trainable parameters")
         if validation_data is not None:
             x_val, y_val = _check_arrays(*validation_data, "validation_data")
         elif validation_split:
@@ -105,7 +114,6 @@ class TrainingAPI:
             x, x_val, y, y_val = x[:-n_val], x[-n_val:], y[:-n_val], y[-n_val:]  # Keras: the last part
         else:
             x_val = y_val = None
-        self._record_input_shape(x)
         callbacks = list(callbacks or [])
         history = History()
         self.stop_training = False
@@ -173,6 +181,8 @@ class TrainingAPI:
         """Loss and metrics over (x, y) in eval mode; a list [loss, *metrics] or a dict."""
         self._check_compiled()
         x, y = _check_arrays(x, y, "evaluate")
+        self._record_input_shape(x)
+        self._ensure_built()
         was_training = self.training
         self.eval()
         loss_mean, metric_means = _new_means(self.metrics)
@@ -195,6 +205,7 @@ class TrainingAPI:
         """Model outputs for x as a NumPy array (channels-last image outputs for a Sequential)."""
         x = _check_x(x, "predict")
         self._record_input_shape(x)
+        self._ensure_built()
         was_training = self.training
         self.eval()
         outputs = []

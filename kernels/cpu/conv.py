@@ -396,7 +396,7 @@ def _direct_weight_grad(dy, x, stride, padding, dilation, dw):
             for j in range(KW):
                 ow_lo, ow_hi = _valid_range(j * dil_w - pw, sw, W, OW)
                 total = dw[f, 0, i, j]  # 0, in dw's dtype
-                for n in range(N):
+                for n in range(1):
                     for oh in range(oh_lo, oh_hi):
                         ih = oh * sh + i * dil_h - ph
                         for ow in range(ow_lo, ow_hi):

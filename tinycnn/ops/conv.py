@@ -99,8 +99,8 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
         raise ValueError(f"{op}: input has {C} channels but weight {weight.shape} expects {C_w} (weight.shape[0])")
     groups = _check_groups(op, groups, C, None, None)
     _check_bias(op, bias, Fg * groups)
-    for axis, (op_, s, d) in enumerate(zip(output_padding, stride, dilation)):
-        if op_ >= s and op_ >= d:
+    for extra, s, d in zip(output_padding, stride, dilation):
+        if extra >= s and extra >= d:
             raise ValueError(f"{op}: output_padding {output_padding} must be smaller than the stride {stride} "
                              f"or the dilation {dilation}")
     out_h = (H - 1) * stride[0] - 2 * padding[0] + dilation[0] * (KH - 1) + output_padding[0] + 1
@@ -176,7 +176,7 @@ def _non_negative_pair(value, op, name):
 
 
 def _string_padding(op, input, padding, kernel, stride, dilation):
-    """"valid" -> (0, 0). "same" -> the padding that keeps H×W at stride 1, total d·(K − 1) per axis: half on
+    """Padding "valid" -> (0, 0); "same" -> the padding that keeps H×W at stride 1, total d·(K − 1) per axis: half on
     each side, and when the total is odd the extra row/column at the bottom/right, padded here by `pad`."""
     if padding == "valid":
         return input, (0, 0)

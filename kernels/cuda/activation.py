@@ -1,0 +1,140 @@
+"""Activations on the GPU: one grid-stride kernel per function, over the flat elements (any shape).
+
+    relu(x) = max(x, 0)                  relu'(x) = [x > 0]
+    relu6(x) = min(max(x, 0), 6)         relu6'(x) = [0 < x < 6]
+    leaky_relu(x) = x if x > 0 else a·x  leaky_relu'(x) = 1 if x > 0 else a
+    sigmoid(x) = 1 / (1 + e⁻ˣ)           sigmoid' = y (1 − y)   (from the output y)
+    tanh(x)                              tanh' = 1 − y²         (from the output y)
+
+Thread t of T handles elements t, t + T, ... (neighbouring threads, neighbouring addresses: coalesced).
+Sigmoid uses e = e^−|x| ∈ (0, 1] so it never overflows; a NaN input gives a NaN output, as on the CPU.
+"""
+import math
+
+import numpy as np
+from numba import cuda
+
+from . import _launch as L
+
+# Typed constants: a bare 1 or 6 would be an int64, and int64 with float32 computes in float64.
+# (float32 with a float64 array still computes in float64.)
+ZERO, ONE, SIX = np.float32(0), np.float32(1), np.float32(6)
+
+
+@cuda.jit
+def relu_forward_kernel(x, y):
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        v = x[i]
+        y[i] = ZERO if v < 0 else v       # NaN < 0 is false: NaN passes through
+
+
+@cuda.jit
+def relu_backward_kernel(dy, x, dx):
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        dx[i] = dy[i] if x[i] > 0 else ZERO
+
+
+@cuda.jit
+def relu6_forward_kernel(x, y):
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        v = x[i]
+        y[i] = ZERO if v < 0 else (SIX if v > SIX else v)
+
+
+@cuda.jit
+def relu6_backward_kernel(dy, x, dx):
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        dx[i] = dy[i] if ZERO < x[i] < SIX else ZERO
+
+
+@cuda.jit
+def leaky_relu_forward_kernel(x, slope, y):
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        v = x[i]
+        y[i] = v if v > 0 else slope * v
+
+
+@cuda.jit
+def leaky_relu_backward_kernel(dy, x, slope, dx):
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        dx[i] = dy[i] if x[i] > 0 else slope * dy[i]
+
+
+@cuda.jit
+def sigmoid_forward_kernel(x, y):
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        v = x[i]
+        e = math.exp(-abs(v))                 # in (0, 1]
+        if v >= 0:
+            y[i] = ONE / (ONE + e)
+        else:
+            y[i] = e / (ONE + e)
+
+
+@cuda.jit
+def sigmoid_backward_kernel(dy, y, dx):
+    for i in range(cuda.grid(1), y.size, cuda.gridsize(1)):
+        dx[i] = dy[i] * y[i] * (ONE - y[i])
+
+
+@cuda.jit
+def tanh_forward_kernel(x, y):
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        y[i] = math.tanh(x[i])
+
+
+@cuda.jit
+def tanh_backward_kernel(dy, y, dx):
+    for i in range(cuda.grid(1), y.size, cuda.gridsize(1)):
+        dx[i] = dy[i] * (ONE - y[i] * y[i])
+
+
+def _map(kernel, *arrays, scalar=None):
+    """out = kernel(*arrays[, scalar]), out shaped like arrays[0]."""
+    out = L.empty(arrays[0].shape, arrays[0].dtype)
+    if out.size:
+        args = [L.flat(a) for a in arrays]
+        if scalar is not None:
+            args.append(L.scalar(scalar, out.dtype))
+        L.launch1d(kernel, out.size, *args, L.flat(out))
+    return out
+
+
+def relu_forward(x):
+    return _map(relu_forward_kernel, x)
+
+
+def relu_backward(dy, x):
+    return _map(relu_backward_kernel, dy, x)
+
+
+def relu6_forward(x):
+    return _map(relu6_forward_kernel, x)
+
+
+def relu6_backward(dy, x):
+    return _map(relu6_backward_kernel, dy, x)
+
+
+def leaky_relu_forward(x, slope):
+    return _map(leaky_relu_forward_kernel, x, scalar=slope)
+
+
+def leaky_relu_backward(dy, x, slope):
+    return _map(leaky_relu_backward_kernel, dy, x, scalar=slope)
+
+
+def sigmoid_forward(x):
+    return _map(sigmoid_forward_kernel, x)
+
+
+def sigmoid_backward(dy, y):
+    return _map(sigmoid_backward_kernel, dy, y)
+
+
+def tanh_forward(x):
+    return _map(tanh_forward_kernel, x)
+
+
+def tanh_backward(dy, y):
+    return _map(tanh_backward_kernel, dy, y)

@@ -1,0 +1,133 @@
+"""2-D upsampling on the GPU (NCHW): nearest with integer scales, and bilinear with PyTorch's mapping.
+
+    nearest, scale (sh, sw):  y[n, c, i, j] = x[n, c, i // sh, j // sw]
+                              dx[n, c, h, w] = Σ of dy over the sh × sw block that copied x[n, c, h, w]
+    bilinear, output (OH, OW): row i reads input rows r0 = ⌊s(i)⌋ and r1 = min(r0 + 1, H − 1) with weights
+        1 − t and t, t = s(i) − r0 (columns likewise with c0, c1, u):
+        y[i, j] = (1−t)(1−u)·x[r0, c0] + (1−t)u·x[r0, c1] + t(1−u)·x[r1, c0] + tu·x[r1, c1]
+    s(i) = i·(H − 1)/(OH − 1)                      align_corners=True (0 when OH = 1)
+    s(i) = max((i + 0.5)·H/OH − 0.5, 0)            align_corners=False
+
+One thread per output pixel (forwards, nearest backward: one per input pixel, a gather). The bilinear
+backward scatters each output's gradient into its four taps, which neighbouring outputs share: those adds
+are cuda.atomic.add into a zeroed dx. The source coordinate is computed in the input's dtype (the CPU uses
+float64): where the two round differently at a tap boundary, t ≈ 0 on one side and ≈ 1 on the other, so
+the interpolated value is the same to rounding.
+"""
+import numpy as np
+from numba import cuda, float32
+
+from . import _launch as L
+from .elementwise import zeros
+
+HALF, ZERO, ONE = np.float32(0.5), np.float32(0), np.float32(1)
+
+
+@cuda.jit
+def nearest_forward_kernel(x, y, H, W, OH, OW, sh, sw):
+    for o in range(cuda.grid(1), y.size, cuda.gridsize(1)):
+        j = o % OW
+        i = (o // OW) % OH
+        p = o // (OW * OH)
+        y[o] = x[(p * H + i // sh) * W + j // sw]
+
+
+@cuda.jit
+def nearest_backward_kernel(dy, dx, H, W, sh, sw):
+    OH = H * sh
+    OW = W * sw
+    for o in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
+        w = o % W
+        h = (o // W) % H
+        p = o // (W * H)
+        total = ZERO
+        for a in range(sh):
+            for b in range(sw):
+                total += dy[(p * OH + h * sh + a) * OW + w * sw + b]
+        dx[o] = total
+
+
+@cuda.jit(device=True)
+def source_tap(i, in_size, ratio, align_corners):
+    """(lower index, upper index, weight of the upper) of output index i along one axis.
+    ratio = (in − 1)/(out − 1) with align_corners (0 when out = 1), else in/out; in the input's dtype."""
+    fi = float32(i)                       # (an int64 operand would make the float32 math float64)
+    if align_corners:
+        s = fi * ratio
+    else:
+        s = max((fi + HALF) * ratio - HALF, ZERO)
+    lo = int(s)                           # s ≥ 0, so truncation is ⌊s⌋
+    return lo, min(lo + 1, in_size - 1), s - float32(lo)
+
+
+@cuda.jit
+def bilinear_forward_kernel(x, y, H, W, OH, OW, rh, rw, align_corners):
+    for o in range(cuda.grid(1), y.size, cuda.gridsize(1)):
+        j = o % OW
+        i = (o // OW) % OH
+        p = o // (OW * OH)
+        r0, r1, t = source_tap(i, H, rh, align_corners)
+        c0, c1, u = source_tap(j, W, rw, align_corners)
+        base = p * H * W
+        top = (ONE - u) * x[base + r0 * W + c0] + u * x[base + r0 * W + c1]
+        bottom = (ONE - u) * x[base + r1 * W + c0] + u * x[base + r1 * W + c1]
+        y[o] = (ONE - t) * top + t * bottom
+
+
+@cuda.jit
+def bilinear_backward_kernel(dy, dx, H, W, OH, OW, rh, rw, align_corners):
+    for o in range(cuda.grid(1), dy.size, cuda.gridsize(1)):
+        j = o % OW
+        i = (o // OW) % OH
+        p = o // (OW * OH)
+        r0, r1, t = source_tap(i, H, rh, align_corners)
+        c0, c1, u = source_tap(j, W, rw, align_corners)
+        base = p * H * W
+        g = dy[o]
+        cuda.atomic.add(dx, base + r0 * W + c0, (ONE - t) * (ONE - u) * g)
+        cuda.atomic.add(dx, base + r0 * W + c1, (ONE - t) * u * g)
+        cuda.atomic.add(dx, base + r1 * W + c0, t * (ONE - u) * g)
+        cuda.atomic.add(dx, base + r1 * W + c1, t * u * g)
+
+
+def upsample_nearest2d_forward(x, scale):
+    N, C, H, W = x.shape
+    y = L.empty((N, C, H * scale[0], W * scale[1]), x.dtype)
+    if y.size:
+        L.launch1d(nearest_forward_kernel, y.size, L.flat(x), L.flat(y), H, W, y.shape[2], y.shape[3], *scale)
+    return y
+
+
+def upsample_nearest2d_backward(dy, scale):
+    N, C, OH, OW = dy.shape
+    dx = L.empty((N, C, OH // scale[0], OW // scale[1]), dy.dtype)
+    if dx.size:
+        L.launch1d(nearest_backward_kernel, dx.size, L.flat(dy), L.flat(dx), dx.shape[2], dx.shape[3], *scale)
+    return dx
+
+
+def _ratio(in_size, out_size, align_corners, dtype):
+    if align_corners:
+        return L.scalar((in_size - 1) / (out_size - 1) if out_size > 1 else 0.0, dtype)
+    return L.scalar(in_size / out_size, dtype)
+
+
+def upsample_bilinear2d_forward(x, out_hw, align_corners):
+    N, C, H, W = x.shape
+    OH, OW = out_hw
+    y = L.empty((N, C, OH, OW), x.dtype)
+    if y.size:
+        L.launch1d(bilinear_forward_kernel, y.size, L.flat(x), L.flat(y), H, W, OH, OW,
+                   _ratio(H, OH, align_corners, x.dtype), _ratio(W, OW, align_corners, x.dtype), bool(align_corners))
+    return y
+
+
+def upsample_bilinear2d_backward(dy, x_shape, align_corners):
+    N, C, OH, OW = dy.shape
+    H, W = x_shape[2], x_shape[3]
+    dx = zeros(x_shape, dy.dtype)
+    if dy.size:
+        L.launch1d(bilinear_backward_kernel, dy.size, L.flat(dy), L.flat(dx), H, W, OH, OW,
+                   _ratio(H, OH, align_corners, dy.dtype), _ratio(W, OW, align_corners, dy.dtype),
+                   bool(align_corners))
+    return dx

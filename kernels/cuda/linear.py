@@ -1,0 +1,161 @@
+"""Matrix products and the dense layer on the GPU: a tiled GEMM in shared memory.
+
+    y = x Wᵀ + b            x (N, I), W (O, I), b (O,)  ->  y (N, O)
+    dx = dy W,  dW = dyᵀ x,  db = Σₙ dy
+
+One kernel computes every product: C (M × N) = A (M × K) · B (K × N), where A and B are read through
+strides (a[m·a_rs + k·a_cs]), so a transposed operand is just other strides (Wᵀ is W with its strides
+swapped) and nothing is copied.
+
+The tiling (sizes in _launch.py; real GPU: BM = BN = 64, BK = 16, RM = RN = 4):
+- a block of TM × TN = 16 × 16 threads owns a BM × BN tile of C;
+- it walks along K in steps of BK: the threads copy an A tile (BM × BK) and a B tile (BK × BN) into shared
+  memory (neighbouring threads read neighbouring addresses), wait, and each thread adds the products of its
+  RM × RN outputs (`tile_mma`): BK·(RM + RN) reads from shared memory for BK·RM·RN multiply-adds, the
+  reuse that makes a GEMM fast. Thread (ty, tx) owns rows ty + i·TM and columns tx + j·TN, so a warp's
+  shared-memory reads fall into distinct banks (rows are padded by one element against conflicts);
+- split-K: when M × N has too few tiles to fill the GPU (the first dense layer of the tutorial: 32 × 64
+  outputs, K = 33,856), the K range is cut into slices, one per grid.z: each block writes its partial tile to a
+  workspace, and `splitk_sum_kernel` adds the slices (and the bias) in a second pass.
+The conv kernels (conv.py) reuse `tile_mma` with their own tile loaders (implicit GEMM).
+"""
+import numpy as np
+from numba import cuda
+
+from . import _launch as L
+from ._launch import BK, BM, BMP, BN, BNP, GEMM_THREADS, RM, RN, TM, TN
+
+
+@cuda.jit(device=True)
+def tile_mma(As, Bs, acc, ra, rb, ty, tx):
+    """acc[i, j] += Σ_kk As[kk, ty + i·TM] · Bs[kk, tx + j·TN]: the thread's RM × RN outputs of the tile.
+    ra, rb: the thread's registers for one column of A and one row of B."""
+    for kk in range(BK):
+        for i in range(RM):
+            ra[i] = As[kk, ty + i * TM]
+        for j in range(RN):
+            rb[j] = Bs[kk, tx + j * TN]
+        for i in range(RM):
+            for j in range(RN):
+                acc[i, j] += ra[i] * rb[j]
+
+
+@cuda.jit
+def gemm_kernel(a, a_rs, a_cs, b, b_rs, b_cs, c, M, N, K, k_per_slice, bias, has_bias):
+    """c[z·M·N + m·N + n] = Σ_{k in slice z} a[m·a_rs + k·a_cs] · b[k·b_rs + n·b_cs]  (+ bias[n] if has_bias)
+
+    a, b, c, bias: 1-D. Slice z = blockIdx.z covers k in [z·k_per_slice, (z+1)·k_per_slice).
+    grid (⌈N/BN⌉, ⌈M/BM⌉, slices), block (TN, TM); thread (ty, tx) computes rows m0 + ty + i·TM and
+    columns n0 + tx + j·TN of the block's tile (i < RM, j < RN)."""
+    As = cuda.shared.array((BK, BMP), dtype=c.dtype)
+    Bs = cuda.shared.array((BK, BNP), dtype=c.dtype)
+    acc = cuda.local.array((RM, RN), dtype=c.dtype)
+    ra = cuda.local.array(RM, dtype=c.dtype)
+    rb = cuda.local.array(RN, dtype=c.dtype)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    tid = ty * TN + tx
+    m0 = cuda.blockIdx.y * BM
+    n0 = cuda.blockIdx.x * BN
+    z = cuda.blockIdx.z
+    k_lo = z * k_per_slice
+    k_hi = min(K, k_lo + k_per_slice)
+    for i in range(RM):
+        for j in range(RN):
+            acc[i, j] = 0
+    for k0 in range(k_lo, k_hi, BK):
+        # A tile -> As[kk, mm] = a[m0 + mm, k0 + kk] (0 outside A or the slice)
+        for e in range(tid, BM * BK, GEMM_THREADS):
+            if a_cs == 1:            # a contiguous along k: neighbouring threads take neighbouring k
+                kk = e % BK
+                mm = e // BK
+            else:                    # otherwise along m
+                mm = e % BM
+                kk = e // BM
+            m = m0 + mm
+            k = k0 + kk
+            if m < M and k < k_hi:
+                As[kk, mm] = a[m * a_rs + k * a_cs]
+            else:
+                As[kk, mm] = 0
+        # B tile -> Bs[kk, nn] = b[k0 + kk, n0 + nn]
+        for e in range(tid, BN * BK, GEMM_THREADS):
+            if b_rs == 1:            # b contiguous along k
+                kk = e % BK
+                nn = e // BK
+            else:
+                nn = e % BN
+                kk = e // BN
+            n = n0 + nn
+            k = k0 + kk
+            if n < N and k < k_hi:
+                Bs[kk, nn] = b[k * b_rs + n * b_cs]
+            else:
+                Bs[kk, nn] = 0
+        cuda.syncthreads()
+        tile_mma(As, Bs, acc, ra, rb, ty, tx)
+        cuda.syncthreads()
+    for i in range(RM):
+        m = m0 + ty + i * TM
+        if m < M:
+            for j in range(RN):
+                n = n0 + tx + j * TN
+                if n < N:
+                    v = acc[i, j]
+                    if has_bias:
+                        v += bias[n]
+                    c[(z * M + m) * N + n] = v
+
+
+@cuda.jit
+def splitk_sum_kernel(out, parts, slices, bias, has_bias, ncols):
+    """out[i] = Σ_s parts[s·size + i] (+ bias[i % ncols]), size = out.size: the second pass of split-K."""
+    size = out.size
+    for i in range(cuda.grid(1), size, cuda.gridsize(1)):
+        v = parts[i]
+        for s in range(1, slices):
+            v += parts[s * size + i]
+        if has_bias:
+            v += bias[i % ncols]
+        out[i] = v
+
+
+def gemm(a, a_rs, a_cs, b, b_rs, b_cs, M, N, K, bias=None, dtype=None):
+    """C (M × N) = A · B (+ bias over columns), A and B given as 1-D views and element strides."""
+    dtype = np.dtype(dtype or np.result_type(np.dtype(a.dtype), np.dtype(b.dtype)))
+    out = L.empty((M, N), dtype)
+    if M * N == 0:
+        return out
+    has_bias = bias is not None
+    bias = L.flat(bias) if has_bias else L.flat(out)   # a stand-in that is never read
+    slices, per = L.split_k(L.cdiv(M, BM) * L.cdiv(N, BN), K)
+    grid = (L.cdiv(N, BN), L.cdiv(M, BM), slices)
+    if slices == 1:
+        L.launch(gemm_kernel, grid, (TN, TM), a, a_rs, a_cs, b, b_rs, b_cs, L.flat(out), M, N, K, per,
+                 bias, has_bias)
+        return out
+    parts = L.workspace("gemm.parts", (slices * M * N,), dtype)
+    L.launch(gemm_kernel, grid, (TN, TM), a, a_rs, a_cs, b, b_rs, b_cs, parts, M, N, K, per, bias, False)
+    L.launch1d(splitk_sum_kernel, M * N, L.flat(out), parts, slices, bias, has_bias, N)
+    return out
+
+
+def matmul(a, b):
+    """(M, K) @ (K, N), both C-contiguous."""
+    (M, K), N = a.shape, b.shape[1]
+    return gemm(L.flat(a), K, 1, L.flat(b), N, 1, M, N, K)
+
+
+def linear_forward(x, w, b):
+    """y = x Wᵀ + b: A = x (N × I), B = Wᵀ (I × O) read as W with swapped strides."""
+    (N, I), O = x.shape, w.shape[0]
+    return gemm(L.flat(x), I, 1, L.flat(w), 1, I, N, O, I, bias=b)
+
+
+def linear_backward(dy, x, w, need_dx, need_dw, need_db):
+    from . import reduce
+    (N, I), O = x.shape, w.shape[0]
+    dx = gemm(L.flat(dy), O, 1, L.flat(w), I, 1, N, I, O) if need_dx else None     # dy (N×O) · W (O×I)
+    dw = gemm(L.flat(dy), 1, O, L.flat(x), I, 1, O, I, N) if need_dw else None     # dyᵀ (O×N) · x (N×I)
+    db = reduce.sum(dy, (0,), False) if need_db else None
+    return dx, dw, db

@@ -1,0 +1,71 @@
+"""Optimizer updates on the GPU, in place on the parameter and its state (t counts steps from 1).
+
+SGD (PyTorch's):  g = grad + λ θ
+                  b = g on the first step, else b = μ b + (1 − τ) g            (only when μ ≠ 0)
+                  g = g + μ b (nesterov)  or  g = b
+                  θ = θ − η g
+Adam / AdamW:     g = grad + λ θ (Adam: L2 in the gradient)  or  θ = θ (1 − η λ) (AdamW: decoupled decay)
+                  m = β₁ m + (1 − β₁) g          v = β₂ v + (1 − β₂) g²
+                  θ = θ − η · m̂ / (√v̂ + ε),     m̂ = m / (1 − β₁ᵗ),  v̂ = v / (1 − β₂ᵗ)
+
+Every element is independent: one grid-stride kernel per update. The hyperparameters and the bias
+corrections 1 − βᵗ are computed once on the host and passed in the parameter's dtype, so the kernel's
+arithmetic is in that dtype (the CPU's is float64: the two agree to float32 rounding).
+"""
+import math
+
+import numpy as np
+from numba import cuda
+
+from . import _launch as L
+
+ONE = np.float32(1)
+
+
+@cuda.jit
+def sgd_kernel(param, grad, lr, weight_decay):
+    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
+        param[i] -= lr * (grad[i] + weight_decay * param[i])
+
+
+@cuda.jit
+def sgd_momentum_kernel(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov, first_step):
+    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
+        g = grad[i] + weight_decay * param[i]
+        b = g if first_step else momentum * buf[i] + (ONE - dampening) * g
+        buf[i] = b
+        param[i] -= lr * (g + momentum * b if nesterov else b)
+
+
+@cuda.jit
+def adam_kernel(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, m_correction, v_correction):
+    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
+        p = param[i]
+        g = grad[i]
+        if decoupled:
+            p *= ONE - lr * weight_decay
+        else:
+            g += weight_decay * p
+        m_i = beta1 * m[i] + (ONE - beta1) * g
+        v_i = beta2 * v[i] + (ONE - beta2) * g * g
+        m[i] = m_i
+        v[i] = v_i
+        param[i] = p - lr * (m_i / m_correction) / (math.sqrt(v_i / v_correction) + eps)
+
+
+def sgd_step(param, grad, momentum_buf, lr, momentum, dampening, weight_decay, nesterov, first_step):
+    """One SGD step, in place on param (and momentum_buf, which may be None when momentum == 0)."""
+    s = lambda value: L.scalar(value, param.dtype)  # noqa: E731
+    if momentum == 0:
+        L.launch1d(sgd_kernel, param.size, L.flat(param), L.flat(grad), s(lr), s(weight_decay))
+    else:
+        L.launch1d(sgd_momentum_kernel, param.size, L.flat(param), L.flat(grad), L.flat(momentum_buf), s(lr),
+                   s(momentum), s(dampening), s(weight_decay), bool(nesterov), bool(first_step))
+
+
+def adam_step(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
+    """One Adam step (AdamW when `decoupled`), in place on param, m and v; `step` is t ≥ 1."""
+    s = lambda value: L.scalar(value, param.dtype)  # noqa: E731
+    L.launch1d(adam_kernel, param.size, L.flat(param), L.flat(grad), L.flat(m), L.flat(v), s(lr), s(beta1),
+               s(beta2), s(eps), s(weight_decay), bool(decoupled),
+               s(1.0 - beta1 ** int(step)), s(1.0 - beta2 ** int(step)))
