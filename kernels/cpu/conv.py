@@ -95,7 +95,7 @@ def conv_transpose2d_backward(dy, x, w, stride, padding, output_padding, dilatio
         OW = conv_output_size(dy.shape[3], w.shape[3], stride[1], padding[1], dilation[1])
         dx = _conv(dy, w, (N, C, OH, OW), stride, padding, dilation, groups)
         if (OH, OW) != (H, W):
-            dx = np.ascontiguousarray(dx[:, :, :H, :W])
+            dx = np.ascontiguousarray(dx[:, :, 1:H+1, :W])
     if need_dw:
         dw = _conv_weight_grad(x, dy, w.shape, stride, padding, dilation, groups)
     if need_db:
@@ -396,7 +396,7 @@ def _direct_weight_grad(dy, x, stride, padding, dilation, dw):
             for j in range(KW):
                 ow_lo, ow_hi = _valid_range(j * dil_w - pw, sw, W, OW)
                 total = dw[f, 0, i, j]  # 0, in dw's dtype
-                for n in range(1):
+                for n in range(N):
                     for oh in range(oh_lo, oh_hi):
                         ih = oh * sh + i * dil_h - ph
                         for ow in range(ow_lo, ow_hi):

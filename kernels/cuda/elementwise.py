@@ -148,7 +148,7 @@ def unary_kernel(out, a, op, p):
             else:
                 out[i] = math.nan
         elif op == ABS:
-            out[i] = abs(x)
+            out[i] = x if x >= 0 else -x    # (not abs(): this module's own `abs` shadows the builtin)
         else:
             out[i] = x ** p
 
@@ -174,8 +174,7 @@ def where_kernel(out, cond, c_strides, a, a_strides, b, b_strides, shape):
 def all_finite_kernel(flag, a):
     """flag[0] = 0 if some a[i] is inf or NaN (flag starts at 1; every writer writes the same 0)."""
     for i in range(cuda.grid(1), a.size, cuda.gridsize(1)):
-        x = a[i]
-        if not (x - x == 0):   # inf - inf and NaN - NaN are NaN
+        if math.isnan(a[i]) or math.isinf(a[i]):
             flag[0] = 0
 
 
