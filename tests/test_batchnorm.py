@@ -13,6 +13,7 @@ from tinycnn.kernels.reference import batchnorm as ref
 from gradcheck import check_gradients
 
 FAST = settings(deadline=None, max_examples=15)
+GRAD = settings(deadline=None, max_examples=10)  # finite differences: a few hundred calls each
 seeds = st.integers(0, 2 ** 31 - 1)
 input_shapes = st.one_of(
     st.tuples(st.integers(1, 4), st.integers(1, 5)),                                          # (N, C)
@@ -30,7 +31,7 @@ def tolerances(dtype):
 
 # ---------------------------------------------------------------------- gradients
 
-@FAST
+@GRAD
 @given(shape=input_shapes, affine=st.booleans(), eps=st.sampled_from([1e-5, 1e-3]), seed=seeds)
 def test_training_gradients(shape, affine, eps, seed):
     assume(values_per_channel(shape) >= 2)
@@ -46,7 +47,7 @@ def test_training_gradients(shape, affine, eps, seed):
     check_gradients(fn, arrays, rtol=1e-4, atol=1e-6)
 
 
-@FAST
+@GRAD
 @given(shape=input_shapes, seed=seeds)
 def test_training_gradients_with_running_statistics_given(shape, seed):
     """Passing running statistics (updated on every call) changes neither the output nor its gradient."""

@@ -13,6 +13,7 @@ from tinycnn.kernels.reference import loss as ref
 from gradcheck import check_gradients
 
 FAST = settings(deadline=None, max_examples=15)
+GRAD = settings(deadline=None, max_examples=10)  # finite differences: a few hundred loss evaluations each
 seeds = st.integers(0, 2 ** 31 - 1)
 small_shapes = st.one_of(st.tuples(st.integers(1, 4), st.integers(1, 4)),
                          st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3)))
@@ -35,7 +36,7 @@ def weight_shape(draw_kind, shape):
 
 # ---------------------------------------------------------------------- BCE with logits
 
-@FAST
+@GRAD
 @given(shape=small_shapes, reduction=reductions, weighted=st.sampled_from([None, "full", "channel", "sample"]),
        use_pos_weight=st.booleans(), seed=seeds)
 def test_bce_with_logits_gradient(shape, reduction, weighted, use_pos_weight, seed):
@@ -89,7 +90,7 @@ def test_bce_with_logits_kernels_match_reference(shape, dtype, weighted, seed):
 
 # ---------------------------------------------------------------------- BCE on probabilities
 
-@FAST
+@GRAD
 @given(shape=small_shapes, reduction=reductions, weighted=st.sampled_from([None, "full", "sample"]), seed=seeds)
 def test_bce_gradient(shape, reduction, weighted, seed):
     rng = np.random.default_rng(seed)
@@ -142,7 +143,7 @@ def class_targets(rng, N, C, spatial, ignore_some):
     return target
 
 
-@FAST
+@GRAD
 @given(N=st.integers(1, 3), C=st.integers(1, 4), spatial=st.sampled_from([(), (1, 1), (2, 3), (3, 1)]),
        weighted=st.booleans(), ignore_some=st.booleans(), reduction=reductions, seed=seeds)
 def test_cross_entropy_gradient(N, C, spatial, weighted, ignore_some, reduction, seed):
@@ -247,7 +248,7 @@ def test_cross_entropy_errors_name_the_problem():
 
 # ---------------------------------------------------------------------- MSE
 
-@FAST
+@GRAD
 @given(shape=small_shapes, reduction=reductions, seed=seeds)
 def test_mse_gradient(shape, reduction, seed):
     rng = np.random.default_rng(seed)

@@ -225,7 +225,7 @@ def test_a_linear_regression_learns():
     w, b = Tensor(np.zeros((1, 3)), requires_grad=True), Tensor(np.zeros(1), requires_grad=True)
     opt = optim.Adam([w, b], lr=0.1)
     losses = []
-    for _ in range(150):
+    for _ in range(100):
         opt.zero_grad()
         loss = mse_loss(linear(Tensor(x), w, b), y)
         loss.backward()

@@ -224,7 +224,7 @@ def _as_array(data, dtype):
     if device_of(data) == "cuda":
         return data if dtype is None else kernels_for("cuda").elementwise.astype(data, np.dtype(dtype))
     if dtype is not None:
-        return np.ascontiguousarray(data, dtype=dtype)
+        return np.require(np.asarray(data, dtype=dtype), requirements="C")
     array = np.asarray(data)
     if array.dtype == np.float64 and not isinstance(data, np.ndarray):
         array = array.astype(np.float32)  # Python floats and lists: float32, like torch.tensor
@@ -234,7 +234,7 @@ def _as_array(data, dtype):
         array = array.astype(np.float32)
     elif array.dtype.kind not in "fiub":
         raise TypeError(f"cannot make a Tensor from an array of dtype {array.dtype}")
-    return np.ascontiguousarray(array)
+    return np.require(array, requirements="C")  # keeps 0-d arrays 0-d
 
 
 def _move(array, device):

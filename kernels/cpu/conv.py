@@ -95,7 +95,7 @@ def conv_transpose2d_backward(dy, x, w, stride, padding, output_padding, dilatio
         OW = conv_output_size(dy.shape[3], w.shape[3], stride[1], padding[1], dilation[1])
         dx = _conv(dy, w, (N, C, OH, OW), stride, padding, dilation, groups)
         if (OH, OW) != (H, W):
-            dx = np.ascontiguousarray(dx[:, :, 1:H+1, :W])
+            dx = np.ascontiguousarray(dx[:, :, :H, :W])
     if need_dw:
         dw = _conv_weight_grad(x, dy, w.shape, stride, padding, dilation, groups)
     if need_db:
