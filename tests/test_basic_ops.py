@@ -42,7 +42,7 @@ BINARY = {
 
 @FAST
 @given(op=st.sampled_from(sorted(BINARY)), seed=seeds,
-       shapes=hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=1, max_dims=3, min_side=1, max_side=3))
+       shapes=hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, min_side=1, max_side=3))
 def test_binary_ops_broadcast_gradients(op, seed, shapes):
     fn, reference = BINARY[op]
     rng = np.random.default_rng(seed)
@@ -55,7 +55,7 @@ def test_binary_ops_broadcast_gradients(op, seed, shapes):
 
 @FAST
 @given(op=st.sampled_from(sorted(BINARY)), scalar=st.floats(0.5, 3.0), seed=seeds,
-       shape=hnp.array_shapes(min_dims=1, max_dims=3, max_side=3))
+       shape=hnp.array_shapes(min_dims=0, max_dims=3, max_side=3))
 def test_binary_ops_with_a_scalar_on_the_right(op, scalar, seed, shape):
     fn, reference = BINARY[op]
     x = away_from_zero(np.random.default_rng(seed), shape)
@@ -65,7 +65,7 @@ def test_binary_ops_with_a_scalar_on_the_right(op, scalar, seed, shape):
 
 @FAST
 @given(op=st.sampled_from(sorted(BINARY)), scalar=st.floats(0.5, 3.0), seed=seeds,
-       shape=hnp.array_shapes(min_dims=1, max_dims=3, max_side=3))
+       shape=hnp.array_shapes(min_dims=0, max_dims=3, max_side=3))
 def test_binary_ops_with_a_scalar_on_the_left(op, scalar, seed, shape):
     fn, reference = BINARY[op]
     x = away_from_zero(np.random.default_rng(seed), shape)

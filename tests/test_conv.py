@@ -1,5 +1,8 @@
 """conv2d, conv_transpose2d and pad: gradients against finite differences (float64), the CPU kernels against
 the NumPy reference (float32 and float64), the reference against hand-computed values, and the errors."""
+import contextlib
+
+import numba
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -17,6 +20,24 @@ TOL = {np.float32: dict(rtol=2e-4, atol=2e-4), np.float64: dict(rtol=1e-10, atol
 
 def randn(rng, *shape):
     return rng.standard_normal(shape)
+
+
+def gradcheck(fn, arrays):
+    """check_gradients on one Numba thread: finite differences run the op hundreds of times on tiny arrays,
+    where waking the parallel threads costs more than the work (10× more on a loaded machine). The kernel
+    tests below run on every thread."""
+    with one_numba_thread():
+        check_gradients(fn, arrays)
+
+
+@contextlib.contextmanager
+def one_numba_thread():
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
 
 
 # ---------------------------------------------------------------------- random problems
@@ -99,7 +120,7 @@ def _transpose_geometry(case):
 @given(case=conv_cases(), seed=st.integers(0, 2**16))
 def test_conv2d_gradients(case, seed):
     arrays = _arrays(case, np.random.default_rng(seed), case["w_shape"][0])
-    check_gradients(_conv_fn(case), arrays)
+    gradcheck(_conv_fn(case), arrays)
 
 
 # Named problems, so that every algorithm and every awkward geometry is always among the checked ones.
@@ -136,7 +157,7 @@ def _named(name):
 def test_conv2d_gradients_named_cases(name):
     case = _named(name)
     arrays = _arrays(case, np.random.default_rng(1), case["w_shape"][0])
-    check_gradients(_conv_fn(case), arrays)
+    gradcheck(_conv_fn(case), arrays)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_ALGORITHM))
@@ -154,7 +175,7 @@ def test_named_cases_exercise_each_algorithm(name):
 def test_conv_transpose2d_gradients(case, seed):
     out_channels = case["w_shape"][1] * case["groups"]
     arrays = _arrays(case, np.random.default_rng(seed), out_channels)
-    check_gradients(_conv_transpose_fn(case), arrays)
+    gradcheck(_conv_transpose_fn(case), arrays)
 
 
 @pytest.mark.parametrize("case", [
@@ -172,14 +193,14 @@ def test_conv_transpose2d_gradients(case, seed):
 def test_conv_transpose2d_gradients_named_cases(case):
     case = dict(dict(dilation=(1, 1), groups=1, bias=True), **case)
     arrays = _arrays(case, np.random.default_rng(2), case["w_shape"][1] * case["groups"])
-    check_gradients(_conv_transpose_fn(case), arrays)
+    gradcheck(_conv_transpose_fn(case), arrays)
 
 
 @settings(deadline=None, max_examples=15)
 @given(shape=st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 4), st.integers(1, 4)),
        pad=st.tuples(*[st.integers(0, 2)] * 4), value=st.floats(-2, 2), seed=st.integers(0, 2**16))
 def test_pad_gradients(shape, pad, value, seed):
-    check_gradients(lambda x: F.pad(x, pad, value), [randn(np.random.default_rng(seed), *shape)])
+    gradcheck(lambda x: F.pad(x, pad, value), [randn(np.random.default_rng(seed), *shape)])
 
 
 def test_pad_values_and_two_element_form():

@@ -50,6 +50,7 @@ class Function:
         raw = [a.data if isinstance(a, Tensor) else a for a in args]
         track = is_grad_enabled() and any(t.requires_grad for t in tensors)
         if track:
+            fn.arg_is_tensor = tuple(isinstance(a, Tensor) for a in args)
             fn.inputs = tuple(tensors)
             fn.needs_grad = tuple(t.requires_grad for t in tensors)
         out = Tensor(fn.forward(*raw, **kwargs), requires_grad=track, _device=device)
@@ -63,6 +64,10 @@ class Function:
     def backward(self, grad):
         """Return the gradient for each Tensor input (a tuple, or a single array for one input)."""
         raise NotImplementedError
+
+    def tensor_grads(self, *grads):
+        """Keep the gradients of the arguments that were Tensors (drop those of Python numbers)."""
+        return tuple(g for g, is_tensor in zip(grads, self.arg_is_tensor) if is_tensor)
 
 
 def _common_device(tensors, op_name):

@@ -33,7 +33,7 @@ def _train_forward(x3, gamma, beta, eps, y3, mean, invstd, var_unbiased):
         inv = 1.0 / np.sqrt(squares / count + eps)
         mean[c] = mu
         invstd[c] = inv
-        var_unbiased[c] = squares / count if count > 1 else np.nan
+        var_unbiased[c] = squares / (count - 1) if count > 1 else np.nan
         scale = gamma[c] * inv
         shift = beta[c] - mu * scale
         for n in range(N):

@@ -171,7 +171,7 @@ def _cross_entropy_grad(log_probs3, target2, weight, ignore_index, scale, dx3):
                     dx3[n, c, i] = 0.0
                 else:
                     one_hot = 1.0 if c == t else 0.0
-                    dx3[n, c, i] = scale * (np.exp(log_probs3[n, c, i]) - one_hot)
+                    dx3[n, c, i] = scale * weight[t] * (np.exp(log_probs3[n, c, i]) - one_hot)
 
 
 def cross_entropy_backward(log_probs3, target2, weight, ignore_index, weight_sum, g):

@@ -19,7 +19,7 @@ class Add(Function):
 
     def backward(self, g):
         e = self.k.elementwise
-        return tuple(e.sum_to_shape(g, s) for s in self.shapes)
+        return self.tensor_grads(*(e.sum_to_shape(g, s) for s in self.shapes))
 
 
 class Sub(Function):
@@ -29,7 +29,7 @@ class Sub(Function):
 
     def backward(self, g):
         e = self.k.elementwise
-        return e.sum_to_shape(g, self.shapes[0]), e.sum_to_shape(e.neg(g), self.shapes[1])
+        return self.tensor_grads(e.sum_to_shape(g, self.shapes[0]), e.sum_to_shape(e.neg(g), self.shapes[1]))
 
 
 class Mul(Function):
@@ -39,8 +39,8 @@ class Mul(Function):
 
     def backward(self, g):  # d(ab) = b da + a db
         e = self.k.elementwise
-        return (e.sum_to_shape(e.mul(g, self.b), _shape(self.a)),
-                e.sum_to_shape(e.mul(g, self.a), _shape(self.b)))
+        return self.tensor_grads(e.sum_to_shape(e.mul(g, self.b), _shape(self.a)),
+                                 e.sum_to_shape(e.mul(g, self.a), _shape(self.b)))
 
 
 class Div(Function):
@@ -52,7 +52,7 @@ class Div(Function):
         e = self.k.elementwise
         da = e.div(g, self.b)
         db = e.neg(e.div(e.mul(da, self.a), self.b))
-        return e.sum_to_shape(da, _shape(self.a)), e.sum_to_shape(db, _shape(self.b))
+        return self.tensor_grads(e.sum_to_shape(da, _shape(self.a)), e.sum_to_shape(db, _shape(self.b)))
 
 
 class Neg(Function):

@@ -42,9 +42,10 @@ class BatchNorm(Function):
         dy3 = e.reshape(dy, self.x3.shape)
         # In eval mode mean and invstd are constants: dγ and dβ have the training formulas, but dx is only
         # the per-channel scale γ · invstd (there is no path through the batch statistics).
-        dx3, dgamma, dbeta = self.k.batchnorm.batch_norm_backward(
-            dy3, self.x3, self.gamma, self.mean, self.invstd,
-            need_dx and self.training, need_dgamma, need_dbeta)
+        dx3 = dgamma = dbeta = None
+        if (need_dx and self.training) or need_dgamma or need_dbeta:
+            dx3, dgamma, dbeta = self.k.batchnorm.batch_norm_backward(
+                dy3, self.x3, self.gamma, self.mean, self.invstd, need_dx and self.training, need_dgamma, need_dbeta)
         if need_dx and not self.training:
             scale = e.reshape(e.mul(self.gamma, self.invstd), (1, self.gamma.shape[0], 1))
             dx3 = e.mul(dy3, scale)

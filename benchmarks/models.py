@@ -1,0 +1,265 @@
+"""The three task models, twice: in tinycnn and in PyTorch, with the same architecture, batch and input.
+
+    build_tinycnn("catdog")  -> (model, loss_fn)      model: a tinycnn.Module, NCHW tensors in
+    build_torch("catdog")    -> (model, loss_fn)      model: a torch.nn.Module, NCHW tensors in
+    make_batch("catdog", n)  -> (x, y) NumPy arrays   x float32 (n, C, H, W); y the model's targets
+
+Each builder imports its framework only when called: this file is imported by the benchmark's children in
+both environments (tinycnn's, which has no torch, and a peer's, which need not have numba).
+
+The models (the tasks' shapes, written for the benchmark; tasks/plates_models.py holds the real task models):
+
+- catdog    the tutorial's net, batch 32, 1×100×100: Conv64 3×3 + ReLU, MaxPool 2, Conv64 3×3 + ReLU,
+            MaxPool 2, Flatten, Dense 64 + ReLU, Dense 1 + sigmoid; binary cross-entropy (on the logits).
+- mobilenet MobileNetV2-style box regressor, batch 16, 3×128×128: stem conv 3×3 stride 2 → 32 (no bias) + BN +
+            ReLU6; inverted residual blocks (t, c, s) = (1,16,1) (6,24,2) (6,24,1) (6,32,2) (6,64,2) (6,128,1)
+            (1×1 expand + BN + ReLU6 when t > 1, 3×3 depthwise + BN + ReLU6, 1×1 project + BN, residual add
+            when the shape is kept); global average pooling, Linear 4 + sigmoid; MSE.
+- fcn       U-Net-style segmenter, batch 8, 3×128×128: encoder blocks of two (conv 3×3 'same' no bias + BN +
+            ReLU) with 16, 32, 64 channels and 2×2 max pooling between them; decoder: transposed conv 2×2
+            stride 2 (64→32, 32→16), concatenation with the encoder's map of that scale, a block of two
+            conv+BN+ReLU; 1×1 conv to 2 classes; per-pixel cross-entropy (on the logits).
+
+Batch norm: ε = 1e-3 in both (Keras' default, which tinycnn's layer uses). Convolutions before a batch norm
+have no bias. tinycnn's 'same' padding follows Keras: for the stride-2 3×3 convs on an even size it pads
+(0, 1) and does so with an explicit pad op; PyTorch's twin pads (1, 1). Output sizes and FLOPs are equal.
+"""
+import numpy as np
+
+MODELS = ("catdog", "mobilenet", "fcn")
+BATCH = {"catdog": 32, "mobilenet": 16, "fcn": 8}
+INPUT = {"catdog": (1, 100, 100), "mobilenet": (3, 128, 128), "fcn": (3, 128, 128)}
+MOBILENET_BLOCKS = ((1, 16, 1), (6, 24, 2), (6, 24, 1), (6, 32, 2), (6, 64, 2), (6, 128, 1))
+MOBILENET_STEM = 32
+FCN_WIDTHS = (16, 32, 64)
+BN_EPS = 1e-3
+
+# The conv layers timed alone: name -> (N, C, H, W, F, K, stride, padding, groups, need_dx).
+# need_dx is False for a first layer (training never needs the gradient of the image).
+CONV_CASES = {
+    "catdog conv1 1→64 3×3": (32, 1, 100, 100, 64, 3, 1, 0, 1, False),
+    "catdog conv2 64→64 3×3": (32, 64, 49, 49, 64, 3, 1, 0, 1, True),
+    "mobilenet 1×1 24→144 @32": (16, 24, 32, 32, 144, 1, 1, 0, 1, True),
+    "mobilenet dw 3×3 144 @32": (16, 144, 32, 32, 144, 3, 1, 1, 144, True),
+}
+
+
+def conv_output(size, k, stride, padding):
+    return (size + 2 * padding - k) // stride + 1
+
+
+def conv_flops(case):
+    """Multiply-adds × 2 of the forward; the backward does this once per gradient (dx, dw)."""
+    N, C, H, W, F, K, s, p, g, _ = case
+    OH, OW = conv_output(H, K, s, p), conv_output(W, K, s, p)
+    return 2.0 * N * F * OH * OW * (C // g) * K * K
+
+
+def make_batch(name, n, seed=0):
+    """Random inputs and targets of the model's task, NCHW float32."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.0, 1.0, (n,) + INPUT[name]).astype(np.float32)
+    if name == "catdog":
+        y = (rng.uniform(size=(n, 1)) > 0.5).astype(np.float32)
+    elif name == "mobilenet":
+        corners = np.sort(rng.uniform(size=(n, 2, 2)), axis=1)  # (xmin, xmax), (ymin, ymax)
+        y = np.stack([corners[:, 0, 0], corners[:, 0, 1], corners[:, 1, 0], corners[:, 1, 1]], 1).astype(np.float32)
+    else:
+        y = rng.integers(0, 2, (n,) + INPUT[name][1:]).astype(np.int64)
+    return x, y
+
+
+# ---------------------------------------------------------------------- tinycnn
+
+def build_tinycnn(name):
+    """(model, loss_fn): loss_fn(output tensor, NumPy targets) -> scalar tensor."""
+    import tinycnn
+    from tinycnn import layers
+
+    if name == "catdog":
+        model = tinycnn.Sequential([
+            layers.Conv2D(64, 3, activation="relu", input_shape=(100, 100, 1)),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+            layers.Dense(64, activation="relu"),
+            layers.Dense(1, activation="sigmoid"),
+        ])
+        return model, tinycnn.losses.BinaryCrossentropy()  # reads the logits kept on the sigmoid's output
+    classes = _tinycnn_classes()
+    if name == "mobilenet":
+        return classes["MobileNet"](), tinycnn.losses.MeanSquaredError()
+    if name == "fcn":
+        return classes["FCN"](), tinycnn.losses.SparseCategoricalCrossentropy(from_logits=True)
+    raise ValueError(f"unknown model {name!r}: {MODELS}")
+
+
+_TINYCNN_CLASSES = {}
+
+
+def _tinycnn_classes():
+    if _TINYCNN_CLASSES:
+        return _TINYCNN_CLASSES
+    import tinycnn
+    from tinycnn import layers
+    F = tinycnn.functional
+
+    class BenchConvBN(tinycnn.Module):
+        def __init__(self, filters, kernel, strides=1, depthwise=False, activation="relu6"):
+            super().__init__()
+            if depthwise:
+                self.conv = layers.DepthwiseConv2D(kernel, strides=strides, padding="same", use_bias=False)
+            else:
+                self.conv = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False)
+            self.bn = layers.BatchNormalization(momentum=0.9, epsilon=BN_EPS)
+            self.activation = activation
+
+        def forward(self, x):
+            x = self.bn(self.conv(x))
+            if self.activation == "relu6":
+                return F.relu6(x)
+            if self.activation == "relu":
+                return F.relu(x)
+            return x
+
+    class BenchInvertedResidual(tinycnn.Module):
+        def __init__(self, cin, cout, stride, t):
+            super().__init__()
+            hidden = cin * t
+            self.expand = BenchConvBN(hidden, 1) if t != 1 else None
+            self.depthwise = BenchConvBN(hidden, 3, strides=stride, depthwise=True)
+            self.project = BenchConvBN(cout, 1, activation=None)
+            self.residual = stride == 1 and cin == cout
+
+        def forward(self, x):
+            y = self.expand(x) if self.expand is not None else x
+            y = self.project(self.depthwise(y))
+            return x + y if self.residual else y
+
+    class MobileNet(tinycnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = BenchConvBN(MOBILENET_STEM, 3, strides=2)
+            blocks, cin = [], MOBILENET_STEM
+            for t, c, s in MOBILENET_BLOCKS:
+                blocks.append(BenchInvertedResidual(cin, c, s, t))
+                cin = c
+            self.blocks = blocks
+            self.pool = layers.GlobalAveragePooling2D()
+            self.box = layers.Dense(4, activation="sigmoid")
+
+        def forward(self, x):
+            x = self.stem(x)
+            for block in self.blocks:
+                x = block(x)
+            return self.box(self.pool(x))
+
+    class FCN(tinycnn.Module):
+        def __init__(self, classes=2):
+            super().__init__()
+            w1, w2, w3 = FCN_WIDTHS
+            self.enc1 = [BenchConvBN(w1, 3, activation="relu"), BenchConvBN(w1, 3, activation="relu")]
+            self.enc2 = [BenchConvBN(w2, 3, activation="relu"), BenchConvBN(w2, 3, activation="relu")]
+            self.bottom = [BenchConvBN(w3, 3, activation="relu"), BenchConvBN(w3, 3, activation="relu")]
+            self.up2 = layers.Conv2DTranspose(w2, 2, strides=2)
+            self.dec2 = [BenchConvBN(w2, 3, activation="relu"), BenchConvBN(w2, 3, activation="relu")]
+            self.up1 = layers.Conv2DTranspose(w1, 2, strides=2)
+            self.dec1 = [BenchConvBN(w1, 3, activation="relu"), BenchConvBN(w1, 3, activation="relu")]
+            self.classify = layers.Conv2D(classes, 1)
+
+        @staticmethod
+        def _block(convs, x):
+            for conv in convs:
+                x = conv(x)
+            return x
+
+        def forward(self, x):
+            s1 = self._block(self.enc1, x)
+            s2 = self._block(self.enc2, F.max_pool2d(s1, 2))
+            x = self._block(self.bottom, F.max_pool2d(s2, 2))
+            x = self._block(self.dec2, tinycnn.cat([self.up2(x), s2], axis=1))
+            x = self._block(self.dec1, tinycnn.cat([self.up1(x), s1], axis=1))
+            return self.classify(x)
+
+    _TINYCNN_CLASSES.update(MobileNet=MobileNet, FCN=FCN)
+    return _TINYCNN_CLASSES
+
+
+# ---------------------------------------------------------------------- PyTorch twins
+
+def build_torch(name):
+    """(model, loss_fn): loss_fn(output, target tensor) -> scalar; the model returns logits where the
+    tinycnn twin's loss reads the logits (sigmoid + BCE and softmax + CE are fused as in tinycnn)."""
+    import torch
+    from torch import nn
+    import torch.nn.functional as TF
+
+    def conv_bn(cin, cout, k, stride=1, groups=1, act=nn.ReLU6):
+        mods = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
+                nn.BatchNorm2d(cout, eps=BN_EPS, momentum=0.1)]
+        if act is not None:
+            mods.append(act())
+        return nn.Sequential(*mods)
+
+    if name == "catdog":
+        model = nn.Sequential(
+            nn.Conv2d(1, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(64, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(23 * 23 * 64, 64), nn.ReLU(), nn.Linear(64, 1))
+        return model, lambda out, y: TF.binary_cross_entropy_with_logits(out, y)
+
+    if name == "mobilenet":
+        class InvertedResidual(nn.Module):
+            def __init__(self, cin, cout, stride, t):
+                super().__init__()
+                hidden = cin * t
+                layers = [conv_bn(cin, hidden, 1)] if t != 1 else []
+                layers += [conv_bn(hidden, hidden, 3, stride, groups=hidden), conv_bn(hidden, cout, 1, act=None)]
+                self.body = nn.Sequential(*layers)
+                self.residual = stride == 1 and cin == cout
+
+            def forward(self, x):
+                y = self.body(x)
+                return x + y if self.residual else y
+
+        class MobileNet(nn.Module):
+            def __init__(self):
+                super().__init__()
+                blocks, cin = [conv_bn(3, MOBILENET_STEM, 3, 2)], MOBILENET_STEM
+                for t, c, s in MOBILENET_BLOCKS:
+                    blocks.append(InvertedResidual(cin, c, s, t))
+                    cin = c
+                self.features = nn.Sequential(*blocks)
+                self.box = nn.Linear(cin, 4)
+
+            def forward(self, x):
+                x = self.features(x).mean(dim=(2, 3))
+                return torch.sigmoid(self.box(x))
+
+        return MobileNet(), lambda out, y: TF.mse_loss(out, y)
+
+    if name == "fcn":
+        w1, w2, w3 = FCN_WIDTHS
+
+        def block(cin, cout):
+            return nn.Sequential(conv_bn(cin, cout, 3, act=nn.ReLU), conv_bn(cout, cout, 3, act=nn.ReLU))
+
+        class FCN(nn.Module):
+            def __init__(self, classes=2):
+                super().__init__()
+                self.enc1, self.enc2, self.bottom = block(3, w1), block(w1, w2), block(w2, w3)
+                self.up2, self.dec2 = nn.ConvTranspose2d(w3, w2, 2, 2), block(2 * w2, w2)
+                self.up1, self.dec1 = nn.ConvTranspose2d(w2, w1, 2, 2), block(2 * w1, w1)
+                self.classify = nn.Conv2d(w1, classes, 1)
+
+            def forward(self, x):
+                s1 = self.enc1(x)
+                s2 = self.enc2(TF.max_pool2d(s1, 2))
+                x = self.bottom(TF.max_pool2d(s2, 2))
+                x = self.dec2(torch.cat([self.up2(x), s2], 1))
+                x = self.dec1(torch.cat([self.up1(x), s1], 1))
+                return self.classify(x)
+
+        return FCN(), lambda out, y: TF.cross_entropy(out, y)
+    raise ValueError(f"unknown model {name!r}: {MODELS}")

@@ -1,0 +1,760 @@
+"""tinycnn's CPU benchmark: tinycnn against the installed peers, same work, batch and threads.
+
+    python -m benchmarks                       # everything, 3 rounds
+    python -m benchmarks --quick               # smoke run: 1 round, few steps
+    python -m benchmarks --only catdog,convs --rounds 5 --write --note "idle machine"
+    python benchmarks/run.py --torch-python /path/to/venv/bin/python
+
+Parts (`--only`, comma-separated): catdog, mobilenet, fcn (training step, inference throughput, batch-1
+latency, peak memory of a short training run), convs (each conv layer's forward and backward alone, in
+GFLOP/s, against a measured NumPy SGEMM peak), compile (first run with an empty Numba cache, and a warm
+start with it: `import tinycnn` + first training step, in a fresh process).
+
+How it measures: every configuration (framework × layout × model × mode) runs in a fresh child process
+(`run.py --worker SPEC`), the configurations alternating within each round, the order rotated from round
+to round, and each figure is the median over rounds of the child's median. Each child warms up first (for
+tinycnn that includes loading or compiling the Numba kernels) and is pinned to the same thread count through
+NUMBA_NUM_THREADS, OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS and torch.set_num_threads. The
+peers run in the Python that has them (`--torch-python`, or $TINYCNN_BENCH_TORCH_PYTHON, or this Python),
+tinycnn in this one; torch is never imported by tinycnn's side.
+"""
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+RESULT_TAG = "BENCH_RESULT "
+PARTS = ("catdog", "mobilenet", "fcn", "convs", "compile")
+MODEL_PARTS = ("catdog", "mobilenet", "fcn")
+THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+SGEMM_SHAPES = {"sgemm 512×4608 @ 4608×512": (512, 4608, 512),
+                "sgemm conv2-shaped 64×576 @ 576×70688": (64, 576, 70688)}
+PEAK_SHAPE = "sgemm 512×4608 @ 4608×512"
+
+
+# ====================================================================== worker side (one child process)
+
+def _timed(fn, warmup, reps):
+    """Per-call seconds of `reps` calls after `warmup` calls, and the process CPU time / wall time ratio."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    wall = time.perf_counter() - wall0
+    return times, (time.process_time() - cpu0) / wall if wall > 0 else float("nan")
+
+
+def _rss_mb():
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+class _Framework:
+    """What a worker needs of a framework: a training step, an inference call, conv kernels."""
+
+    def __init__(self, name, layout, threads):
+        self.name, self.layout, self.threads = name, layout, threads
+        if name == "torch":
+            import torch
+            torch.set_num_threads(threads)
+            self.torch = torch
+        else:
+            import tinycnn
+            self.tinycnn = tinycnn
+
+    def info(self):
+        if self.name == "torch":
+            return {"version": self.torch.__version__, "threads": self.torch.get_num_threads()}
+        import numba
+        info = {"version": self.tinycnn.__version__, "numba": numba.__version__,
+                "numba_threads": numba.config.NUMBA_NUM_THREADS}
+        try:
+            info["threading_layer"] = numba.threading_layer()
+        except Exception:  # no parallel kernel has run yet
+            pass
+        return info
+
+    # ---------------------------------------------------------------- models
+    def model(self, name, batch, seed=0):
+        from benchmarks.models import build_tinycnn, build_torch, make_batch
+        x, y = make_batch(name, batch, seed)
+        if self.name == "torch":
+            torch = self.torch
+            torch.manual_seed(seed)
+            model, loss_fn = build_torch(name)
+            xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+            if self.layout == "cl":
+                model = model.to(memory_format=torch.channels_last)
+                xt = xt.contiguous(memory_format=torch.channels_last)
+            params = sum(p.numel() for p in model.parameters())
+            return _TorchModel(torch, model, loss_fn, xt, yt, self.layout == "cl"), params
+        tinycnn = self.tinycnn
+        tinycnn.manual_seed(seed)
+        model, loss_fn = build_tinycnn(name)
+        model.eval()
+        with tinycnn.no_grad():  # create the lazily built weights before the optimizer takes them
+            model(tinycnn.Tensor(x[:1]))
+        model.train()
+        return _TinycnnModel(tinycnn, model, loss_fn, x, y), model.count_params()
+
+
+class _TinycnnModel:
+    def __init__(self, tinycnn, model, loss_fn, x, y):
+        self.tc, self.model, self.loss_fn, self.x, self.y = tinycnn, model, loss_fn, x, y
+        from tinycnn import optim
+        self.optimizer = optim.Adam(list(model.parameters()), lr=1e-3, eps=1e-7)
+
+    def train_step(self):  # what Module.fit does per batch, without its data checks and progress bar
+        out = self.model(self.tc.Tensor(self.x))
+        loss = self.loss_fn(out, self.y)
+        value = float(loss.item())
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return value
+
+    def eval(self):
+        self.model.eval()
+
+    def infer(self, x):
+        with self.tc.no_grad():
+            return self.model(self.tc.Tensor(x)).numpy()
+
+    def batch(self, n):
+        return self.x[:n]
+
+
+class _TorchModel:
+    def __init__(self, torch, model, loss_fn, x, y, channels_last):
+        self.torch, self.model, self.loss_fn, self.x, self.y = torch, model, loss_fn, x, y
+        self.channels_last = channels_last
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
+
+    def train_step(self):
+        out = self.model(self.x)
+        loss = self.loss_fn(out, self.y)
+        value = float(loss.item())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return value
+
+    def eval(self):
+        self.model.eval()
+
+    def infer(self, x):
+        with self.torch.inference_mode():
+            return self.model(x)
+
+    def batch(self, n):
+        x = self.x[:n]
+        return x.contiguous(memory_format=self.torch.channels_last) if self.channels_last else x.contiguous()
+
+
+def _work_train(fw, spec):
+    from benchmarks.models import BATCH
+    batch = BATCH[spec["model"]]
+    model, params = fw.model(spec["model"], batch)
+    rss_built = _rss_mb()
+    first = time.perf_counter()
+    model.train_step()
+    first = time.perf_counter() - first
+    times, cpu = _timed(model.train_step, spec["warmup"], spec["steps"])
+    return {"step_s": statistics.median(times), "step_times": times, "first_step_s": first, "batch": batch,
+            "params": params, "rss_built_mb": rss_built, "rss_peak_mb": _rss_mb(), "cpu_per_wall": cpu}
+
+
+def _work_infer(fw, spec):
+    from benchmarks.models import BATCH
+    batch = BATCH[spec["model"]]
+    model, params = fw.model(spec["model"], batch)
+    model.eval()
+    x, x1 = model.batch(batch), model.batch(1)
+    times, cpu = _timed(lambda: model.infer(x), spec["warmup"], spec["steps"])
+    lat, _ = _timed(lambda: model.infer(x1), spec["warmup"] + 2, spec["latency_reps"])
+    return {"infer_s": statistics.median(times), "infer_times": times, "latency_s": statistics.median(lat),
+            "latency_times": lat, "batch": batch, "params": params, "cpu_per_wall": cpu}
+
+
+def _work_convs(fw, spec):
+    import numpy as np
+    from benchmarks.models import CONV_CASES, conv_flops, conv_output
+    rng = np.random.default_rng(0)
+    out = {}
+    for name, case in CONV_CASES.items():
+        N, C, H, W, F, K, s, p, g, need_dx = case
+        OH, OW = conv_output(H, K, s, p), conv_output(W, K, s, p)
+        x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+        w = (rng.standard_normal((F, C // g, K, K)) * 0.1).astype(np.float32)
+        b = np.zeros(F, np.float32)
+        dy = rng.standard_normal((N, F, OH, OW)).astype(np.float32)
+        if fw.name == "torch":
+            torch = fw.torch
+            tx, tw, tb, tdy = (torch.from_numpy(a) for a in (x, w, b, dy))
+            if fw.layout == "cl":
+                tx, tw, tdy = (t.contiguous(memory_format=torch.channels_last) for t in (tx, tw, tdy))
+
+            def forward():
+                with torch.inference_mode():
+                    return torch.nn.functional.conv2d(tx, tw, tb, s, p, 1, g)
+
+            def backward():
+                with torch.no_grad():
+                    return torch.ops.aten.convolution_backward(tdy, tx, tw, [F], [s, s], [p, p], [1, 1], False,
+                                                               [0, 0], g, [need_dx, True, True])
+        else:
+            from tinycnn.device import kernels_for
+            kc = kernels_for("cpu").conv
+
+            def forward():
+                return kc.conv2d_forward(x, w, b, (s, s), (p, p), (1, 1), g)
+
+            def backward():
+                return kc.conv2d_backward(dy, x, w, (s, s), (p, p), (1, 1), g, need_dx, True, True)
+        flops = conv_flops(case)
+        fwd, _ = _timed(forward, spec["warmup"], spec["reps"])
+        bwd, _ = _timed(backward, spec["warmup"], spec["reps"])
+        out[name] = {"forward_s": statistics.median(fwd), "backward_s": statistics.median(bwd),
+                     "forward_flop": flops, "backward_flop": flops * (2 if need_dx else 1), "need_dx": need_dx}
+    return {"convs": out}
+
+
+def _work_sgemm(spec):
+    import numpy as np
+    rng = np.random.default_rng(0)
+    out = {}
+    for name, (M, K, N) in SGEMM_SHAPES.items():
+        a = rng.standard_normal((M, K)).astype(np.float32)
+        b = rng.standard_normal((K, N)).astype(np.float32)
+        c = np.empty((M, N), np.float32)
+        times, _ = _timed(lambda: np.matmul(a, b, out=c), spec["warmup"], spec["reps"])
+        out[name] = {"s": statistics.median(times), "flop": 2.0 * M * K * N}
+    return {"sgemm": out, "numpy": np.__version__}
+
+
+def _work_startup(spec, t_start):
+    """import + build + first training step, from the worker's first line (the process start is timed by
+    the parent)."""
+    from benchmarks.models import BATCH
+    if spec["framework"] == "torch":
+        import torch
+        torch.set_num_threads(spec["threads"])
+    else:
+        import tinycnn  # noqa: F401
+    t_import = time.perf_counter() - t_start
+    fw = _Framework(spec["framework"], spec["layout"], spec["threads"])
+    t0 = time.perf_counter()
+    model, _ = fw.model(spec["model"], BATCH[spec["model"]])
+    model.train_step()
+    t_first = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    model.train_step()
+    return {"import_s": t_import, "first_step_s": t_first, "second_step_s": time.perf_counter() - t1,
+            "rss_peak_mb": _rss_mb()}
+
+
+def worker_main(spec_json):
+    t_start = time.perf_counter()
+    spec = json.loads(spec_json)
+    kind = spec["kind"]
+    if kind == "sgemm":
+        result = _work_sgemm(spec)
+    elif kind == "startup":
+        result = _work_startup(spec, t_start)
+    else:
+        fw = _Framework(spec["framework"], spec["layout"], spec["threads"])
+        result = {"train": _work_train, "infer": _work_infer, "convs": _work_convs}[kind](fw, spec)
+        result["framework_info"] = fw.info()
+    result["loadavg_end"] = os.getloadavg()[0]
+    print(RESULT_TAG + json.dumps(result), flush=True)
+    return 0
+
+
+# ====================================================================== parent side
+
+class Config:
+    """One column of a table: a framework, its memory layout and the Python that runs it."""
+
+    def __init__(self, framework, layout, python, label):
+        self.framework, self.layout, self.python, self.label = framework, layout, python, label
+
+    def spec(self, **kw):
+        return dict(framework=self.framework, layout=self.layout, **kw)
+
+
+def _probe(python, code):
+    try:
+        done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return None, str(error)
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        return None, lines[-1] if lines else f"exit code {done.returncode}"
+    return done.stdout.strip(), None
+
+
+def find_configs(args, skipped):
+    """tinycnn, and the peers importable in their Pythons; what is skipped goes to `skipped` with a reason."""
+    configs = [Config("tinycnn", "nchw", sys.executable, "tinycnn")]
+    torch_python = args.torch_python or os.environ.get("TINYCNN_BENCH_TORCH_PYTHON") or sys.executable
+    version, error = _probe(torch_python, "import torch; print(torch.__version__)")
+    if version is None:
+        skipped.append(f"PyTorch: not importable by {torch_python} ({error}); install it with "
+                       "`pip install \".[bench]\"` or pass --torch-python")
+    else:
+        configs.append(Config("torch", "nchw", torch_python, f"torch {version} NCHW"))
+        if args.no_channels_last:
+            skipped.append("PyTorch channels-last: --no-channels-last")
+        else:
+            configs.append(Config("torch", "cl", torch_python, f"torch {version} channels-last"))
+    tf_python = args.tf_python or sys.executable
+    version, error = _probe(tf_python, "import tensorflow as tf; print(tf.__version__)")
+    if version is None:
+        skipped.append(f"TensorFlow: not importable by {tf_python} ({error}): skipped")
+    else:
+        skipped.append(f"TensorFlow {version} is importable by {tf_python}, but benchmarks/models.py has no "
+                       "Keras twins yet: skipped")
+    return configs
+
+
+def child_env(threads, extra=None):
+    env = dict(os.environ)
+    for name in THREAD_VARS:
+        env[name] = str(threads)
+    env.pop("NUMBA_DISABLE_JIT", None)
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    env.update(extra or {})
+    return env
+
+
+def run_child(python, spec, threads, timeout, env_extra=None):
+    """Run one worker; (result dict, None) or (None, error text). The result gets the process wall time."""
+    command = [python, os.path.join(HERE, "run.py"), "--worker", json.dumps(spec)]
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                              env=child_env(threads, env_extra))
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {timeout} s"
+    wall = time.perf_counter() - start
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith(RESULT_TAG):
+            result = json.loads(line[len(RESULT_TAG):])
+            result["process_s"] = wall
+            return result, None
+    tail = (done.stderr or done.stdout).strip().splitlines()[-6:]
+    return None, f"exit code {done.returncode}: " + " | ".join(tail)
+
+
+def source_hash():
+    """A hash of tinycnn's Python sources (tinycnn/ and kernels/): a change mid-run is reported."""
+    digest = hashlib.sha1()
+    for top in ("tinycnn", "kernels"):
+        for root, dirs, files in os.walk(os.path.join(REPO, top)):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    path = os.path.join(root, name)
+                    digest.update(path.encode())
+                    with open(path, "rb") as f:
+                        digest.update(f.read())
+    return digest.hexdigest()[:10]
+
+
+def machine_info():
+    info = {"python": platform.python_version(), "platform": platform.platform()}
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("Model name", "Flags"):
+                info["cpu" if key.strip() == "Model name" else "flags"] = value.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    flags = info.pop("flags", "").split()
+    info["simd"] = "avx512f" if "avx512f" in flags else "avx2" if "avx2" in flags else "?"
+    info["cores"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        with open("/proc/meminfo") as f:
+            info["mem_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    try:
+        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                        cwd=REPO, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "tinycnn", "kernels"], capture_output=True,
+                               text=True, cwd=REPO, timeout=10).stdout.split("\n")
+        info["modified"] = sorted(line[3:] for line in dirty if line.strip())
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return info
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.skipped, self.failures, self.records = [], [], []
+        self.loads = [os.getloadavg()[0]]
+        self.hashes = {}
+
+    def child(self, label, config, spec, python=None, env_extra=None):
+        spec = dict(spec, threads=self.args.threads)
+        if config is not None and config.framework == "tinycnn":
+            self.hashes.setdefault(source_hash(), []).append(label)
+        result, error = run_child(python or config.python, spec, self.args.threads, self.args.timeout, env_extra)
+        if result is None:
+            self.failures.append(f"{label}: {error}")
+            print(f"  {label}: FAILED ({error})", flush=True)
+            return None
+        self.loads.append(result.get("loadavg_end", float("nan")))
+        self.records.append({"label": label, "spec": spec, "result": result})
+        return result
+
+    # ---------------------------------------------------------------- parts
+    def run_models(self, names, configs, rounds):
+        a = self.args
+        jobs = [(m, c, kind) for m in names for c in configs for kind in ("train", "infer")]
+        results = {}
+        for r in range(rounds):
+            for m, c, kind in _rotate(jobs, r):
+                spec = c.spec(kind=kind, model=m, warmup=a.warmup, steps=a.steps, latency_reps=a.latency_reps)
+                label = f"[round {r + 1}/{rounds}] {m} {kind} {c.label}"
+                res = self.child(label, c, spec)
+                if res is None:
+                    continue
+                results.setdefault((m, c.label, kind), []).append(res)
+                if kind == "train":
+                    print(f"  {label}: {res['batch'] / res['step_s']:.1f} img/s (step {res['step_s'] * 1e3:.0f} ms,"
+                          f" peak RSS {res['rss_peak_mb']:.0f} MB)", flush=True)
+                else:
+                    print(f"  {label}: {res['batch'] / res['infer_s']:.1f} img/s, batch-1 "
+                          f"{res['latency_s'] * 1e3:.2f} ms", flush=True)
+        return results
+
+    def run_convs(self, configs, rounds):
+        a = self.args
+        jobs = [(c, "convs") for c in configs] + [(None, "sgemm")]
+        results = {}
+        for r in range(rounds):
+            for c, kind in _rotate(jobs, r):
+                label = f"[round {r + 1}/{rounds}] {kind} {c.label if c else 'numpy'}"
+                if kind == "sgemm":
+                    res = self.child(label, None, {"kind": "sgemm", "warmup": a.warmup, "reps": a.reps},
+                                     python=sys.executable)
+                    key = "sgemm"
+                else:
+                    res = self.child(label, c, c.spec(kind="convs", warmup=a.warmup, reps=a.reps))
+                    key = c.label
+                if res is not None:
+                    results.setdefault(key, []).append(res)
+                    if kind == "sgemm":
+                        s = res["sgemm"][PEAK_SHAPE]
+                        print(f"  {label}: {s['flop'] / s['s'] / 1e9:.1f} GFLOP/s", flush=True)
+                    else:
+                        print(f"  {label}: " + ", ".join(
+                            f"{n.split()[0]} {n.split()[1]} fwd {v['forward_flop'] / v['forward_s'] / 1e9:.1f}"
+                            for n, v in res["convs"].items()) + " GFLOP/s", flush=True)
+        return results
+
+    def run_compile(self, names, configs, rounds):
+        results = {}
+        torch_configs = [c for c in configs if c.framework == "torch" and c.layout == "nchw"]
+        tinycnn_config = configs[0]
+        for r in range(rounds):
+            for m in _rotate(list(names), r):
+                cache = tempfile.mkdtemp(prefix="tinycnn-numba-cache-")
+                try:
+                    for phase in ("cold", "warm"):
+                        label = f"[round {r + 1}/{rounds}] {m} startup tinycnn {phase}"
+                        spec = tinycnn_config.spec(kind="startup", model=m)
+                        res = self.child(label, tinycnn_config, spec, env_extra={"NUMBA_CACHE_DIR": cache})
+                        if res is not None:
+                            results.setdefault((m, f"tinycnn {phase}"), []).append(res)
+                            print(f"  {label}: import {res['import_s']:.2f} s, first step "
+                                  f"{res['first_step_s']:.2f} s, process {res['process_s']:.2f} s", flush=True)
+                finally:
+                    shutil.rmtree(cache, ignore_errors=True)
+                for c in torch_configs:
+                    label = f"[round {r + 1}/{rounds}] {m} startup {c.label}"
+                    res = self.child(label, c, c.spec(kind="startup", model=m))
+                    if res is not None:
+                        results.setdefault((m, c.label), []).append(res)
+                        print(f"  {label}: import {res['import_s']:.2f} s, first step {res['first_step_s']:.2f} s,"
+                              f" process {res['process_s']:.2f} s", flush=True)
+        return results
+
+
+def _rotate(items, r):
+    r %= max(1, len(items))
+    return items[r:] + items[:r]
+
+
+def _med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _fmt(value, digits=1, spread=None):
+    if value is None:
+        return "–"
+    text = f"{value:.{digits}f}"
+    if spread and len(spread) > 1:
+        text += f" ({min(spread):.{digits}f}–{max(spread):.{digits}f})"
+    return text
+
+
+def _ratio(a, b):
+    return f"{a / b:.2f}" if a and b else "–"
+
+
+# ---------------------------------------------------------------------- tables (markdown)
+
+def model_tables(results, names, configs):
+    from benchmarks.models import BATCH, INPUT
+    lines = []
+    tc = configs[0].label
+    peers = [c.label for c in configs[1:]]
+    for m in names:
+        batch = BATCH[m]
+        lines.append(f"**{m}** (batch {batch}, {'×'.join(map(str, INPUT[m]))}): median over rounds "
+                     "(min–max of the rounds)")
+        lines.append("")
+        head = ["metric"] + [c.label for c in configs] + [f"tinycnn vs {p}" for p in peers]
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "---|" * len(head))
+
+        def row(title, kind, value_of, better_high, digits):
+            medians, cells = {}, []
+            for c in configs:
+                values = [value_of(res) for res in results.get((m, c.label, kind), [])]
+                medians[c.label] = _med(values)
+                cells.append(_fmt(medians[c.label], digits, values))
+            ratios = [_ratio(medians[tc], medians[p]) if better_high else _ratio(medians[p], medians[tc])
+                      for p in peers]
+            lines.append("| " + " | ".join([title] + cells + ratios) + " |")
+
+        row("train img/s", "train", lambda r: r["batch"] / r["step_s"], True, 1)
+        row(f"inference img/s (batch {batch})", "infer", lambda r: r["batch"] / r["infer_s"], True, 1)
+        row("latency batch 1 (ms)", "infer", lambda r: r["latency_s"] * 1e3, False, 2)
+        row("peak RSS, short training run (MB)", "train", lambda r: r["rss_peak_mb"], False, 0)
+        params = {c.label: _med([r["params"] for r in results.get((m, c.label, "train"), [])]) for c in configs}
+        lines.append("")
+        lines.append("Parameters: " + ", ".join(f"{k} {int(v):,}" for k, v in params.items() if v) +
+                     ("" if len({v for v in params.values() if v}) <= 1 else "  **(differ!)**"))
+        lines.append("")
+    lines.append("Ratios: > 1 means tinycnn is better (throughput tinycnn/peer; latency and memory peer/tinycnn).")
+    lines.append("")
+    return lines
+
+
+def conv_tables(results, configs):
+    from benchmarks.models import CONV_CASES
+    lines = []
+    sgemm = results.get("sgemm", [])
+    peak = _med([r["sgemm"][PEAK_SHAPE]["flop"] / r["sgemm"][PEAK_SHAPE]["s"] / 1e9 for r in sgemm])
+    for name in SGEMM_SHAPES:
+        values = [r["sgemm"][name]["flop"] / r["sgemm"][name]["s"] / 1e9 for r in sgemm]
+        lines.append(f"- NumPy {name}: {_fmt(_med(values), 1, values)} GFLOP/s")
+    lines.append("")
+    tc = configs[0].label
+    peers = [c.label for c in configs[1:]]
+    head = ["conv layer", "pass", "GFLOP"] + [f"{c.label} GFLOP/s" for c in configs] + \
+           ["tinycnn ms", "tinycnn % of SGEMM peak"] + [f"tinycnn vs {p}" for p in peers]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    for name, case in CONV_CASES.items():
+        for p in ("forward", "backward"):
+            rates, ms = {}, None
+            cells = []
+            for c in configs:
+                values = [r["convs"][name][f"{p}_flop"] / r["convs"][name][f"{p}_s"] / 1e9
+                          for r in results.get(c.label, [])]
+                rates[c.label] = _med(values)
+                cells.append(_fmt(rates[c.label], 1, values))
+                if c.label == tc:
+                    ms = _med([r["convs"][name][f"{p}_s"] * 1e3 for r in results.get(c.label, [])])
+            flop = None
+            for c in configs:
+                for r in results.get(c.label, []):
+                    flop = r["convs"][name][f"{p}_flop"]
+            pass_name = p if p == "forward" else ("backward dx+dw+db" if case[-1] else "backward dw+db")
+            pct = f"{100 * rates[tc] / peak:.0f} %" if rates.get(tc) and peak else "–"
+            lines.append("| " + " | ".join([name, pass_name, _fmt(flop / 1e9 if flop else None, 2)] + cells +
+                                           [_fmt(ms, 1), pct] + [_ratio(rates[tc], rates[q]) for q in peers]) + " |")
+    lines.append("")
+    lines.append("GFLOP counts 2 per multiply-add; a backward with dx and dw counts twice the forward's FLOPs. "
+                 "Ratios > 1: tinycnn faster.")
+    lines.append("")
+    return lines
+
+
+def compile_tables(results, names):
+    lines = ["| model | configuration | import (s) | build + first training step (s) | second step (s) | "
+             "whole process (s) |", "|---|---|---|---|---|---|"]
+    for m in names:
+        labels = sorted({label for (model, label) in results if model == m}, key=lambda s: (not s.startswith("tinycnn"), s))
+        for label in labels:
+            rs = results[(m, label)]
+            cells = [_fmt(_med([r[k] for r in rs]), 2, [r[k] for r in rs])
+                     for k in ("import_s", "first_step_s", "second_step_s", "process_s")]
+            lines.append("| " + " | ".join([m, label] + cells) + " |")
+        cold, warm = results.get((m, "tinycnn cold")), results.get((m, "tinycnn warm"))
+        if cold and warm:
+            jit = _med([r["process_s"] for r in cold]) - _med([r["process_s"] for r in warm])
+            lines.append(f"| {m} | ⇒ JIT compile (cold − warm process) | | | | {jit:.2f} |")
+    lines.append("")
+    lines.append("cold: a fresh, empty NUMBA_CACHE_DIR (every kernel compiles); warm: a second process on that "
+                 "cache. Import is measured from the worker's first line; the whole process includes the "
+                 "interpreter start.")
+    lines.append("")
+    return lines
+
+
+# ---------------------------------------------------------------------- RESULTS.md
+
+def write_results(path, block):
+    """Append `block` at the end of the '## CPU' section of `path` (created if missing); other sections
+    (## GPU) are left as they are."""
+    text = open(path).read() if os.path.exists(path) else "# tinycnn benchmark results\n"
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == "## CPU"), None)
+    if start is None:
+        lines += ["", "## CPU", ""] + block
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        while end > start + 1 and not lines[end - 1].strip():
+            end -= 1
+        lines[end:end] = [""] + block + ([""] if end < len(lines) else [])
+    with open(path + ".tmp", "w") as f:
+        f.write("\n".join(lines).rstrip("\n") + "\n")
+    os.replace(path + ".tmp", path)
+
+
+# ---------------------------------------------------------------------- main
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", default=",".join(PARTS),
+                   help=f"comma-separated parts among {', '.join(PARTS)} (default: all)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 round, few steps")
+    p.add_argument("--rounds", type=int, help="rounds (fresh processes per configuration); default 3, quick 1")
+    p.add_argument("--steps", type=int, help="timed training/inference steps per child (default 10, quick 2)")
+    p.add_argument("--warmup", type=int, help="untimed calls before timing (default 2, quick 1)")
+    p.add_argument("--reps", type=int, help="timed calls per conv/SGEMM (default 10, quick 3)")
+    p.add_argument("--latency-reps", type=int, help="timed batch-1 calls (default 30, quick 5)")
+    p.add_argument("--threads", type=int, default=2, help="threads for every framework (default 2)")
+    p.add_argument("--torch-python", help="Python with torch (default: $TINYCNN_BENCH_TORCH_PYTHON, or this one)")
+    p.add_argument("--tf-python", help="Python with tensorflow (default: this one)")
+    p.add_argument("--no-channels-last", action="store_true", help="skip the PyTorch channels-last column")
+    p.add_argument("--timeout", type=int, default=1800, help="seconds per child process (default 1800)")
+    p.add_argument("--write", nargs="?", const=os.path.join(HERE, "RESULTS.md"), metavar="PATH",
+                   help="append a dated block to the '## CPU' section of benchmarks/RESULTS.md (or PATH)")
+    p.add_argument("--note", default="", help="a line about the conditions (load, power), written with --write")
+    p.add_argument("--json", metavar="PATH", help="also dump every child's raw result to PATH")
+    args = p.parse_args(argv)
+    parts = [s.strip() for s in args.only.split(",") if s.strip()]
+    bad = [s for s in parts if s not in PARTS]
+    if bad:
+        p.error(f"--only: unknown part(s) {bad}; choose among {', '.join(PARTS)}")
+    args.parts = [s for s in PARTS if s in parts]
+    q = args.quick
+    args.rounds = args.rounds or (1 if q else 3)
+    args.steps = args.steps or (2 if q else 10)
+    args.warmup = args.warmup if args.warmup is not None else (1 if q else 2)
+    args.reps = args.reps or (3 if q else 10)
+    args.latency_reps = args.latency_reps or (5 if q else 30)
+    if args.rounds < 1 or args.threads < 1:
+        p.error("--rounds and --threads must be ≥ 1")
+    return args
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--worker":
+        return worker_main(argv[1])
+    args = parse_args(argv)
+    started = datetime.datetime.now()
+    machine = machine_info()
+    bench = Bench(args)
+    configs = find_configs(args, bench.skipped)
+    print(f"tinycnn CPU benchmark, {started:%Y-%m-%d %H:%M}: {machine.get('cpu', '?')}, {machine['cores']} cores, "
+          f"{args.threads} threads, parts {', '.join(args.parts)}, {args.rounds} round(s)")
+    print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print("configurations: " + "; ".join(f"{c.label} ({c.python})" for c in configs))
+    for line in bench.skipped:
+        print(f"skipped: {line}")
+    print(flush=True)
+
+    sections = []
+    models = [m for m in MODEL_PARTS if m in args.parts]
+    if models:
+        results = bench.run_models(models, configs, args.rounds)
+        sections += ["### Models: training step, inference, latency, memory", ""] + model_tables(results, models, configs)
+    if "convs" in args.parts:
+        results = bench.run_convs(configs, args.rounds)
+        sections += ["### Conv layers alone (GFLOP/s)", ""] + conv_tables(results, configs)
+    if "compile" in args.parts:
+        names = models or list(MODEL_PARTS)
+        results = bench.run_compile(names, configs, args.rounds)
+        sections += ["### Start-up: Numba JIT compile (cold cache) and warm start", ""] + compile_tables(results, names)
+
+    loads = [v for v in bench.loads + [os.getloadavg()[0]] if v == v]
+    infos = {}
+    for rec in bench.records:
+        fi = rec["result"].get("framework_info")
+        if fi:
+            infos.setdefault(rec["spec"].get("framework"), fi)
+        if "numpy" in rec["result"]:
+            infos.setdefault("numpy", {"version": rec["result"]["numpy"]})
+    finished = datetime.datetime.now()
+    header = [f"### {started:%Y-%m-%d %H:%M} — `python -m benchmarks {' '.join(argv)}`".rstrip(), "",
+              f"- machine: {machine.get('cpu', '?')} ({machine['simd']}), {machine['cores']} cores, "
+              f"{machine.get('mem_gib', '?')} GiB; Python {machine['python']}; {args.threads} threads for every "
+              "framework",
+              f"- versions: " + "; ".join(f"{k} " + ", ".join(f"{a}={b}" for a, b in v.items())
+                                           for k, v in infos.items()),
+              f"- tinycnn source: commit {machine.get('commit', '?')}" +
+              (f", modified: {', '.join(machine['modified'])}" if machine.get("modified") else ", clean"),
+              f"- load: 1-minute load average {min(loads):.1f}–{max(loads):.1f} during the run "
+              f"({len(loads)} samples), {(finished - started).total_seconds() / 60:.0f} min"
+              + (f"; {args.note}" if args.note else ""),
+              f"- rounds: {args.rounds}; per child: {args.warmup} warm-up + {args.steps} timed steps, "
+              f"{args.latency_reps} batch-1 calls, {args.reps} conv/SGEMM calls"]
+    header += [f"- skipped: {s}" for s in bench.skipped]
+    if len(bench.hashes) > 1:
+        header.append(f"- **warning: tinycnn's sources changed during the run** ({len(bench.hashes)} versions); "
+                      "rows mixing them are not comparable")
+    header += [f"- failed: {f}" for f in bench.failures]
+    block = header + [""] + sections
+    print()
+    print("\n".join(block))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine, "args": vars(args), "records": bench.records}, f, indent=1)
+    if args.write:
+        write_results(args.write, block)
+        print(f"\nappended to the '## CPU' section of {args.write}")
+    return 1 if bench.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
