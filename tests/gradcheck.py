@@ -4,9 +4,24 @@
 random R (so every output element matters, with a different weight), runs backward, and compares each
 input's `.grad` with (L(x + h·eᵢ) − L(x − h·eᵢ)) / 2h, element by element.
 """
+import contextlib
+
+import numba
 import numpy as np
 
 import tinycnn
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Finite differences call an op hundreds of times on tiny arrays, where starting Numba's parallel
+    threads costs more than the work (badly so on a busy machine): run them on one thread."""
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
 
 
 def numerical_gradient(loss_of, arrays, index, h=1e-6):
@@ -26,6 +41,11 @@ def numerical_gradient(loss_of, arrays, index, h=1e-6):
 
 def check_gradients(fn, arrays, wrt=None, rtol=1e-5, atol=1e-6, seed=0):
     """Assert that autograd's gradients of fn wrt `arrays[i]` (i in wrt, default all) match finite differences."""
+    with one_thread():
+        _check_gradients(fn, arrays, wrt, rtol, atol, seed)
+
+
+def _check_gradients(fn, arrays, wrt, rtol, atol, seed):
     arrays = [np.array(a, dtype=np.float64) for a in arrays]
     wrt = range(len(arrays)) if wrt is None else wrt
     out = fn(*[tinycnn.Tensor(a) for a in arrays])

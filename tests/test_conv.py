@@ -1,8 +1,6 @@
 """conv2d, conv_transpose2d and pad: gradients against finite differences (float64), the CPU kernels against
 the NumPy reference (float32 and float64), the reference against hand-computed values, and the errors."""
-import contextlib
 
-import numba
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -23,21 +21,7 @@ def randn(rng, *shape):
 
 
 def gradcheck(fn, arrays):
-    """check_gradients on one Numba thread: finite differences run the op hundreds of times on tiny arrays,
-    where waking the parallel threads costs more than the work (10× more on a loaded machine). The kernel
-    tests below run on every thread."""
-    with one_numba_thread():
-        check_gradients(fn, arrays)
-
-
-@contextlib.contextmanager
-def one_numba_thread():
-    previous = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(previous)
+    check_gradients(fn, arrays)  # on one Numba thread (see gradcheck.one_thread); kernel tests use all
 
 
 # ---------------------------------------------------------------------- random problems

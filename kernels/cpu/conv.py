@@ -195,13 +195,78 @@ def _valid_range(offset, stride, in_size, out_size):
     return lo, max(lo, hi)
 
 
+# ---------------------------------------------------------------------- the inner loops, one image row at a time
+#
+# Every kernel below works on rows: `a` is a run of outputs along a row, `b` the input row it reads with a
+# step of `stride` (b starts at the first pixel that a[0] reads). The step-1 case has its own loop, which LLVM
+# turns into SIMD code; a generic `k·step` index (or a 4-D index that might be negative) stays scalar and is
+# several times slower.
+
+@njit(cache=True)
+def _copy_row(a, b, step):
+    """a[k] = b[k·step]"""
+    if step == 1:
+        for k in range(a.size):
+            a[k] = b[k]
+    else:
+        for k in range(a.size):
+            a[k] = b[k * step]
+
+
+@njit(cache=True)
+def _scatter_add_row(b, a, step):
+    """b[k·step] += a[k]  (the adjoint of _copy_row)"""
+    if step == 1:
+        for k in range(a.size):
+            b[k] += a[k]
+    else:
+        for k in range(a.size):
+            b[k * step] += a[k]
+
+
+@njit(cache=True)
+def _add_scaled_row(a, weight, b, step):
+    """a[k] += weight · b[k·step]"""
+    if step == 1:
+        for k in range(a.size):
+            a[k] += weight * b[k]
+    else:
+        for k in range(a.size):
+            a[k] += weight * b[k * step]
+
+
+@njit(cache=True)
+def _scatter_add_scaled_row(b, weight, a, step):
+    """b[k·step] += weight · a[k]  (the adjoint of _add_scaled_row)"""
+    if step == 1:
+        for k in range(a.size):
+            b[k] += weight * a[k]
+    else:
+        for k in range(a.size):
+            b[k * step] += weight * a[k]
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _dot_row(total, a, b, step):
+    """total + Σₖ a[k] · b[k·step], in total's dtype (reassociated, so that it vectorizes like BLAS's dot)."""
+    if step == 1:
+        for k in range(a.size):
+            total += a[k] * b[k]
+    else:
+        for k in range(a.size):
+            total += a[k] * b[k * step]
+    return total
+
+
 # ---------------------------------------------------------------------- im2col + GEMM
 
 @njit(cache=True, parallel=True)
 def _im2col(x, KH, KW, stride, padding, dilation, OH, OW, cols):
     """x (N, C, H, W) -> cols (C·KH·KW, N·OH·OW), one row per (c, i, j), one column per output pixel:
 
-        cols[(c·KH + i)·KW + j, (n·OH + oh)·OW + ow] = x[n, c, oh·sh + i·dil_h − ph, ow·sw + j·dil_w − pw]  (0 outside)
+        cols[(c·KH + i)·KW + j, (n·OH + oh)·OW + ow] = x[n, c, oh·sh + i·dil_h − ph, ow·sw + j·dil_w − pw]
+
+    (0 where that pixel is padding).
 
     Parallel over the rows: each thread fills whole rows, left to right."""
     N, C, H, W = x.shape
@@ -210,17 +275,16 @@ def _im2col(x, KH, KW, stride, padding, dilation, OH, OW, cols):
         c, i, j = row // (KH * KW), (row // KW) % KH, row % KW
         oh_lo, oh_hi = _valid_range(i * dil_h - ph, sh, H, OH)
         ow_lo, ow_hi = _valid_range(j * dil_w - pw, sw, W, OW)
+        iw_lo = ow_lo * sw + j * dil_w - pw
         for n in range(N):
             for oh in range(OH):
-                col = (n * OH + oh) * OW
+                out = cols[row, (n * OH + oh) * OW:(n * OH + oh + 1) * OW]
                 if oh < oh_lo or oh >= oh_hi:
-                    cols[row, col:col + OW] = 0
+                    out[:] = 0
                     continue
-                ih = oh * sh + i * dil_h - ph
-                cols[row, col:col + ow_lo] = 0
-                for ow in range(ow_lo, ow_hi):
-                    cols[row, col + ow] = x[n, c, ih, ow * sw + j * dil_w - pw]
-                cols[row, col + ow_hi:col + OW] = 0
+                out[:ow_lo] = 0
+                _copy_row(out[ow_lo:ow_hi], x[n, c, oh * sh + i * dil_h - ph, iw_lo:], sw)
+                out[ow_hi:] = 0
 
 
 @njit(cache=True, parallel=True)
@@ -236,12 +300,11 @@ def _col2im(cols, KH, KW, stride, padding, dilation, OH, OW, dx):
             oh_lo, oh_hi = _valid_range(i * dil_h - ph, sh, H, OH)
             for j in range(KW):
                 ow_lo, ow_hi = _valid_range(j * dil_w - pw, sw, W, OW)
+                iw_lo = ow_lo * sw + j * dil_w - pw
                 row = (c * KH + i) * KW + j
                 for oh in range(oh_lo, oh_hi):
-                    ih = oh * sh + i * dil_h - ph
-                    col = (n * OH + oh) * OW
-                    for ow in range(ow_lo, ow_hi):
-                        dx[n, c, ih, ow * sw + j * dil_w - pw] += cols[row, col + ow]
+                    ih, col = oh * sh + i * dil_h - ph, (n * OH + oh) * OW
+                    _scatter_add_row(dx[n, c, ih, iw_lo:], cols[row, col + ow_lo:col + ow_hi], sw)
 
 
 @njit(cache=True, parallel=True)
@@ -335,7 +398,7 @@ def _direct_forward(x, w, stride, padding, dilation, y):
         y[n, f, oh, ow] = Σ_{i, j} w[f, 0, i, j] · x[n, f // m, oh·sh + i·dil_h − ph, ow·sw + j·dil_w − pw]
 
     Parallel over the output planes (n, f); for each kernel offset (i, j) the whole plane gets w[f, 0, i, j]
-    times a shifted input plane (the valid ranges are worked out first, so the inner loop has no branch)."""
+    times a shifted input plane (the valid ranges are worked out first, so the inner loop has no test)."""
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
     OH, OW = y.shape[2], y.shape[3]
@@ -349,11 +412,11 @@ def _direct_forward(x, w, stride, padding, dilation, y):
             oh_lo, oh_hi = _valid_range(i * dil_h - ph, sh, H, OH)
             for j in range(KW):
                 ow_lo, ow_hi = _valid_range(j * dil_w - pw, sw, W, OW)
+                iw_lo = ow_lo * sw + j * dil_w - pw
                 weight = w[f, 0, i, j]
                 for oh in range(oh_lo, oh_hi):
                     ih = oh * sh + i * dil_h - ph
-                    for ow in range(ow_lo, ow_hi):
-                        y[n, f, oh, ow] += weight * x[n, c, ih, ow * sw + j * dil_w - pw]
+                    _add_scaled_row(y[n, f, oh, ow_lo:ow_hi], weight, x[n, c, ih, iw_lo:], sw)
 
 
 @njit(cache=True, parallel=True)
@@ -372,16 +435,16 @@ def _direct_input_grad(dy, w, stride, padding, dilation, dx):
                 oh_lo, oh_hi = _valid_range(i * dil_h - ph, sh, H, OH)
                 for j in range(KW):
                     ow_lo, ow_hi = _valid_range(j * dil_w - pw, sw, W, OW)
+                    iw_lo = ow_lo * sw + j * dil_w - pw
                     weight = w[f, 0, i, j]
                     for oh in range(oh_lo, oh_hi):
                         ih = oh * sh + i * dil_h - ph
-                        for ow in range(ow_lo, ow_hi):
-                            dx[n, c, ih, ow * sw + j * dil_w - pw] += weight * dy[n, f, oh, ow]
+                        _scatter_add_scaled_row(dx[n, c, ih, iw_lo:], weight, dy[n, f, oh, ow_lo:ow_hi], sw)
 
 
 @njit(cache=True, parallel=True)
 def _direct_weight_grad(dy, x, stride, padding, dilation, dw):
-    """dw[f, 0, i, j] = Σ_{n, oh, ow} dy[n, f, oh, ow] · x[n, f // m, oh·sh + i·dil_h − ph, ow·sw + j·dil_w − pw].
+    """dw[f, 0, i, j] = Σ_{n, oh, ow} dy[n, f, oh, ow] · x[n, f // m, oh·sh + i·dil_h − ph, ow·sw + j·dil_w − pw]
 
     Parallel over the filters f: each thread sums its own dw[f] over the whole batch (never racy)."""
     N, C, H, W = x.shape
@@ -395,10 +458,10 @@ def _direct_weight_grad(dy, x, stride, padding, dilation, dw):
             oh_lo, oh_hi = _valid_range(i * dil_h - ph, sh, H, OH)
             for j in range(KW):
                 ow_lo, ow_hi = _valid_range(j * dil_w - pw, sw, W, OW)
+                iw_lo = ow_lo * sw + j * dil_w - pw
                 total = dw[f, 0, i, j]  # 0, in dw's dtype
                 for n in range(N):
                     for oh in range(oh_lo, oh_hi):
                         ih = oh * sh + i * dil_h - ph
-                        for ow in range(ow_lo, ow_hi):
-                            total += dy[n, f, oh, ow] * x[n, c, ih, ow * sw + j * dil_w - pw]
+                        total = _dot_row(total, dy[n, f, oh, ow_lo:ow_hi], x[n, c, ih, iw_lo:], sw)
                 dw[f, 0, i, j] = total

@@ -11,70 +11,76 @@ Sigmoid uses e = e^−|x| ∈ (0, 1] so it never overflows; a NaN input gives a 
 """
 import math
 
-import numpy as np
 from numba import cuda
 
 from . import _launch as L
 
-# Typed constants: a bare 1 or 6 would be an int64, and int64 with float32 computes in float64.
-# (float32 with a float64 array still computes in float64.)
-ZERO, ONE, SIX = np.float32(0), np.float32(1), np.float32(6)
+# Constants are made in the array's dtype (`y.dtype.type(1)`): a bare 1 is an int64, and an int64 or a
+# Python float next to a float32 value makes the arithmetic float64, slow on a GPU.
 
 
 @cuda.jit
 def relu_forward_kernel(x, y):
+    zero = y.dtype.type(0)
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         v = x[i]
-        y[i] = ZERO if v < 0 else v       # NaN < 0 is false: NaN passes through
+        y[i] = zero if v < zero else v    # NaN < 0 is false: NaN passes through
 
 
 @cuda.jit
 def relu_backward_kernel(dy, x, dx):
+    zero = dx.dtype.type(0)
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        dx[i] = dy[i] if x[i] > 0 else ZERO
+        dx[i] = dy[i] if x[i] > zero else zero
 
 
 @cuda.jit
 def relu6_forward_kernel(x, y):
+    zero, six = y.dtype.type(0), y.dtype.type(6)
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         v = x[i]
-        y[i] = ZERO if v < 0 else (SIX if v > SIX else v)
+        y[i] = zero if v < zero else (six if v > six else v)
 
 
 @cuda.jit
 def relu6_backward_kernel(dy, x, dx):
+    zero, six = dx.dtype.type(0), dx.dtype.type(6)
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        dx[i] = dy[i] if ZERO < x[i] < SIX else ZERO
+        dx[i] = dy[i] if zero < x[i] < six else zero
 
 
 @cuda.jit
 def leaky_relu_forward_kernel(x, slope, y):
+    zero = y.dtype.type(0)
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         v = x[i]
-        y[i] = v if v > 0 else slope * v
+        y[i] = v if v > zero else slope * v
 
 
 @cuda.jit
 def leaky_relu_backward_kernel(dy, x, slope, dx):
+    zero = dx.dtype.type(0)
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        dx[i] = dy[i] if x[i] > 0 else slope * dy[i]
+        dx[i] = dy[i] if x[i] > zero else slope * dy[i]
 
 
 @cuda.jit
 def sigmoid_forward_kernel(x, y):
+    zero, one = y.dtype.type(0), y.dtype.type(1)
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         v = x[i]
         e = math.exp(-abs(v))                 # in (0, 1]
-        if v >= 0:
-            y[i] = ONE / (ONE + e)
+        if v >= zero:
+            y[i] = one / (one + e)
         else:
-            y[i] = e / (ONE + e)
+            y[i] = e / (one + e)
 
 
 @cuda.jit
 def sigmoid_backward_kernel(dy, y, dx):
+    one = dx.dtype.type(1)
     for i in range(cuda.grid(1), y.size, cuda.gridsize(1)):
-        dx[i] = dy[i] * y[i] * (ONE - y[i])
+        dx[i] = dy[i] * y[i] * (one - y[i])
 
 
 @cuda.jit
@@ -85,8 +91,9 @@ def tanh_forward_kernel(x, y):
 
 @cuda.jit
 def tanh_backward_kernel(dy, y, dx):
+    one = dx.dtype.type(1)
     for i in range(cuda.grid(1), y.size, cuda.gridsize(1)):
-        dx[i] = dy[i] * (ONE - y[i] * y[i])
+        dx[i] = dy[i] * (one - y[i] * y[i])
 
 
 def _map(kernel, *arrays, scalar=None):

@@ -20,30 +20,30 @@ from . import _launch as L
 from ._launch import RED
 from .reduce import SUM, block_reduce
 
-ZERO, ONE = np.float32(0), np.float32(1)
 
 
 @cuda.jit
 def stats_kernel(x, C, inner, eps, mean, invstd, var_unbiased):
     """Block c: mean, 1/√(var + ε) and the unbiased variance of channel c. x: (N, C, inner) flat."""
     sh = cuda.shared.array(RED, dtype=mean.dtype)
+    zero, one = mean.dtype.type(0), mean.dtype.type(1)      # in the array's dtype
     c = cuda.blockIdx.x
     M = x.size // C
     count = float32(M)
-    total = ZERO
+    total = zero
     for r in range(cuda.threadIdx.x, M, cuda.blockDim.x):
         total += x[((r // inner) * C + c) * inner + r % inner]
     mu = block_reduce(sh, total, SUM) / count
-    squares = ZERO
+    squares = zero
     for r in range(cuda.threadIdx.x, M, cuda.blockDim.x):
         d = x[((r // inner) * C + c) * inner + r % inner] - mu
         squares += d * d
     squares = block_reduce(sh, squares, SUM)
     if cuda.threadIdx.x == 0:
         mean[c] = mu
-        invstd[c] = ONE / math.sqrt(squares / count + eps)
+        invstd[c] = one / math.sqrt(squares / count + eps)
         if M > 1:
-            var_unbiased[c] = squares / (count - ONE)
+            var_unbiased[c] = squares / (count - one)
         else:
             var_unbiased[c] = math.nan
 
@@ -74,8 +74,8 @@ def grad_sums_kernel(dy, x, C, inner, mean, invstd, dgamma, dbeta):
     M = x.size // C
     mu = mean[c]
     inv = invstd[c]
-    s_dy = ZERO
-    s_dy_xhat = ZERO
+    s_dy = dgamma.dtype.type(0)
+    s_dy_xhat = dgamma.dtype.type(0)
     for r in range(cuda.threadIdx.x, M, cuda.blockDim.x):
         k = ((r // inner) * C + c) * inner + r % inner
         s_dy += dy[k]
@@ -101,8 +101,9 @@ def input_grad_kernel(dy, x, C, inner, gamma, mean, invstd, dgamma, dbeta, dx):
 @cuda.jit
 def blend_kernel(running, batch_value, momentum):
     """running = (1 − m) running + m batch_value, in place."""
+    one = running.dtype.type(1)
     for i in range(cuda.grid(1), running.size, cuda.gridsize(1)):
-        running[i] = (ONE - momentum) * running[i] + momentum * batch_value[i]
+        running[i] = (one - momentum) * running[i] + momentum * batch_value[i]
 
 
 def batch_norm_train_forward(x3, gamma, beta, eps):

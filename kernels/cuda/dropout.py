@@ -18,7 +18,6 @@ GAMMA = np.uint64(0x9E3779B97F4A7C15)   # 2⁶⁴ / golden ratio: the splitmix64
 MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 MIX2 = np.uint64(0x94D049BB133111EB)
 S30, S27, S31, S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
-ZERO = np.float32(0)
 
 
 @cuda.jit(device=True)
@@ -34,8 +33,9 @@ def random_bits(seed, i):
 @cuda.jit
 def dropout_kernel(x, seed, threshold, scale, y, mask):
     """mask[i] = scale if random_bits(seed, i) ≥ threshold else 0;  y[i] = x[i] · mask[i]."""
+    zero = mask.dtype.type(0)
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        m = scale if random_bits(seed, i) >= threshold else ZERO
+        m = scale if random_bits(seed, i) >= threshold else zero
         mask[i] = m
         y[i] = x[i] * m
 

@@ -14,13 +14,11 @@ are cuda.atomic.add into a zeroed dx. The source coordinate is computed in the i
 float64): where the two round differently at a tap boundary, t ≈ 0 on one side and ≈ 1 on the other, so
 the interpolated value is the same to rounding.
 """
-import numpy as np
 from numba import cuda, float32
 
 from . import _launch as L
 from .elementwise import zeros
 
-HALF, ZERO, ONE = np.float32(0.5), np.float32(0), np.float32(1)
 
 
 @cuda.jit
@@ -40,7 +38,7 @@ def nearest_backward_kernel(dy, dx, H, W, sh, sw):
         w = o % W
         h = (o // W) % H
         p = o // (W * H)
-        total = ZERO
+        total = dx.dtype.type(0)
         for a in range(sh):
             for b in range(sw):
                 total += dy[(p * OH + h * sh + a) * OW + w * sw + b]
@@ -48,45 +46,47 @@ def nearest_backward_kernel(dy, dx, H, W, sh, sw):
 
 
 @cuda.jit(device=True)
-def source_tap(i, in_size, ratio, align_corners):
+def source_tap(i, in_size, ratio, align_corners, half):
     """(lower index, upper index, weight of the upper) of output index i along one axis.
     ratio = (in − 1)/(out − 1) with align_corners (0 when out = 1), else in/out; in the input's dtype."""
     fi = float32(i)                       # (an int64 operand would make the float32 math float64)
     if align_corners:
         s = fi * ratio
     else:
-        s = max((fi + HALF) * ratio - HALF, ZERO)
+        s = max((fi + half) * ratio - half, half - half)
     lo = int(s)                           # s ≥ 0, so truncation is ⌊s⌋
     return lo, min(lo + 1, in_size - 1), s - float32(lo)
 
 
 @cuda.jit
 def bilinear_forward_kernel(x, y, H, W, OH, OW, rh, rw, align_corners):
+    one, half = y.dtype.type(1), y.dtype.type(0.5)
     for o in range(cuda.grid(1), y.size, cuda.gridsize(1)):
         j = o % OW
         i = (o // OW) % OH
         p = o // (OW * OH)
-        r0, r1, t = source_tap(i, H, rh, align_corners)
-        c0, c1, u = source_tap(j, W, rw, align_corners)
+        r0, r1, t = source_tap(i, H, rh, align_corners, half)
+        c0, c1, u = source_tap(j, W, rw, align_corners, half)
         base = p * H * W
-        top = (ONE - u) * x[base + r0 * W + c0] + u * x[base + r0 * W + c1]
-        bottom = (ONE - u) * x[base + r1 * W + c0] + u * x[base + r1 * W + c1]
-        y[o] = (ONE - t) * top + t * bottom
+        top = (one - u) * x[base + r0 * W + c0] + u * x[base + r0 * W + c1]
+        bottom = (one - u) * x[base + r1 * W + c0] + u * x[base + r1 * W + c1]
+        y[o] = (one - t) * top + t * bottom
 
 
 @cuda.jit
 def bilinear_backward_kernel(dy, dx, H, W, OH, OW, rh, rw, align_corners):
+    one, half = dx.dtype.type(1), dx.dtype.type(0.5)
     for o in range(cuda.grid(1), dy.size, cuda.gridsize(1)):
         j = o % OW
         i = (o // OW) % OH
         p = o // (OW * OH)
-        r0, r1, t = source_tap(i, H, rh, align_corners)
-        c0, c1, u = source_tap(j, W, rw, align_corners)
+        r0, r1, t = source_tap(i, H, rh, align_corners, half)
+        c0, c1, u = source_tap(j, W, rw, align_corners, half)
         base = p * H * W
         g = dy[o]
-        cuda.atomic.add(dx, base + r0 * W + c0, (ONE - t) * (ONE - u) * g)
-        cuda.atomic.add(dx, base + r0 * W + c1, (ONE - t) * u * g)
-        cuda.atomic.add(dx, base + r1 * W + c0, t * (ONE - u) * g)
+        cuda.atomic.add(dx, base + r0 * W + c0, (one - t) * (one - u) * g)
+        cuda.atomic.add(dx, base + r0 * W + c1, (one - t) * u * g)
+        cuda.atomic.add(dx, base + r1 * W + c0, t * (one - u) * g)
         cuda.atomic.add(dx, base + r1 * W + c1, t * u * g)
 
 

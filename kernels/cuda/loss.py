@@ -27,22 +27,21 @@ from ._launch import RED
 from .elementwise import astype, broadcast_to, full
 from .reduce import SUM, block_reduce
 
-ZERO, ONE = np.float32(0), np.float32(1)
 
 # ------------------------------------------------------------------------------------------ helpers
 
 
 @cuda.jit(device=True)
-def sigmoid(z):
+def sigmoid(z, one):
     e = math.exp(-abs(z))
-    return ONE / (ONE + e) if z >= 0 else e / (ONE + e)
+    return one / (one + e) if z >= 0 else e / (one + e)
 
 
 @cuda.jit
 def finish_kernel(partial, n_parts, scale, out):
     """out[0] = scale · Σ partial[:n_parts]; one block of RED threads."""
     sh = cuda.shared.array(RED, dtype=out.dtype)
-    acc = ZERO
+    acc = out.dtype.type(0)
     for i in range(cuda.threadIdx.x, n_parts, cuda.blockDim.x):
         acc += partial[i]
     total = block_reduce(sh, acc, SUM)
@@ -94,15 +93,16 @@ def _device_number(value, factor, dtype):
 @cuda.jit
 def bce_with_logits_terms_kernel(z, t, pw, has_pw, w, has_w, partial):
     sh = cuda.shared.array(RED, dtype=partial.dtype)
-    acc = ZERO
+    zero, one = partial.dtype.type(0), partial.dtype.type(1)   # constants in the input's dtype
+    acc = zero
     for i in range(cuda.grid(1), z.size, cuda.gridsize(1)):
         zi = z[i]
         log_term = math.log1p(math.exp(-abs(zi)))
-        softplus_z = max(zi, ZERO) + log_term          # −log(1 − σ(z))
-        softplus_minus_z = max(-zi, ZERO) + log_term   # −log σ(z)
-        pwi = pw[i] if has_pw else ONE
-        wi = w[i] if has_w else ONE
-        acc += wi * (pwi * t[i] * softplus_minus_z + (ONE - t[i]) * softplus_z)
+        softplus_z = max(zi, zero) + log_term          # −log(1 − σ(z))
+        softplus_minus_z = max(-zi, zero) + log_term   # −log σ(z)
+        pwi = pw[i] if has_pw else one
+        wi = w[i] if has_w else one
+        acc += wi * (pwi * t[i] * softplus_minus_z + (one - t[i]) * softplus_z)
     total = block_reduce(sh, acc, SUM)
     if cuda.threadIdx.x == 0:
         partial[cuda.blockIdx.x] = total
@@ -110,12 +110,13 @@ def bce_with_logits_terms_kernel(z, t, pw, has_pw, w, has_w, partial):
 
 @cuda.jit
 def bce_with_logits_grad_kernel(z, t, pw, has_pw, w, has_w, g, g_factor, dz):
+    one = dz.dtype.type(1)
     scale = g[0] * g_factor
     for i in range(cuda.grid(1), z.size, cuda.gridsize(1)):
-        s = sigmoid(z[i])
-        pwi = pw[i] if has_pw else ONE
-        wi = w[i] if has_w else ONE
-        dz[i] = scale * wi * ((ONE - t[i]) * s - pwi * t[i] * (ONE - s))
+        s = sigmoid(z[i], one)
+        pwi = pw[i] if has_pw else one
+        wi = w[i] if has_w else one
+        dz[i] = scale * wi * ((one - t[i]) * s - pwi * t[i] * (one - s))
 
 
 def bce_with_logits_forward(z, t, pos_weight, weight=None):
@@ -136,11 +137,12 @@ def bce_with_logits_backward(z, t, pos_weight, g, weight=None):
 @cuda.jit
 def bce_terms_kernel(p, t, eps, w, has_w, partial):
     sh = cuda.shared.array(RED, dtype=partial.dtype)
-    acc = ZERO
+    one = partial.dtype.type(1)
+    acc = partial.dtype.type(0)
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-        q = min(max(p[i], eps), ONE - eps)
-        wi = w[i] if has_w else ONE
-        acc -= wi * (t[i] * math.log(q) + (ONE - t[i]) * math.log(ONE - q))
+        q = min(max(p[i], eps), one - eps)
+        wi = w[i] if has_w else one
+        acc -= wi * (t[i] * math.log(q) + (one - t[i]) * math.log(one - q))
     total = block_reduce(sh, acc, SUM)
     if cuda.threadIdx.x == 0:
         partial[cuda.blockIdx.x] = total
@@ -148,14 +150,15 @@ def bce_terms_kernel(p, t, eps, w, has_w, partial):
 
 @cuda.jit
 def bce_grad_kernel(p, t, eps, w, has_w, g, g_factor, dp):
+    zero, one = dp.dtype.type(0), dp.dtype.type(1)
     scale = g[0] * g_factor
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
         pi = p[i]
-        wi = w[i] if has_w else ONE
-        if pi > eps and pi < ONE - eps:
-            dp[i] = scale * wi * ((ONE - t[i]) / (ONE - pi) - t[i] / pi)
+        wi = w[i] if has_w else one
+        if pi > eps and pi < one - eps:
+            dp[i] = scale * wi * ((one - t[i]) / (one - pi) - t[i] / pi)
         else:
-            dp[i] = ZERO                    # the clip passes no gradient
+            dp[i] = zero                    # the clip passes no gradient
 
 
 def bce_forward(p, t, eps, weight=None):
@@ -179,14 +182,15 @@ def cross_entropy_kernel(x, target, weight, has_weight, ignore_index, C, inner, 
     """One thread per (n, i) position: log-softmax over the C classes (stride inner), then its loss term
     −w[t] log p[t] and weight w[t] (0 and 0 when t = ignore_index), summed per block."""
     sh = cuda.shared.array(RED, dtype=log_probs.dtype)
-    loss = ZERO
-    wsum = ZERO
+    zero, one = log_probs.dtype.type(0), log_probs.dtype.type(1)
+    loss = zero
+    wsum = zero
     for q in range(cuda.grid(1), target.size, cuda.gridsize(1)):
         base = (q // inner) * C * inner + q % inner
         m = x[base]
         for c in range(1, C):
             m = max(m, x[base + c * inner])
-        total = ZERO
+        total = zero
         for c in range(C):
             total += math.exp(x[base + c * inner] - m)
         log_norm = m + math.log(total)
@@ -194,7 +198,7 @@ def cross_entropy_kernel(x, target, weight, has_weight, ignore_index, C, inner, 
             log_probs[base + c * inner] = x[base + c * inner] - log_norm
         tq = target[q]
         if tq != ignore_index:
-            wt = weight[tq] if has_weight else ONE
+            wt = weight[tq] if has_weight else one
             loss -= wt * (x[base + tq * inner] - log_norm)
             wsum += wt
     loss = block_reduce(sh, loss, SUM)
@@ -208,8 +212,8 @@ def cross_entropy_kernel(x, target, weight, has_weight, ignore_index, C, inner, 
 def cross_entropy_finish_kernel(partial_loss, partial_weight, n_parts, loss_out, weight_out):
     """loss = Σ loss / Σ w (NaN when nothing counted, as PyTorch), weight_out = Σ w; one block."""
     sh = cuda.shared.array(RED, dtype=loss_out.dtype)
-    a = ZERO
-    b = ZERO
+    a = loss_out.dtype.type(0)
+    b = loss_out.dtype.type(0)
     for i in range(cuda.threadIdx.x, n_parts, cuda.blockDim.x):
         a += partial_loss[i]
         b += partial_weight[i]
@@ -227,16 +231,17 @@ def cross_entropy_finish_kernel(partial_loss, partial_weight, n_parts, loss_out,
 def cross_entropy_grad_kernel(log_probs, target, weight, has_weight, ignore_index, C, inner, g, g_factor,
                               wsum, wsum_factor, dx):
     """dx = g · w[t] (e^log_probs − onehot(t)) / Σw; 0 on ignored pixels."""
+    zero, one = dx.dtype.type(0), dx.dtype.type(1)
     den = wsum[0] * wsum_factor
-    scale = (g[0] * g_factor) / den if den != 0 else ZERO
+    scale = (g[0] * g_factor) / den if den != 0 else zero
     for k in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
         c = (k // inner) % C
         tq = target[(k // (C * inner)) * inner + k % inner]
         if tq == ignore_index:
-            dx[k] = ZERO
+            dx[k] = zero
         else:
-            wt = weight[tq] if has_weight else ONE
-            dx[k] = scale * wt * (math.exp(log_probs[k]) - (ONE if c == tq else ZERO))
+            wt = weight[tq] if has_weight else one
+            dx[k] = scale * wt * (math.exp(log_probs[k]) - (one if c == tq else zero))
 
 
 def cross_entropy_forward(x3, target2, weight, ignore_index):
@@ -275,7 +280,7 @@ def cross_entropy_backward(log_probs3, target2, weight, ignore_index, weight_sum
 @cuda.jit
 def squared_error_terms_kernel(p, t, partial):
     sh = cuda.shared.array(RED, dtype=partial.dtype)
-    acc = ZERO
+    acc = partial.dtype.type(0)
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
         d = p[i] - t[i]
         acc += d * d

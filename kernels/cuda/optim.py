@@ -14,12 +14,9 @@ arithmetic is in that dtype (the CPU's is float64: the two agree to float32 roun
 """
 import math
 
-import numpy as np
 from numba import cuda
 
 from . import _launch as L
-
-ONE = np.float32(1)
 
 
 @cuda.jit
@@ -30,24 +27,26 @@ def sgd_kernel(param, grad, lr, weight_decay):
 
 @cuda.jit
 def sgd_momentum_kernel(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov, first_step):
+    one = param.dtype.type(1)
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
         g = grad[i] + weight_decay * param[i]
-        b = g if first_step else momentum * buf[i] + (ONE - dampening) * g
+        b = g if first_step else momentum * buf[i] + (one - dampening) * g
         buf[i] = b
         param[i] -= lr * (g + momentum * b if nesterov else b)
 
 
 @cuda.jit
 def adam_kernel(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, m_correction, v_correction):
+    one = param.dtype.type(1)
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
         p = param[i]
         g = grad[i]
         if decoupled:
-            p *= ONE - lr * weight_decay
+            p *= one - lr * weight_decay
         else:
             g += weight_decay * p
-        m_i = beta1 * m[i] + (ONE - beta1) * g
-        v_i = beta2 * v[i] + (ONE - beta2) * g * g
+        m_i = beta1 * m[i] + (one - beta1) * g
+        v_i = beta2 * v[i] + (one - beta2) * g * g
         m[i] = m_i
         v[i] = v_i
         param[i] = p - lr * (m_i / m_correction) / (math.sqrt(v_i / v_correction) + eps)

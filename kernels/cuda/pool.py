@@ -53,9 +53,6 @@ def max_pool_backward_kernel(dy, argmax, dx, HW, OHW):
         cuda.atomic.add(dx, (o // OHW) * HW + argmax[o], dy[o])
 
 
-ZERO = np.float32(0)   # a typed zero: an int 0 would make a float32 sum float64
-
-
 @cuda.jit(device=True)
 def window_divisor(h0, w0, kh, kw, H, W, count_include_pad):
     """The window's pixel count as a float32 (exact; an int64 divisor would turn float32 math into float64)."""
@@ -74,7 +71,7 @@ def avg_pool_forward_kernel(x, y, H, W, OH, OW, kh, kw, sh, sw, ph, pw, count_in
         h0 = oh * sh - ph
         w0 = ow * sw - pw
         base = p * H * W
-        total = ZERO
+        total = y.dtype.type(0)   # a zero of y's dtype (an int 0 would make a float32 sum float64)
         for h in range(max(h0, 0), min(h0 + kh, H)):
             for w in range(max(w0, 0), min(w0 + kw, W)):
                 total += x[base + h * W + w]
@@ -94,7 +91,7 @@ def avg_pool_backward_kernel(dy, dx, H, W, OH, OW, kh, kw, sh, sw, ph, pw, count
         ow_lo = max(0, (w + pw - kw + sw) // sw)
         ow_hi = min(OW - 1, (w + pw) // sw)
         base = p * OH * OW
-        total = ZERO
+        total = dx.dtype.type(0)
         for oh in range(oh_lo, oh_hi + 1):
             for ow in range(ow_lo, ow_hi + 1):
                 total += dy[base + oh * OW + ow] / window_divisor(oh * sh - ph, ow * sw - pw, kh, kw, H, W,

@@ -11,16 +11,14 @@ scores (inner = H·W) the reads are coalesced; for (N, C) logits (inner = 1) a t
 """
 import math
 
-import numpy as np
 from numba import cuda
 
 from . import _launch as L
 
-ZERO = np.float32(0)
-
 
 @cuda.jit
 def softmax_forward_kernel(x, y, C, inner, log):
+    zero = y.dtype.type(0)        # accumulators in the array's dtype
     for t in range(cuda.grid(1), x.size // C, cuda.gridsize(1)):
         base = (t // inner) * C * inner + t % inner
         m = x[base]
@@ -28,7 +26,7 @@ def softmax_forward_kernel(x, y, C, inner, log):
             v = x[base + c * inner]
             if v > m:
                 m = v
-        total = ZERO
+        total = zero
         for c in range(C):
             total += math.exp(x[base + c * inner] - m)
         if log:
@@ -42,9 +40,10 @@ def softmax_forward_kernel(x, y, C, inner, log):
 
 @cuda.jit
 def softmax_backward_kernel(dy, y, dx, C, inner, log):
+    zero = dx.dtype.type(0)
     for t in range(cuda.grid(1), y.size // C, cuda.gridsize(1)):
         base = (t // inner) * C * inner + t % inner
-        total = ZERO
+        total = zero
         if log:                                   # Σ dy
             for c in range(C):
                 total += dy[base + c * inner]

@@ -1,10 +1,10 @@
 """Convolution, transposed convolution and constant padding, as in torch.nn.functional (NCHW).
 
-    conv2d:            y[n, f, oh, ow] = b[f] + Σ_{c, i, j} w[f, c, i, j] · x[n, g·C/G + c, oh·s + i·d − p, ow·s + j·d − p]
-                       x (N, C, H, W), w (F, C/G, KH, KW);  OH = (H + 2p − d·(KH − 1) − 1) // s + 1
-    conv_transpose2d:  the adjoint of conv2d (each input pixel scatters a copy of its filter);
-                       x (N, C, H, W), w (C, F/G, KH, KW);  OH = (H − 1)·s − 2p + d·(KH − 1) + output_padding + 1
-    pad:               constant padding of the last two axes, (left, right, top, bottom)
+    conv2d:   y[n, f, oh, ow] = b[f] + Σ_{c, i, j} w[f, c, i, j] · x[n, g·C/G + c, oh·s + i·d − p, ow·s + j·d − p]
+              x (N, C, H, W), w (F, C/G, KH, KW), g = f // (F/G);  OH = (H + 2p − d·(KH − 1) − 1) // s + 1
+    conv_transpose2d: the adjoint of conv2d (each input pixel scatters a copy of its filter);
+              x (N, C, H, W), w (C, F/G, KH, KW);  OH = (H − 1)·s − 2p + d·(KH − 1) + output_padding + 1
+    pad:      constant padding of the last two axes, (left, right, top, bottom)
 
 Each Function's forward calls the kernels (`self.k.conv`) and its backward sits right beside it. The public
 functions check their arguments first, so that a mistake reads as an error naming the op and the shapes.
@@ -176,8 +176,8 @@ def _non_negative_pair(value, op, name):
 
 
 def _string_padding(op, input, padding, kernel, stride, dilation):
-    """Padding "valid" -> (0, 0); "same" -> the padding that keeps H×W at stride 1, total d·(K − 1) per axis: half on
-    each side, and when the total is odd the extra row/column at the bottom/right, padded here by `pad`."""
+    """Padding "valid" -> (0, 0). "same" -> the padding that keeps H×W at stride 1: d·(K − 1) per axis, half on
+    each side; when that is odd, the extra row/column goes at the bottom/right, padded here by `pad`."""
     if padding == "valid":
         return input, (0, 0)
     if padding != "same":

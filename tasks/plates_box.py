@@ -1,0 +1,218 @@
+"""plates-box: one licence-plate box per photo, regressed by a MobileNetV2-style network (the tutorial's task).
+
+    python -m tinycnn.train plates-box                         # built-in synthetic plates, a few minutes
+    python -m tinycnn.train plates-box --data DIR --init runs/synthetic-pretrain
+    python -m tinycnn.evaluate runs/X/best.tcnn --data DIR --split test --json
+    python -m tinycnn.predict runs/X/best.tcnn car.jpg --out shown/ --annotations DIR/annotations/test_annotations.csv
+
+The photo is letterboxed (aspect kept, grey borders) to --img-size; the network ends in Dense(4) + sigmoid and
+predicts (xmin, ymin, xmax, ymax) divided by that side. Predicted boxes are mapped back to the photo's pixels
+before any metric. A photo with several plates has one target: its LARGEST plate (the nearest, most readable
+one), as the tutorial's single-box model can only learn one; the segmenter (plates-seg) finds them all.
+
+Losses: --loss mse (the tutorial's) or --loss iou: 1 − IoU + (centre distance / enclosing box diagonal)²
+(Distance-IoU), whose second term still pulls a box that overlaps nothing towards the plate.
+Checkpoints: best.tcnn on val_loss (best only) and last.tcnn; early stopping after --patience epochs
+without a better val_loss, as in the tutorial.
+Metrics (evaluate): mean IoU, share of photos with IoU >= 0.5 and >= 0.75, mean centre error in pixels.
+"""
+from pathlib import Path
+
+import numpy as np
+
+import tinycnn
+from tinycnn import functional as F
+from tinycnn.callbacks import EarlyStopping
+
+from .box_ops import box_iou, centre_error, fill_mask_from_boxes
+from .common import print_json, run_folder, train_in_folder
+from .plates_data import largest_box
+from .plates_models import PlateBoxRegressor
+from .plates_pipeline import (CanvasAugmenter, add_plate_train_arguments, copy_matching_weights, data_source,
+                              draw_boxes, letterbox_records, output_path, predict_photos, read_annotation_csv,
+                              read_source, read_training_splits, resume_model)
+
+TASK = "plates-box"
+DEFAULT_IMG_SIZE = 128
+DEFAULT_LR = 1e-3
+
+
+# ------------------------------------------------------------------------------------------ losses, metrics
+
+def _split(boxes):
+    return boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+
+
+def _smaller(a, b):
+    """Elementwise min(a, b) of tensors/arrays, from relu: a − relu(a − b)."""
+    return a - F.relu(a - b)
+
+
+def _larger(a, b):
+    """Elementwise max(a, b): b + relu(a − b)."""
+    return b + F.relu(a - b)
+
+
+class DistanceIoULoss:
+    """Mean over the batch of 1 − IoU + d²/c² for normalised boxes: d the distance between the centres, c the
+    diagonal of the smallest box enclosing both (Zheng et al., 2020). Composed of tinycnn ops, so autograd
+    differentiates it. Not a tinycnn.losses.Loss: the model file does not store it; the task compiles it again."""
+    __name__ = "diou"
+
+    def __call__(self, pred, y, sample_weight=None):
+        y = np.asarray(y, np.float32)
+        px0, py0, px1, py1 = _split(pred)
+        tx0, ty0, tx1, ty1 = (np.ascontiguousarray(y[:, i]) for i in range(4))
+        overlap_w = F.relu(_smaller(px1, tx1) - _larger(px0, tx0))
+        overlap_h = F.relu(_smaller(py1, ty1) - _larger(py0, ty0))
+        intersection = overlap_w * overlap_h
+        pred_area = F.relu(px1 - px0) * F.relu(py1 - py0)
+        union = pred_area + (tx1 - tx0) * (ty1 - ty0) - intersection + 1e-7
+        centre_distance = ((px0 + px1 - tx0 - tx1) * 0.5) ** 2 + ((py0 + py1 - ty0 - ty1) * 0.5) ** 2
+        enclosing_diagonal = (_larger(px1, tx1) - _smaller(px0, tx0)) ** 2 + \
+                             (_larger(py1, ty1) - _smaller(py0, ty0)) ** 2 + 1e-7
+        return (1.0 - intersection / union + centre_distance / enclosing_diagonal).mean()
+
+
+def iou(y_true, y_pred):
+    """Mean IoU of a batch of normalised boxes (logged per epoch as `iou` / `val_iou`)."""
+    return float(np.mean(box_iou(np.asarray(y_pred).reshape(-1, 4), np.asarray(y_true).reshape(-1, 4))))
+
+
+def compile_model(model, loss, lr):
+    model.compile(loss="mse" if loss == "mse" else DistanceIoULoss(),
+                  optimizer=tinycnn.optimizers.Adam(learning_rate=lr), metrics=[iou])
+
+
+def box_metrics(predicted, truth):
+    """The issue's metrics for predicted and true boxes (N, 4) in the photos' pixels."""
+    ious = box_iou(predicted, truth)
+    return {"n_images": int(len(ious)), "mean_iou": float(ious.mean()),
+            "share_iou_ge_0.5": float(np.mean(ious >= 0.5)), "share_iou_ge_0.75": float(np.mean(ious >= 0.75)),
+            "mean_centre_error_px": float(centre_error(predicted, truth).mean())}
+
+
+def predicted_photo_boxes(model, data, batch_size=32):
+    """The model's box for every photo of a LetterboxedSet, in that photo's pixels (N, 4)."""
+    normalised = model.predict(data.x, batch_size=batch_size)
+    return np.concatenate([photo.boxes_to_photo(box[None]) for photo, box in zip(data.photos, normalised)])
+
+
+def evaluate_on(model, data, batch_size=32):
+    """box_metrics of the model on a LetterboxedSet, against each photo's largest true box."""
+    truth = np.stack([largest_box(record.boxes) for record in data.records])
+    return box_metrics(predicted_photo_boxes(model, data, batch_size), truth)
+
+
+# ------------------------------------------------------------------------------------------ train
+
+def add_train_arguments(parser):
+    add_plate_train_arguments(parser, epochs=30, batch_size=16, img_size=DEFAULT_IMG_SIZE)
+    parser.add_argument("--width", type=float, default=1.0, help="width multiplier of every layer (default 1.0)")
+    parser.add_argument("--loss", choices=("mse", "iou"), default="mse",
+                        help="mse (the tutorial's) or iou (Distance-IoU)")
+
+
+def _settings(args):
+    """Everything the run needs again (resume) or later (evaluate, predict, redact), kept in the model file."""
+    return {"task": TASK, "img_size": args.img_size, "width": args.width, "loss": args.loss,
+            "lr": args.lr or DEFAULT_LR, "source": data_source(args), "augment": not args.no_augment,
+            "patience": args.patience, "seed": args.seed, "skip_bad_rows": args.skip_bad_rows,
+            "init": args.init, "target": "the largest plate of each photo"}
+
+
+def train(args):
+    """python -m tinycnn.train plates-box: train, keep last/best checkpoints, print the best model's val metrics."""
+    tinycnn.manual_seed(args.seed)
+    if args.resume:
+        model, metadata = resume_model(args.resume)
+        settings = {key: value for key, value in metadata.items() if key not in ("history", "epochs_done")}
+    else:
+        settings = _settings(args)
+    folder = run_folder(args, TASK)
+    splits = read_training_splits(settings["source"], settings["skip_bad_rows"])
+    train_set = letterbox_records(splits["train"], settings["img_size"])
+    val_set = letterbox_records(splits["val"], settings["img_size"])
+    print(f"plates-box: {len(train_set.records)} training and {len(val_set.records)} validation photos, "
+          f"letterboxed to {settings['img_size']} px; run folder {folder}")
+    if args.resume:
+        model.to(args.device)
+        if getattr(model, "loss", None) is None:  # a loss the file does not store: compiled again (fresh Adam)
+            compile_model(model, settings["loss"], settings["lr"])
+    else:
+        model = PlateBoxRegressor(width=settings["width"]).to(args.device)
+        if args.init:
+            copied, skipped = copy_matching_weights(model, args.init, train_set.x[:1])
+            print(f"--init {args.init}: copied {len(copied)} tensors, kept {len(skipped)} fresh "
+                  f"({', '.join(skipped[:6])}{', ...' if len(skipped) > 6 else ''})")
+        model.metadata = dict(settings)
+        compile_model(model, settings["loss"], settings["lr"])
+    fit_kwargs = dict(x=train_set.x, y=train_set.boxes, validation_data=(val_set.x, val_set.boxes),
+                      batch_size=args.batch_size, epochs=args.epochs, verbose=0 if args.quiet else 1,
+                      augment=CanvasAugmenter(settings["seed"]) if settings["augment"] else None,
+                      callbacks=[EarlyStopping(monitor="val_loss", patience=settings["patience"], verbose=1)])
+    train_in_folder(model, folder, fit_kwargs, monitor="val_loss", main_metric="iou")
+    best = tinycnn.load_model(f"{folder}/best.tcnn", device=args.device, compile=False)
+    metrics = evaluate_on(best, val_set, args.batch_size)
+    print(f"best.tcnn on val ({metrics['n_images']} photos, original pixels): " + _describe(metrics))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ evaluate
+
+def _describe(metrics):
+    return (f"mean IoU {metrics['mean_iou']:.3f}, IoU>=0.5 {metrics['share_iou_ge_0.5']:.1%}, "
+            f"IoU>=0.75 {metrics['share_iou_ge_0.75']:.1%}, centre error {metrics['mean_centre_error_px']:.1f} px")
+
+
+def evaluate(args):
+    """python -m tinycnn.evaluate MODEL [--data DIR] [--split test] [--json]."""
+    model = tinycnn.load_model(args.model, device=args.device, compile=False)
+    split = args.split or "test"
+    records = read_source(model.metadata["source"], [split], data=args.data)[split]
+    if not records:
+        raise SystemExit(f"the {split} split holds no annotated photo")
+    metrics = evaluate_on(model, letterbox_records(records, model.metadata["img_size"]), args.batch_size)
+    metrics["split"] = split
+    if args.json:
+        print_json(metrics)
+    else:
+        print(f"{args.model} on the {split} split ({metrics['n_images']} photos): " + _describe(metrics))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ predict, redact
+
+def photo_box(photo, output):
+    """The predicted box (4,) in the photo's pixels, from the model's normalised output."""
+    return photo.boxes_to_photo(np.asarray(output)[None])[0]
+
+
+def predict(args):
+    """python -m tinycnn.predict MODEL IMAGE... [--out DIR] [--annotations CSV]."""
+    model = tinycnn.load_model(args.model, device=args.device, compile=False)
+    truth = read_annotation_csv(args.annotations) if args.annotations else {}
+    used = set()
+
+    def show(path, image, photo, output):
+        box = photo_box(photo, output)
+        line = f"{path}: plate box xmin {box[0]:.1f} ymin {box[1]:.1f} xmax {box[2]:.1f} ymax {box[3]:.1f} px"
+        true_boxes = truth.get(_name(path), np.zeros((0, 4), np.float32))
+        if len(true_boxes):
+            line += f" (IoU {float(box_iou(box, largest_box(true_boxes))):.3f} with the largest true box)"
+        elif args.annotations:
+            line += f" (no row for {_name(path)} in {args.annotations})"
+        print(line)
+        if args.out:
+            draw_boxes(image, box, true_boxes).save(output_path(args.out, path, used))
+
+    return predict_photos(model, args.images, model.metadata["img_size"], show)
+
+
+def plate_mask(photo, output):
+    """The photo's pixels to redact, (H, W) bool: those inside the predicted box (the largest plate only)."""
+    return fill_mask_from_boxes(photo_box(photo, output), photo.height, photo.width) > 0
+
+
+def _name(path):
+    return Path(path).name
