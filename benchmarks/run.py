@@ -194,12 +194,23 @@ def _work_infer(fw, spec):
             "latency_times": lat, "batch": batch, "params": params, "cpu_per_wall": cpu}
 
 
+def _sgemm_rate(np, reps):
+    """GFLOP/s of NumPy's SGEMM on the peak shape, now, in this process (the reference for % of peak)."""
+    M, K, N = SGEMM_SHAPES[PEAK_SHAPE]
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((M, K)).astype(np.float32), rng.standard_normal((K, N)).astype(np.float32)
+    c = np.empty((M, N), np.float32)
+    times, _ = _timed(lambda: np.matmul(a, b, out=c), 1, reps)
+    return 2.0 * M * K * N / statistics.median(times) / 1e9
+
+
 def _work_convs(fw, spec):
     import numpy as np
     from benchmarks.models import CONV_CASES, conv_flops, conv_output
     rng = np.random.default_rng(0)
     out = {}
     for name, case in CONV_CASES.items():
+        peak_before = _sgemm_rate(np, spec["reps"])
         N, C, H, W, F, K, s, p, g, need_dx = case
         OH, OW = conv_output(H, K, s, p), conv_output(W, K, s, p)
         x = rng.standard_normal((N, C, H, W)).astype(np.float32)
@@ -232,8 +243,10 @@ def _work_convs(fw, spec):
         flops = conv_flops(case)
         fwd, _ = _timed(forward, spec["warmup"], spec["reps"])
         bwd, _ = _timed(backward, spec["warmup"], spec["reps"])
+        peak = (peak_before + _sgemm_rate(np, spec["reps"])) / 2
         out[name] = {"forward_s": statistics.median(fwd), "backward_s": statistics.median(bwd),
-                     "forward_flop": flops, "backward_flop": flops * (2 if need_dx else 1), "need_dx": need_dx}
+                     "forward_flop": flops, "backward_flop": flops * (2 if need_dx else 1), "need_dx": need_dx,
+                     "sgemm_gflops": peak}
     return {"convs": out}
 
 
@@ -265,10 +278,11 @@ def _work_startup(spec, t_start):
     model, _ = fw.model(spec["model"], BATCH[spec["model"]])
     model.train_step()
     t_first = time.perf_counter() - t0
+    to_first = time.time() - spec["spawned_at"]
     t1 = time.perf_counter()
     model.train_step()
     return {"import_s": t_import, "first_step_s": t_first, "second_step_s": time.perf_counter() - t1,
-            "rss_peak_mb": _rss_mb()}
+            "spawn_to_first_step_s": to_first, "rss_peak_mb": _rss_mb()}
 
 
 def worker_main(spec_json):
@@ -347,7 +361,7 @@ def child_env(threads, extra=None):
 
 def run_child(python, spec, threads, timeout, env_extra=None):
     """Run one worker; (result dict, None) or (None, error text). The result gets the process wall time."""
-    command = [python, os.path.join(HERE, "run.py"), "--worker", json.dumps(spec)]
+    command = [python, os.path.join(HERE, "run.py"), "--worker", json.dumps(dict(spec, spawned_at=time.time()))]
     start = time.perf_counter()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO,
@@ -364,19 +378,21 @@ def run_child(python, spec, threads, timeout, env_extra=None):
     return None, f"exit code {done.returncode}: " + " | ".join(tail)
 
 
-def source_hash():
-    """A hash of tinycnn's Python sources (tinycnn/ and kernels/): a change mid-run is reported."""
-    digest = hashlib.sha1()
-    for top in ("tinycnn", "kernels"):
+def source_snapshot():
+    """{path: hash} of tinycnn's CPU-side Python sources (tinycnn/, kernels/cpu/): a change mid-run is reported."""
+    snapshot = {}
+    for top in ("tinycnn", os.path.join("kernels", "cpu")):
         for root, dirs, files in os.walk(os.path.join(REPO, top)):
-            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-            for name in sorted(files):
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            for name in files:
                 if name.endswith(".py"):
                     path = os.path.join(root, name)
-                    digest.update(path.encode())
-                    with open(path, "rb") as f:
-                        digest.update(f.read())
-    return digest.hexdigest()[:10]
+                    try:
+                        with open(path, "rb") as f:
+                            snapshot[os.path.relpath(path, REPO)] = hashlib.sha1(f.read()).hexdigest()
+                    except OSError:
+                        pass
+    return snapshot
 
 
 def machine_info():
@@ -413,12 +429,18 @@ class Bench:
         self.args = args
         self.skipped, self.failures, self.records = [], [], []
         self.loads = [os.getloadavg()[0]]
-        self.hashes = {}
+        self.snapshot = source_snapshot()
+        self.changed = {}  # file -> labels of the tinycnn children launched after it changed
 
     def child(self, label, config, spec, python=None, env_extra=None):
         spec = dict(spec, threads=self.args.threads)
         if config is not None and config.framework == "tinycnn":
-            self.hashes.setdefault(source_hash(), []).append(label)
+            now = source_snapshot()
+            for path in set(now) | set(self.snapshot):
+                if now.get(path) != self.snapshot.get(path):
+                    self.changed.setdefault(path, [])
+            for path in self.changed:
+                self.changed[path].append(label)
         result, error = run_child(python or config.python, spec, self.args.threads, self.args.timeout, env_extra)
         if result is None:
             self.failures.append(f"{label}: {error}")
@@ -548,19 +570,22 @@ def model_tables(results, names, configs):
                 medians[c.label] = _med(values)
                 cells.append(_fmt(medians[c.label], digits, values))
             ratios = [_ratio(medians[tc], medians[p]) if better_high else _ratio(medians[p], medians[tc])
-                      for p in peers]
+                      for p in peers] if better_high is not None else [""] * len(peers)
             lines.append("| " + " | ".join([title] + cells + ratios) + " |")
 
         row("train img/s", "train", lambda r: r["batch"] / r["step_s"], True, 1)
         row(f"inference img/s (batch {batch})", "infer", lambda r: r["batch"] / r["infer_s"], True, 1)
         row("latency batch 1 (ms)", "infer", lambda r: r["latency_s"] * 1e3, False, 2)
         row("peak RSS, short training run (MB)", "train", lambda r: r["rss_peak_mb"], False, 0)
+        row("CPU time / wall time while training", "train", lambda r: r["cpu_per_wall"], None, 2)
         params = {c.label: _med([r["params"] for r in results.get((m, c.label, "train"), [])]) for c in configs}
         lines.append("")
         lines.append("Parameters: " + ", ".join(f"{k} {int(v):,}" for k, v in params.items() if v) +
                      ("" if len({v for v in params.values() if v}) <= 1 else "  **(differ!)**"))
         lines.append("")
-    lines.append("Ratios: > 1 means tinycnn is better (throughput tinycnn/peer; latency and memory peer/tinycnn).")
+    lines.append("Ratios: > 1 means tinycnn is better (throughput tinycnn/peer; latency and memory peer/tinycnn). "
+                 "CPU/wall is the share of the machine the child got (at most the thread count; idle-waiting "
+                 "OpenMP threads count as busy): a column far below the others ran under more load.")
     lines.append("")
     return lines
 
@@ -577,12 +602,12 @@ def conv_tables(results, configs):
     tc = configs[0].label
     peers = [c.label for c in configs[1:]]
     head = ["conv layer", "pass", "GFLOP"] + [f"{c.label} GFLOP/s" for c in configs] + \
-           ["tinycnn ms", "tinycnn % of SGEMM peak"] + [f"tinycnn vs {p}" for p in peers]
+           ["tinycnn ms", "tinycnn % of SGEMM"] + [f"tinycnn vs {p}" for p in peers]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for name, case in CONV_CASES.items():
         for p in ("forward", "backward"):
-            rates, ms = {}, None
+            rates, ms, pcts = {}, None, []
             cells = []
             for c in configs:
                 values = [r["convs"][name][f"{p}_flop"] / r["convs"][name][f"{p}_s"] / 1e9
@@ -591,39 +616,42 @@ def conv_tables(results, configs):
                 cells.append(_fmt(rates[c.label], 1, values))
                 if c.label == tc:
                     ms = _med([r["convs"][name][f"{p}_s"] * 1e3 for r in results.get(c.label, [])])
+                    pcts = [100 * v / r["convs"][name]["sgemm_gflops"] for v, r in zip(values, results.get(c.label, []))]
             flop = None
             for c in configs:
                 for r in results.get(c.label, []):
                     flop = r["convs"][name][f"{p}_flop"]
             pass_name = p if p == "forward" else ("backward dx+dw+db" if case[-1] else "backward dw+db")
-            pct = f"{100 * rates[tc] / peak:.0f} %" if rates.get(tc) and peak else "–"
+            pct = _fmt(_med(pcts), 0, pcts) + " %" if pcts else "–"
             lines.append("| " + " | ".join([name, pass_name, _fmt(flop / 1e9 if flop else None, 2)] + cells +
                                            [_fmt(ms, 1), pct] + [_ratio(rates[tc], rates[q]) for q in peers]) + " |")
     lines.append("")
     lines.append("GFLOP counts 2 per multiply-add; a backward with dx and dw counts twice the forward's FLOPs. "
-                 "Ratios > 1: tinycnn faster.")
+                 "Ratios > 1: tinycnn faster. % of SGEMM: tinycnn's rate over NumPy's SGEMM "
+                 f"({PEAK_SHAPE}) timed in the same process just before and after that layer, so both see "
+                 "the same load.")
     lines.append("")
     return lines
 
 
 def compile_tables(results, names):
-    lines = ["| model | configuration | import (s) | build + first training step (s) | second step (s) | "
-             "whole process (s) |", "|---|---|---|---|---|---|"]
+    keys = ("import_s", "first_step_s", "spawn_to_first_step_s", "second_step_s", "rss_peak_mb")
+    lines = ["| model | configuration | import (s) | build + first training step (s) | process start → first "
+             "step done (s) | second step (s) | peak RSS (MB) |", "|---|---|---|---|---|---|---|"]
     for m in names:
         labels = sorted({label for (model, label) in results if model == m}, key=lambda s: (not s.startswith("tinycnn"), s))
         for label in labels:
             rs = results[(m, label)]
-            cells = [_fmt(_med([r[k] for r in rs]), 2, [r[k] for r in rs])
-                     for k in ("import_s", "first_step_s", "second_step_s", "process_s")]
+            cells = [_fmt(_med([r[k] for r in rs]), 0 if k == "rss_peak_mb" else 2, [r[k] for r in rs]) for k in keys]
             lines.append("| " + " | ".join([m, label] + cells) + " |")
         cold, warm = results.get((m, "tinycnn cold")), results.get((m, "tinycnn warm"))
         if cold and warm:
-            jit = _med([r["process_s"] for r in cold]) - _med([r["process_s"] for r in warm])
-            lines.append(f"| {m} | ⇒ JIT compile (cold − warm process) | | | | {jit:.2f} |")
+            jit = _med([r["first_step_s"] for r in cold]) - _med([r["first_step_s"] for r in warm])
+            lines.append(f"| {m} | ⇒ Numba compile time (cold − warm first step) | | {jit:.2f} | | | |")
     lines.append("")
     lines.append("cold: a fresh, empty NUMBA_CACHE_DIR (every kernel compiles); warm: a second process on that "
-                 "cache. Import is measured from the worker's first line; the whole process includes the "
-                 "interpreter start.")
+                 "cache. Import is timed from the worker's first line; 'process start → first step done' "
+                 "includes the interpreter start. The second step shows the steady state is reached.")
     lines.append("")
     return lines
 
@@ -740,9 +768,14 @@ def main(argv=None):
               f"- rounds: {args.rounds}; per child: {args.warmup} warm-up + {args.steps} timed steps, "
               f"{args.latency_reps} batch-1 calls, {args.reps} conv/SGEMM calls"]
     header += [f"- skipped: {s}" for s in bench.skipped]
-    if len(bench.hashes) > 1:
-        header.append(f"- **warning: tinycnn's sources changed during the run** ({len(bench.hashes)} versions); "
-                      "rows mixing them are not comparable")
+    final = source_snapshot()
+    for path in set(final) | set(bench.snapshot):
+        if final.get(path) != bench.snapshot.get(path):
+            bench.changed.setdefault(path, [])
+    if bench.changed:
+        header.append("- **warning: tinycnn's sources changed during the run**: " + ", ".join(
+            f"{path} ({len(labels)} tinycnn children ran after the change)" if labels else f"{path} (after the last child)"
+            for path, labels in sorted(bench.changed.items())) + "; rounds may have timed different code")
     header += [f"- failed: {f}" for f in bench.failures]
     block = header + [""] + sections
     print()

@@ -6,18 +6,26 @@ A run folder holds:
     history.csv    one row per epoch: loss, metrics, val_*, images/s
     curves.png     loss and the main metric per epoch (drawn with Pillow)
 Ctrl-C during training saves last.tcnn first; `--resume RUN_DIR` goes on from it.
+
+Under `mpiexec -n N` (N > 1) the run trains data-parallel (tinycnn/distributed.py, docs/distributed.md):
+run_folder sets that up (--sync-bn, each rank's GPU for --device cuda, the other ranks' stdout silenced),
+rank 0 alone writes the run folder, and train_in_folder ends the other ranks when training is over, so
+what a task does after it (evaluating best.tcnn, printing) runs on rank 0 only.
 """
 import csv
 import json
 import math
 import os
+import sys
 import time
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 import tinycnn
+import tinycnn.distributed
 from tinycnn.callbacks import Callback, ModelCheckpoint
+from tinycnn.device import cuda_available
 
 
 def add_common_train_arguments(parser, epochs, batch_size):
@@ -30,19 +38,42 @@ def add_common_train_arguments(parser, epochs, batch_size):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--sync-bn", action="store_true",
+                        help="under mpiexec: batch norm uses the statistics of the whole global batch "
+                             "(default: each rank normalises with its own shard's)")
 
 
 def run_folder(args, task):
+    """The run's folder (made by rank 0 alone); under mpiexec, first sets up data-parallel training."""
+    dist = setup_distributed(args)
     if args.resume:
         return args.resume
     folder = args.out or os.path.join("runs", f"{task}-{time.strftime('%Y%m%d-%H%M%S')}")
-    os.makedirs(folder, exist_ok=True)
+    if dist is not None:
+        folder = dist.broadcast(folder)  # rank 0's clock names it
+    if dist is None or dist.is_root:
+        os.makedirs(folder, exist_ok=True)
     return folder
+
+
+def setup_distributed(args):
+    """None for one process. Under mpiexec with several ranks: the data-parallel context, with --sync-bn,
+    this rank on the GPU of its local rank for --device cuda/auto, and stdout silenced on ranks other than 0."""
+    dist = tinycnn.distributed.auto(sync_bn=getattr(args, "sync_bn", False))
+    if dist is None:
+        return None
+    if str(args.device).lower().startswith(("cuda", "auto")) and cuda_available():
+        dist.use_local_gpu()
+    if not dist.is_root:
+        sys.stdout = open(os.devnull, "w")
+    return dist
 
 
 class EpochRecorder(Callback):
     """Keeps the finished-epoch count and the history in the model's metadata, then writes history.csv
     and curves.png after every epoch (so an interrupted run still has them)."""
+
+    rank_zero_only = True  # under MPI only rank 0 runs it
 
     def __init__(self, folder, main_metric, previous=None):
         self.folder, self.main_metric = folder, main_metric
@@ -57,7 +88,9 @@ class EpochRecorder(Callback):
 
 
 def train_in_folder(model, folder, fit_kwargs, monitor, main_metric):
-    """model.fit with last/best checkpoints, history files, and a checkpoint on Ctrl-C. Returns the history rows."""
+    """model.fit with last/best checkpoints, history files, and a checkpoint on Ctrl-C. Returns the history rows.
+    Under mpiexec it trains data-parallel; ranks other than 0 exit (status 0) when training is over."""
+    dist = tinycnn.distributed.auto()
     model.metadata.setdefault("epochs_done", 0)
     recorder = EpochRecorder(folder, main_metric, model.metadata.get("history"))
     last = os.path.join(folder, "last.tcnn")
@@ -67,12 +100,15 @@ def train_in_folder(model, folder, fit_kwargs, monitor, main_metric):
         values = [r[monitor] for r in recorder.rows if monitor in r]
         callbacks[1].best = min(values) if callbacks[1].mode == "min" else max(values)
     try:
-        model.fit(callbacks=callbacks, initial_epoch=model.metadata["epochs_done"], **fit_kwargs)
+        model.fit(callbacks=callbacks, initial_epoch=model.metadata["epochs_done"], distributed=dist, **fit_kwargs)
     except KeyboardInterrupt:
-        model.save(last)
-        print(f"\ninterrupted: saved {last} after {model.metadata['epochs_done']} finished epoch(s); "
-              f"go on with --resume {folder}")
+        if dist is None or dist.is_root:
+            model.save(last)
+            print(f"\ninterrupted: saved {last} after {model.metadata['epochs_done']} finished epoch(s); "
+                  f"go on with --resume {folder}")
         raise SystemExit(130)
+    if dist is not None and not dist.is_root:
+        raise SystemExit(0)  # what follows training in a task (evaluating best.tcnn, printing) is rank 0's
     return recorder.rows
 
 

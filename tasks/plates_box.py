@@ -137,8 +137,7 @@ def train(args):
           f"letterboxed to {settings['img_size']} px; run folder {folder}")
     if args.resume:
         model.to(args.device)
-        if getattr(model, "loss", None) is None:  # a loss the file does not store: compiled again (fresh Adam)
-            compile_model(model, settings["loss"], settings["lr"])
+        compile_model(model, settings["loss"], settings["lr"])
     else:
         model = PlateBoxRegressor(width=settings["width"]).to(args.device)
         if args.init:

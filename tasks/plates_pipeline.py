@@ -19,7 +19,6 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import tinycnn
-from tinycnn.saving import read_metadata
 
 from .box_ops import augment_sample, boxes_from_letterbox, boxes_to_letterbox, letterbox, letterbox_mask
 from .common import add_common_train_arguments
@@ -257,12 +256,16 @@ def build(model, sample_input):
 
 
 def resume_model(run_dir):
-    """The model of RUN_DIR/last.tcnn, compiled when its loss was a built-in one (then with its optimizer
-    state), and its metadata. Errors say what is missing."""
+    """The model of RUN_DIR/last.tcnn (uncompiled) and its metadata; the task compiles it again.
+
+    The task's own metric (and its Dice / Distance-IoU losses) are not tinycnn built-ins, which
+    tinycnn.load_model cannot compile again; so the weights, the epoch count and the history go on from the
+    file, while Adam's moment estimates restart."""
     path = Path(run_dir) / "last.tcnn"
     if not path.is_file():
         raise FileNotFoundError(f"--resume {run_dir}: no last.tcnn there")
-    return tinycnn.load_model(path), read_metadata(path)
+    model = tinycnn.load_model(path, compile=False)
+    return model, model.metadata
 
 
 # ------------------------------------------------------------------------------------------ prediction

@@ -147,9 +147,10 @@ def _settings(args):
     if args.crop > args.img_size:
         raise SystemExit(f"--crop {args.crop} must not exceed --img-size {args.img_size}")
     return {"task": TASK, "img_size": args.img_size, "filters": args.filters, "depth": args.depth,
-            "convs": args.convs, "upsample": args.upsample, "crop": args.crop, "dice": args.dice, "plate_weight": args.plate_weight,
-            "lr": args.lr or DEFAULT_LR, "source": data_source(args), "augment": not args.no_augment,
-            "patience": args.patience, "seed": args.seed, "skip_bad_rows": args.skip_bad_rows, "init": args.init}
+            "convs": args.convs, "upsample": args.upsample, "crop": args.crop, "dice": args.dice,
+            "plate_weight": args.plate_weight, "lr": args.lr or DEFAULT_LR, "source": data_source(args),
+            "augment": not args.no_augment, "patience": args.patience, "seed": args.seed,
+            "skip_bad_rows": args.skip_bad_rows, "init": args.init}
 
 
 def train(args):
@@ -171,8 +172,7 @@ def train(args):
           f"run folder {folder}")
     if args.resume:
         model.to(args.device)
-        if getattr(model, "loss", None) is None:  # a loss the file does not store: compiled again (fresh Adam)
-            compile_model(model, settings["dice"], settings["plate_weight"], settings["lr"])
+        compile_model(model, settings["dice"], settings["plate_weight"], settings["lr"])
     else:
         model = PlateSegmenter(settings["filters"], settings["depth"], settings["upsample"],
                                settings["convs"]).to(args.device)

@@ -42,6 +42,7 @@ DOG_IRIS = [(64, 42, 26), (40, 30, 24), (90, 60, 32), (204, 142, 40)]     # the 
 PINK, DARK = (224, 150, 150), (40, 30, 30)
 MAX_TILT = 30          # head rotation, degrees either way
 MAX_SHIFT = 0.16       # head offset from the centre, fraction of the picture either way
+HEAD_RADIUS = (0.16, 0.25)    # range of the head's radius, fraction of the picture
 
 
 # ---------------------------------------------------------------------------------------------- the dataset
@@ -172,7 +173,7 @@ class _Head:
     def __init__(self, rng, size):
         self.rng = rng
         self.cx, self.cy = size / 2, size / 2
-        self.r = size * rng.uniform(0.16, 0.25)                 # head radius: the unit of every feature
+        self.r = size * rng.uniform(*HEAD_RADIUS)               # head radius: the unit of every feature
         self.fur = _jitter(rng, FUR[rng.integers(len(FUR))])
         self.layer = Image.new("RGB", (size, size), self.fur)
         self.silhouette = Image.new("L", (size, size), 0)

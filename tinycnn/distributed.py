@@ -24,9 +24,10 @@ What fit does with one (docs/distributed.md has the commands):
 * Rank 0 alone prints and writes: the other ranks run with verbose=0 and skip the callbacks that write
   files (ModelCheckpoint, CSVLogger, and any callback with `rank_zero_only = True`). The others
   (EarlyStopping, learning-rate schedules) run on every rank with the same global logs.
-* Batch norm normalises with each rank's own statistics by default (its shard is its batch). With
-  `sync_bn` it uses the global batch's statistics instead, through the hook in tinycnn/ops/batchnorm.py:
-  two small all-reduces per batch-norm layer and step, and the same numbers as one process.
+* Batch norm normalises with each rank's own statistics by default (its shard is its batch), and at the end
+  of every epoch the running statistics are averaged over the ranks. With `sync_bn` it uses the global
+  batch's statistics instead, through the hook in tinycnn/ops/batchnorm.py: two small all-reduces per
+  batch-norm layer and step, and the same numbers as one process.
 * Faults: an exception in a rank's step sets its flag in the step's buffer, so every rank raises at the
   same point (the failing one its own error, the others `RankFailedError`). With sync_bn the others may
   wait inside a batch-norm all-reduce instead, so the failing rank aborts the job (MPI_Abort). An uncaught
@@ -107,7 +108,7 @@ def shard_bounds(n, rank, size):
 
 
 class SingleProcess:
-    """What fit needs of a context, for one process: every batch whole, nothing to reduce."""
+    """What fit needs of a context, for one process: every batch whole, nothing to send."""
 
     rank, size, is_root, sync_bn = 0, 1, True, False
 
@@ -120,6 +121,12 @@ class SingleProcess:
     def callbacks_here(self, callbacks):
         return list(callbacks)
 
+    def end_epoch(self, model):
+        pass
+
+    def broadcast(self, value):
+        return value
+
     def same_order(self, order):
         return order
 
@@ -127,7 +134,7 @@ class SingleProcess:
         return index
 
     def sum_step(self, local_step, n_stats):
-        """Run the step (forward + backward, gradients left in `.grad`); its statistics vector as it is."""
+        """Run the step (forward and backward: the gradients are left in `.grad`); its stats vector as it is."""
         return local_step()
 
     def sum_values(self, compute, n_values):
@@ -140,8 +147,9 @@ class SingleProcess:
         return bool(flag)
 
 
-class DataParallel(SingleProcess):
-    """Data-parallel training over an mpi4py communicator (see the module's docstring)."""
+class DataParallel:
+    """Data-parallel training over an mpi4py communicator (the module's docstring says what each step does).
+    It has SingleProcess's methods, which fit and evaluate call."""
 
     def __init__(self, comm, sync_bn=False):
         self.comm, self.sync_bn = comm, bool(sync_bn)
@@ -150,15 +158,16 @@ class DataParallel(SingleProcess):
         node = comm.Split_type(_mpi().COMM_TYPE_SHARED)  # the ranks on this machine
         self.local_rank, self.local_size = node.Get_rank(), node.Get_size()
         node.Free()
-        self.params, self._previous_sync = None, None
+        self.params, self.dtype, self._previous_sync = None, None, None
         _share_cores(self.local_size)
 
     def __repr__(self):
-        return f"DataParallel(rank {self.rank} of {self.size}, local rank {self.local_rank}, sync_bn={self.sync_bn})"
+        return (f"DataParallel(rank {self.rank} of {self.size}, local rank {self.local_rank}, "
+                f"sync_bn={self.sync_bn})")
 
     def use_local_gpu(self):
-        """Make this rank's CUDA device the GPU numbered by its local rank (modulo the GPUs there are).
-        Call it before anything touches CUDA."""
+        """Make this rank's CUDA device the GPU numbered by its local rank (modulo the machine's GPUs).
+        Call it before anything touches CUDA. Returns the GPU's number."""
         from numba import cuda
         gpus = len(cuda.gpus)
         if gpus == 0:
@@ -168,13 +177,14 @@ class DataParallel(SingleProcess):
 
     # ------------------------------------------------------------------ start and end of fit
     def begin_fit(self, model, n_samples, batch_size):
-        """Check the batch size, give every rank rank 0's weights, buffers and optimizer state and its own
-        random stream, and switch the batch-norm hook on with sync_bn."""
+        """Check the batch size; give every rank rank 0's weights, buffers and optimizer state, and its own
+        random stream; with sync_bn, switch the batch-norm hook on."""
         self._check_batches(n_samples, batch_size)
         self.params = list(model.optimizer.params)
+        self.dtype = np.result_type(*[p.dtype for p in self.params])
         self._broadcast_tensors([t for _, t in model.named_parameters()] + [t for _, t in model.named_buffers()])
         if hasattr(model.optimizer, "state_dict"):
-            state = self.comm.bcast(model.optimizer.state_dict() if self.is_root else None, root=0)
+            state = self.broadcast(model.optimizer.state_dict() if self.is_root else None)
             if not self.is_root:
                 model.optimizer.load_state_dict(state)
         self._own_random_stream()
@@ -190,16 +200,18 @@ class DataParallel(SingleProcess):
 
     def _check_batches(self, n_samples, batch_size):
         if batch_size < self.size:
-            raise ValueError(f"batch_size={batch_size} is the global batch; it must be at least the number of "
-                             f"ranks ({self.size}) so that every rank gets a sample")
+            raise ValueError(f"batch_size={batch_size} is the global batch: it must be at least the number of "
+                             f"ranks ({self.size}), so that every rank gets a sample")
         smallest = min(batch_size, n_samples % batch_size or batch_size)
         if self.sync_bn and smallest < self.size:
             raise ValueError(f"sync_bn: the last batch has {smallest} sample(s) for {self.size} ranks, and every "
-                             f"rank needs one; choose a batch size that leaves none of {n_samples} samples alone")
+                             f"rank needs one; choose a batch size that leaves fewer of the {n_samples} samples "
+                             "alone")
 
     def _broadcast_tensors(self, tensors):
         """One Bcast of one flat buffer: rank 0's values of `tensors` into every rank's."""
-        buffer = _pack([t.data for t in tensors], [t.device for t in tensors], np.float32)
+        dtype = np.result_type(*[t.dtype for t in tensors])
+        buffer = _pack([t.data for t in tensors], [t.device for t in tensors], [t.shape for t in tensors], dtype)
         self.comm.Bcast(buffer, root=0)
         if not self.is_root:
             for t, view in zip(tensors, _views(buffer, [t.shape for t in tensors])):
@@ -214,14 +226,33 @@ class DataParallel(SingleProcess):
             seed = np.random.SeedSequence(next_seed(), spawn_key=(self.rank,)).generate_state(1, np.uint64)[0]
             manual_seed(int(seed))
 
+    def end_epoch(self, model):
+        """Without sync_bn each rank's batch-norm running statistics follow its own shards: replace them by
+        their mean over the ranks (one Allreduce), so that validation and checkpoints see the same model on
+        every rank. With sync_bn they are the same already."""
+        buffers = [t for _, t in model.named_buffers()]
+        if self.sync_bn or not buffers:
+            return
+        shapes = [t.shape for t in buffers]
+        total = _pack([t.data for t in buffers], [t.device for t in buffers], shapes,
+                      np.result_type(*[t.dtype for t in buffers]))
+        self.comm.Allreduce(_mpi().IN_PLACE, total, op=_mpi().SUM)
+        for t, view in zip(buffers, _views(total / self.size, shapes)):
+            t.data = kernels_for(t.device).elementwise.asarray(view, t.dtype)
+
     def callbacks_here(self, callbacks):
+        """Every callback on rank 0; on the others, those that do not write files."""
         from .callbacks import CSVLogger, ModelCheckpoint
         if self.is_root:
             return list(callbacks)
         return [cb for cb in callbacks
                 if not isinstance(cb, (ModelCheckpoint, CSVLogger)) and not getattr(cb, "rank_zero_only", False)]
 
-    # ------------------------------------------------------------------ per step
+    # ------------------------------------------------------------------ collectives
+    def broadcast(self, value):
+        """Rank 0's value (any picklable object) on every rank."""
+        return self.comm.bcast(value, root=0)
+
     def same_order(self, order):
         """Rank 0's permutation on every rank."""
         order = np.ascontiguousarray(order, dtype=np.int64)
@@ -229,68 +260,73 @@ class DataParallel(SingleProcess):
         return order
 
     def shard(self, index):
+        """This rank's contiguous part of `index` (the parts' sizes differ by at most 1)."""
         begin, end = shard_bounds(len(index), self.rank, self.size)
         return index[begin:end]
 
     def sum_step(self, local_step, n_stats):
-        """Run this rank's step, then one Allreduce(SUM) of [gradients | has-gradient | stats | failure flags]:
-        the global gradients land in every parameter's `.grad`; returns the global stats vector."""
+        """Run this rank's step, then one Allreduce(SUM) of [gradients | has-gradient per parameter | stats |
+        failure flags]: every parameter's `.grad` becomes the global gradient; returns the global stats."""
         try:
             stats, error = np.asarray(local_step(), np.float64), None
         except Exception as failure:
-            if self.sync_bn:  # the other ranks may be inside a batch-norm all-reduce this rank will never join
+            if self.sync_bn:  # the others may wait in a batch-norm all-reduce that this rank will never join
                 self._abort(failure)
             stats, error = np.zeros(n_stats), failure
-            for p in self.params:
-                p.grad = None
-        grads = [p.grad for p in self.params]
-        present = np.array([g is not None for g in grads], np.float64)
-        buffer = _pack([g if g is not None else np.zeros(p.shape, p.dtype) for g, p in zip(grads, self.params)],
-                       [p.device for p in self.params], np.float32, extra=len(self.params) + n_stats + self.size)
-        tail = buffer[len(buffer) - len(self.params) - n_stats - self.size:]
-        tail[:len(self.params)] = present
-        tail[len(self.params):len(self.params) + n_stats] = stats
-        tail[len(self.params) + n_stats + self.rank] = error is not None
+        grads = [None if error is not None else p.grad for p in self.params]
+        shapes = [p.shape for p in self.params]
+        header = np.concatenate([[g is not None for g in grads], stats])
+        buffer = _pack(grads, [p.device for p in self.params], shapes, self.dtype, extra=header.size + self.size)
+        tail = buffer[len(buffer) - header.size - self.size:]
+        tail[:header.size] = header
+        tail[header.size + self.rank] = error is not None
         self.comm.Allreduce(_mpi().IN_PLACE, buffer, op=_mpi().SUM)
-        self._raise_if_failed(tail[len(self.params) + n_stats:], error)
-        views = _views(buffer, [p.shape for p in self.params])
-        for p, view, has_grad in zip(self.params, views, tail[:len(self.params)]):
-            p.grad = kernels_for(p.device).elementwise.asarray(view, p.dtype) if has_grad else None
-        return tail[len(self.params):len(self.params) + n_stats].astype(np.float64)
+        self._raise_if_failed(tail[header.size:], error)
+        has_grad = tail[:len(self.params)] > 0
+        for p, view, present in zip(self.params, _views(buffer, shapes), has_grad):
+            p.grad = kernels_for(p.device).elementwise.asarray(view, p.dtype) if present else None
+        return tail[len(self.params):header.size].astype(np.float64)
 
     def sum_values(self, compute, n_values):
-        """compute() on every rank, its float vector summed over the ranks (float64, one Allreduce)."""
-        return self._summed(compute, n_values)
-
-    def collectively(self, fn, *args):
-        """fn(*args) on every rank; if it raises on any, every rank raises."""
-        return self._summed(lambda: (fn(*args), np.zeros(0))[1], 0, keep=True)
-
-    def any(self, flag):
-        """True on every rank when flag is true on any."""
-        return bool(self._summed(lambda: np.array([float(bool(flag))]), 1)[0] > 0)
-
-    def allreduce_sum(self, array):
-        """The element-wise sum of a float64 array over the ranks (the batch-norm hook)."""
-        array = np.ascontiguousarray(array, dtype=np.float64)
-        self.comm.Allreduce(_mpi().IN_PLACE, array, op=_mpi().SUM)
-        return array
-
-    # ------------------------------------------------------------------ failures
-    def _summed(self, compute, n_values, keep=False):
+        """compute() on every rank, its vector of n_values numbers summed over the ranks (one Allreduce)."""
         try:
             values, error = np.asarray(compute(), np.float64), None
         except Exception as failure:
             values, error = np.zeros(n_values), failure
-        buffer = np.zeros(n_values + self.size)
-        buffer[:n_values] = values
-        buffer[n_values + self.rank] = error is not None
+        return self._sum_checked(values, error)
+
+    def collectively(self, fn, *args):
+        """fn(*args) on every rank; if it raises on any rank, it raises on every rank."""
+        try:
+            result, error = fn(*args), None
+        except Exception as failure:
+            result, error = None, failure
+        self._sum_checked(np.zeros(0), error)
+        return result
+
+    def any(self, flag):
+        """True on every rank when flag is true on any."""
+        return bool(self._sum_checked(np.array([float(bool(flag))]), None)[0] > 0)
+
+    def allreduce_sum(self, array):
+        """The element-wise sum of a float64 array over the ranks (the batch-norm hook)."""
+        array = np.array(array, dtype=np.float64)
+        self.comm.Allreduce(_mpi().IN_PLACE, array, op=_mpi().SUM)
+        return array
+
+    # ------------------------------------------------------------------ failures
+    def _sum_checked(self, values, error):
+        """values summed over the ranks, in one Allreduce with one failure flag per rank."""
+        buffer = np.zeros(len(values) + self.size)
+        buffer[:len(values)] = values
+        buffer[len(values) + self.rank] = error is not None
         self.comm.Allreduce(_mpi().IN_PLACE, buffer, op=_mpi().SUM)
-        self._raise_if_failed(buffer[n_values:], error)
-        return buffer[:n_values]
+        self._raise_if_failed(buffer[len(values):], error)
+        return buffer[:len(values)]
 
     def _raise_if_failed(self, flags, error):
-        """Every rank has the same flags: if any is set, gather the failures' messages and raise everywhere."""
+        """Every rank has the same flags: if any is set, gather the failures' messages and raise everywhere
+        (the failing rank its own error)."""
         failed = np.flatnonzero(flags)
         if len(failed) == 0:
             return
@@ -315,13 +351,14 @@ def _mpi():
     return MPI
 
 
-def _pack(arrays, devices, dtype, extra=0):
-    """One flat host buffer holding every array (copied from its device), with `extra` zeros at the end."""
-    sizes = [int(np.prod(a.shape)) for a in arrays]
+def _pack(arrays, devices, shapes, dtype, extra=0):
+    """One flat host buffer holding every array (copied from its device; None stays zeros), then `extra` zeros."""
+    sizes = [int(np.prod(shape)) for shape in shapes]
     buffer = np.zeros(sum(sizes) + extra, dtype)
     offset = 0
     for a, device, size in zip(arrays, devices, sizes):
-        buffer[offset:offset + size] = np.ravel(kernels_for(device).elementwise.to_numpy(a))
+        if a is not None:
+            buffer[offset:offset + size] = np.ravel(kernels_for(device).elementwise.to_numpy(a))
         offset += size
     return buffer
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import functional as F
 from .nn import Module, Parameter
+from .ops.conv import conv2d_relu
 from .random import generator
 from .tensor import Tensor
 
@@ -129,6 +130,8 @@ class Conv2D(Layer):
 
     def forward(self, x):
         x, padding = _apply_padding(x, self.padding, self.kernel_size, self.strides, self.dilation_rate)
+        if self.activation == "relu":  # one fused op: bias and ReLU in the conv's own pass (ops/conv.py)
+            return conv2d_relu(x, self.kernel, self.bias, self.strides, padding, self.dilation_rate, self.groups)
         y = F.conv2d(x, self.kernel, self.bias, self.strides, padding, self.dilation_rate, self.groups)
         return activate(self.activation, y)
 

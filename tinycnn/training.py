@@ -7,12 +7,17 @@
 NumPy arrays: channels-last (N, H, W, C) for a Sequential (as the tutorial builds them), channels-first
 (N, C, H, W) for a Module subclass (as PyTorch). A loss that becomes NaN or inf stops training with an error
 naming the epoch and batch; checkpoints already written are left intact.
+
+`fit(..., distributed=tinycnn.distributed.auto())` trains data-parallel under mpiexec: every step runs
+through the context's `sum_step` (a single process's context, `SingleProcess`, runs it as it is). See
+tinycnn/distributed.py.
 """
 import math
 import time
 
 import numpy as np
 
+from .distributed import SingleProcess
 from .random import generator
 from .tensor import Tensor, no_grad
 
@@ -93,9 +98,11 @@ class TrainingAPI:
 
     # ------------------------------------------------------------------ fit
     def fit(self, x, y, batch_size=32, epochs=1, verbose=1, callbacks=None, validation_split=0.0,
-            validation_data=None, shuffle=True, class_weight=None, initial_epoch=0, augment=None):
+            validation_data=None, shuffle=True, class_weight=None, initial_epoch=0, augment=None, distributed=None):
         """Train for `epochs` epochs. `augment(xb, yb) -> (xb, yb)` transforms each training batch (in the
-        caller's layout). Returns a History whose `.history` maps metric names to per-epoch values."""
+        caller's layout). `distributed` (tinycnn.distributed.auto() under mpiexec) trains data-parallel, with
+        `batch_size` the global batch. Returns a History whose `.history` maps metric names to per-epoch values."""
+        dist = distributed or SingleProcess()
         self._check_compiled()
         x, y = _check_arrays(x, y, "fit")
         self._record_input_shape(x)
@@ -114,59 +121,57 @@ class TrainingAPI:
             x, x_val, y, y_val = x[:-n_val], x[-n_val:], y[:-n_val], y[-n_val:]  # Keras: the last part
         else:
             x_val = y_val = None
-        callbacks = list(callbacks or [])
+        callbacks = dist.callbacks_here(callbacks or [])  # under MPI, rank 0 alone writes files
+        verbose = verbose if dist.is_root else 0
         history = History()
         self.stop_training = False
+        dist.begin_fit(self, len(x), batch_size)
         for cb in callbacks:
             cb.on_train_begin(self)
         try:
             for epoch in range(initial_epoch, epochs):
-                for cb in callbacks:
-                    cb.on_epoch_begin(epoch)
-                logs = self._train_epoch(x, y, batch_size, epoch, epochs, verbose, shuffle, class_weight, augment)
+                dist.collectively(_call_each, callbacks, "on_epoch_begin", epoch)
+                logs = self._train_epoch(x, y, batch_size, epoch, epochs, verbose, shuffle, class_weight, augment,
+                                         dist)
+                dist.end_epoch(self)
                 if x_val is not None:
-                    val = self.evaluate(x_val, y_val, batch_size=batch_size, verbose=0, return_dict=True)
+                    val = self.evaluate(x_val, y_val, batch_size=batch_size, verbose=0, return_dict=True,
+                                        distributed=distributed)
                     logs.update({f"val_{k}": v for k, v in val.items()})
                 history.append(epoch, logs)
                 if verbose:
                     print(f"Epoch {epoch + 1}/{epochs} - " + " - ".join(_format(k, v) for k, v in logs.items()))
-                for cb in callbacks:
-                    cb.on_epoch_end(epoch, logs)
-                if self.stop_training:
+                dist.collectively(_call_each, callbacks, "on_epoch_end", epoch, logs)
+                if dist.any(self.stop_training):
                     break
         finally:
             for cb in callbacks:
                 cb.on_train_end()
+            dist.end_fit()
         self.history = history
         return history
 
-    def _train_epoch(self, x, y, batch_size, epoch, epochs, verbose, shuffle, class_weight, augment):
+    def _train_epoch(self, x, y, batch_size, epoch, epochs, verbose, shuffle, class_weight, augment, dist):
         self.train()
-        order = generator().permutation(len(x)) if shuffle else np.arange(len(x))
+        order = dist.same_order(generator().permutation(len(x))) if shuffle else np.arange(len(x))
         loss_mean, metric_means = _new_means(self.metrics)
         start = time.perf_counter()
         batches = range(0, len(x), batch_size)
         bar = _progress(batches, epoch, epochs, verbose)
         for batch_number, begin in enumerate(bar):
-            index = np.sort(order[begin:begin + batch_size]) if not shuffle else order[begin:begin + batch_size]
-            xb, yb = x[index], y[index]
-            if augment is not None:
-                xb, yb = augment(xb, yb)
-            weights = None if class_weight is None else np.array([class_weight[int(v)] for v in np.ravel(yb)[:len(yb)]],
-                                                                np.float32)
-            out = self(self._to_input_tensor(xb))
-            loss = self.loss(out, self._targets_for_loss(yb), sample_weight=weights) if weights is not None \
-                else self.loss(out, self._targets_for_loss(yb))
-            value = float(loss.item())
+            index = order[begin:begin + batch_size]  # the global batch; under MPI each rank takes its shard
+            shard = dist.shard(index)
+            stats = dist.sum_step(lambda: self._local_step(x, y, shard, len(index), class_weight, augment),
+                                  2 + len(self.metrics))
+            count, value = stats[0], stats[1] / stats[0]
             if not math.isfinite(value):
                 raise TrainingError(f"the loss became {value} at epoch {epoch + 1}, batch {batch_number + 1} "
                                     "(learning rate too high, or NaN/inf in the data?); training stopped, "
                                     "checkpoints saved before this batch are intact")
-            self.optimizer.zero_grad()
-            loss.backward()
             self.optimizer.step()
-            loss_mean.update(value, len(xb))
-            _update_metrics(self.metrics, metric_means, yb, out)
+            loss_mean.update(value, count)
+            for mean, total in zip(metric_means, stats[2:]):
+                mean.update(total / count, count)
             if verbose and hasattr(bar, "set_postfix"):
                 bar.set_postfix({"loss": f"{loss_mean.result():.4f}",
                                  **{n: f"{m.result():.4f}" for (n, _), m in zip(self.metrics, metric_means)}})
@@ -176,30 +181,65 @@ class TrainingAPI:
         logs["images_per_sec"] = len(x) / seconds if seconds > 0 else float("nan")
         return logs
 
+    def _local_step(self, x, y, index, batch_total, class_weight, augment):
+        """Forward and backward on the samples `index` of a batch of `batch_total`, the gradients scaled by
+        len(index) / batch_total (1 for one process), so that summing them over the ranks gives the batch's
+        gradient. Returns [n, loss·n, metric·n for each metric]."""
+        self.optimizer.zero_grad()
+        n = len(index)
+        if n == 0:  # more ranks than samples in this batch: nothing to add
+            return np.zeros(2 + len(self.metrics))
+        xb, yb = x[index], y[index]
+        if augment is not None:
+            xb, yb = augment(xb, yb)
+        weights = None if class_weight is None else np.array([class_weight[int(v)] for v in np.ravel(yb)[:len(yb)]],
+                                                            np.float32)
+        out = self(self._to_input_tensor(xb))
+        loss = self.loss(out, self._targets_for_loss(yb), sample_weight=weights) if weights is not None \
+            else self.loss(out, self._targets_for_loss(yb))
+        value = float(loss.item())
+        if not math.isfinite(value):  # no backward: the caller stops training on this loss
+            return np.array([n, value * n] + [0.0] * len(self.metrics))
+        if n == batch_total:
+            loss.backward()
+        else:
+            loss.backward(Tensor(np.full(loss.shape, n / batch_total, loss.dtype), device=loss.device))
+        return np.array([n, value * n] + [metric * n for metric in _metric_values(self.metrics, yb, out)])
+
     # ------------------------------------------------------------------ evaluate / predict
-    def evaluate(self, x, y, batch_size=32, verbose=0, return_dict=False):
-        """Loss and metrics over (x, y) in eval mode; a list [loss, *metrics] or a dict."""
+    def evaluate(self, x, y, batch_size=32, verbose=0, return_dict=False, distributed=None):
+        """Loss and metrics over (x, y) in eval mode; a list [loss, *metrics] or a dict. With `distributed`,
+        each rank evaluates its contiguous share of the samples and the sums are reduced."""
+        dist = distributed or SingleProcess()
         self._check_compiled()
         x, y = _check_arrays(x, y, "evaluate")
         self._record_input_shape(x)
         self._ensure_built()
-        was_training = self.training
-        self.eval()
-        loss_mean, metric_means = _new_means(self.metrics)
-        try:
-            with no_grad():
-                for begin in range(0, len(x), batch_size):
-                    xb, yb = x[begin:begin + batch_size], y[begin:begin + batch_size]
-                    out = self(self._to_input_tensor(xb))
-                    loss_mean.update(float(self.loss(out, self._targets_for_loss(yb)).item()), len(xb))
-                    _update_metrics(self.metrics, metric_means, yb, out)
-        finally:
-            self.train(was_training)
-        results = {"loss": loss_mean.result()}
-        results.update({name: m.result() for (name, _), m in zip(self.metrics, metric_means)})
-        if verbose:
+        rows = dist.shard(np.arange(len(x)))
+        per_rank_batch = max(1, math.ceil(batch_size / dist.size))
+        sums = dist.sum_values(lambda: self._evaluation_sums(x, y, rows, per_rank_batch), 2 + len(self.metrics))
+        results = {"loss": sums[1] / sums[0]}
+        results.update({name: total / sums[0] for (name, _), total in zip(self.metrics, sums[2:])})
+        if verbose and dist.is_root:
             print(" - ".join(_format(k, v) for k, v in results.items()))
         return results if return_dict else list(results.values())
+
+    def _evaluation_sums(self, x, y, rows, batch_size):
+        """[n, loss·n, metric·n for each metric] over the contiguous samples `rows`, in eval mode."""
+        sums = np.zeros(2 + len(self.metrics))
+        was_training = self.training
+        self.eval()
+        try:
+            with no_grad():
+                for begin in range(rows[0] if len(rows) else 0, rows[-1] + 1 if len(rows) else 0, batch_size):
+                    end = min(begin + batch_size, rows[-1] + 1)
+                    xb, yb = x[begin:end], y[begin:end]
+                    out = self(self._to_input_tensor(xb))
+                    loss = float(self.loss(out, self._targets_for_loss(yb)).item())
+                    sums += len(xb) * np.array([1.0, loss] + _metric_values(self.metrics, yb, out))
+        finally:
+            self.train(was_training)
+        return sums
 
     def predict(self, x, batch_size=32, verbose=0):
         """Model outputs for x as a NumPy array (channels-last image outputs for a Sequential)."""
@@ -261,12 +301,17 @@ def _new_means(metrics):
     return Mean(), [Mean() for _ in metrics]
 
 
-def _update_metrics(metrics, means, yb, out):
+def _metric_values(metrics, yb, out):
+    """Each metric's value (a batch mean) on this batch."""
     if not metrics:
-        return
+        return []
     pred = out.numpy()
-    for (_, fn), mean in zip(metrics, means):
-        mean.update(fn(yb, pred), len(yb))
+    return [float(fn(yb, pred)) for _, fn in metrics]
+
+
+def _call_each(callbacks, method, *args):
+    for cb in callbacks:
+        getattr(cb, method)(*args)
 
 
 def _progress(batches, epoch, epochs, verbose):

@@ -161,8 +161,18 @@ def _install_pool():
         def initialize(self):
             super().initialize()
             self.free_lists = defaultdict(list)
+            self.pooling = True
 
         def memalloc(self, size):
+            if not self.pooling:
+                return super().memalloc(size)
+            try:
+                return self._pooled(size)
+            except Exception:  # an incompatible numba-cuda: fall back to its own allocator for good
+                self.pooling = False
+                return super().memalloc(size)
+
+        def _pooled(self, size):
             size = max(512, cdiv(size, 512) * 512)
             free = self.free_lists[size]
             if free:
@@ -170,7 +180,7 @@ def _install_pool():
             else:
                 try:
                     ptr = self._attempt_allocation(lambda: drv.driver.cuMemAlloc(size))
-                except drv.CudaAPIError:
+                except drv.CudaAPIError:       # out of memory: give the cached blocks back, try again
                     self.release_cached()
                     ptr = self._attempt_allocation(lambda: drv.driver.cuMemAlloc(size))
 

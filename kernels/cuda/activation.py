@@ -19,7 +19,7 @@ from . import _launch as L
 # Python float next to a float32 value makes the arithmetic float64, slow on a GPU.
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def relu_forward_kernel(x, y):
     zero = y.dtype.type(0)
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
@@ -27,14 +27,14 @@ def relu_forward_kernel(x, y):
         y[i] = zero if v < zero else v    # NaN < 0 is false: NaN passes through
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def relu_backward_kernel(dy, x, dx):
     zero = dx.dtype.type(0)
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         dx[i] = dy[i] if x[i] > zero else zero
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def relu6_forward_kernel(x, y):
     zero, six = y.dtype.type(0), y.dtype.type(6)
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
@@ -42,14 +42,14 @@ def relu6_forward_kernel(x, y):
         y[i] = zero if v < zero else (six if v > six else v)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def relu6_backward_kernel(dy, x, dx):
     zero, six = dx.dtype.type(0), dx.dtype.type(6)
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         dx[i] = dy[i] if zero < x[i] < six else zero
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def leaky_relu_forward_kernel(x, slope, y):
     zero = y.dtype.type(0)
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
@@ -57,14 +57,14 @@ def leaky_relu_forward_kernel(x, slope, y):
         y[i] = v if v > zero else slope * v
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def leaky_relu_backward_kernel(dy, x, slope, dx):
     zero = dx.dtype.type(0)
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         dx[i] = dy[i] if x[i] > zero else slope * dy[i]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def sigmoid_forward_kernel(x, y):
     zero, one = y.dtype.type(0), y.dtype.type(1)
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
@@ -76,20 +76,20 @@ def sigmoid_forward_kernel(x, y):
             y[i] = e / (one + e)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def sigmoid_backward_kernel(dy, y, dx):
     one = dx.dtype.type(1)
     for i in range(cuda.grid(1), y.size, cuda.gridsize(1)):
         dx[i] = dy[i] * y[i] * (one - y[i])
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def tanh_forward_kernel(x, y):
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         y[i] = math.tanh(x[i])
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def tanh_backward_kernel(dy, y, dx):
     one = dx.dtype.type(1)
     for i in range(cuda.grid(1), y.size, cuda.gridsize(1)):

@@ -22,7 +22,7 @@ from .reduce import SUM, block_reduce
 
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def stats_kernel(x, C, inner, eps, mean, invstd, var_unbiased):
     """Block c: mean, 1/√(var + ε) and the unbiased variance of channel c. x: (N, C, inner) flat."""
     sh = cuda.shared.array(RED, dtype=mean.dtype)
@@ -48,7 +48,7 @@ def stats_kernel(x, C, inner, eps, mean, invstd, var_unbiased):
             var_unbiased[c] = math.nan
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def affine_kernel(x, C, inner, gamma, beta, mean, invstd, y):
     """y = x · scale_c + shift_c, scale_c = γ_c invstd_c, shift_c = β_c − mean_c scale_c (train and eval)."""
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
@@ -57,7 +57,7 @@ def affine_kernel(x, C, inner, gamma, beta, mean, invstd, y):
         y[i] = x[i] * scale + (beta[c] - mean[c] * scale)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def eval_affine_kernel(x, C, inner, gamma, beta, running_mean, running_var, eps, y):
     """y = x · scale_c + shift_c, scale_c = γ_c / √(running_var_c + ε), shift_c = β_c − running_mean_c scale_c."""
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
@@ -66,7 +66,7 @@ def eval_affine_kernel(x, C, inner, gamma, beta, running_mean, running_var, eps,
         y[i] = x[i] * scale + (beta[c] - running_mean[c] * scale)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def grad_sums_kernel(dy, x, C, inner, mean, invstd, dgamma, dbeta):
     """Block c: dβ_c = Σ dy, dγ_c = Σ dy · x̂ over channel c."""
     sh = cuda.shared.array(RED, dtype=dgamma.dtype)
@@ -87,7 +87,7 @@ def grad_sums_kernel(dy, x, C, inner, mean, invstd, dgamma, dbeta):
         dgamma[c] = s_dy_xhat
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def input_grad_kernel(dy, x, C, inner, gamma, mean, invstd, dgamma, dbeta, dx):
     """dx = γ invstd · (dy − dβ / M − x̂ dγ / M)."""
     count = float32(x.size // C)
@@ -98,7 +98,7 @@ def input_grad_kernel(dy, x, C, inner, gamma, mean, invstd, dgamma, dbeta, dx):
         dx[i] = gamma[c] * inv * (dy[i] - dbeta[c] / count - x_hat * (dgamma[c] / count))
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def blend_kernel(running, batch_value, momentum):
     """running = (1 − m) running + m batch_value, in place."""
     one = running.dtype.type(1)

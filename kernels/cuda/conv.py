@@ -29,7 +29,7 @@ from .linear import splitk_sum_kernel, tile_mma
 OUTSIDE = -(1 << 40)   # a row offset that puts every position outside the image: the row is padding
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def conv2d_forward_kernel(x, w, b, has_bias, y, N, C, H, W, F, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw, G):
     """y[n, g·Fg + f, oh, ow] = b[.] + Σ_{c,kh,kw} w[g·Fg + f, c, kh, kw] · x[n, g·Cg + c, ih, iw],
     ih = oh·sh − ph + kh·dh, iw = ow·sw − pw + kw·dw.  Y_g = W_g · X̂_g, M = Fg rows, N·OH·OW columns.
@@ -107,7 +107,7 @@ def conv2d_forward_kernel(x, w, b, has_bias, y, N, C, H, W, F, KH, KW, OH, OW, s
                     y[((jc // P) * F + g * Fg + f) * P + jc % P] = v
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def conv2d_dx_kernel(dy, w, b, has_bias, dx, N, C, H, W, F, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw, G):
     """dx[n, g·Cg + c, h, x] = b[.] + Σ_{f,kh,kw} w[g·Fg + f, c, kh, kw] · dy[n, g·Fg + f, oh, ow]
     with oh·sh = h + ph − kh·dh and ow·sw = x + pw − kw·dw exactly.  DX_g = W_gᵀ · D̂_g, M = Cg rows,
@@ -193,7 +193,7 @@ def conv2d_dx_kernel(dy, w, b, has_bias, dx, N, C, H, W, F, KH, KW, OH, OW, sh, 
                     dx[((jc // HW) * C + g * Cg + c) * HW + jc % HW] = v
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def conv2d_dw_kernel(dy, x, out, N, C, H, W, F, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw, G, slices, k_per_slice):
     """dw[g·Fg + f, c, kh, kw] = Σ_{n,oh,ow} dy[n, g·Fg + f, oh, ow] · x[n, g·Cg + c, ih, iw].
     dW_g = DY_g · X̂_gᵀ: M = Fg rows, Cg·KH·KW columns, K = N·OH·OW, cut into `slices` slices:
@@ -275,7 +275,7 @@ def conv2d_dw_kernel(dy, x, out, N, C, H, W, F, KH, KW, OH, OW, sh, sw, ph, pw, 
                     out[(s * F + g * Fg + f) * Jdim + jc] = acc[i, q]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def pad_kernel(x, y, H, W, OH, OW, top, left, value):
     """y[p, h, w] = x[p, h − top, w − left] inside the image, value outside (one thread per output)."""
     for o in range(cuda.grid(1), y.size, cuda.gridsize(1)):
@@ -287,7 +287,7 @@ def pad_kernel(x, y, H, W, OH, OW, top, left, value):
             y[o] = value
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def crop_kernel(dy, dx, H, W, OH, OW, top, left):
     """dx[p, h, w] = dy[p, h + top, w + left]: the gradient of padding."""
     for i in range(cuda.grid(1), dx.size, cuda.gridsize(1)):

@@ -30,7 +30,7 @@ def random_bits(seed, i):
     return z >> S11
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def dropout_kernel(x, seed, threshold, scale, y, mask):
     """mask[i] = scale if random_bits(seed, i) ≥ threshold else 0;  y[i] = x[i] · mask[i]."""
     zero = mask.dtype.type(0)
@@ -40,7 +40,7 @@ def dropout_kernel(x, seed, threshold, scale, y, mask):
         y[i] = x[i] * m
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def mul_kernel(a, b, out):
     for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
         out[i] = a[i] * b[i]

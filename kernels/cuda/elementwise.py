@@ -61,21 +61,21 @@ def broadcast_strides(shape, out_shape):
 # ------------------------------------------------------------------------------------------ kernels
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def fill_kernel(out, value):
     """out[i] = value. out: 1-D."""
     for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
         out[i] = value
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def cast_copy_kernel(out, a):
     """out[i] = a[i], converted to out's dtype on the store. out, a: 1-D, same size."""
     for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
         out[i] = a[i]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def strided_copy_kernel(dst, dst_off, dst_strides, src, src_off, src_strides, shape, n):
     """dst[dst_off + offset(i, dst_strides)] = src[src_off + offset(i, src_strides)] for the n elements of
     `shape`. dst, src: 1-D views of whole arrays. Serves transpose, slicing, concatenation, broadcast_to."""
@@ -99,14 +99,14 @@ def binary_op(x, y, op):
     return x if (x > y or x != x) else y   # maximum; a NaN on either side propagates, as in NumPy
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def binary_same_kernel(out, a, b, op):
     """out[i] = a[i] op b[i]: both operands have the output's shape (the common case)."""
     for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
         out[i] = binary_op(a[i], b[i], op)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def binary_scalar_kernel(out, a, s, scalar_first, op):
     """out[i] = a[i] op s (or s op a[i] when scalar_first); s is a number of out's dtype."""
     for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
@@ -116,7 +116,7 @@ def binary_scalar_kernel(out, a, s, scalar_first, op):
             out[i] = binary_op(a[i], s, op)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def binary_broadcast_op_kernel(out, a, a_strides, b, b_strides, shape, op):
     """out[i] = a[offset_a(i)] op b[offset_b(i)], the operands broadcast to `shape` by zero strides."""
     for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
@@ -126,7 +126,7 @@ def binary_broadcast_op_kernel(out, a, a_strides, b, b_strides, shape, op):
 NEG, EXP, LOG, SQRT, ABS, POW = range(6)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def unary_kernel(out, a, op, p):
     """out[i] = f(a[i]) for f in neg exp log sqrt abs pow(·, p)."""
     for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
@@ -153,14 +153,14 @@ def unary_kernel(out, a, op, p):
             out[i] = x ** p
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def where_scalars_kernel(out, cond, x, y):
     """out[i] = cond[i] > 0 ? x : y, x and y numbers."""
     for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
         out[i] = x if cond[i] > 0 else y
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def where_kernel(out, cond, c_strides, a, a_strides, b, b_strides, shape):
     """out[i] = cond > 0 ? a : b, the three broadcast to `shape`."""
     for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
@@ -170,7 +170,7 @@ def where_kernel(out, cond, c_strides, a, a_strides, b, b_strides, shape):
             out[i] = b[strided_offset(i, shape, b_strides)]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def all_finite_kernel(flag, a):
     """flag[0] = 0 if some a[i] is inf or NaN (flag starts at 1; every writer writes the same 0)."""
     for i in range(cuda.grid(1), a.size, cuda.gridsize(1)):
@@ -178,7 +178,7 @@ def all_finite_kernel(flag, a):
             flag[0] = 0
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def gather_rows_kernel(out, a, index, row):
     """out[r, :] = a[index[r], :] with rows of `row` elements (index may hold negative indices)."""
     rows = a.size // row
@@ -190,7 +190,7 @@ def gather_rows_kernel(out, a, index, row):
         out[i] = a[j * row + i % row]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def scatter_add_rows_kernel(dx, g, index, row):
     """dx[index[r], :] += g[r, :] (atomic: an index may repeat)."""
     rows = dx.size // row
@@ -320,6 +320,9 @@ def _basic_view(shape, index):
     array of 1-byte items that is never read."""
     probe = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), shape=shape,
                                             strides=contiguous_strides(shape))
+    index = index if isinstance(index, tuple) else (index,)
+    if not any(p is Ellipsis for p in index):
+        index = index + (Ellipsis,)    # so that all-integer indices give a 0-d view, not a scalar
     view = probe[index]
     offset = view.__array_interface__["data"][0] - probe.__array_interface__["data"][0]
     return offset, view.shape, view.strides

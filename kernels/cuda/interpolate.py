@@ -21,7 +21,7 @@ from .elementwise import zeros
 
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def nearest_forward_kernel(x, y, H, W, OH, OW, sh, sw):
     for o in range(cuda.grid(1), y.size, cuda.gridsize(1)):
         j = o % OW
@@ -30,7 +30,7 @@ def nearest_forward_kernel(x, y, H, W, OH, OW, sh, sw):
         y[o] = x[(p * H + i // sh) * W + j // sw]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def nearest_backward_kernel(dy, dx, H, W, sh, sw):
     OH = H * sh
     OW = W * sw
@@ -58,7 +58,7 @@ def source_tap(i, in_size, ratio, align_corners, half):
     return lo, min(lo + 1, in_size - 1), s - float32(lo)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def bilinear_forward_kernel(x, y, H, W, OH, OW, rh, rw, align_corners):
     one, half = y.dtype.type(1), y.dtype.type(0.5)
     for o in range(cuda.grid(1), y.size, cuda.gridsize(1)):
@@ -73,7 +73,7 @@ def bilinear_forward_kernel(x, y, H, W, OH, OW, rh, rw, align_corners):
         y[o] = (one - t) * top + t * bottom
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def bilinear_backward_kernel(dy, dx, H, W, OH, OW, rh, rw, align_corners):
     one, half = dx.dtype.type(1), dx.dtype.type(0.5)
     for o in range(cuda.grid(1), dy.size, cuda.gridsize(1)):

@@ -40,7 +40,7 @@ def tile_mma(As, Bs, acc, ra, rb, ty, tx):
                 acc[i, j] += ra[i] * rb[j]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def gemm_kernel(a, a_rs, a_cs, b, b_rs, b_cs, c, M, N, K, k_per_slice, bias, has_bias):
     """c[z·M·N + m·N + n] = Σ_{k in slice z} a[m·a_rs + k·a_cs] · b[k·b_rs + n·b_cs]  (+ bias[n] if has_bias)
 
@@ -107,7 +107,7 @@ def gemm_kernel(a, a_rs, a_cs, b, b_rs, b_cs, c, M, N, K, k_per_slice, bias, has
                     c[(z * M + m) * N + n] = v
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def splitk_sum_kernel(out, parts, slices, bias, has_bias, ncols):
     """out[i] = Σ_s parts[s·size + i] (+ bias[i % ncols]), size = out.size: the second pass of split-K."""
     size = out.size

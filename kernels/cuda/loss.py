@@ -37,7 +37,7 @@ def sigmoid(z, one):
     return one / (one + e) if z >= 0 else e / (one + e)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def finish_kernel(partial, n_parts, scale, out):
     """out[0] = scale · Σ partial[:n_parts]; one block of RED threads."""
     sh = cuda.shared.array(RED, dtype=out.dtype)
@@ -90,7 +90,7 @@ def _device_number(value, factor, dtype):
 # ------------------------------------------------------------------------------------------ BCE with logits
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def bce_with_logits_terms_kernel(z, t, pw, has_pw, w, has_w, partial):
     sh = cuda.shared.array(RED, dtype=partial.dtype)
     zero, one = partial.dtype.type(0), partial.dtype.type(1)   # constants in the input's dtype
@@ -108,7 +108,7 @@ def bce_with_logits_terms_kernel(z, t, pw, has_pw, w, has_w, partial):
         partial[cuda.blockIdx.x] = total
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def bce_with_logits_grad_kernel(z, t, pw, has_pw, w, has_w, g, g_factor, dz):
     one = dz.dtype.type(1)
     scale = g[0] * g_factor
@@ -134,7 +134,7 @@ def bce_with_logits_backward(z, t, pos_weight, g, weight=None):
 # ------------------------------------------------------------------------------------------ BCE
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def bce_terms_kernel(p, t, eps, w, has_w, partial):
     sh = cuda.shared.array(RED, dtype=partial.dtype)
     one = partial.dtype.type(1)
@@ -148,7 +148,7 @@ def bce_terms_kernel(p, t, eps, w, has_w, partial):
         partial[cuda.blockIdx.x] = total
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def bce_grad_kernel(p, t, eps, w, has_w, g, g_factor, dp):
     zero, one = dp.dtype.type(0), dp.dtype.type(1)
     scale = g[0] * g_factor
@@ -176,7 +176,7 @@ def bce_backward(p, t, eps, g, weight=None):
 # ------------------------------------------------------------------------------------------ cross-entropy
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def cross_entropy_kernel(x, target, weight, has_weight, ignore_index, C, inner, log_probs, partial_loss,
                          partial_weight):
     """One thread per (n, i) position: log-softmax over the C classes (stride inner), then its loss term
@@ -208,7 +208,7 @@ def cross_entropy_kernel(x, target, weight, has_weight, ignore_index, C, inner, 
         partial_weight[cuda.blockIdx.x] = wsum
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def cross_entropy_finish_kernel(partial_loss, partial_weight, n_parts, loss_out, weight_out):
     """loss = Σ loss / Σ w (NaN when nothing counted, as PyTorch), weight_out = Σ w; one block."""
     sh = cuda.shared.array(RED, dtype=loss_out.dtype)
@@ -227,7 +227,7 @@ def cross_entropy_finish_kernel(partial_loss, partial_weight, n_parts, loss_out,
             loss_out[0] = math.nan
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def cross_entropy_grad_kernel(log_probs, target, weight, has_weight, ignore_index, C, inner, g, g_factor,
                               wsum, wsum_factor, dx):
     """dx = g · w[t] (e^log_probs − onehot(t)) / Σw; 0 on ignored pixels."""
@@ -277,7 +277,7 @@ def cross_entropy_backward(log_probs3, target2, weight, ignore_index, weight_sum
 # ------------------------------------------------------------------------------------------ MSE
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def squared_error_terms_kernel(p, t, partial):
     sh = cuda.shared.array(RED, dtype=partial.dtype)
     acc = partial.dtype.type(0)
@@ -289,7 +289,7 @@ def squared_error_terms_kernel(p, t, partial):
         partial[cuda.blockIdx.x] = total
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def squared_error_grad_kernel(p, t, g, g_factor, dp):
     scale = g[0] * g_factor
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):

@@ -19,13 +19,13 @@ from numba import cuda
 from . import _launch as L
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def sgd_kernel(param, grad, lr, weight_decay):
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
         param[i] -= lr * (grad[i] + weight_decay * param[i])
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def sgd_momentum_kernel(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov, first_step):
     one = param.dtype.type(1)
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
@@ -35,7 +35,7 @@ def sgd_momentum_kernel(param, grad, buf, lr, momentum, dampening, weight_decay,
         param[i] -= lr * (g + momentum * b if nesterov else b)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def adam_kernel(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, m_correction, v_correction):
     one = param.dtype.type(1)
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):

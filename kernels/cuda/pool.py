@@ -22,7 +22,7 @@ from . import _launch as L
 from .elementwise import zeros
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def max_pool_forward_kernel(x, y, argmax, H, W, OH, OW, kh, kw, sh, sw, ph, pw):
     """y[p, oh, ow] = max of the window, argmax[p, oh, ow] = its h·W + w; p = n·C + c. All 1-D views."""
     for o in range(cuda.grid(1), y.size, cuda.gridsize(1)):
@@ -46,7 +46,7 @@ def max_pool_forward_kernel(x, y, argmax, H, W, OH, OW, kh, kw, sh, sw, ph, pw):
         argmax[o] = best_index
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def max_pool_backward_kernel(dy, argmax, dx, HW, OHW):
     """dx[p·HW + argmax[o]] += dy[o] for every output o of plane p = o // OHW (atomic: winners may repeat)."""
     for o in range(cuda.grid(1), dy.size, cuda.gridsize(1)):
@@ -61,7 +61,7 @@ def window_divisor(h0, w0, kh, kw, H, W, count_include_pad):
     return float32((min(h0 + kh, H) - max(h0, 0)) * (min(w0 + kw, W) - max(w0, 0)))
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def avg_pool_forward_kernel(x, y, H, W, OH, OW, kh, kw, sh, sw, ph, pw, count_include_pad):
     """y[p, oh, ow] = Σ window / divisor."""
     for o in range(cuda.grid(1), y.size, cuda.gridsize(1)):
@@ -78,7 +78,7 @@ def avg_pool_forward_kernel(x, y, H, W, OH, OW, kh, kw, sh, sw, ph, pw, count_in
         y[o] = total / window_divisor(h0, w0, kh, kw, H, W, count_include_pad)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def avg_pool_backward_kernel(dy, dx, H, W, OH, OW, kh, kw, sh, sw, ph, pw, count_include_pad):
     """dx[p, h, w] = Σ over the outputs (oh, ow) whose window holds (h, w) of dy[p, oh, ow] / divisor.
     Window oh holds row h when oh·sh − ph ≤ h ≤ oh·sh − ph + kh − 1."""

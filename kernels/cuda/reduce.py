@@ -48,7 +48,7 @@ def block_reduce(sh, value, op):
     return total
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def reduce_block_kernel(out, a, kshape, kstrides, rshape, rstrides, R, per_slice, identity, op):
     """out[o·S + s] = combination of the elements [s·per_slice, (s+1)·per_slice) of output o's R elements.
     grid (M, S), block RED threads; S = gridDim.y (S = 1: out is the result)."""
@@ -64,7 +64,7 @@ def reduce_block_kernel(out, a, kshape, kstrides, rshape, rstrides, R, per_slice
         out[o * cuda.gridDim.y + s] = total
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def reduce_thread_kernel(out, a, kshape, kstrides, rshape, rstrides, R, identity, op):
     """out[o] = combination of output o's R elements, one thread per output (grid-stride)."""
     for o in range(cuda.grid(1), out.size, cuda.gridsize(1)):
@@ -75,7 +75,7 @@ def reduce_thread_kernel(out, a, kshape, kstrides, rshape, rstrides, R, identity
         out[o] = acc
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def argmax_kernel(out, a, kshape, kstrides, R, rstride):
     """out[o] = index of the first maximum (or first NaN) of the R elements a[base + r·rstride]."""
     for o in range(cuda.grid(1), out.size, cuda.gridsize(1)):

@@ -16,7 +16,7 @@ from numba import cuda
 from . import _launch as L
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def softmax_forward_kernel(x, y, C, inner, log):
     zero = y.dtype.type(0)        # accumulators in the array's dtype
     for t in range(cuda.grid(1), x.size // C, cuda.gridsize(1)):
@@ -38,7 +38,7 @@ def softmax_forward_kernel(x, y, C, inner, log):
                 y[base + c * inner] = math.exp(x[base + c * inner] - m) / total
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def softmax_backward_kernel(dy, y, dx, C, inner, log):
     zero = dx.dtype.type(0)
     for t in range(cuda.grid(1), y.size // C, cuda.gridsize(1)):

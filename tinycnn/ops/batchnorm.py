@@ -7,8 +7,21 @@ statistics are given, blends the batch's mean and unbiased variance into them in
 
 Eval mode uses the running statistics instead, so the output is an affine function of x per channel.
 The kernels see x as (N, C, inner), inner = H·W (or 1): one kernel serves every rank.
+
+Synchronised batch norm (data-parallel training, tinycnn/distributed.py): while the module-level hook
+`sync_sums` is set, training mode normalises with the statistics of the global batch that all processes
+share. The hook takes a float64 NumPy array and returns its element-wise sum over the processes; the op
+calls it twice per step: in forward on the per-channel (count, Σ(x − K), Σ(x − K)²) — K the running mean,
+the same on every process, a shift that keeps the variance from cancelling — and in backward on the two
+per-channel sums of dx (Σ dy, Σ dy x̂). Each process's γ and β gradients stay its own share: data-parallel
+training sums them with the other gradients. With `sync_sums = None` (the default) each process
+normalises with its own batch's statistics.
 """
+import numpy as np
+
 from ..tensor import Function, Tensor
+
+sync_sums = None
 
 
 class BatchNorm(Function):
@@ -22,8 +35,12 @@ class BatchNorm(Function):
         x3 = e.reshape(x, (N, C, _inner_size(x.shape)))
         self.gamma = weight if weight is not None else e.ones((C,), x.dtype)
         beta = bias if bias is not None else e.zeros((C,), x.dtype)
+        self.synced = training and sync_sums is not None
         if training:
-            y3, self.mean, self.invstd, var_unbiased = bn.batch_norm_train_forward(x3, self.gamma, beta, eps)
+            if self.synced:
+                y3, self.mean, self.invstd, var_unbiased = self._synced_forward(x3, beta, running_mean, eps)
+            else:
+                y3, self.mean, self.invstd, var_unbiased = bn.batch_norm_train_forward(x3, self.gamma, beta, eps)
             if running_mean is not None:
                 bn.update_running(running_mean, self.mean, momentum)
             if running_var is not None:
@@ -35,6 +52,38 @@ class BatchNorm(Function):
         self.x3 = x3
         return e.reshape(y3, self.shape)
 
+    def _synced_forward(self, x3, beta, running_mean, eps):
+        """Forward with the global batch's mean and variance: this process's statistics (the kernel's stable
+        two-pass ones) as shifted sums, summed over the processes by `sync_sums`."""
+        e, bn = self.k.elementwise, self.k.batchnorm
+        N, C, inner = x3.shape
+        n = N * inner
+        _, mean, _, var = bn.batch_norm_train_forward(x3, self.gamma, beta, eps)  # its output is not used
+        mean, var = e.to_numpy(mean).astype(np.float64), e.to_numpy(var).astype(np.float64)
+        shift = np.zeros(C) if running_mean is None else e.to_numpy(running_mean).astype(np.float64)
+        deviations = var * (n - 1) if n > 1 else np.zeros(C)  # Σ (x − mean)², from the unbiased variance
+        local = np.stack([np.full(C, float(n)), n * (mean - shift), deviations + n * (mean - shift) ** 2])
+        count, shifted_sum, shifted_squares = sync_sums(local)
+        self.count = count[0]
+        if self.count <= 1:
+            raise ValueError(f"batch_norm: expected more than 1 value per channel over all processes, got {self.count:g}")
+        global_mean = shift + shifted_sum / self.count
+        global_var = np.maximum(shifted_squares / self.count - (shifted_sum / self.count) ** 2, 0.0)
+        mean, var = e.asarray(global_mean, x3.dtype), e.asarray(global_var, x3.dtype)
+        y3 = bn.batch_norm_eval_forward(x3, self.gamma, beta, mean, var, eps)  # γ (x − mean) / √(var + ε) + β
+        invstd = e.asarray(1.0 / np.sqrt(global_var + eps), x3.dtype)
+        return y3, mean, invstd, e.asarray(global_var * self.count / (self.count - 1), x3.dtype)
+
+    def _synced_input_grad(self, dy3, dgamma, dbeta):
+        """dx = γ invstd · (dy − Σ dy / M − x̂ Σ dy x̂ / M), the sums and the count M over every process."""
+        e = self.k.elementwise
+        C = self.x3.shape[1]
+        sums = sync_sums(np.stack([e.to_numpy(dbeta), e.to_numpy(dgamma)]).astype(np.float64))
+        mean_dy, mean_dy_xhat = (e.asarray((s / self.count).reshape(1, C, 1), self.x3.dtype) for s in sums)
+        x_hat = e.mul(e.sub(self.x3, e.reshape(self.mean, (1, C, 1))), e.reshape(self.invstd, (1, C, 1)))
+        dy_centred = e.sub(e.sub(dy3, mean_dy), e.mul(x_hat, mean_dy_xhat))
+        return e.mul(dy_centred, e.reshape(e.mul(self.gamma, self.invstd), (1, C, 1)))
+
     def backward(self, dy):
         e = self.k.elementwise
         needs = dict(zip(self.present, self.needs_grad))
@@ -43,7 +92,11 @@ class BatchNorm(Function):
         # In eval mode mean and invstd are constants: dγ and dβ have the training formulas, but dx is only
         # the per-channel scale γ · invstd (there is no path through the batch statistics).
         dx3 = dgamma = dbeta = None
-        if (need_dx and self.training) or need_dgamma or need_dbeta:
+        if self.synced:  # this process's sums (its γ, β gradients), then dx from the sums over every process
+            _, dgamma, dbeta = self.k.batchnorm.batch_norm_backward(
+                dy3, self.x3, self.gamma, self.mean, self.invstd, False, True, True)
+            dx3 = self._synced_input_grad(dy3, dgamma, dbeta) if need_dx else None
+        elif (need_dx and self.training) or need_dgamma or need_dbeta:
             dx3, dgamma, dbeta = self.k.batchnorm.batch_norm_backward(
                 dy3, self.x3, self.gamma, self.mean, self.invstd, need_dx and self.training, need_dgamma, need_dbeta)
         if need_dx and not self.training:
@@ -87,7 +140,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         raise ValueError(f"batch_norm: momentum must be a number in [0, 1], got {momentum!r}")
     if training:
         count = input.size // C if C else 0
-        if count <= 1:
+        if count <= 1 and sync_sums is None:  # synced: the count over every process is checked in forward
             raise ValueError(f"batch_norm: expected more than 1 value per channel when training, "
                              f"got input of shape {input.shape}")
     elif running_mean is None or running_var is None:

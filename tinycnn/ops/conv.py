@@ -9,6 +9,7 @@
 Each Function's forward calls the kernels (`self.k.conv`) and its backward sits right beside it. The public
 functions check their arguments first, so that a mistake reads as an error naming the op and the shapes.
 """
+from ..device import kernels_for
 from ..tensor import Function, Tensor
 from ._util import check_nchw, pair
 
@@ -22,6 +23,25 @@ class Conv2d(Function):
     def backward(self, dy):
         need_x, need_w, need_b = self.needs_grad + (False,) * (3 - len(self.needs_grad))
         dx, dw, db = self.k.conv.conv2d_backward(dy, self.x, self.w, *self.geometry, need_x, need_w, need_b)
+        return (dx, dw, db) if self.has_bias else (dx, dw)
+
+
+class Conv2dBiasReLU(Function):
+    """relu(conv2d(x, w) + b) as one op, for the Conv2D layer with activation="relu": the kernels apply the
+    bias and the ReLU while each piece of the output is still in cache, instead of two more passes over it
+    (and two more big arrays), and the backward takes the ReLU's mask from the output y, so the
+    pre-activation is never kept. Exactly the gradients of relu(conv2d(x, w, b))."""
+
+    def forward(self, x, w, b=None, *, stride, padding, dilation, groups):
+        self.x, self.w, self.has_bias = x, w, b is not None
+        self.geometry = stride, padding, dilation, groups
+        self.y = self.k.conv.conv2d_bias_relu_forward(x, w, b, stride, padding, dilation, groups)
+        return self.y
+
+    def backward(self, dy):
+        need_x, need_w, need_b = self.needs_grad + (False,) * (3 - len(self.needs_grad))
+        dx, dw, db = self.k.conv.conv2d_bias_relu_backward(dy, self.y, self.x, self.w, *self.geometry,
+                                                           need_x, need_w, need_b)
         return (dx, dw, db) if self.has_bias else (dx, dw)
 
 
@@ -56,7 +76,25 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     padding: an int, a pair, "valid" (no padding) or "same" (stride 1 only: the output keeps H×W; when
     d·(K − 1) is odd the extra row/column goes to the bottom/right, as in PyTorch). groups = C with
     weight (m·C, 1, KH, KW) is a depthwise convolution (MobileNet)."""
-    op = "conv2d"
+    input, args, geometry = _conv2d_arguments("conv2d", input, weight, bias, stride, padding, dilation, groups)
+    return Conv2d.apply(input, *args, **geometry)
+
+
+def conv2d_relu(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """relu(conv2d(input, weight, bias, ...)), the same arguments as conv2d, computed as one fused op.
+
+    A device whose kernels have no fused conv (`conv2d_bias_relu_forward`, see kernels/README.md) gets the
+    two ops, relu(conv2d(...)): the same values and gradients."""
+    from .activation import relu
+    if not isinstance(input, Tensor) or not hasattr(kernels_for(input.device).conv, "conv2d_bias_relu_forward"):
+        return relu(conv2d(input, weight, bias, stride, padding, dilation, groups))
+    input, args, geometry = _conv2d_arguments("conv2d", input, weight, bias, stride, padding, dilation, groups)
+    return Conv2dBiasReLU.apply(input, *args, **geometry)
+
+
+def _conv2d_arguments(op, input, weight, bias, stride, padding, dilation, groups):
+    """Check conv2d's arguments; -> (input, possibly padded for an uneven "same"), the weight and bias to
+    pass, and the normalised geometry (stride, padding, dilation, groups as keywords)."""
     _check_operands(op, input, weight, bias)
     stride, dilation = _positive_pair(stride, op, "stride"), _positive_pair(dilation, op, "dilation")
     groups = _check_groups(op, groups, input.shape[1], weight.shape[0], "filters")
@@ -76,8 +114,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise ValueError(f"{op}: kernel {KH}×{KW} (dilation {dilation}, spanning {span_h}×{span_w}) is larger "
                          f"than the padded input {H + 2 * padding[0]}×{W + 2 * padding[1]} "
                          f"(input {input.shape}, padding {padding})")
-    args = (input, weight) if bias is None else (input, weight, bias)
-    return Conv2d.apply(*args, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    args = (weight,) if bias is None else (weight, bias)
+    return input, args, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
 
 
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
