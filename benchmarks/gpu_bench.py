@@ -12,6 +12,7 @@ backward, optimizer step, on data already on the device.
 
 Configurations: tinycnn-cuda (with the caching allocator), tinycnn-cuda-nopool (numba's own cuMemAlloc),
 tinycnn-cuda-profile (per-kernel times, synchronising after each launch: slower, for reading only),
+tinycnn-cuda-tile64x128 (another GEMM tile: 64 x 128 outputs per block, 4 x 8 per thread),
 torch-fp32 (TF32 off for matmul and cuDNN: the fair float32 number), torch-default (PyTorch's default
 flags, printed: they let cuDNN use TF32); cuDNN autotuning on in both, tinycnn-cpu2 (NUMBA/OMP/OPENBLAS threads = 2, pinned to 2 cores).
 Each timing is `rounds` rounds of `steps` steps after warm-up steps (compilation, autotuning), the device
@@ -20,6 +21,7 @@ synchronised at the end of each round; images/s are reported as the median (and 
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -150,6 +152,20 @@ def profile_kernels(step, sync, steps=5):
 
     step()
     sync()
+    # the host cost of one launch: a 1-element kernel launched 200 times, asynchronously
+    from tinycnn.kernels.cuda import elementwise as E
+    one = E.zeros((1,), "float32")
+    sync()
+    t = time.perf_counter()
+    for _ in range(200):
+        L.launch1d(E.fill_kernel, 1, one, L.scalar(1, "float32"))
+    launch_us = 1e6 * (time.perf_counter() - t) / 200
+    sync()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    async_ms = 1000 * (time.perf_counter() - t) / steps
     L.launch = timed
     t = time.perf_counter()
     for _ in range(steps):
@@ -158,7 +174,9 @@ def profile_kernels(step, sync, steps=5):
     wall = time.perf_counter() - t
     L.launch = launch
     rows = sorted(totals.items(), key=lambda kv: -kv[1])
-    return {"wall_ms_per_step": 1000 * wall / steps, "kernel_ms_per_step": 1000 * sum(totals.values()) / steps,
+    return {"launch_us": launch_us, "async_ms_per_step": async_ms,
+            "wall_ms_per_step": 1000 * wall / steps, "kernel_ms_per_step": 1000 * sum(totals.values()) / steps,
+            "launches_per_step": sum(counts.values()) // steps,
             "kernels": [(name, round(1000 * s / steps, 3), counts[name] // steps) for name, s in rows]}
 
 
@@ -177,7 +195,7 @@ def run(config, small=False):
         return dict(info, **time_steps(step, sync, warmup=5, rounds=5, steps=20))
     if config == "tinycnn-cpu2":
         step, sync = tinycnn_step("cpu")
-        return dict({"threads": 2}, **time_steps(step, sync, warmup=2, rounds=3, steps=2))
+        return dict({"threads": 2}, **time_steps(step, sync, warmup=1, rounds=3, steps=1))
     raise SystemExit(f"unknown configuration {config!r}")
 
 
@@ -196,12 +214,14 @@ def smoke():
 # ------------------------------------------------------------------------------------------ all
 
 
-CONFIGS = {
+CONFIGS = {   # in the order they run: the most important first
     "torch-fp32": {},
-    "torch-default": {},
     "tinycnn-cuda": {},
-    "tinycnn-cuda-nopool": {"TINYCNN_CUDA_POOL": "0"},
     "tinycnn-cuda-profile": {},
+    "torch-default": {},
+    "tinycnn-cuda-nopool": {"TINYCNN_CUDA_POOL": "0"},
+    # other GEMM tiles (BM,BN,BK,RM,RN); a cache folder of their own: numba's cache ignores changed globals
+    "tinycnn-cuda-tile64x128": {"TINYCNN_CUDA_TILE": "64,128,8,4,8", "NUMBA_CACHE_DIR": "/tmp/tinycnn-nb-64x128"},
     "tinycnn-cpu2": {"NUMBA_NUM_THREADS": "2", "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2",
                      "MKL_NUM_THREADS": "2"},
 }
@@ -213,7 +233,7 @@ def run_all(out, only, timeout):
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **CONFIGS[name])
         env.pop("NUMBA_ENABLE_CUDASIM", None)
         cmd = [sys.executable, os.path.abspath(__file__), "run", name]
-        if name == "tinycnn-cpu2" and hasattr(os, "sched_setaffinity"):
+        if name == "tinycnn-cpu2" and hasattr(os, "sched_getaffinity") and shutil.which("taskset"):
             cores = sorted(os.sched_getaffinity(0))[:2]
             cmd = ["taskset", "-c", ",".join(map(str, cores))] + cmd
         t = time.perf_counter()
@@ -224,6 +244,8 @@ def run_all(out, only, timeout):
                 {"error": (p.stderr or p.stdout)[-3000:]}
         except subprocess.TimeoutExpired:
             results[name] = {"error": f"timed out after {timeout} s"}
+        except Exception as e:  # noqa: BLE001 - one configuration failing must not stop the others
+            results[name] = {"error": f"{type(e).__name__}: {e}"}
         results[name]["wall_s"] = round(time.perf_counter() - t, 1)
         print(f"{name}: {json.dumps(results[name])[:3000]}", flush=True)
         if out:
@@ -242,14 +264,16 @@ def report(results):
         elif "error" in r:
             print(f"| {name} | failed: {r['error'].strip().splitlines()[-1][:80] if r['error'].strip() else '?'} | | |")
     ours = results.get("tinycnn-cuda", {}).get("img_per_s")
-    for other in ("torch-fp32", "torch-default", "tinycnn-cuda-nopool", "tinycnn-cpu2"):
+    for other in ("torch-fp32", "torch-default", "tinycnn-cuda-nopool", "tinycnn-cuda-tile64x128", "tinycnn-cpu2"):
         theirs = results.get(other, {}).get("img_per_s")
         if ours and theirs:
             print(f"tinycnn-cuda / {other} = {ours / theirs:.3f}")
     prof = results.get("tinycnn-cuda-profile", {})
     if "kernels" in prof:
-        print(f"\nprofile: {prof['wall_ms_per_step']:.2f} ms/step synchronised, "
-              f"{prof['kernel_ms_per_step']:.2f} ms in kernel launches; per step:")
+        print(f"\nprofile: {prof['async_ms_per_step']:.2f} ms/step as timed, {prof['wall_ms_per_step']:.2f} ms/step "
+              f"synchronised after every launch ({prof['launches_per_step']} launches, "
+              f"{prof['kernel_ms_per_step']:.2f} ms inside them); one launch costs the host "
+              f"{prof['launch_us']:.1f} us. Per step:")
         for name, ms, n in prof["kernels"][:20]:
             print(f"  {name:32s} {ms:8.3f} ms  x{n}")
 

@@ -429,11 +429,13 @@ class Bench:
         self.args = args
         self.skipped, self.failures, self.records = [], [], []
         self.loads = [os.getloadavg()[0]]
+        self.probes = []
         self.snapshot = source_snapshot()
         self.changed = {}  # file -> labels of the tinycnn children launched after it changed
 
-    def child(self, label, config, spec, python=None, env_extra=None):
-        spec = dict(spec, threads=self.args.threads)
+    def child(self, label, config, spec, python=None, env_extra=None, threads=None):
+        threads = threads or self.args.threads
+        spec = dict(spec, threads=threads)
         if config is not None and config.framework == "tinycnn":
             now = source_snapshot()
             for path in set(now) | set(self.snapshot):
@@ -441,7 +443,7 @@ class Bench:
                     self.changed.setdefault(path, [])
             for path in self.changed:
                 self.changed[path].append(label)
-        result, error = run_child(python or config.python, spec, self.args.threads, self.args.timeout, env_extra)
+        result, error = run_child(python or config.python, spec, threads, self.args.timeout, env_extra)
         if result is None:
             self.failures.append(f"{label}: {error}")
             print(f"  {label}: FAILED ({error})", flush=True)
@@ -449,6 +451,26 @@ class Bench:
         self.loads.append(result.get("loadavg_end", float("nan")))
         self.records.append({"label": label, "spec": spec, "result": result})
         return result
+
+    def load_probe(self, when):
+        """NumPy SGEMM at --threads and at 1 thread, each in a fresh process. On a machine busy with other
+        work, a multi-threaded GEMM waits for all its threads to be scheduled at once and can be slower than
+        one thread: then every multi-threaded figure of the run is dominated by the scheduler."""
+        rates = {}
+        for threads in sorted({self.args.threads, 1}, reverse=True):
+            res = self.child(f"load probe ({when}), {threads} thread(s)", None,
+                             {"kind": "sgemm", "warmup": 2, "reps": 10}, python=sys.executable, threads=threads)
+            if res is not None:
+                s = res["sgemm"][PEAK_SHAPE]
+                rates[threads] = s["flop"] / s["s"] / 1e9
+        text = ", ".join(f"{rates[t]:.1f} GFLOP/s at {t} thread(s)" for t in sorted(rates, reverse=True))
+        line = f"SGEMM {PEAK_SHAPE.split(' ', 1)[1]} {when}: {text}"
+        n = self.args.threads
+        if n > 1 and n in rates and 1 in rates and rates[n] < 1.2 * rates[1]:
+            line += (f" — **{n} threads run at {rates[n] / rates[1]:.2f}× the 1-thread rate: the machine is "
+                     "oversubscribed and multi-threaded timings are dominated by scheduling**")
+        print(f"  {line}", flush=True)
+        self.probes.append(line)
 
     # ---------------------------------------------------------------- parts
     def run_models(self, names, configs, rounds):
@@ -732,6 +754,7 @@ def main(argv=None):
         print(f"skipped: {line}")
     print(flush=True)
 
+    bench.load_probe("at the start")
     sections = []
     models = [m for m in MODEL_PARTS if m in args.parts]
     if models:
@@ -745,6 +768,7 @@ def main(argv=None):
         results = bench.run_compile(names, configs, args.rounds)
         sections += ["### Start-up: Numba JIT compile (cold cache) and warm start", ""] + compile_tables(results, names)
 
+    bench.load_probe("at the end")
     loads = [v for v in bench.loads + [os.getloadavg()[0]] if v == v]
     infos = {}
     for rec in bench.records:
@@ -765,6 +789,7 @@ def main(argv=None):
               f"- load: 1-minute load average {min(loads):.1f}–{max(loads):.1f} during the run "
               f"({len(loads)} samples), {(finished - started).total_seconds() / 60:.0f} min"
               + (f"; {args.note}" if args.note else ""),
+              *[f"- load probe: {line}" for line in bench.probes],
               f"- rounds: {args.rounds}; per child: {args.warmup} warm-up + {args.steps} timed steps, "
               f"{args.latency_reps} batch-1 calls, {args.reps} conv/SGEMM calls"]
     header += [f"- skipped: {s}" for s in bench.skipped]

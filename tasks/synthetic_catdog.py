@@ -28,7 +28,7 @@ import time
 import warnings
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from tinycnn.data.folder import load_image_folder, user_cache_dir
 
@@ -40,9 +40,9 @@ FUR = [(32, 30, 30), (236, 232, 224), (128, 128, 132), (82, 80, 86), (208, 122, 
 CAT_IRIS = [(112, 168, 64), (214, 192, 64), (204, 142, 40), (96, 146, 204)]
 DOG_IRIS = [(64, 42, 26), (40, 30, 24), (90, 60, 32), (204, 142, 40)]     # the last one: amber, like a cat's
 PINK, DARK = (224, 150, 150), (40, 30, 30)
-MAX_TILT = 30          # head rotation, degrees either way
-MAX_SHIFT = 0.16       # head offset from the centre, fraction of the picture either way
-HEAD_RADIUS = (0.16, 0.25)    # range of the head's radius, fraction of the picture
+MAX_TILT = 20          # head rotation, degrees either way
+MAX_SHIFT = 0.08       # head offset from the centre, fraction of the picture either way
+HEAD_RADIUS = (0.24, 0.34)    # range of the head radius, fraction of the picture
 
 
 # ---------------------------------------------------------------------------------------------- the dataset
@@ -115,27 +115,30 @@ def _mix(colour, other, t):
 
 
 def _background(rng, size):
-    """A two-colour gradient, sometimes a blotchy texture, and 2 to 8 random shapes."""
-    ramp = np.linspace(-0.5, 0.5, size, dtype=np.float32)
+    """A soft two-colour gradient with blotches (drawn at 6x6 and smoothly enlarged) and 2 to 8 random shapes."""
+    ramp = np.linspace(-0.5, 0.5, 6, dtype=np.float32)
     angle = rng.uniform(0, 2 * np.pi)
     t = (np.cos(angle) * ramp[None, :] + np.sin(angle) * ramp[:, None] + 0.5)[:, :, None]
-    start, end = rng.uniform(20, 235, 3), rng.uniform(20, 235, 3)
-    pixels = start + (end - start) * t
-    if rng.random() < 0.6:
-        blotches = Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).resize(
-            (size, size), Image.Resampling.BICUBIC)
-        pixels = pixels + (np.asarray(blotches, np.float32) - 128) * rng.uniform(0.1, 0.4)
-    picture = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    start, end = _muted(rng), _muted(rng)
+    pixels = start + (end - start) * t + rng.normal(0, rng.uniform(5, 40), (6, 6, 3))
+    picture = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).resize(
+        (size, size), Image.Resampling.BICUBIC)
     pen = ImageDraw.Draw(picture)
     for _ in range(int(rng.integers(2, 9))):
         _random_shape(rng, pen, size)
     return picture
 
 
+def _muted(rng):
+    """A random colour, partly washed towards its gray (rooms and gardens are rarely pure colours)."""
+    colour = rng.uniform(15, 240, 3)
+    return colour + (colour.mean() - colour) * rng.uniform(0.3, 0.9)
+
+
 def _random_shape(rng, pen, size):
     """A rectangle, ellipse, triangle, thick line or arc in a random colour (a fur colour one time in three)."""
     colour = _jitter(rng, FUR[rng.integers(len(FUR))]) if rng.random() < 0.33 else tuple(
-        int(v) for v in rng.integers(0, 256, 3))
+        int(v) for v in _muted(rng))
     x, y = rng.uniform(-0.1, 1.1, 2) * size
     w, h = rng.uniform(0.05, 0.4, 2) * size
     box = [x - w / 2, y - h / 2, x + w / 2, y + h / 2]
@@ -159,9 +162,11 @@ def _camera(rng, picture):
     if radius > 0.3:
         picture = picture.filter(ImageFilter.GaussianBlur(radius))
     pixels = np.asarray(picture, np.float32)
-    gain = rng.uniform(0.75, 1.2) * rng.uniform(0.9, 1.1, 3).astype(np.float32)
-    noise = rng.standard_normal(pixels.shape, dtype=np.float32) * rng.uniform(2, 10)
-    pixels = pixels * gain + rng.uniform(-15, 15) + noise
+    gain = (rng.uniform(0.75, 1.2) * rng.uniform(0.9, 1.1, 3)).astype(np.float32)
+    noise = rng.standard_normal(pixels.shape, dtype=np.float32)
+    noise *= np.float32(rng.uniform(2, 10))
+    noise += np.float32(rng.uniform(-15, 15))
+    pixels = pixels * gain + noise
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
@@ -205,7 +210,17 @@ def _draw_head(rng, kind, size):
     else:
         _dog_ears(rng, head, marks)
         _dog_face(rng, head)
-    return head.layer, head.silhouette
+    return ImageChops.multiply(head.layer, _shading(rng, head, size)), head.silhouette
+
+
+def _shading(rng, head, size):
+    """Light from a random upper side: the head darkens towards its rim and away from the light (RGB, 0..255)."""
+    grid = (np.arange(16, dtype=np.float32) + 0.5) * (size / 16)           # a coarse grid, enlarged below
+    dx, dy = (grid[None, :] - head.cx) / head.r, (grid[:, None] - head.cy) / head.r
+    light_x, light_y = rng.uniform(-0.6, 0.6), -rng.uniform(0.3, 0.8)
+    shade = 1 - 0.3 * np.clip(np.hypot(dx, dy) - 0.5, 0, None) ** 2 + 0.15 * (dx * light_x + dy * light_y)
+    shade = np.clip(shade * 0.9, 0.35, 1.0)
+    return Image.fromarray((shade * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR).convert("RGB")
 
 
 def _fur_pattern(rng, head):

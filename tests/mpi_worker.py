@@ -1,11 +1,12 @@
 """What tests/test_distributed.py runs under `mpiexec -n 2` (one scenario per launch), and in-process for the
 single-process reference: tiny models on a tiny data set, trained the same way in both.
 
-    mpiexec -n 2 python tests/mpi_worker.py SCENARIO OUT_DIR
+    mpiexec -n 2 python tests/mpi_worker.py SCENARIO OUT_DIR [DEVICE]
 
 Scenarios:
     equivalence   trains the plain net, the batch-norm net with sync_bn and without; rank 0 writes
-                  OUT_DIR/result.npz with every rank's weights, optimizer state and history
+                  OUT_DIR/result.npz with every rank's weights, optimizer state and history. With DEVICE
+                  cuda each rank trains on the GPU of its local rank (a manual check on a GPU machine)
     folder        tasks.common.run_folder + train_in_folder for one epoch, each rank in OUT_DIR/rank<r>
                   (as if on its own machine): only rank 0 may write there
     raise         rank 1's augmentation raises at its 2nd batch; every rank reports what it caught, exits 3
@@ -57,11 +58,11 @@ def build(kind):
     return model
 
 
-def train(kind, distributed, augment=None, callbacks=None):
+def train(kind, distributed, augment=None, callbacks=None, device="cpu"):
     """Seed, build, fit: the same calls whether `distributed` is a DataParallel context or None."""
     tinycnn.manual_seed(SEED)
     x, y = dataset()
-    model = build(kind)
+    model = build(kind).to(device)
     history = model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, validation_split=VALIDATION, verbose=0,
                         distributed=distributed, augment=augment, callbacks=callbacks)
     return model, history.history
@@ -71,11 +72,13 @@ def optimizer_arrays(model):
     return {k: v for k, v in model.optimizer.state_dict().items() if isinstance(v, np.ndarray)}
 
 
-def equivalence(dist, out):
+def equivalence(dist, out, device):
     results = {}
+    if device == "cuda":
+        results["gpu_of_rank"] = np.array(dist.comm.allgather(dist.use_local_gpu()))
     for name, kind, sync_bn in (("plain", "plain", False), ("bn_sync", "bn", True), ("bn_local", "bn", False)):
         dist.sync_bn = sync_bn
-        model, history = train(kind, dist)
+        model, history = train(kind, dist, device=device)
         every_rank = dist.comm.gather((model.state_dict(), optimizer_arrays(model)), root=0) or []
         for rank, (weights, optimizer) in enumerate(every_rank):
             results.update({f"{name}/rank{rank}/weights/{k}": v for k, v in weights.items()})
@@ -132,11 +135,12 @@ def failing(dist, scenario):
 
 def main():
     scenario, out = sys.argv[1], os.path.abspath(sys.argv[2])
+    device = sys.argv[3] if len(sys.argv) > 3 else "cpu"
     dist = tinycnn.distributed.auto()
     if dist is None:
         raise SystemExit("run me under mpiexec with at least 2 ranks")
     if scenario == "equivalence":
-        equivalence(dist, out)
+        equivalence(dist, out, device)
     elif scenario == "folder":
         folder(dist, out)
     else:

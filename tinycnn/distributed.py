@@ -260,7 +260,7 @@ class DataParallel:
         return order
 
     def shard(self, index):
-        """This rank's contiguous part of `index` (the parts' sizes differ by at most 1)."""
+        """This rank's contiguous part of `index` (an array or a range; the parts' sizes differ by at most 1)."""
         begin, end = shard_bounds(len(index), self.rank, self.size)
         return index[begin:end]
 

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from .device import kernels_for
 from .distributed import SingleProcess
 from .random import generator
 from .tensor import Tensor, no_grad
@@ -202,8 +203,8 @@ class TrainingAPI:
             return np.array([n, value * n] + [0.0] * len(self.metrics))
         if n == batch_total:
             loss.backward()
-        else:
-            loss.backward(Tensor(np.full(loss.shape, n / batch_total, loss.dtype), device=loss.device))
+        else:  # d(global batch's mean loss) / d(this shard's mean loss) = n / batch_total
+            loss.backward(kernels_for(loss.device).elementwise.full(loss.shape, n / batch_total, loss.dtype))
         return np.array([n, value * n] + [metric * n for metric in _metric_values(self.metrics, yb, out)])
 
     # ------------------------------------------------------------------ evaluate / predict
@@ -215,25 +216,25 @@ class TrainingAPI:
         x, y = _check_arrays(x, y, "evaluate")
         self._record_input_shape(x)
         self._ensure_built()
-        rows = dist.shard(np.arange(len(x)))
+        rows = dist.shard(range(len(x)))  # this rank's contiguous share: all of it for one process
         per_rank_batch = max(1, math.ceil(batch_size / dist.size))
-        sums = dist.sum_values(lambda: self._evaluation_sums(x, y, rows, per_rank_batch), 2 + len(self.metrics))
+        sums = dist.sum_values(lambda: self._evaluation_sums(x[rows.start:rows.stop], y[rows.start:rows.stop],
+                                                             per_rank_batch), 2 + len(self.metrics))
         results = {"loss": sums[1] / sums[0]}
         results.update({name: total / sums[0] for (name, _), total in zip(self.metrics, sums[2:])})
         if verbose and dist.is_root:
             print(" - ".join(_format(k, v) for k, v in results.items()))
         return results if return_dict else list(results.values())
 
-    def _evaluation_sums(self, x, y, rows, batch_size):
-        """[n, loss·n, metric·n for each metric] over the contiguous samples `rows`, in eval mode."""
+    def _evaluation_sums(self, x, y, batch_size):
+        """[n, loss·n, metric·n for each metric] over (x, y), in eval mode."""
         sums = np.zeros(2 + len(self.metrics))
         was_training = self.training
         self.eval()
         try:
             with no_grad():
-                for begin in range(rows[0] if len(rows) else 0, rows[-1] + 1 if len(rows) else 0, batch_size):
-                    end = min(begin + batch_size, rows[-1] + 1)
-                    xb, yb = x[begin:end], y[begin:end]
+                for begin in range(0, len(x), batch_size):
+                    xb, yb = x[begin:begin + batch_size], y[begin:begin + batch_size]
                     out = self(self._to_input_tensor(xb))
                     loss = float(self.loss(out, self._targets_for_loss(yb)).item())
                     sums += len(xb) * np.array([1.0, loss] + _metric_values(self.metrics, yb, out))

@@ -49,6 +49,8 @@ else:
     BM, BN, BK = 64, 64, 16
     RM, RN = 4, 4
     TARGET_BLOCKS = None  # 2 x the number of multiprocessors, read from the device
+    if os.environ.get("TINYCNN_CUDA_TILE"):  # "BM,BN,BK,RM,RN": to try other tiles (benchmarks/gpu_bench.py)
+        BM, BN, BK, RM, RN = (int(v) for v in os.environ["TINYCNN_CUDA_TILE"].split(","))
 TM, TN = BM // RM, BN // RN   # threads of a GEMM block along y (rows) and x (columns)
 GEMM_THREADS = TM * TN
 BMP, BNP = BM + 1, BN + 1     # shared-memory tile rows padded by one element (no bank conflicts on stores)

@@ -13,7 +13,6 @@ kernels reading the channel's statistics (c = (i // inner) % C).
 """
 import math
 
-import numpy as np
 from numba import cuda, float32
 
 from . import _launch as L

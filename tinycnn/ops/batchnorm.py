@@ -66,7 +66,8 @@ class BatchNorm(Function):
         count, shifted_sum, shifted_squares = sync_sums(local)
         self.count = count[0]
         if self.count <= 1:
-            raise ValueError(f"batch_norm: expected more than 1 value per channel over all processes, got {self.count:g}")
+            raise ValueError(f"batch_norm: expected more than 1 value per channel over all processes, "
+                             f"got {self.count:g}")
         global_mean = shift + shifted_sum / self.count
         global_var = np.maximum(shifted_squares / self.count - (shifted_sum / self.count) ** 2, 0.0)
         mean, var = e.asarray(global_mean, x3.dtype), e.asarray(global_var, x3.dtype)
