@@ -107,7 +107,7 @@ def evaluate_on(model, data, batch_size=32):
 # ------------------------------------------------------------------------------------------ train
 
 def add_train_arguments(parser):
-    add_plate_train_arguments(parser, epochs=30, batch_size=16, img_size=DEFAULT_IMG_SIZE)
+    add_plate_train_arguments(parser, epochs=30, batch_size=16, img_size=DEFAULT_IMG_SIZE, synthetic=400)
     parser.add_argument("--width", type=float, default=1.0, help="width multiplier of every layer (default 1.0)")
     parser.add_argument("--loss", choices=("mse", "iou"), default="mse",
                         help="mse (the tutorial's) or iou (Distance-IoU)")

@@ -11,6 +11,7 @@ so evaluate finds the same pictures without flags.
 """
 import csv
 import os
+import sys
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,13 +36,13 @@ SEED_OF_BUILTIN = 0
 
 # --------------------------------------------------------------------------------------------- options
 
-def add_plate_train_arguments(parser, epochs, batch_size, img_size):
+def add_plate_train_arguments(parser, epochs, batch_size, img_size, synthetic):
     """The options both plate tasks take (the common ones of tasks/common.py first)."""
     add_common_train_arguments(parser, epochs=epochs, batch_size=batch_size)
     parser.add_argument("--img-size", type=int, default=img_size,
                         help=f"side of the letterboxed square the model sees (default {img_size})")
-    parser.add_argument("--synthetic", type=int, default=400, metavar="N",
-                        help="without --data: how many built-in synthetic training pictures (default 400)")
+    parser.add_argument("--synthetic", type=int, default=synthetic, metavar="N",
+                        help=f"without --data: how many built-in synthetic training pictures (default {synthetic})")
     parser.add_argument("--init", metavar="RUN_DIR",
                         help="start from RUN_DIR/best.tcnn's weights wherever names and shapes match")
     parser.add_argument("--skip-bad-rows", action="store_true",
@@ -283,7 +284,6 @@ def predict_photos(model, paths, img_size, handle):
     A photo that cannot be read or handled prints a one-line error to stderr and the others still run.
     Returns the process exit status: 0, or 1 if any photo failed.
     """
-    import sys
     failed = 0
     for path in paths:
         try:

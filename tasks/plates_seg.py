@@ -37,7 +37,7 @@ from .plates_pipeline import (CanvasAugmenter, add_plate_train_arguments, compon
                               resume_model)
 
 TASK = "plates-seg"
-DEFAULT_IMG_SIZE = 160
+DEFAULT_IMG_SIZE = 256
 DEFAULT_LR = 2e-3
 MAX_PLATE_WEIGHT = 30.0
 
@@ -125,15 +125,16 @@ def _box_metrics(masks, true_boxes):
 # ------------------------------------------------------------------------------------------ train
 
 def add_train_arguments(parser):
-    add_plate_train_arguments(parser, epochs=30, batch_size=8, img_size=DEFAULT_IMG_SIZE)
+    add_plate_train_arguments(parser, epochs=30, batch_size=8, img_size=DEFAULT_IMG_SIZE, synthetic=200)
     parser.add_argument("--filters", type=int, default=16, help="channels at full resolution (default 16)")
     parser.add_argument("--depth", type=int, default=3, help="how many times the encoder halves (default 3)")
     parser.add_argument("--convs", type=int, default=1, help="3x3 convs per block (default 1)")
     parser.add_argument("--upsample", choices=("transpose", "bilinear"), default="transpose",
                         help="decoder upsampling: transposed conv (default) or bilinear + 1x1 conv")
-    parser.add_argument("--crop", type=int, default=0,
+    parser.add_argument("--crop", type=int, default=None,
                         help="train on random crop x crop windows of the canvas (mostly round a plate) instead "
-                             "of whole canvases; validation and evaluation see whole canvases (default 0: off)")
+                             "of whole canvases; validation and evaluation see whole canvases "
+                             "(default: half of --img-size; 0: whole canvases)")
     parser.add_argument("--dice", action="store_true", help="add the soft Dice loss to the cross-entropy")
     parser.add_argument("--plate-weight", type=float, default=None,
                         help="cross-entropy weight of the plate class (default: from the training masks)")
@@ -141,6 +142,8 @@ def add_train_arguments(parser):
 
 def _settings(args):
     """Everything the run needs again (resume) or later (evaluate, predict, redact), kept in the model file."""
+    if args.crop is None:
+        args.crop = args.img_size // 2 // 2 ** args.depth * 2 ** args.depth
     for name, side in (("--img-size", args.img_size), ("--crop", args.crop)):
         if side % 2 ** args.depth:
             raise SystemExit(f"{name} {side} must divide by 2**depth = {2 ** args.depth}")

@@ -120,7 +120,8 @@ def _background(rng, size):
     angle = rng.uniform(0, 2 * np.pi)
     t = (np.cos(angle) * ramp[None, :] + np.sin(angle) * ramp[:, None] + 0.5)[:, :, None]
     start, end = _muted(rng), _muted(rng)
-    pixels = start + (end - start) * t + rng.normal(0, rng.uniform(5, 40), (6, 6, 3))
+    blotches = rng.normal(0, rng.uniform(5, 35), (6, 6, 1)) + rng.normal(0, rng.uniform(2, 12), (6, 6, 3))
+    pixels = start + (end - start) * t + blotches
     picture = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).resize(
         (size, size), Image.Resampling.BICUBIC)
     pen = ImageDraw.Draw(picture)
@@ -354,7 +355,7 @@ def best_threshold_accuracy(values, labels):
     return float(max(correct.max(), (len(values) - correct).max()) / len(values))
 
 
-def logistic_regression_accuracy(x_train, y_train, x_test, y_test, steps=300, learning_rate=0.5, l2=1e-2):
+def logistic_regression_accuracy(x_train, y_train, x_test, y_test, steps=1000, learning_rate=0.5, l2=1e-3):
     """Test accuracy of a logistic regression on standardised features, fitted by full-batch gradient descent."""
     mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 1e-6
     x_train, x_test = (x_train - mean) / std, (x_test - mean) / std

@@ -8,8 +8,9 @@ to another CUDA binding stays local:
   (`NUMBA_ENABLE_CUDASIM=1`) they are tiny, so that the tests' tiny shapes still cover several blocks and
   partial tiles.
 - `launch(kernel, grid, block, *args)`: every kernel goes through here, on one stream.
-- `empty/zeros/full`: device allocations (never a host copy); `scalar(v, dtype)` turns Python numbers into
-  the array's dtype, so a float32 kernel computes in float32.
+- `empty(shape, dtype)`: a device allocation (never a host copy; elementwise.zeros/full fill it with a
+  kernel); `to_device(host_array)`: the one explicit host -> device copy; `flat(a)`: the 1-D view the kernels
+  take; `scalar(v, dtype)` turns Python numbers into the array's dtype, so a float32 kernel computes in float32.
 - `workspace(name, shape, dtype)`: scratch buffers (split-K partial sums, reduction partials) reused across
   calls; safe because all kernels run in order on one stream.
 - a caching device allocator (an EMM plugin of numba-cuda): a training step frees and allocates the same

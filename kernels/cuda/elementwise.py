@@ -117,7 +117,7 @@ def binary_scalar_kernel(out, a, s, scalar_first, op):
 
 
 @cuda.jit(cache=True)
-def binary_broadcast_op_kernel(out, a, a_strides, b, b_strides, shape, op):
+def binary_broadcast_kernel(out, a, a_strides, b, b_strides, shape, op):
     """out[i] = a[offset_a(i)] op b[offset_b(i)], the operands broadcast to `shape` by zero strides."""
     for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
         out[i] = binary_op(a[strided_offset(i, shape, a_strides)], b[strided_offset(i, shape, b_strides)], op)
@@ -405,7 +405,7 @@ def _binary(a, b, op):
         return out
     pshape, astr = padded(shape, broadcast_strides(sa, shape))
     _, bstr = padded(shape, broadcast_strides(sb, shape))
-    L.launch1d(binary_broadcast_op_kernel, out.size, L.flat(out), L.flat(a), astr, L.flat(b), bstr, pshape, op)
+    L.launch1d(binary_broadcast_kernel, out.size, L.flat(out), L.flat(a), astr, L.flat(b), bstr, pshape, op)
     return out
 
 

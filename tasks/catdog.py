@@ -1,0 +1,236 @@
+"""Cat/dog (or any folder-per-class) image classification: train, evaluate, predict.
+
+    python -m tinycnn.train catdog [--data DIR] [--model seed|strong] [--epochs N] ...
+    python -m tinycnn.evaluate RUN/best.tcnn --data DIR [--json]
+    python -m tinycnn.predict RUN/best.tcnn photo.jpg ...
+
+Presets (`--model`):
+- `seed`: the tutorial's net exactly: grayscale 100×100, Conv64-Pool-Conv64-Pool-Dense64-Dense1(sigmoid),
+  binary cross-entropy, Adam 1e-3, batch 32, 10 epochs, no augmentation.
+- `strong`: RGB 128×128, four blocks of conv3×3 + batch norm + ReLU + max-pool (32-64-128-256), global average
+  pooling, dropout 0.3, Dense; flips, random resized crops and brightness/contrast jitter; AdamW 1e-3 (weight
+  decay 1e-4) with a cosine schedule, 30 epochs.
+Two classes train a sigmoid output with binary cross-entropy; more classes a softmax with cross-entropy.
+Without --data the task trains on built-in procedurally drawn cats and dogs (tinycnn.tasks.synthetic_catdog).
+The model file records the task, the class names and the preprocessing, so evaluate and predict need no flags.
+"""
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+import tinycnn
+from tinycnn import layers
+from tinycnn.callbacks import LearningRateScheduler
+from tinycnn.data.augment import Augment
+from tinycnn.data.folder import balanced_class_weights, class_counts, load_image_folder, load_train_val
+from tinycnn.data.images import load_image
+
+from .common import add_common_train_arguments, print_json, run_folder, train_in_folder
+from .synthetic_catdog import ensure_builtin_catdog
+
+TASK = "catdog"
+BUILTIN_TRAIN = dict(n_per_class=1000, seed=0)
+BUILTIN_TEST = dict(n_per_class=200, seed=1)
+PRESETS = {
+    "seed": dict(img_size=100, grayscale=True, epochs=10, batch_size=32, lr=1e-3, augment=False),
+    "strong": dict(img_size=128, grayscale=False, epochs=30, batch_size=32, lr=1e-3, augment=True),
+}
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+def seed_model(img_size, channels, classes):
+    """The tutorial's network."""
+    return tinycnn.Sequential([
+        layers.Conv2D(64, 3, activation="relu", input_shape=(img_size, img_size, channels)),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(64, 3, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Flatten(),
+        layers.Dense(64, activation="relu"),
+        output_layer(classes),
+    ])
+
+
+def strong_model(img_size, channels, classes):
+    """Four conv-BN-ReLU-pool blocks, global average pooling, dropout: 389 k parameters for RGB, 2 classes."""
+    blocks = []
+    for i, filters in enumerate((32, 64, 128, 256)):
+        extra = {"input_shape": (img_size, img_size, channels)} if i == 0 else {}
+        blocks += [layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_uniform", **extra),
+                   layers.BatchNormalization(momentum=0.9), layers.Activation("relu"), layers.MaxPooling2D(2)]
+    return tinycnn.Sequential(blocks + [layers.GlobalAveragePooling2D(), layers.Dropout(0.3), output_layer(classes)])
+
+
+def output_layer(classes):
+    return layers.Dense(1, activation="sigmoid") if classes == 2 else layers.Dense(classes, activation="softmax")
+
+
+def loss_for(classes):
+    return "binary_crossentropy" if classes == 2 else "sparse_categorical_crossentropy"
+
+
+# ---------------------------------------------------------------------------------------------- train
+
+def add_train_arguments(parser):
+    add_common_train_arguments(parser, epochs=None, batch_size=None)
+    parser.add_argument("--model", choices=sorted(PRESETS), default="seed",
+                        help="seed: the tutorial's net; strong: batch norm, augmentation, RGB")
+    parser.add_argument("--img-size", type=int, help="square input size (default: the preset's)")
+    colour = parser.add_mutually_exclusive_group()
+    colour.add_argument("--grayscale", dest="grayscale", action="store_true", default=None)
+    colour.add_argument("--rgb", dest="grayscale", action="store_false")
+    parser.add_argument("--resize", choices=["stretch", "crop", "pad"], default="stretch",
+                        help="stretch as the tutorial, or keep the aspect ratio with a centre crop or padding")
+    parser.add_argument("--val-split", type=float, default=0.1, help="validation fraction (stratified, seeded)")
+    parser.add_argument("--class-weight", choices=["none", "balanced"], default="none",
+                        help="balanced: weigh classes by inverse frequency (for imbalanced folders)")
+    augment = parser.add_mutually_exclusive_group()
+    augment.add_argument("--augment", dest="augment", action="store_true", default=None)
+    augment.add_argument("--no-augment", dest="augment", action="store_false")
+    parser.add_argument("--builtin-size", type=int, default=BUILTIN_TRAIN["n_per_class"],
+                        help="images per class of the built-in data (when no --data)")
+
+
+def train(args):
+    tinycnn.manual_seed(args.seed)
+    folder = run_folder(args, TASK)
+    if args.resume:
+        model = tinycnn.load_model(os.path.join(folder, "last.tcnn"), device=args.device)
+        settings = model.metadata
+        settings["epochs"] = args.epochs or settings["epochs"]
+        print(f"resuming {folder} after {settings['epochs_done']} of {settings['epochs']} epoch(s)")
+    else:
+        settings = _settings(args)
+    data_root = settings["data"] or ensure_builtin_catdog(n_per_class=args.builtin_size, seed=BUILTIN_TRAIN["seed"])
+    train_set, val_set = load_train_val(data_root, settings["img_size"], settings["grayscale"], settings["resize"],
+                                        val_fraction=args.val_split, seed=args.seed)
+    _report_counts(train_set, val_set)
+    classes = len(train_set.class_names)
+    if not args.resume:
+        build = seed_model if settings["preset"] == "seed" else strong_model
+        model = build(settings["img_size"], 1 if settings["grayscale"] else 3, classes).to(args.device)
+        model.metadata = dict(settings, task=TASK, class_names=train_set.class_names, data=data_root)
+        model.compile(loss=loss_for(classes), metrics=["accuracy"], optimizer=_optimizer(settings))
+        if not args.quiet:
+            model.summary()
+    callbacks = []
+    if settings["preset"] == "strong":
+        callbacks.append(LearningRateScheduler(_cosine(settings["lr"], settings["epochs"])))
+    augment = None
+    if settings["augment"]:
+        augmenter = Augment(flip=True, crop_scale=(0.7, 1.0), brightness=0.15, contrast=0.15)
+        augment = lambda xb, yb: (augmenter(xb), yb)  # noqa: E731
+    fit = dict(x=train_set.images, y=train_set.labels, batch_size=settings["batch_size"],
+               epochs=settings["epochs"], validation_data=(val_set.images, val_set.labels),
+               verbose=0 if args.quiet else 1, augment=augment, callbacks=callbacks,
+               class_weight=balanced_class_weights(train_set.labels) if args.class_weight == "balanced" else None)
+    start = time.perf_counter()
+    rows = train_in_folder(model, folder, fit, monitor="val_accuracy", main_metric="accuracy")
+    best = max(rows, key=lambda r: r.get("val_accuracy", -1)) if rows else {}
+    print(f"done in {time.perf_counter() - start:.0f} s: best val_accuracy {best.get('val_accuracy', float('nan')):.4f} "
+          f"(epoch {best.get('epoch', '-')}); models in {folder}/best.tcnn and last.tcnn")
+    return 0
+
+
+def _settings(args):
+    preset = PRESETS[args.model]
+    pick = lambda value, key: preset[key] if value is None else value  # noqa: E731
+    return dict(preset=args.model, data=args.data, img_size=pick(args.img_size, "img_size"),
+                grayscale=pick(args.grayscale, "grayscale"), resize=args.resize,
+                epochs=pick(args.epochs, "epochs"), batch_size=pick(args.batch_size, "batch_size"),
+                lr=pick(args.lr, "lr"), augment=pick(args.augment, "augment"))
+
+
+def _optimizer(settings):
+    if settings["preset"] == "seed":
+        return tinycnn.optimizers.Adam(learning_rate=settings["lr"])
+    return tinycnn.optimizers.AdamW(learning_rate=settings["lr"], weight_decay=1e-4)
+
+
+def _cosine(base_lr, epochs):
+    return lambda epoch, lr: base_lr * 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1)))
+
+
+def _report_counts(train_set, val_set):
+    print("train: " + ", ".join(f"{k} {v}" for k, v in train_set.class_counts().items()) +
+          " | val: " + ", ".join(f"{k} {v}" for k, v in val_set.class_counts().items()))
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+
+def evaluate(args):
+    model = tinycnn.load_model(args.model, device=args.device)
+    meta = model.metadata
+    root = args.data or ensure_builtin_catdog(**BUILTIN_TEST)
+    data = load_image_folder(root, meta["img_size"], meta["grayscale"], meta["resize"])
+    if data.class_names != meta["class_names"]:
+        raise SystemExit(f"error: {root} has classes {data.class_names}, the model knows {meta['class_names']}")
+    predicted = predicted_classes(model.predict(data.images, batch_size=args.batch_size))
+    report = classification_report(data.labels, predicted, data.class_names)
+    report.update(model=args.model, data=root, images=len(data))
+    if args.json:
+        print_json(report)
+    else:
+        _print_report(report)
+    return 0
+
+
+def predicted_classes(outputs):
+    return (outputs[:, 0] > 0.5).astype(np.int64) if outputs.shape[1] == 1 else outputs.argmax(axis=1)
+
+
+def classification_report(labels, predicted, class_names):
+    """Accuracy, per-class precision/recall/F1 and the confusion matrix (rows: true class, columns: predicted)."""
+    k = len(class_names)
+    confusion = np.zeros((k, k), np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    per_class = {}
+    for i, name in enumerate(class_names):
+        tp = confusion[i, i]
+        precision = tp / confusion[:, i].sum() if confusion[:, i].sum() else 0.0
+        recall = tp / confusion[i].sum() if confusion[i].sum() else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = dict(precision=float(precision), recall=float(recall), f1=float(f1),
+                               support=int(confusion[i].sum()))
+    return dict(accuracy=float(np.trace(confusion) / max(confusion.sum(), 1)), per_class=per_class,
+                confusion_matrix=confusion.tolist(), class_names=list(class_names))
+
+
+def _print_report(report):
+    print(f"{report['images']} images in {report['data']}: accuracy {report['accuracy']:.4f}")
+    print(f"{'class':<12}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
+    for name, m in report["per_class"].items():
+        print(f"{name:<12}{m['precision']:>10.4f}{m['recall']:>10.4f}{m['f1']:>10.4f}{m['support']:>10}")
+    names = report["class_names"]
+    print("confusion matrix (rows: true, columns: predicted)")
+    print(" " * 12 + "".join(f"{n:>10}" for n in names))
+    for name, row in zip(names, report["confusion_matrix"]):
+        print(f"{name:<12}" + "".join(f"{v:>10}" for v in row))
+
+
+# ---------------------------------------------------------------------------------------------- predict
+
+def predict(args):
+    model = tinycnn.load_model(args.model, device=args.device)
+    meta = model.metadata
+    failures = 0
+    for path in args.images:
+        try:
+            image = load_image(path, meta["img_size"], meta["grayscale"], meta["resize"])
+        except (OSError, ValueError) as error:
+            print(f"{path}: error: {error}", file=sys.stderr)
+            failures += 1
+            continue
+        output = model.predict(image[None])[0]
+        if len(output) == 1:
+            p_last = float(output[0])
+            index, confidence = (1, p_last) if p_last > 0.5 else (0, 1 - p_last)
+        else:
+            index = int(output.argmax())
+            confidence = float(output[index])
+        print(f"{path}: {meta['class_names'][index]} ({confidence:.2f})")
+    return 1 if failures else 0
