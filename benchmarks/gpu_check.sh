@@ -9,12 +9,12 @@
 #   4. the CUDA tests for real, no simulator: TINYCNN_REAL_CUDA=1 pytest tests/test_cuda_*.py
 #                                                                                   -> $OUT/tests.txt
 #
-# OUT defaults to ./gpu_check_out. The time limits of the steps (seconds) can be set with SMOKE_TIMEOUT,
+# OUT defaults to /tmp/tinycnn_gpu_check. The time limits of the steps (seconds) can be set with SMOKE_TIMEOUT,
 # TEST_TIMEOUT, BENCH_TIMEOUT and CONFIG_TIMEOUT (per benchmark configuration); they add up to under 7 min.
 # BENCH_ONLY="torch-fp32 tinycnn-cuda ..." runs only those benchmark configurations.
 set -u
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/gpu_check_out}
+OUT=${OUT:-/tmp/tinycnn_gpu_check}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}

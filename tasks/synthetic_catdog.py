@@ -40,8 +40,8 @@ FUR = [(32, 30, 30), (236, 232, 224), (128, 128, 132), (82, 80, 86), (208, 122, 
 CAT_IRIS = [(112, 168, 64), (214, 192, 64), (204, 142, 40), (96, 146, 204)]
 DOG_IRIS = [(64, 42, 26), (40, 30, 24), (90, 60, 32), (204, 142, 40)]     # the last one: amber, like a cat's
 PINK, DARK = (224, 150, 150), (40, 30, 30)
-MAX_TILT = 20          # head rotation, degrees either way
-MAX_SHIFT = 0.08       # head offset from the centre, fraction of the picture either way
+TILT = 12              # head rotation: normal, this standard deviation in degrees, cut at 2.5 of them
+SHIFT = 0.06           # head offset from the centre: normal, this std as a fraction of the picture, cut at 2.5
 HEAD_RADIUS = (0.24, 0.34)    # range of the head radius, fraction of the picture
 
 
@@ -98,8 +98,8 @@ def draw_pet(rng, kind, size=128):
     """One RGB picture of a "cat" or "dog" head on a background; all randomness from `rng`."""
     picture = _background(rng, size)
     head, silhouette = _draw_head(rng, kind, size)
-    angle = float(rng.uniform(-MAX_TILT, MAX_TILT))
-    shift = tuple(float(v) for v in rng.uniform(-MAX_SHIFT, MAX_SHIFT, 2) * size)
+    angle = float(np.clip(rng.normal(0, TILT), -2.5 * TILT, 2.5 * TILT))
+    shift = tuple(float(v) for v in np.clip(rng.normal(0, SHIFT, 2), -2.5 * SHIFT, 2.5 * SHIFT) * size)
     head = head.rotate(angle, Image.Resampling.BILINEAR, translate=shift)
     silhouette = silhouette.rotate(angle, Image.Resampling.BILINEAR, translate=shift)
     picture.paste(head, (0, 0), silhouette)

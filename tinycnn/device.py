@@ -17,8 +17,8 @@ def normalize_device(device):
     if device is None:
         return "cpu"
     name = str(device).lower()
-    if name == "auto":
-        return "cuda" if cuda_available() else "cpu"
+    if name == "auto":  # a real GPU only: Numba's CUDA simulator is for tests, never picked by itself
+        return "cuda" if cuda_available() and not _simulated() else "cpu"
     if name.startswith("cuda"):
         if not cuda_available():
             raise RuntimeError("device 'cuda' was asked for, but no CUDA GPU is available "
@@ -35,6 +35,11 @@ def cuda_available():
         return bool(cuda.is_available())
     except Exception:
         return False
+
+
+def _simulated():
+    import os
+    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
 
 
 def kernels_for(device):

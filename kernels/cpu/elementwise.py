@@ -58,7 +58,7 @@ def slice_axis(a, axis, start, stop):
 
 
 def getitem(a, index):
-    return np.ascontiguousarray(a[index])
+    return np.require(a[index], requirements="C")  # keeps x[i, j] 0-d
 
 
 def getitem_backward(g, in_shape, index):
