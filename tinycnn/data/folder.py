@@ -28,8 +28,8 @@ float32 size; lossless, since every pixel is a whole number / 255) in `<key>.npy
 (class names, paths, labels, skipped files). The key hashes the folder's path, every file's relative path,
 size and modification time, and the settings (img_size, grayscale, resize), so a second load reads the
 .npy instead of decoding and any change to the folder or the settings decodes afresh (the outdated entry of
-that folder and settings is then deleted). The cache lives in `<root>/.tinycnn-cache/` if that can be
-written, else in the user cache (`$XDG_CACHE_HOME` or ~/.cache, /tinycnn/folders). Files are written to a
+that folder and settings is then deleted). The cache lives in the user cache (`$XDG_CACHE_HOME` or
+~/.cache, /tinycnn/folders), never inside the data folder. Files are written to a
 temporary name and renamed (os.replace), so a crash never leaves half a cache; an unreadable cache entry is
 reported with a CacheWarning and rebuilt. `cache_dir=False` turns caching off.
 """
@@ -47,7 +47,6 @@ from .images import ImageDecodeError, RESIZE_MODES, load_image_uint8, parse_size
 
 PARALLEL_MIN_FILES = 64     # below this many files, decode serially (a pool costs more than it saves)
 CACHE_FORMAT = 1            # bump when the cache's layout or the decoding changes
-CACHE_FOLDER_NAME = ".tinycnn-cache"
 NAMED_IN_WARNING = 5        # how many skipped files the warning names
 
 
@@ -268,15 +267,9 @@ def user_cache_dir():
 
 
 def default_cache_dir(root):
-    """`<root>/.tinycnn-cache` if it can be created and written, else the user cache's folders/ folder."""
-    local = os.path.join(root, CACHE_FOLDER_NAME)
-    try:
-        os.makedirs(local, exist_ok=True)
-        with tempfile.TemporaryFile(dir=local):
-            pass
-        return local
-    except OSError:
-        return os.path.join(user_cache_dir(), "folders")
+    """The user cache's folders/ folder: a data folder is never written to (it may be shared or read-only,
+    and root ignores permission bits); the key below tells the folders apart."""
+    return os.path.join(user_cache_dir(), "folders")
 
 
 def _cache_key(root, rel_files, settings):
