@@ -1,8 +1,9 @@
 """What plates-box and plates-seg share: data to arrays, options, --init, resume, prediction on photos, drawing.
 
-    splits = read_data(args)                                    # --data DIR, or the built-in synthetic plates
+    splits = read_training_splits(data_source(args), skip_bad_rows=False)   # --data DIR, or the built-in set
     batch = letterbox_records(splits["train"], img_size=128)    # x (N, 3, S, S), boxes, masks on the canvas
     photo = letterbox_photo(load_image(path), 128)              # one photo and how to map back to its pixels
+    boxes = photo.boxes_to_photo(model.predict(...))            # normalised canvas boxes -> the photo's pixels
 
 A photo is letterboxed (aspect kept, grey borders) to a square of `img_size`; the models see that square,
 and their boxes and masks are mapped back to the photo's own pixels before any metric is computed, so every
@@ -26,8 +27,8 @@ from .common import add_common_train_arguments
 from .plates_data import largest_box, load_image, load_sample, read_plates
 from .synthetic_plates import ensure_builtin_plates
 
-# The built-in synthetic set a default `python -m tinycnn.train plates-box` trains on: small enough to train
-# in a few minutes on 2 cores. --synthetic N asks for more training pictures (pre-training).
+# The built-in synthetic set a default `python -m tinycnn.train plates-box|plates-seg` trains on (the task sets
+# the number of training pictures, --synthetic N: more for pre-training). Its validation and test splits.
 BUILTIN_SIZE = (320, 240)
 BUILTIN_VAL = 60
 BUILTIN_TEST = 60

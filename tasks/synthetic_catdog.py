@@ -219,8 +219,8 @@ def _shading(rng, head, size):
     grid = (np.arange(16, dtype=np.float32) + 0.5) * (size / 16)           # a coarse grid, enlarged below
     dx, dy = (grid[None, :] - head.cx) / head.r, (grid[:, None] - head.cy) / head.r
     light_x, light_y = rng.uniform(-0.6, 0.6), -rng.uniform(0.3, 0.8)
-    shade = 1 - 0.3 * np.clip(np.hypot(dx, dy) - 0.5, 0, None) ** 2 + 0.15 * (dx * light_x + dy * light_y)
-    shade = np.clip(shade * 0.9, 0.35, 1.0)
+    shade = 1 - 0.15 * np.clip(np.hypot(dx, dy) - 0.6, 0, None) ** 2 + 0.08 * (dx * light_x + dy * light_y)
+    shade = np.clip(shade * 0.95, 0.6, 1.0)
     return Image.fromarray((shade * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR).convert("RGB")
 
 

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mpi_worker  # noqa: E402
 
 WORKER = os.path.abspath(mpi_worker.__file__)
-JOB_TIMEOUT = 90  # seconds: a job that is not done by then hangs
+JOB_TIMEOUT = 300  # seconds: a job not done by then hangs (a job takes 2-10 s; more when Numba compiles)
 
 
 # ---------------------------------------------------------------------- without MPI

@@ -43,7 +43,7 @@ and its backward is conv2d's forward (dx) and conv2d's weight gradient (dw), so 
 import numpy as np
 from numba import njit, prange
 
-from .workspace import scratch
+from .workspace import output, scratch
 
 COLS_BUDGET_BYTES = 16 * 2**20  # im2col matrices are built this many bytes' worth of images at a time
 
@@ -163,7 +163,7 @@ def _conv(x, w, b, relu, stride, padding, dilation, groups, y_shape=None):
     if y_shape is None:
         y_shape = (N, F, conv_output_size(H, KH, stride[0], padding[0], dilation[0]),
                    conv_output_size(W, KW, stride[1], padding[1], dilation[1]))
-    y = np.empty(y_shape, x.dtype)
+    y = output(y_shape, x.dtype)
     algorithm = _algorithm(x.shape, w.shape, y_shape, stride, padding, groups)
     if algorithm == "direct":  # the bias and the ReLU go into its row loop
         _direct_forward(x, w, _bias_or_zeros(b, F, x.dtype), relu, stride, padding, dilation, y)
@@ -196,7 +196,7 @@ def _backward(dy, y, x, x_shape, w, w_shape, stride, padding, dilation, groups, 
     P = OH * OW
     dtype = dy.dtype
     algorithm = _algorithm(x_shape, w_shape, dy.shape, stride, padding, groups)
-    dx = np.empty(x_shape, dtype) if need_dx else None
+    dx = output(x_shape, dtype) if need_dx else None
     dw = np.zeros(w_shape, dtype) if need_dw else None
     bias_sums = np.empty((N, F), np.float64)  # Σ over each (n, f) plane of dz, summed over n for db
 
@@ -373,17 +373,6 @@ def _add_scaled_row(a, weight, b, step):
             a[k] += weight * b[k * step]
 
 
-@njit(cache=True)
-def _scatter_add_scaled_row(b, weight, a, step):
-    """b[k·step] += weight · a[k]  (the adjoint of _add_scaled_row)"""
-    if step == 1:
-        for k in range(a.size):
-            b[k] += weight * a[k]
-    else:
-        for k in range(a.size):
-            b[k * step] += weight * a[k]
-
-
 @njit(cache=True, fastmath={"reassoc", "contract"})
 def _dot_row(total, a, b, step):
     """total + Σₖ a[k] · b[k·step], in total's dtype (reassociated, so that it vectorizes like BLAS's dot)."""
@@ -397,18 +386,23 @@ def _dot_row(total, a, b, step):
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
-def _relu_grad_row(dz, dy, y, masked):
-    """dz = dy · [y > 0] (or a copy of dy when not masked); returns Σ dz in float64."""
+def _relu_grad_row(dz, dy, y, masked, step):
+    """dz[k·step] = dy[k] · [y[k] > 0] (or dy[k] when not masked); returns Σ dz in float64."""
     total = 0.0
-    if masked:
-        for k in range(dz.size):
+    if step == 1 and masked:
+        for k in range(dy.size):
             v = dy[k] if y[k] > 0 else 0
             dz[k] = v
             total += v
-    else:
-        for k in range(dz.size):
+    elif step == 1:
+        for k in range(dy.size):
             dz[k] = dy[k]
             total += dy[k]
+    else:
+        for k in range(dy.size):
+            v = dy[k] if (y[k] > 0 or not masked) else 0
+            dz[k * step] = v
+            total += v
     return total
 
 
@@ -466,6 +460,90 @@ def _col2im(cols, KH, KW, stride, padding, dilation, OH, OW, dx):
 
 
 # ---------------------------------------------------------------------- direct: one input channel per filter
+#
+# The direct kernels work on the **wide stride-1 grid**. With the input plane padded to (Hp, Wp) and flattened,
+# output pixel (oh, ow) of a stride-1 conv reads, for kernel offset (i, j), input pixel
+# (oh + i·dil_h)·Wp + (ow + j·dil_w) = q + off(i, j), with q = oh·Wp + ow and off(i, j) = i·dil_h·Wp + j·dil_w.
+# So if the output plane is computed "wide", as if it had Wp columns (q running over all of them), each
+# kernel offset is ONE contiguous multiply-add of length L = OH1·Wp − (KW − 1)·dil_w over the whole plane,
+# instead of OH short rows: a 98-pixel row is too short for the SIMD loop's unrolled body (a third of it
+# ran in the scalar remainder loop), a 9,604-pixel plane is not. The (KW − 1)·dil_w extra columns per row are
+# computed and dropped (2 % of the work for the tutorial). A strided conv is the stride-1 conv sampled
+# every (sh, sw) pixels: the kernels compute the stride-1 grid and read (forward) or fill (backward) only
+# the sampled pixels — sh·sw times the multiply-adds, but in SIMD code, and these convs are cheap.
+
+@njit(cache=True)
+def _padded_plane(x_plane, ph, pw, buf):
+    """The (H, W) plane, zero-padded to (H + 2ph, W + 2pw), flattened: the plane itself when there is no
+    padding, else copied into buf (whose border the caller zeroed once)."""
+    H, W = x_plane.shape
+    if ph == 0 and pw == 0:
+        return x_plane.reshape(H * W)
+    Wp = W + 2 * pw
+    for h in range(H):
+        buf[(h + ph) * Wp + pw:(h + ph) * Wp + pw + W] = x_plane[h]
+    return buf
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _fill_wide(wide, dy_plane, y_plane, masked, sh, sw, Wp):
+    """Put dz = dy · [y > 0] (or dy when not masked) at its pixels of the stride-1 wide grid,
+    wide[oh·sh·Wp + ow·sw] = dz[oh, ow] (the other pixels keep their zeros); returns Σ dz in float64."""
+    OH, OW = dy_plane.shape
+    total = 0.0
+    for oh in range(OH):
+        total += _relu_grad_row(wide[oh * sh * Wp:], dy_plane[oh], y_plane[oh], masked, sw)
+    return total
+
+
+@njit(cache=True, fastmath={"contract"})
+def _wide_conv3x3(out, src, w, bias, row, col):
+    """out[k] = bias + Σ_{i, j < 3} w[i, j] · src[k + i·row + j·col], for the whole wide plane in one pass.
+
+    The 3×3 case written out: the nine weights stay in registers and each output is stored once, where a
+    loop over the kernel offsets loads and stores the whole plane nine times (2.5× slower here)."""
+    w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
+    w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
+    w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
+    # the nine shifted views of the input (indexing them with k alone keeps the loop free of index tests)
+    s00, s01, s02 = src, src[col:], src[2 * col:]
+    s10, s11, s12 = src[row:], src[row + col:], src[row + 2 * col:]
+    s20, s21, s22 = src[2 * row:], src[2 * row + col:], src[2 * row + 2 * col:]
+    for k in range(out.size):
+        out[k] = (bias + w00 * s00[k] + w01 * s01[k] + w02 * s02[k]
+                  + w10 * s10[k] + w11 * s11[k] + w12 * s12[k]
+                  + w20 * s20[k] + w21 * s21[k] + w22 * s22[k])
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _wide_dots3x3(total, dz, src, row, col, zero):
+    """total[i, j] += Σ_k dz[k] · src[k + i·row + j·col] for the nine offsets of a 3×3 kernel, in one pass
+    over dz (nine accumulators in the data's dtype, `zero`; their sums into total, float64)."""
+    s00, s01, s02 = src, src[col:], src[2 * col:]
+    s10, s11, s12 = src[row:], src[row + col:], src[row + 2 * col:]
+    s20, s21, s22 = src[2 * row:], src[2 * row + col:], src[2 * row + 2 * col:]
+    a00 = a01 = a02 = a10 = a11 = a12 = a20 = a21 = a22 = zero
+    for k in range(dz.size):
+        d = dz[k]
+        a00 += d * s00[k]
+        a01 += d * s01[k]
+        a02 += d * s02[k]
+        a10 += d * s10[k]
+        a11 += d * s11[k]
+        a12 += d * s12[k]
+        a20 += d * s20[k]
+        a21 += d * s21[k]
+        a22 += d * s22[k]
+    total[0, 0] += a00
+    total[0, 1] += a01
+    total[0, 2] += a02
+    total[1, 0] += a10
+    total[1, 1] += a11
+    total[1, 2] += a12
+    total[2, 0] += a20
+    total[2, 1] += a21
+    total[2, 2] += a22
+
 
 @njit(cache=True, parallel=True)
 def _direct_forward(x, w, b, relu, stride, padding, dilation, y):
@@ -473,57 +551,71 @@ def _direct_forward(x, w, b, relu, stride, padding, dilation, y):
 
         y[n, f, oh, ow] = b[f] + Σ_{i, j} w[f, 0, i, j] · x[n, f // m, oh·sh + i·dil_h − ph, ow·sw + j·dil_w − pw]
 
-    then max(·, 0) when relu. Parallel over the output planes (n, f); each output row is built in the L1
-    cache (the bias, then w[f, 0, i, j] times a shifted input row for each kernel offset, then the ReLU) and
-    so is written to memory once. The valid ranges are worked out first: the inner loop has no test."""
+    then max(·, 0) when relu. Parallel over the output planes (n, f). Each plane is built on the wide grid in
+    a buffer of this thread (the bias, then one multiply-add per kernel offset), then its pixels are
+    written to y once, with the ReLU."""
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
     OH, OW = y.shape[2], y.shape[3]
     (sh, sw), (ph, pw), (dil_h, dil_w) = stride, padding, dilation
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    L = (Hp - (KH - 1) * dil_h) * Wp - (KW - 1) * dil_w
     m = F // C
     for plane in prange(N * F):
         n, f = plane // F, plane % F
-        c = f // m
-        for oh in range(OH):
-            row = y[n, f, oh]
-            row[:] = b[f]
+        src = _padded_plane(x[n, f // m], ph, pw, np.zeros(Hp * Wp if ph + pw > 0 else 0, x.dtype))
+        wide = np.empty(L, y.dtype)
+        if KH == 3 and KW == 3:
+            _wide_conv3x3(wide, src, w[f, 0], b[f], dil_h * Wp, dil_w)
+        else:  # one multiply-add over the plane per kernel offset
+            wide[:] = b[f]
             for i in range(KH):
-                ih = oh * sh + i * dil_h - ph
-                if ih < 0 or ih >= H:
-                    continue
                 for j in range(KW):
-                    ow_lo, ow_hi = _valid_range(j * dil_w - pw, sw, W, OW)
-                    iw_lo = ow_lo * sw + j * dil_w - pw
-                    _add_scaled_row(row[ow_lo:ow_hi], w[f, 0, i, j], x[n, c, ih, iw_lo:], sw)
-            if relu:
-                for ow in range(OW):
-                    v = row[ow]
-                    row[ow] = 0 if v < 0 else v  # NaN < 0 is false: NaN passes through
+                    _add_scaled_row(wide, w[f, 0, i, j], src[i * dil_h * Wp + j * dil_w:], 1)
+        for oh in range(OH):
+            _copy_out_row(y[n, f, oh], wide[oh * sh * Wp:], sw, relu)
+
+
+@njit(cache=True)
+def _copy_out_row(out, wide, step, relu):
+    """out[k] = wide[k·step], through max(·, 0) when relu (NaN < 0 is false: NaN passes through)."""
+    if step != 1:
+        for k in range(out.size):
+            v = wide[k * step]
+            out[k] = 0 if (relu and v < 0) else v
+    elif relu:
+        for k in range(out.size):
+            v = wide[k]
+            out[k] = 0 if v < 0 else v
+    else:
+        for k in range(out.size):
+            out[k] = wide[k]
 
 
 @njit(cache=True, parallel=True)
 def _direct_input_grad(dy, w, stride, padding, dilation, dx):
     """dx[n, c, ih, iw] = Σ w[f, 0, i, j] · dy[n, f, oh, ow] over the m filters f that read channel c and
     the (i, j, oh, ow) that met (ih, iw) (dx is overwritten). Parallel over the input planes (n, c): each
-    thread owns its plane."""
+    thread owns its plane. On the wide grids: dy's plane is spread onto the stride-1 grid, each kernel offset
+    adds w·(that grid) into the padded input plane, whose interior is then dx's plane."""
     N, C, H, W = dx.shape
     F, _, KH, KW = w.shape
-    OH, OW = dy.shape[2], dy.shape[3]
     (sh, sw), (ph, pw), (dil_h, dil_w) = stride, padding, dilation
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    L = (Hp - (KH - 1) * dil_h) * Wp - (KW - 1) * dil_w
     m = F // C
     for plane in prange(N * C):
         n, c = plane // C, plane % C
-        dx[n, c] = 0
+        dzw = np.zeros(L + (KW - 1) * dil_w, dx.dtype)  # wide dz: the pixels no output samples stay 0
+        dxp = np.zeros(Hp * Wp, dx.dtype)                # the padded input plane's gradient
         for f in range(c * m, (c + 1) * m):
+            _fill_wide(dzw, dy[n, f], dy[n, f], False, sh, sw, Wp)
             for i in range(KH):
-                oh_lo, oh_hi = _valid_range(i * dil_h - ph, sh, H, OH)
                 for j in range(KW):
-                    ow_lo, ow_hi = _valid_range(j * dil_w - pw, sw, W, OW)
-                    iw_lo = ow_lo * sw + j * dil_w - pw
-                    weight = w[f, 0, i, j]
-                    for oh in range(oh_lo, oh_hi):
-                        ih = oh * sh + i * dil_h - ph
-                        _scatter_add_scaled_row(dx[n, c, ih, iw_lo:], weight, dy[n, f, oh, ow_lo:ow_hi], sw)
+                    _add_scaled_row(dxp[i * dil_h * Wp + j * dil_w:i * dil_h * Wp + j * dil_w + L], w[f, 0, i, j],
+                                    dzw, 1)
+        for h in range(H):
+            dx[n, c, h] = dxp[(h + ph) * Wp + pw:(h + ph) * Wp + pw + W]
 
 
 @njit(cache=True, parallel=True)
@@ -534,30 +626,29 @@ def _direct_weight_grad(dy, y, masked, x, stride, padding, dilation, dw, bias_su
         bias_sums[f] = Σ_{n, oh, ow} dz[n, f, oh, ow]
 
     Parallel over the filters f: each thread sums its own dw[f] over the whole batch (never racy). dy (and y)
-    are read once, row by row: each dz row is made in the L1 cache, then dotted with the KH·KW input rows it
-    met (the input plane, 40 KB for the tutorial, stays in cache). Per-row dots run in the data's dtype
-    (`zero`), their sums in float64."""
+    are read once: each plane of dz is spread onto the wide grid, then each kernel offset is one long dot
+    product with the (padded) input plane. The dots run in the data's dtype (`zero`), their sums in float64."""
     N, C, H, W = x.shape
     F, _, KH, KW = dw.shape
-    OH, OW = dy.shape[2], dy.shape[3]
     (sh, sw), (ph, pw), (dil_h, dil_w) = stride, padding, dilation
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    L = (Hp - (KH - 1) * dil_h) * Wp - (KW - 1) * dil_w
     m = F // C
     for f in prange(F):
         c = f // m
-        dz = np.empty(OW, dy.dtype)
+        dzw = np.zeros(L + (KW - 1) * dil_w, dy.dtype)
+        buf = np.zeros(Hp * Wp if ph + pw > 0 else 0, x.dtype)
         total = np.zeros((KH, KW), np.float64)
         bias_total = 0.0
         for n in range(N):
-            for oh in range(OH):
-                bias_total += _relu_grad_row(dz, dy[n, f, oh], y[n, f, oh], masked)
+            bias_total += _fill_wide(dzw, dy[n, f], y[n, f], masked, sh, sw, Wp)
+            src = _padded_plane(x[n, c], ph, pw, buf)
+            if KH == 3 and KW == 3:
+                _wide_dots3x3(total, dzw[:L], src, dil_h * Wp, dil_w, zero)
+            else:  # one dot product over the plane per kernel offset
                 for i in range(KH):
-                    ih = oh * sh + i * dil_h - ph
-                    if ih < 0 or ih >= H:
-                        continue
                     for j in range(KW):
-                        ow_lo, ow_hi = _valid_range(j * dil_w - pw, sw, W, OW)
-                        iw_lo = ow_lo * sw + j * dil_w - pw
-                        total[i, j] += _dot_row(zero, dz[ow_lo:ow_hi], x[n, c, ih, iw_lo:], sw)
+                        total[i, j] += _dot_row(zero, dzw[:L], src[i * dil_h * Wp + j * dil_w:], 1)
         for i in range(KH):
             for j in range(KW):
                 dw[f, 0, i, j] = total[i, j]

@@ -1,29 +1,55 @@
-"""Scratch buffers that live across training steps: the one place where CPU kernels keep memory.
+"""Memory that CPU kernels keep across training steps, in one place: scratch buffers and recycled outputs.
 
-A kernel that needs a big temporary (im2col's `cols`, the masked gradient of a fused conv + ReLU, ...) asks
-for it here by role: `scratch("cols", shape, dtype)`. Why it pays: a fresh multi-megabyte NumPy array is a
-fresh mmap, and the first write to each of its pages costs a page fault and the kernel zeroing the page
-(~80 µs per MB here, as much as the kernel's own pass over the buffer). A buffer kept from the previous
-step is already mapped, and often still in the L3 cache.
+Why it pays: a fresh multi-megabyte NumPy array is a fresh mmap, and the first write to each of its pages
+costs a page fault and the OS zeroing the page: ~10 ms for the 79 MB output of the tutorial's first conv,
+as much as the conv itself. An array kept from the previous step is already mapped (PyTorch's caching
+allocator and tcmalloc buy the same).
 
-Rules: a scratch array never leaves the kernel that asked for it (an array returned to the caller, or kept
-for the backward, must be freshly allocated), and two live temporaries need two roles. There is one buffer
-per (thread, role, dtype), grown to the largest size asked for, so memory stays bounded whatever the model:
-one buffer per role, not one per layer shape. Buffers are per thread, so that two threads running kernels
-never share one.
+- `scratch(role, shape, dtype)`: a temporary that never leaves the kernel asking for it (im2col's `cols`,
+  the masked gradient of a fused conv + ReLU, ...). One buffer per (thread, role, dtype), grown to the
+  largest size asked for: memory stays bounded whatever the model (one buffer per role, not per layer).
+  Two temporaries alive at the same time need two roles.
+- `output(shape, dtype)`: for a kernel's result (a new tensor's data, an input gradient): an array of that
+  shape from an earlier call when nothing else refers to it any more, else a new one. "Nothing refers to it"
+  is read from CPython's reference count: the cache's own reference is the only one left, so no tensor,
+  view (a view holds a reference to its base), graph node or user variable can see it being reused. Only
+  arrays of at least `OUTPUT_MIN_BYTES` are kept, `OUTPUT_CACHE_BYTES` in all (least recently used first out).
+
+Both are per thread, so two threads running kernels never share a buffer. The CUDA kernels need neither
+(the GPU allocator of numba-cuda has its own pool).
 """
+import collections
+import sys
 import threading
 
 import numpy as np
 
+OUTPUT_MIN_BYTES = 1 << 20     # smaller arrays: malloc's own free lists already make them cheap
+OUTPUT_CACHE_BYTES = 2 << 30   # at most this much kept for reuse
+
 _local = threading.local()
+
+
+def _free_count():
+    """sys.getrefcount of an object that only a list refers to, read the way `output` reads it (2 up to
+    Python 3.13; 3.14 may borrow the argument's reference and say 1)."""
+    kept = [object()]
+    return sys.getrefcount(kept[0])
+
+
+_FREE = _free_count()
+
+
+def _state():
+    state = getattr(_local, "state", None)
+    if state is None:
+        state = _local.state = {"scratch": {}, "outputs": collections.OrderedDict(), "output_bytes": 0}
+    return state
 
 
 def scratch(role, shape, dtype):
     """An uninitialised C-contiguous array of `shape` and `dtype`, reused by every call with the same role."""
-    buffers = getattr(_local, "buffers", None)
-    if buffers is None:
-        buffers = _local.buffers = {}
+    buffers = _state()["scratch"]
     dtype = np.dtype(dtype)
     size = 1
     for s in shape:
@@ -35,6 +61,31 @@ def scratch(role, shape, dtype):
     return buf[:size].reshape(shape)
 
 
+def output(shape, dtype):
+    """An uninitialised C-contiguous array of `shape` and `dtype` for a kernel's result: a recycled one
+    that nothing else refers to any more, or a new one (kept for later reuse when big enough)."""
+    shape, dtype = tuple(int(s) for s in shape), np.dtype(dtype)
+    nbytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+    if nbytes < OUTPUT_MIN_BYTES:
+        return np.empty(shape, dtype)
+    state = _state()
+    key = (shape, dtype)
+    kept = state["outputs"].get(key)
+    if kept is not None:
+        state["outputs"].move_to_end(key)
+        for i in range(len(kept)):
+            if sys.getrefcount(kept[i]) <= _FREE:  # only the list refers to it: free
+                return kept[i]
+    array = np.empty(shape, dtype)
+    while state["output_bytes"] + nbytes > OUTPUT_CACHE_BYTES and state["outputs"]:
+        _, dropped = state["outputs"].popitem(last=False)  # the least recently used shape
+        state["output_bytes"] -= sum(a.nbytes for a in dropped)
+    if nbytes <= OUTPUT_CACHE_BYTES:
+        state["outputs"].setdefault(key, []).append(array)
+        state["output_bytes"] += nbytes
+    return array
+
+
 def clear():
-    """Free this thread's scratch buffers (tests, or after a model is done)."""
-    _local.buffers = {}
+    """Forget this thread's scratch buffers and recycled outputs (arrays still in use stay valid)."""
+    _local.state = None
