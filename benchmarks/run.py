@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -778,7 +779,7 @@ def main(argv=None):
         if "numpy" in rec["result"]:
             infos.setdefault("numpy", {"version": rec["result"]["numpy"]})
     finished = datetime.datetime.now()
-    header = [f"### {started:%Y-%m-%d %H:%M} — `python -m benchmarks {' '.join(argv)}`".rstrip(), "",
+    header = [f"### {started:%Y-%m-%d %H:%M} — `python -m benchmarks {shlex.join(argv)}`".rstrip(), "",
               f"- machine: {machine.get('cpu', '?')} ({machine['simd']}), {machine['cores']} cores, "
               f"{machine.get('mem_gib', '?')} GiB; Python {machine['python']}; {args.threads} threads for every "
               "framework",

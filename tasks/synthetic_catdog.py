@@ -1,7 +1,7 @@
 """A built-in cats-vs-dogs dataset, drawn procedurally, for running task 1 without downloading anything.
 
     from tinycnn.tasks.synthetic_catdog import ensure_builtin_catdog
-    root = ensure_builtin_catdog(n_per_class=1000)    # ~/.cache/tinycnn/catdog-0-1000/{cat,dog}/*.jpg
+    root = ensure_builtin_catdog(n_per_class=1000)    # ~/.cache/tinycnn/catdog-v1-0-1000/{cat,dog}/*.jpg
 
 or from a shell: `python -m tinycnn.tasks.synthetic_catdog OUT_DIR --n-per-class 500 --report`.
 
@@ -33,6 +33,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter
 from tinycnn.data.folder import load_image_folder, user_cache_dir
 
 CLASSES = ("cat", "dog")
+GENERATOR_VERSION = 1      # part of the cached folder's name: bump it whenever the drawing changes
 
 # Fur colours, shared by both classes (RGB): black, white, grey, dark grey, ginger, brown, cream, tan, fawn.
 FUR = [(32, 30, 30), (236, 232, 224), (128, 128, 132), (82, 80, 86), (208, 122, 52),
@@ -40,8 +41,8 @@ FUR = [(32, 30, 30), (236, 232, 224), (128, 128, 132), (82, 80, 86), (208, 122, 
 CAT_IRIS = [(112, 168, 64), (214, 192, 64), (204, 142, 40), (96, 146, 204)]
 DOG_IRIS = [(64, 42, 26), (40, 30, 24), (90, 60, 32), (204, 142, 40)]     # the last one: amber, like a cat's
 PINK, DARK = (224, 150, 150), (40, 30, 30)
-TILT = 12              # head rotation: normal, this standard deviation in degrees, cut at 2.5 of them
-SHIFT = 0.06           # head offset from the centre: normal, this std as a fraction of the picture, cut at 2.5
+TILT = 15              # head rotation: normal, this standard deviation in degrees, cut at 2.5 of them
+SHIFT = 0.03           # head offset from the centre: normal, this std as a fraction of the picture, cut at 2.5
 HEAD_RADIUS = (0.24, 0.34)    # range of the head radius, fraction of the picture
 
 
@@ -68,7 +69,7 @@ def ensure_builtin_catdog(cache_root=None, n_per_class=1000, seed=0, size=128):
     found; a folder found with the wrong number of images is reported (warning) and drawn again.
     """
     cache_root = cache_root or user_cache_dir()
-    name = f"catdog-{seed}-{n_per_class}" + ("" if size == 128 else f"-{size}px")
+    name = f"catdog-v{GENERATOR_VERSION}-{seed}-{n_per_class}" + ("" if size == 128 else f"-{size}px")
     final = os.path.join(cache_root, name)
     if os.path.isdir(final):
         if _is_complete(final, n_per_class):
