@@ -28,9 +28,9 @@ from .box_ops import box_iou, centre_error, fill_mask_from_boxes
 from .common import print_json, run_folder, train_in_folder
 from .plates_data import largest_box
 from .plates_models import PlateBoxRegressor
-from .plates_pipeline import (CanvasAugmenter, add_plate_train_arguments, copy_matching_weights, data_source,
-                              draw_boxes, letterbox_records, output_path, predict_photos, read_annotation_csv,
-                              read_source, read_training_splits, resume_model)
+from .plates_pipeline import (CanvasAugmenter, add_plate_train_arguments, data_source, draw_boxes,
+                              letterbox_records, output_path, predict_photos, read_annotation_csv, read_source,
+                              read_training_splits, run_settings, start_from)
 
 TASK = "plates-box"
 DEFAULT_IMG_SIZE = 128
@@ -124,28 +124,14 @@ def _settings(args):
 def train(args):
     """python -m tinycnn.train plates-box: train, keep last/best checkpoints, print the best model's val metrics."""
     tinycnn.manual_seed(args.seed)
-    if args.resume:
-        model, metadata = resume_model(args.resume)
-        settings = {key: value for key, value in metadata.items() if key not in ("history", "epochs_done")}
-    else:
-        settings = _settings(args)
+    model, settings = run_settings(args, _settings)
     folder = run_folder(args, TASK)
     splits = read_training_splits(settings["source"], settings["skip_bad_rows"])
     train_set = letterbox_records(splits["train"], settings["img_size"])
     val_set = letterbox_records(splits["val"], settings["img_size"])
     print(f"plates-box: {len(train_set.records)} training and {len(val_set.records)} validation photos, "
           f"letterboxed to {settings['img_size']} px; run folder {folder}")
-    if args.resume:
-        model.to(args.device)
-        compile_model(model, settings["loss"], settings["lr"])
-    else:
-        model = PlateBoxRegressor(width=settings["width"]).to(args.device)
-        if args.init:
-            copied, skipped = copy_matching_weights(model, args.init, train_set.x[:1])
-            print(f"--init {args.init}: copied {len(copied)} tensors, kept {len(skipped)} fresh "
-                  f"({', '.join(skipped[:6])}{', ...' if len(skipped) > 6 else ''})")
-        model.metadata = dict(settings)
-        compile_model(model, settings["loss"], settings["lr"])
+    model = _compiled_model(model, settings, args, train_set.x[:1])
     fit_kwargs = dict(x=train_set.x, y=train_set.boxes, validation_data=(val_set.x, val_set.boxes),
                       batch_size=args.batch_size, epochs=args.epochs, verbose=0 if args.quiet else 1,
                       augment=CanvasAugmenter(settings["seed"]) if settings["augment"] else None,
@@ -155,6 +141,18 @@ def train(args):
     metrics = evaluate_on(best, val_set, args.batch_size)
     print(f"best.tcnn on val ({metrics['n_images']} photos, original pixels): " + _describe(metrics))
     return 0
+
+
+def _compiled_model(resumed, settings, args, sample_input):
+    """The resumed model, or a new one (from --init's weights where they fit), on the device and compiled."""
+    model = resumed
+    if model is None:
+        model = PlateBoxRegressor(width=settings["width"]).to(args.device)
+        if args.init:
+            start_from(model, args.init, sample_input)
+        model.metadata = dict(settings)
+    compile_model(model.to(args.device), settings["loss"], settings["lr"])
+    return model
 
 
 # ------------------------------------------------------------------------------------------ evaluate

@@ -257,6 +257,16 @@ def build(model, sample_input):
     model._ensure_built()  # noqa: SLF001
 
 
+def run_settings(args, new_settings):
+    """(model or None, settings): with --resume, RUN_DIR/last.tcnn's model and the settings kept in it
+    (only --epochs, --batch-size, --quiet and --device of the command line apply); else None and
+    `new_settings(args)`."""
+    if not args.resume:
+        return None, new_settings(args)
+    model, metadata = resume_model(args.resume)
+    return model, {key: value for key, value in metadata.items() if key not in ("history", "epochs_done")}
+
+
 def resume_model(run_dir):
     """The model of RUN_DIR/last.tcnn (uncompiled) and its metadata; the task compiles it again.
 
@@ -268,6 +278,13 @@ def resume_model(run_dir):
         raise FileNotFoundError(f"--resume {run_dir}: no last.tcnn there")
     model = tinycnn.load_model(path, compile=False)
     return model, model.metadata
+
+
+def start_from(model, init_dir, sample_input):
+    """--init: copy RUN_DIR/best.tcnn's matching weights into a new model and say how many."""
+    copied, skipped = copy_matching_weights(model, init_dir, sample_input)
+    print(f"--init {init_dir}: copied {len(copied)} tensors, kept {len(skipped)} fresh"
+          + (f" ({', '.join(skipped[:6])}{', ...' if len(skipped) > 6 else ''})" if skipped else ""))
 
 
 # ------------------------------------------------------------------------------------------ prediction

@@ -31,10 +31,9 @@ from .box_ops import box_iou, centre_error, mask_dice, mask_iou
 from .common import print_json, run_folder, train_in_folder
 from .plates_data import largest_box
 from .plates_models import PlateSegmenter
-from .plates_pipeline import (CanvasAugmenter, add_plate_train_arguments, component_boxes, copy_matching_weights,
-                              data_source, draw_boxes, letterbox_records, output_path, overlay_mask,
-                              predict_photos, read_annotation_csv, read_source, read_training_splits,
-                              resume_model)
+from .plates_pipeline import (CanvasAugmenter, add_plate_train_arguments, component_boxes, data_source,
+                              draw_boxes, letterbox_records, output_path, overlay_mask, predict_photos,
+                              read_annotation_csv, read_source, read_training_splits, run_settings, start_from)
 
 TASK = "plates-seg"
 DEFAULT_IMG_SIZE = 256
@@ -64,7 +63,8 @@ class WeightedCrossEntropyDice:
 
 def dice(y_true, y_pred):
     """Mean per-picture Dice of the predicted (argmax) plate pixels (logged as `dice` / `val_dice`)."""
-    return float(np.mean(mask_dice(np.argmax(y_pred, axis=1), np.asarray(y_true).reshape(len(y_true), *y_pred.shape[2:]))))
+    truth = np.asarray(y_true).reshape(len(y_true), *y_pred.shape[2:])
+    return float(np.mean(mask_dice(np.argmax(y_pred, axis=1), truth)))
 
 
 def plate_weight_for(masks):
@@ -159,11 +159,7 @@ def _settings(args):
 def train(args):
     """python -m tinycnn.train plates-seg: train, keep last/best checkpoints, print the best model's val metrics."""
     tinycnn.manual_seed(args.seed)
-    if args.resume:
-        model, metadata = resume_model(args.resume)
-        settings = {key: value for key, value in metadata.items() if key not in ("history", "epochs_done")}
-    else:
-        settings = _settings(args)
+    model, settings = run_settings(args, _settings)
     folder = run_folder(args, TASK)
     splits = read_training_splits(settings["source"], settings["skip_bad_rows"])
     train_set = letterbox_records(splits["train"], settings["img_size"])
@@ -173,17 +169,7 @@ def train(args):
     print(f"plates-seg: {len(train_set.records)} training and {len(val_set.records)} validation photos, "
           f"letterboxed to {settings['img_size']} px, plate class weight {settings['plate_weight']:.2f}; "
           f"run folder {folder}")
-    if args.resume:
-        model.to(args.device)
-        compile_model(model, settings["dice"], settings["plate_weight"], settings["lr"])
-    else:
-        model = PlateSegmenter(settings["filters"], settings["depth"], settings["upsample"],
-                               settings["convs"]).to(args.device)
-        if args.init:
-            copied, skipped = copy_matching_weights(model, args.init, train_set.x[:1])
-            print(f"--init {args.init}: copied {len(copied)} tensors, kept {len(skipped)} fresh")
-        model.metadata = dict(settings)
-        compile_model(model, settings["dice"], settings["plate_weight"], settings["lr"])
+    model = _compiled_model(model, settings, args, train_set.x[:1])
     fit_kwargs = dict(x=train_set.x, y=train_set.masks, validation_data=(val_set.x, val_set.masks),
                       batch_size=args.batch_size, epochs=args.epochs, verbose=0 if args.quiet else 1,
                       augment=_augmenter(settings),
@@ -193,6 +179,19 @@ def train(args):
     metrics = evaluate_on(best, val_set, args.batch_size)
     print(f"best.tcnn on val ({metrics['n_images']} photos, original pixels): " + _describe(metrics))
     return 0
+
+
+def _compiled_model(resumed, settings, args, sample_input):
+    """The resumed model, or a new one (from --init's weights where they fit), on the device and compiled."""
+    model = resumed
+    if model is None:
+        model = PlateSegmenter(settings["filters"], settings["depth"], settings["upsample"],
+                               settings["convs"]).to(args.device)
+        if args.init:
+            start_from(model, args.init, sample_input)
+        model.metadata = dict(settings)
+    compile_model(model.to(args.device), settings["dice"], settings["plate_weight"], settings["lr"])
+    return model
 
 
 def _augmenter(settings):

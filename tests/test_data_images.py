@@ -119,7 +119,8 @@ def test_lossless_formats_round_trip_exactly(tmp_path, name, options):
 def test_animated_gif_gives_its_first_frame(tmp_path):
     red, blue = Image.new("RGB", (6, 6), (255, 0, 0)), Image.new("RGB", (6, 6), (0, 0, 255))
     path = saved(tmp_path, red, "anim.gif", save_all=True, append_images=[blue], duration=50)
-    assert Image.open(path).n_frames == 2
+    with Image.open(path) as gif:
+        assert gif.n_frames == 2
     rgb = load_image_uint8(path, 6, grayscale=False)
     assert tuple(rgb[2, 2]) == (255, 0, 0)
 

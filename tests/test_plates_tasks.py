@@ -132,8 +132,9 @@ def test_box_predict_writes_pngs_and_survives_a_broken_image(box_run, plates, tm
     broken.write_bytes(b"not a picture")
     good = [plates / "test" / "test_00000.jpg", plates / "test" / "test_00001.jpg"]
     out = tmp_path / "shown"
+    annotations = plates / "annotations" / "test_annotations.csv"
     status = predict_cli.main([str(box_run / "best.tcnn"), str(good[0]), str(broken), str(good[1]),
-                               "--out", str(out), "--annotations", str(plates / "annotations" / "test_annotations.csv")])
+                               "--out", str(out), "--annotations", str(annotations)])
     captured = capsys.readouterr()
     assert status == 1
     assert captured.err.count("\n") == 1 and "broken.jpg" in captured.err

@@ -20,7 +20,9 @@ import sys
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .saving import read_metadata
+from .data.images import open_image, to_gray_or_rgb
+from .saving import load_model, read_metadata
+from .tasks.plates_pipeline import component_boxes, output_path, predict_photos
 from .train import task_module
 
 MODES = ("pixelate", "blur", "fill")
@@ -40,7 +42,6 @@ def grow(mask, margin):
 def redaction_rectangles(mask, margin=2):
     """The rectangles (K, 4) int (x0, y0, x1, y1), pixel edges, to redact: the bounding rectangle of each
     8-connected region of `mask` grown by `margin` pixels, clipped to the image."""
-    from .tasks.plates_pipeline import component_boxes
     boxes, _ = component_boxes(grow(np.asarray(mask) > 0, margin))
     return boxes.astype(np.int64)
 
@@ -112,7 +113,6 @@ def redact(pixels, rectangles, mode):
 
 def photo_pixels(path):
     """The photo's decoded RGB pixels (H, W, 3) uint8, EXIF orientation applied (what the model sees, x 255)."""
-    from .data.images import open_image, to_gray_or_rgb
     return np.asarray(to_gray_or_rgb(open_image(path), grayscale=False), dtype=np.uint8)
 
 
@@ -130,8 +130,6 @@ def main(argv=None):
     if task not in ("plates-seg", "plates-box"):
         parser.error(f"{args.model} is a {task or 'unknown'} model; redact needs a plates-seg or plates-box model")
     module = task_module(task)
-    from . import load_model
-    from .tasks.plates_pipeline import output_path, predict_photos
     model = load_model(args.model, device=args.device, compile=False)
     used, unwritten = set(), []
 

@@ -8,10 +8,12 @@ Convolution, x (N, C, H, W), w (F, C/G, KH, KW), G groups, stride s, padding p, 
 Its gradients are the same sums read backwards: dx scatters dy through the filters, dw correlates dy with x,
 db = Σ_{n, oh, ow} dy.
 
-Three algorithms, chosen by the shape of the problem (`_algorithm`):
+Four algorithms, chosen by the shape of the problem (`_algorithm`):
 
-- **im2col + GEMM** (the general case, and where the FLOPs are: the 64 → 64 conv of the tutorial is 90 % of
-  its arithmetic). `_im2col` copies every input window of an image into a column of a matrix
+- **Winograd F(2×2, 3×3)** for 3×3, stride-1 convs with enough channels (where the FLOPs are: the 64 → 64
+  conv of the tutorial is 90 % of its arithmetic): 16 GEMMs between transformed filters and transformed
+  input tiles, 2.25× fewer multiply-adds than im2col + GEMM. See its section below.
+- **im2col + GEMM** (the general case). `_im2col` copies every input window of an image into a column of a matrix
   cols[n] (C·KH·KW, OH·OW); then, per image and group, y[n] (F/G, OH·OW) = W (F/G, C/G·KH·KW) @ cols[n]
   is one BLAS GEMM (NumPy's batched `np.matmul`, multithreaded OpenBLAS, near the machine's peak) that
   writes straight into the NCHW output: no transposition pass. The weight gradient is
@@ -20,22 +22,24 @@ Three algorithms, chosen by the shape of the problem (`_algorithm`):
   and `_col2im` over the (n, c) planes of dx, so no two threads ever write the same element. The batch is
   cut into chunks of a few images so that cols stays under `COLS_BUDGET_BYTES`: small enough to stay in the
   L3 cache between im2col writing it and the GEMM reading it, and it lives in a workspace buffer
-  (kernels/cpu/workspace.py) reused by every chunk, layer and step instead of a fresh allocation.
+  (kernels/cpu/workspace.py) reused by every chunk, layer and step instead of a fresh allocation; so do
+  the big outputs (y, dx), recycled from an earlier step when nothing refers to them any more.
 - **1×1, stride 1, no padding, no groups**: x is already its own `cols`: per image y = W @ x (C, H·W).
 - **Direct, one input channel per filter** (C/G = 1: depthwise convs with G = C, and a first layer on a
   grey image, C = 1): each filter reads a single plane, so im2col would copy the input KH·KW times to feed
   a GEMM with an inner dimension of KH·KW. Such a conv is memory bound (9 multiply-adds per output for a
-  3×3), so the kernels make one pass over each big array: the forward builds each output row in the L1
-  cache (bias, the KH·KW shifted rows, the ReLU) and writes it once; the weight gradient reads dy (and the
-  ReLU mask) row by row, once, and correlates each row with the KH input rows it met. Parallel over output
+  3×3), so the kernels make one pass over each big array: the forward builds each output plane in a
+  buffer of its thread (bias, the KH·KW shifted planes, the ReLU) and writes it once; the weight gradient
+  reads dy (and the ReLU mask) once, and correlates each plane with the input plane. Parallel over output
   planes (forward), over input planes (dx) and over filters (dw), each thread writing only its own.
 
 **Fused conv + bias + ReLU** (`conv2d_bias_relu_forward/backward`, used by the Conv2D layer with
-activation="relu"): the bias and the ReLU are applied to each chunk (GEMM) or row (direct) of the output while
-it is still in cache, instead of two more passes over the whole output; the backward reads the ReLU's mask
-from the output itself (y > 0 exactly where the pre-activation is > 0), so the pre-activation is never stored,
-and masks dy chunk by chunk as it computes the conv's gradients. For the tutorial's first layer
-(32×64×98×98 float32 = 79 MB) that saves three passes over 79 MB forward and three backward.
+activation="relu"): the bias and the ReLU are applied to each chunk (GEMM, Winograd) or plane (direct) of the
+output while it is in cache, instead of two more passes over the whole output; the backward reads the
+ReLU's mask from the output itself (y > 0 exactly where the pre-activation is > 0), so the pre-activation is
+never stored, and masks dy as it reads it for the conv's gradients. For the tutorial's first layer
+(32×64×98×98 float32 = 79 MB) that saves two passes over 79 MB and one 79 MB array forward, and as much
+backward.
 
 Transposed convolution is the adjoint of convolution: its forward is conv2d's input gradient (col2im)
 and its backward is conv2d's forward (dx) and conv2d's weight gradient (dw), so it reuses those kernels.
@@ -45,7 +49,7 @@ from numba import njit, prange
 
 from .workspace import output, scratch
 
-COLS_BUDGET_BYTES = 16 * 2**20  # im2col matrices are built this many bytes' worth of images at a time
+COLS_BUDGET_BYTES = 16 * 2**20  # im2col (and Winograd) matrices are built this many bytes of images at a time
 
 
 def conv_output_size(size, kernel, stride, padding, dilation):
@@ -523,7 +527,7 @@ def _winograd_forward(x, w, b, relu, padding, y):
     F = w.shape[0]
     TH, TW = _winograd_tiles(y.shape[2:])
     U = _winograd_filters(w)
-    for n0, n1 in _image_chunks(N, 16 * max(C, F) * TH * TW * x.dtype.itemsize):
+    for n0, n1 in _image_chunks(N, 16 * (C + F) * TH * TW * x.dtype.itemsize):  # V and M
         tiles = (n1 - n0) * TH * TW
         V = scratch("conv.winograd_v", (16, C, tiles), x.dtype)
         _winograd_input(x[n0:n1], padding[0], padding[1], TH, TW, V)
@@ -541,7 +545,7 @@ def _winograd_backward(dy, y, x, w, padding, dx, dw, bias_sums):
     U = _winograd_filters(w) if dx is not None else None
     dU = np.zeros((16, F, C), np.float64) if dw is not None else None
     masked = y is not None
-    for n0, n1 in _image_chunks(N, 16 * max(C, F) * TH * TW * dy.dtype.itemsize):
+    for n0, n1 in _image_chunks(N, 16 * (C + F) * TH * TW * dy.dtype.itemsize):  # V (or dV) and dM
         tiles = (n1 - n0) * TH * TW
         dM = scratch("conv.winograd_m", (16, F, tiles), dy.dtype)
         _winograd_output_grad(dy[n0:n1], y[n0:n1] if masked else dy[n0:n1], masked, TH, TW, dM,

@@ -51,16 +51,30 @@ class Augment:
         if self.crop_scale is not None:
             out = self._random_resized_crop(out)
         if self.flip:
-            flipped = self.rng.random(len(out)) < 0.5
-            out[flipped] = out[flipped, :, ::-1]
+            self._random_flip(out)
         if self.contrast > 0:
-            factor = self.rng.uniform(1 - self.contrast, 1 + self.contrast, len(out)).astype(np.float32)
-            mean = out.mean(axis=(1, 2, 3), keepdims=True)
-            out = mean + (out - mean) * factor[:, None, None, None]
+            self._random_contrast(out)
         if self.brightness > 0:
-            shift = self.rng.uniform(-self.brightness, self.brightness, len(out)).astype(np.float32)
-            out += shift[:, None, None, None]
+            self._random_brightness(out)
         return np.clip(out, 0.0, 1.0, out=out)
+
+    def _random_flip(self, images):
+        """Mirror each image left-right with probability 1/2, in place."""
+        flipped = self.rng.random(len(images)) < 0.5
+        images[flipped] = images[flipped, :, ::-1]
+
+    def _random_contrast(self, images):
+        """Spread each image's pixels from its mean by a random factor, in place: mean + (x - mean) * factor."""
+        factor = self.rng.uniform(1 - self.contrast, 1 + self.contrast, len(images)).astype(np.float32)
+        mean = images.mean(axis=(1, 2, 3), keepdims=True)
+        images -= mean
+        images *= factor[:, None, None, None]
+        images += mean
+
+    def _random_brightness(self, images):
+        """Add a random shift to each image, in place."""
+        shift = self.rng.uniform(-self.brightness, self.brightness, len(images)).astype(np.float32)
+        images += shift[:, None, None, None]
 
     def _random_resized_crop(self, images):
         """Per image, a window of random area fraction and place, stretched back to (H, W)."""
@@ -89,4 +103,7 @@ def _interpolate_rows(images, positions):
     weight = (positions - below).astype(np.float32)[:, :, None, None]
     batch = np.arange(len(images))[:, None]
     low, high = images[batch, below], images[batch, above]             # (N, H_out, W, C) each
-    return low + (high - low) * weight
+    high -= low                                                         # low + (high - low) * weight, in place
+    high *= weight
+    high += low
+    return high

@@ -25,13 +25,14 @@ resizes: on 2 cores, 300 JPEGs of 500x375 took 0.34 s with 2 threads against 0.8
 process pool and with no `if __name__ == "__main__":` needed in the caller's script). Fewer than
 PARALLEL_MIN_FILES files are decoded serially. The decoded pixels are cached once as uint8 (a quarter of the
 float32 size; lossless, since every pixel is a whole number / 255) in `<key>.npy` plus `<key>.json`
-(class names, paths, labels, skipped files). The key hashes the folder's path, every file's relative path,
-size and modification time, and the settings (img_size, grayscale, resize), so a second load reads the
-.npy instead of decoding and any change to the folder or the settings decodes afresh (the outdated entry of
-that folder and settings is then deleted). The cache lives in the user cache (`$XDG_CACHE_HOME` or
-~/.cache, /tinycnn/folders), never inside the data folder. Files are written to a
+(settings, class names, which files were kept, which skipped and why). The key hashes the folder's path,
+every file's relative path, size and modification time, and the settings (img_size, grayscale, resize), so
+a second load reads the .npy instead of decoding, and any change to the folder or the settings decodes
+afresh (the outdated entry of that folder and settings is then deleted). The cache lives in the user cache
+(`$XDG_CACHE_HOME` or ~/.cache, /tinycnn/folders), never inside the data folder. Files are written to a
 temporary name and renamed (os.replace), so a crash never leaves half a cache; an unreadable cache entry is
-reported with a CacheWarning and rebuilt. `cache_dir=False` turns caching off.
+reported with a CacheWarning and rebuilt, and a cache that cannot be written is reported and skipped.
+`cache_dir=False` turns caching off.
 """
 import hashlib
 import json
@@ -111,7 +112,7 @@ def load_image_folder(root, img_size, grayscale=True, resize="stretch", cache_di
             _write_cache(cache, key, root, settings, class_names, pixels, kept, skipped)
     _warn_skipped(root, skipped, len(files) + len(stray))
     return ImageFolderData(
-        images=pixels.astype(np.float32) / np.float32(255.0),
+        images=np.divide(pixels, np.float32(255.0), dtype=np.float32),     # straight to float32: no copy
         labels=np.asarray([labels[i] for i in kept], dtype=np.int64),
         class_names=list(class_names),
         paths=[os.path.join(root, files[i]) for i in kept],

@@ -140,4 +140,4 @@ def load_image_uint8(path, img_size, grayscale=True, resize="stretch"):
 
 def load_image(path, img_size, grayscale=True, resize="stretch"):
     """Decode the file at `path` to the model's input: float32 (H, W, C) in [0, 1]."""
-    return load_image_uint8(path, img_size, grayscale, resize).astype(np.float32) / np.float32(255.0)
+    return np.divide(load_image_uint8(path, img_size, grayscale, resize), np.float32(255.0), dtype=np.float32)
