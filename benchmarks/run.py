@@ -464,7 +464,7 @@ class Bench:
             if res is not None:
                 s = res["sgemm"][PEAK_SHAPE]
                 rates[threads] = s["flop"] / s["s"] / 1e9
-        text = ", ".join(f"{rates[t]:.1f} GFLOP/s at {t} thread(s)" for t in sorted(rates, reverse=True))
+        text = ", ".join(f"{rates[t]:.1f} GFLOP/s at {t} thread{'s' if t > 1 else ''}" for t in sorted(rates, reverse=True))
         line = f"SGEMM {PEAK_SHAPE.split(' ', 1)[1]} {when}: {text}"
         n = self.args.threads
         if n > 1 and n in rates and 1 in rates and rates[n] < 1.2 * rates[1]:
@@ -545,6 +545,17 @@ class Bench:
                         print(f"  {label}: import {res['import_s']:.2f} s, first step {res['first_step_s']:.2f} s,"
                               f" process {res['process_s']:.2f} s", flush=True)
         return results
+
+
+def _command_line(argv):
+    """The arguments as a shell would take them back (double quotes where that reads better)."""
+    words = []
+    for arg in argv:
+        quoted = shlex.quote(arg)
+        if quoted != arg and not any(ch in arg for ch in '"$`\\!'):
+            quoted = f'"{arg}"'
+        words.append(quoted)
+    return " ".join(words)
 
 
 def _rotate(items, r):
@@ -693,7 +704,7 @@ def write_results(path, block):
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
         while end > start + 1 and not lines[end - 1].strip():
             end -= 1
-        lines[end:end] = [""] + block + ([""] if end < len(lines) else [])
+        lines[end:end] = [""] + block + ([""] if end < len(lines) and lines[end].strip() else [])
     with open(path + ".tmp", "w") as f:
         f.write("\n".join(lines).rstrip("\n") + "\n")
     os.replace(path + ".tmp", path)
@@ -760,14 +771,14 @@ def main(argv=None):
     models = [m for m in MODEL_PARTS if m in args.parts]
     if models:
         results = bench.run_models(models, configs, args.rounds)
-        sections += ["### Models: training step, inference, latency, memory", ""] + model_tables(results, models, configs)
+        sections += ["#### Models: training step, inference, latency, memory", ""] + model_tables(results, models, configs)
     if "convs" in args.parts:
         results = bench.run_convs(configs, args.rounds)
-        sections += ["### Conv layers alone (GFLOP/s)", ""] + conv_tables(results, configs)
+        sections += ["#### Conv layers alone (GFLOP/s)", ""] + conv_tables(results, configs)
     if "compile" in args.parts:
         names = models or list(MODEL_PARTS)
         results = bench.run_compile(names, configs, args.rounds)
-        sections += ["### Start-up: Numba JIT compile (cold cache) and warm start", ""] + compile_tables(results, names)
+        sections += ["#### Start-up: Numba JIT compile (cold cache) and warm start", ""] + compile_tables(results, names)
 
     bench.load_probe("at the end")
     loads = [v for v in bench.loads + [os.getloadavg()[0]] if v == v]
@@ -779,9 +790,9 @@ def main(argv=None):
         if "numpy" in rec["result"]:
             infos.setdefault("numpy", {"version": rec["result"]["numpy"]})
     finished = datetime.datetime.now()
-    header = [f"### {started:%Y-%m-%d %H:%M} — `python -m benchmarks {shlex.join(argv)}`".rstrip(), "",
+    header = [f"### {started:%Y-%m-%d %H:%M} — `python -m benchmarks {_command_line(argv)}`".rstrip(), "",
               f"- machine: {machine.get('cpu', '?')} ({machine['simd']}), {machine['cores']} cores, "
-              f"{machine.get('mem_gib', '?')} GiB; Python {machine['python']}; {args.threads} threads for every "
+              f"{machine.get('mem_gib', '?')} GiB; Python {machine['python']}; {args.threads} thread{'s' if args.threads > 1 else ''} for every "
               "framework",
               f"- versions: " + "; ".join(f"{k} " + ", ".join(f"{a}={b}" for a, b in v.items())
                                            for k, v in infos.items()),
