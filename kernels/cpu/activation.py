@@ -21,14 +21,17 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .workspace import output
+
 
 def _flat(a):
     return np.ascontiguousarray(a).reshape(-1)
 
 
 def _elementwise(kernel, *arrays):
-    """Allocate the output like arrays[0] and run kernel(*flat arrays, flat out)."""
-    out = np.empty_like(arrays[0], order="C")
+    """Make the output like arrays[0] and run kernel(*flat arrays, flat out). The output is a recycled array
+    when a big one of its shape is free (workspace.py): a fresh one costs page faults, as much as the pass."""
+    out = output(arrays[0].shape, arrays[0].dtype)
     kernel(*[_flat(a) for a in arrays], out.reshape(-1))
     return out
 
@@ -92,13 +95,13 @@ def _leaky_relu_grad(dy, x, slope, dx):
 
 
 def leaky_relu_forward(x, slope):
-    y = np.empty_like(x, order="C")
+    y = output(x.shape, x.dtype)
     _leaky_relu(_flat(x), x.dtype.type(slope), y.reshape(-1))
     return y
 
 
 def leaky_relu_backward(dy, x, slope):
-    dx = np.empty_like(dy, order="C")
+    dx = output(dy.shape, dy.dtype)
     _leaky_relu_grad(_flat(dy), _flat(x), dy.dtype.type(slope), dx.reshape(-1))
     return dx
 

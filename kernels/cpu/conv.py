@@ -129,10 +129,15 @@ def conv_transpose2d_backward(dy, x, w, stride, padding, output_padding, dilatio
 
 
 def pad2d_forward(x, pad, value):
-    """x (N, C, H, W), pad = (left, right, top, bottom) -> y (N, C, H + top + bottom, W + left + right)."""
+    """x (N, C, H, W), pad = (left, right, top, bottom) -> y (N, C, H + top + bottom, W + left + right).
+    y is a recycled array (workspace.py): its border is filled, then x copied into the middle."""
     left, right, top, bottom = pad
     N, C, H, W = x.shape
-    y = np.full((N, C, H + top + bottom, W + left + right), value, x.dtype)
+    y = output((N, C, H + top + bottom, W + left + right), x.dtype)
+    y[:, :, :top] = value
+    y[:, :, top + H:] = value
+    y[:, :, top:top + H, :left] = value
+    y[:, :, top:top + H, left + W:] = value
     y[:, :, top:top + H, left:left + W] = x
     return y
 
@@ -140,7 +145,10 @@ def pad2d_forward(x, pad, value):
 def pad2d_backward(dy, pad):
     """The gradient of padding is the slice of dy that covers the original image."""
     left, right, top, bottom = pad
-    return np.ascontiguousarray(dy[:, :, top:dy.shape[2] - bottom, left:dy.shape[3] - right])
+    N, C, H, W = dy.shape
+    dx = output((N, C, H - top - bottom, W - left - right), dy.dtype)
+    dx[...] = dy[:, :, top:H - bottom, left:W - right]
+    return dx
 
 
 # ---------------------------------------------------------------------- dispatch
