@@ -150,8 +150,8 @@ def test_named_cases_exercise_each_algorithm(name):
     x = np.zeros(case["x_shape"])
     w = np.zeros(case["w_shape"])
     y_shape = cpu.conv2d_forward(x, w, None, *_geometry(case)).shape
-    assert cpu._algorithm(x.shape, w.shape, y_shape, case["stride"], case["padding"], case["groups"], case["dilation"]) \
-        == EXPECTED_ALGORITHM[name]
+    assert cpu._algorithm(x.shape, w.shape, y_shape, case["stride"], case["padding"], case["groups"],
+                          case["dilation"]) == EXPECTED_ALGORITHM[name]
 
 
 @settings(deadline=None, max_examples=20)

@@ -175,7 +175,8 @@ def test_conv2d_relu_falls_back_when_the_device_has_no_fused_kernel(monkeypatch)
 
 def test_conv2d_relu_checks_its_arguments_as_conv2d():
     with pytest.raises(ValueError, match=r"conv2d: input has 3 channels .* expects 2"):
-        conv2d_relu(tinycnn.Tensor(np.zeros((1, 3, 5, 5), np.float32)), tinycnn.Tensor(np.zeros((4, 2, 3, 3), np.float32)))
+        conv2d_relu(tinycnn.Tensor(np.zeros((1, 3, 5, 5), np.float32)),
+                    tinycnn.Tensor(np.zeros((4, 2, 3, 3), np.float32)))
 
 
 # ---------------------------------------------------------------------- pooling's 2×2 fast path

@@ -491,10 +491,10 @@ def _col2im(cols, KH, KW, stride, padding, dilation, OH, OW, dx):
 # Winograd's minimal filtering (Lavin & Gray, 2016) does it with 16 multiplications per channel instead of
 # 36: with the tile d (4×4) and the filter g (3×3),
 #
-#     y (2×2) = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A        Bᵀ = [1  0 −1  0]    G = [ 1    0    0 ]    Aᵀ = [1 1  1  0]
-#                                                        [0  1  1  0]        [1/2  1/2  1/2]         [0 1 −1 −1]
-#                                                        [0 −1  1  0]        [1/2 −1/2  1/2]
-#                                                        [0  1  0 −1]        [ 0    0    1 ]
+#     y (2×2) = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A     Bᵀ = [1  0 −1  0]   G = [ 1    0    0 ]   Aᵀ = [1 1  1  0]
+#                                                      [0  1  1  0]       [1/2  1/2  1/2]        [0 1 −1 −1]
+#                                                      [0 −1  1  0]       [1/2 −1/2  1/2]
+#                                                      [0  1  0 −1]       [ 0    0    1 ]
 #
 # and the sum over input channels moves inside, between the transforms: for each of the 16 positions ξ of
 # the 4×4 transformed tile, M_ξ (F, tiles) = U_ξ (F, C) @ V_ξ (C, tiles), U = G g Gᵀ (the filters,
@@ -790,7 +790,7 @@ def _wide_dots3x3(total, dz, src, row, col, zero):
 def _direct_forward(x, w, b, relu, stride, padding, dilation, y):
     """x (N, C, H, W), w (F, 1, KH, KW), F = m·C -> y (N, F, OH, OW): filter f reads only channel f // m,
 
-        y[n, f, oh, ow] = b[f] + Σ_{i, j} w[f, 0, i, j] · x[n, f // m, oh·sh + i·dil_h − ph, ow·sw + j·dil_w − pw]
+      y[n, f, oh, ow] = b[f] + Σ_{i, j} w[f, 0, i, j] · x[n, f // m, oh·sh + i·dil_h − ph, ow·sw + j·dil_w − pw]
 
     then max(·, 0) when relu. Parallel over the output planes (n, f). Each plane is built on the wide grid in
     a buffer of this thread (the bias, then one multiply-add per kernel offset), then its pixels are
@@ -863,7 +863,7 @@ def _direct_input_grad(dy, w, stride, padding, dilation, dx):
 def _direct_weight_grad(dy, y, masked, x, stride, padding, dilation, dw, bias_sums, zero):
     """With dz = dy · [y > 0] when masked (a fused ReLU), else dz = dy:
 
-        dw[f, 0, i, j] = Σ_{n, oh, ow} dz[n, f, oh, ow] · x[n, f // m, oh·sh + i·dil_h − ph, ow·sw + j·dil_w − pw]
+      dw[f, 0, i, j] = Σ_{n, oh, ow} dz[n, f, oh, ow] · x[n, f // m, oh·sh + i·dil_h − ph, ow·sw + j·dil_w − pw]
         bias_sums[f] = Σ_{n, oh, ow} dz[n, f, oh, ow]
 
     Parallel over the filters f: each thread sums its own dw[f] over the whole batch (never racy). dy (and y)
