@@ -7,9 +7,10 @@
 Presets (`--model`):
 - `seed`: the tutorial's net exactly: grayscale 100×100, Conv64-Pool-Conv64-Pool-Dense64-Dense1(sigmoid),
   binary cross-entropy, Adam 1e-3, batch 32, 10 epochs, no augmentation.
-- `strong`: RGB 128×128, four blocks of conv3×3 + batch norm + ReLU + max-pool (32-64-128-256), global average
-  pooling, dropout 0.3, Dense; flips, random resized crops and brightness/contrast jitter; AdamW 1e-3 (weight
-  decay 1e-4) with a cosine schedule, 30 epochs.
+- `strong` (the default: 83 % against the seed net's 64–67 % on real photos, see README): RGB 96×96, four
+  blocks of conv3×3 + batch norm + ReLU + max-pool (32-64-128-256), global average pooling, dropout 0.3,
+  Dense; flips, random resized crops and brightness/contrast jitter; AdamW 1e-3 (weight decay 1e-4) with a
+  cosine schedule, 15 epochs.
 Two classes train a sigmoid output with binary cross-entropy; more classes a softmax with cross-entropy.
 Without --data the task trains on built-in procedurally drawn cats and dogs (tinycnn.tasks.synthetic_catdog).
 The model file records the task, the class names and the preprocessing, so evaluate and predict need no flags.
@@ -36,7 +37,7 @@ BUILTIN_TRAIN = dict(n_per_class=1000, seed=0)
 BUILTIN_TEST = dict(n_per_class=200, seed=1)
 PRESETS = {
     "seed": dict(img_size=100, grayscale=True, epochs=10, batch_size=32, lr=1e-3, augment=False),
-    "strong": dict(img_size=128, grayscale=False, epochs=30, batch_size=32, lr=1e-3, augment=True),
+    "strong": dict(img_size=96, grayscale=False, epochs=15, batch_size=32, lr=1e-3, augment=True),
 }
 
 
@@ -77,7 +78,7 @@ def loss_for(classes):
 
 def add_train_arguments(parser):
     add_common_train_arguments(parser, epochs=None, batch_size=None)
-    parser.add_argument("--model", choices=sorted(PRESETS), default="seed",
+    parser.add_argument("--model", choices=sorted(PRESETS), default="strong",
                         help="seed: the tutorial's net; strong: batch norm, augmentation, RGB")
     parser.add_argument("--img-size", type=int, help="square input size (default: the preset's)")
     colour = parser.add_mutually_exclusive_group()
