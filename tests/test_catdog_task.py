@@ -50,7 +50,8 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tiny_run, tmp_path):
         def on_epoch_end(self, epoch, logs):
             raise KeyboardInterrupt
 
-    x = np.random.default_rng(0).uniform(0, 1, (8, 32, 32, 1)).astype(np.float32)
+    channels = model.build_input_shape[0]
+    x = np.random.default_rng(0).uniform(0, 1, (8, 32, 32, channels)).astype(np.float32)
     fit = dict(x=x, y=np.arange(8) % 2, batch_size=4, epochs=5, verbose=0, callbacks=[Interrupt()],
                validation_data=(x, np.arange(8) % 2))
     with pytest.raises(SystemExit) as stop:
