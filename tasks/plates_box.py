@@ -11,7 +11,8 @@ before any metric. A photo with several plates has one target: its LARGEST plate
 one), as the tutorial's single-box model can only learn one; the segmenter (plates-seg) finds them all.
 
 Losses: --loss mse (the tutorial's) or --loss iou: 1 − IoU + (centre distance / enclosing box diagonal)²
-(Distance-IoU), whose second term still pulls a box that overlaps nothing towards the plate.
+(Distance-IoU, whose second term still pulls a box that overlaps nothing towards the plate) + the L1 error
+of the coordinates (a gradient for the zero-area boxes a fresh network outputs).
 Checkpoints: best.tcnn on val_loss (best only) and last.tcnn; early stopping after --patience epochs
 without a better val_loss, as in the tutorial.
 Metrics (evaluate): mean IoU, share of photos with IoU >= 0.5 and >= 0.75, mean centre error in pixels.
@@ -54,24 +55,31 @@ def _larger(a, b):
 
 
 class DistanceIoULoss:
-    """Mean over the batch of 1 − IoU + d²/c² for normalised boxes: d the distance between the centres, c the
-    diagonal of the smallest box enclosing both (Zheng et al., 2020). Composed of tinycnn ops, so autograd
-    differentiates it. Not a tinycnn.losses.Loss: the model file does not store it; the task compiles it again."""
-    __name__ = "diou"
+    """Mean over the batch of 1 − IoU + d²/c² + L1 for normalised boxes: d the distance between the centres,
+    c the diagonal of the smallest box enclosing both (Distance-IoU, Zheng et al., 2020), L1 the mean absolute
+    error of the four coordinates.
+
+    The predicted box is the rectangle between its two corners (as when it is read out), so an output with
+    xmax < xmin still has an area and an IoU gradient. The L1 term keeps a gradient where IoU has none: at the
+    start the sigmoid outputs 0.5 for every coordinate, a box of zero area. Composed of tinycnn ops, so
+    autograd differentiates it. Not a tinycnn.losses.Loss: the model file does not store it; the task
+    compiles it again."""
+    __name__ = "diou_l1"
 
     def __call__(self, pred, y, sample_weight=None):
         y = np.asarray(y, np.float32)
-        px0, py0, px1, py1 = _split(pred)
+        ax, ay, bx, by = _split(pred)
+        px0, py0, px1, py1 = _smaller(ax, bx), _smaller(ay, by), _larger(ax, bx), _larger(ay, by)
         tx0, ty0, tx1, ty1 = (np.ascontiguousarray(y[:, i]) for i in range(4))
         overlap_w = F.relu(_smaller(px1, tx1) - _larger(px0, tx0))
         overlap_h = F.relu(_smaller(py1, ty1) - _larger(py0, ty0))
         intersection = overlap_w * overlap_h
-        pred_area = F.relu(px1 - px0) * F.relu(py1 - py0)
-        union = pred_area + (tx1 - tx0) * (ty1 - ty0) - intersection + 1e-7
+        union = (px1 - px0) * (py1 - py0) + (tx1 - tx0) * (ty1 - ty0) - intersection + 1e-7
         centre_distance = ((px0 + px1 - tx0 - tx1) * 0.5) ** 2 + ((py0 + py1 - ty0 - ty1) * 0.5) ** 2
         enclosing_diagonal = (_larger(px1, tx1) - _smaller(px0, tx0)) ** 2 + \
                              (_larger(py1, ty1) - _smaller(py0, ty0)) ** 2 + 1e-7
-        return (1.0 - intersection / union + centre_distance / enclosing_diagonal).mean()
+        l1 = (F.relu(pred - y) + F.relu(y - pred)).mean(axis=1)
+        return (1.0 - intersection / union + centre_distance / enclosing_diagonal + l1).mean()
 
 
 def iou(y_true, y_pred):
@@ -110,7 +118,7 @@ def add_train_arguments(parser):
     add_plate_train_arguments(parser, epochs=30, batch_size=16, img_size=DEFAULT_IMG_SIZE, synthetic=400)
     parser.add_argument("--width", type=float, default=1.0, help="width multiplier of every layer (default 1.0)")
     parser.add_argument("--loss", choices=("mse", "iou"), default="mse",
-                        help="mse (the tutorial's) or iou (Distance-IoU)")
+                        help="mse (the tutorial's) or iou (Distance-IoU + L1)")
 
 
 def _settings(args):

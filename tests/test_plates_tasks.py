@@ -266,15 +266,18 @@ def test_init_copies_weights_where_names_and_shapes_match(box_run):
 
 # ------------------------------------------------------------------------------------------ losses, mapping
 
-def test_distance_iou_loss_is_zero_on_target_and_pulls_disjoint_boxes():
+def test_iou_loss_is_zero_on_target_and_has_gradients_everywhere():
     loss = plates_box.DistanceIoULoss()
     target = np.array([[0.2, 0.2, 0.4, 0.3]], np.float32)
     assert float(loss(tinycnn.Tensor(target), target).item()) == pytest.approx(0, abs=1e-5)
-    far = tinycnn.Tensor(np.array([[0.6, 0.6, 0.8, 0.7]], np.float32), requires_grad=True)
-    value = loss(far, target)
-    assert float(value.item()) > 1  # no overlap, plus the centre distance term
-    value.backward()
-    assert np.all(np.isfinite(far.grad)) and np.abs(far.grad).sum() > 0
+    swapped = target[:, [2, 3, 0, 1]]  # the same rectangle, corners given the other way round
+    assert float(loss(tinycnn.Tensor(swapped), target).item()) == pytest.approx(0.15, abs=1e-5)  # only L1 left
+    for start in ([[0.6, 0.6, 0.8, 0.7]], [[0.5, 0.5, 0.5, 0.5]]):  # disjoint; zero area (a fresh network)
+        pred = tinycnn.Tensor(np.array(start, np.float32), requires_grad=True)
+        value = loss(pred, target)
+        assert float(value.item()) > 1  # no overlap: 1 − IoU alone is 1
+        value.backward()
+        assert np.all(np.isfinite(pred.grad)) and np.all(pred.grad != 0)
 
 
 def test_dice_loss_vanishes_for_a_perfect_prediction():
