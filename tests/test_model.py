@@ -227,3 +227,22 @@ def test_module_with_skip_connection_fits_and_round_trips(tmp_path):
     model.save(tmp_path / "fcn.tcnn")
     loaded = tinycnn.load_model(tmp_path / "fcn.tcnn")
     np.testing.assert_allclose(loaded.predict(x), model.predict(x), rtol=1e-6)
+
+
+def test_model_with_a_custom_loss_and_metric_saves_and_loads(tmp_path):
+    class HalfMSE(tinycnn.losses.Loss):
+        def __call__(self, pred, y, sample_weight=None):
+            return tinycnn.losses.MeanSquaredError()(pred, y) * 0.5
+
+    def mean_prediction(y_true, y_pred):
+        return float(y_pred.mean())
+
+    tinycnn.manual_seed(6)
+    x, y = bars_dataset(16)
+    model = tutorial_net()
+    model.compile(loss=HalfMSE(), optimizer="adam", metrics=["accuracy", mean_prediction])
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    model.save(tmp_path / "m.tcnn")
+    loaded = tinycnn.load_model(tmp_path / "m.tcnn")  # the user's loss is not in the file: not compiled
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    assert getattr(loaded, "loss", None) is None

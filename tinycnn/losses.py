@@ -140,13 +140,16 @@ def get(loss):
     raise TypeError(f"loss must be a name or a callable, got {type(loss).__name__}")
 
 
+_BUILTIN_CLASSES = {c.__name__: c for c in (BinaryCrossentropy, SparseCategoricalCrossentropy,
+                                            CategoricalCrossentropy, MeanSquaredError)}
+
+
 def to_config(loss):
-    if isinstance(loss, Loss):
+    """The saved form of a built-in loss; None for a user's loss (pass it again to compile after load_model)."""
+    if type(loss).__name__ in _BUILTIN_CLASSES and type(loss) is _BUILTIN_CLASSES[type(loss).__name__]:
         return {"name": type(loss).__name__, "config": loss.get_config()}
-    return None  # a user's callable: not saved; pass it again to compile after load_model
+    return None
 
 
 def from_config(config):
-    classes = {c.__name__: c for c in (BinaryCrossentropy, SparseCategoricalCrossentropy,
-                                       CategoricalCrossentropy, MeanSquaredError)}
-    return classes[config["name"]](**config["config"])
+    return _BUILTIN_CLASSES[config["name"]](**config["config"])

@@ -31,6 +31,10 @@ def mean_squared_error(y_true, y_pred):
 _BUILTIN = {"accuracy": accuracy, "acc": accuracy, "mae": mean_absolute_error, "mse": mean_squared_error}
 
 
+def is_builtin(name):
+    return name in _BUILTIN
+
+
 def get(metric):
     """(name, fn) for a metric name or callable."""
     if isinstance(metric, str):

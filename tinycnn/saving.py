@@ -27,7 +27,7 @@ class ModelFileError(ValueError):
 
 
 def save_model(model, path, include_optimizer=True):
-    from . import losses, optimizers
+    from . import losses, metrics, optimizers
     path = os.fspath(path)
     header = {
         "format": FORMAT, "version": VERSION,
@@ -39,7 +39,7 @@ def save_model(model, path, include_optimizer=True):
     arrays = {f"param/{name}": value for name, value in model.state_dict().items()}
     if getattr(model, "loss", None) is not None:
         header["loss"] = losses.to_config(model.loss)
-        header["metrics"] = [name for name, fn in model.metrics if isinstance(name, str)]
+        header["metrics"] = [name for name, fn in model.metrics if metrics.is_builtin(name)]  # callables: pass again
         spec = getattr(model, "_optimizer_spec", None)
         header["optimizer"] = optimizers.to_config(spec) if spec is not None else None
         if include_optimizer and model.optimizer is not None and hasattr(model.optimizer, "state_dict"):

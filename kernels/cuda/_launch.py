@@ -207,7 +207,9 @@ def _install_pool():
 
 
 POOL = False
-if not SIM and os.environ.get("TINYCNN_CUDA_POOL", "1") != "0":
+# The caching allocator is opt-in (TINYCNN_CUDA_POOL=1): on a real H100 its blocks went back to the pool
+# while still in use ("weakly-referenced object no longer exists"); numba-cuda's own allocator is the default.
+if not SIM and os.environ.get("TINYCNN_CUDA_POOL", "0") == "1":
     try:
         _install_pool()
         POOL = True
