@@ -10,11 +10,15 @@ backward, optimizer step, on data already on the device.
     python benchmarks/gpu_bench.py run CONFIG           one configuration; prints one JSON line
     python benchmarks/gpu_bench.py smoke                a quick check that the cuda kernels run here
 
-Configurations: tinycnn-cuda (with the caching allocator), tinycnn-cuda-nopool (numba's own cuMemAlloc),
-tinycnn-cuda-profile (per-kernel times, synchronising after each launch: slower, for reading only),
-tinycnn-cuda-tile64x128 (another GEMM tile: 64 x 128 outputs per block, 4 x 8 per thread),
+Configurations: tinycnn-cuda (numba-cuda's own allocator, TINYCNN_CUDA_POOL=0: the default),
+tinycnn-cuda-pool (tinycnn's caching allocator, TINYCNN_CUDA_POOL=1), tinycnn-cuda-profile (per-kernel times,
+synchronising after each launch: slower, for reading only), tinycnn-cuda-tile64x128 (another GEMM tile:
+64 x 128 outputs per block, 4 x 8 per thread),
 torch-fp32 (TF32 off for matmul and cuDNN: the fair float32 number), torch-default (PyTorch's default
 flags, printed: they let cuDNN use TF32); cuDNN autotuning on in both, tinycnn-cpu2 (NUMBA/OMP/OPENBLAS threads = 2, pinned to 2 cores).
+The allocator is chosen when tinycnn's CUDA kernels are imported, before the first allocation: each
+configuration sets its environment (CONFIGS) at the start of its own process, `run CONFIG` included; the
+pool configuration fails if the pool is not in use, and reports its counts (driver allocations, reuses).
 Each timing is `rounds` rounds of `steps` steps after warm-up steps (compilation, autotuning), the device
 synchronised at the end of each round; images/s are reported as the median (and min–max) over rounds.
 """
@@ -186,10 +190,15 @@ def run(config, small=False):
         from numba import cuda
         from tinycnn.kernels.cuda import _launch as L
         info = {"gpu": cuda.get_current_device().name.decode() if isinstance(cuda.get_current_device().name, bytes)
-                else str(cuda.get_current_device().name), "pool": L.POOL}
+                else str(cuda.get_current_device().name), "pool": L.pool_active()}
+        if os.environ.get("TINYCNN_CUDA_POOL") == "1" and not info["pool"] and not L.SIM:
+            raise SystemExit(f"{config}: TINYCNN_CUDA_POOL=1 but the caching allocator is not in use")
         if config == "tinycnn-cuda-profile":
             return dict(info, **profile_kernels(step, sync))
-        return dict(info, **time_steps(step, sync, warmup=3, rounds=5, steps=20))
+        result = dict(info, **time_steps(step, sync, warmup=3, rounds=5, steps=20))
+        if info["pool"]:
+            result["pool_stats"] = L.pool_stats()
+        return result
     if config.startswith("torch"):
         step, sync, info = torch_step(fair=(config == "torch-fp32"))
         return dict(info, **time_steps(step, sync, warmup=5, rounds=5, steps=20))
@@ -202,26 +211,31 @@ def run(config, small=False):
 def smoke():
     """Three steps of a small version of the net on cuda and on the CPU: the same losses to float32 rounding."""
     import numpy as np
+    from tinycnn.kernels.cuda import _launch as L
     step_g, _ = tinycnn_step("cuda", small=True)
     step_c, _ = tinycnn_step("cpu", small=True)
     a = [float(step_g().item()) for _ in range(3)]
     b = [float(step_c().item()) for _ in range(3)]
     ok = bool(np.allclose(a, b, rtol=1e-4))
-    print(json.dumps({"smoke_ok": ok, "cuda": a, "cpu": b}))
+    pool = L.pool_active()
+    if os.environ.get("TINYCNN_CUDA_POOL") == "1" and not pool and not L.SIM:
+        ok = False    # asked for the caching allocator, did not get it
+    print(json.dumps({"smoke_ok": ok, "cuda": a, "cpu": b, "pool": pool, "pool_stats": L.pool_stats()}))
     return 0 if ok else 1
 
 
 # ------------------------------------------------------------------------------------------ all
 
 
-CONFIGS = {   # in the order they run: the most important first
+CONFIGS = {   # in the order they run: the most important first. The environment each sets in its process.
     "torch-fp32": {},
-    "tinycnn-cuda": {},
-    "tinycnn-cuda-profile": {},
+    "tinycnn-cuda": {"TINYCNN_CUDA_POOL": "0"},
+    "tinycnn-cuda-pool": {"TINYCNN_CUDA_POOL": "1"},
+    "tinycnn-cuda-profile": {"TINYCNN_CUDA_POOL": "0"},
     "torch-default": {},
-    "tinycnn-cuda-nopool": {"TINYCNN_CUDA_POOL": "0"},
     # other GEMM tiles (BM,BN,BK,RM,RN); a cache folder of their own: numba's cache ignores changed globals
-    "tinycnn-cuda-tile64x128": {"TINYCNN_CUDA_TILE": "64,128,8,4,8", "NUMBA_CACHE_DIR": "/tmp/tinycnn-nb-64x128"},
+    "tinycnn-cuda-tile64x128": {"TINYCNN_CUDA_POOL": "0", "TINYCNN_CUDA_TILE": "64,128,8,4,8",
+                                "NUMBA_CACHE_DIR": "/tmp/tinycnn-nb-64x128"},
     "tinycnn-cpu2": {"NUMBA_NUM_THREADS": "2", "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2",
                      "MKL_NUM_THREADS": "2"},
 }
@@ -264,10 +278,14 @@ def report(results):
         elif "error" in r:
             print(f"| {name} | failed: {r['error'].strip().splitlines()[-1][:80] if r['error'].strip() else '?'} | | |")
     ours = results.get("tinycnn-cuda", {}).get("img_per_s")
-    for other in ("torch-fp32", "torch-default", "tinycnn-cuda-nopool", "tinycnn-cuda-tile64x128", "tinycnn-cpu2"):
+    for other in ("torch-fp32", "torch-default", "tinycnn-cuda-tile64x128", "tinycnn-cpu2"):
         theirs = results.get(other, {}).get("img_per_s")
         if ours and theirs:
             print(f"tinycnn-cuda / {other} = {ours / theirs:.3f}")
+    pooled = results.get("tinycnn-cuda-pool", {})
+    if ours and pooled.get("img_per_s"):
+        print(f"tinycnn-cuda-pool / tinycnn-cuda = {pooled['img_per_s'] / ours:.3f} (the caching allocator's gain; "
+              f"pool counts: {json.dumps(pooled.get('pool_stats'))})")
     prof = results.get("tinycnn-cuda-profile", {})
     if "kernels" in prof:
         print(f"\nprofile: {prof['async_ms_per_step']:.2f} ms/step as timed, {prof['wall_ms_per_step']:.2f} ms/step "
@@ -289,6 +307,10 @@ def main():
     args = ap.parse_args()
     sys.path.insert(0, ROOT)
     if args.what == "run":
+        if args.config not in CONFIGS:
+            raise SystemExit(f"unknown configuration {args.config!r}")
+        # at start-up, before tinycnn or numba is imported: the allocator, the tile and the threads are read then
+        os.environ.update(CONFIGS[args.config])
         print(json.dumps(run(args.config, args.small)), flush=True)
     elif args.what == "smoke":
         sys.exit(smoke())

@@ -4,13 +4,17 @@
 #   1. the environment: GPU, driver, Python, numba, numba-cuda, torch versions     -> $OUT/env.txt
 #   2. a smoke test: a few training steps of a small net, cuda against the CPU     -> $OUT/smoke.txt
 #      (if it fails with the installed numba-cuda and a numba-cuda wheel sits in .whl/, retry with that)
-#   3. the benchmark: benchmarks/gpu_bench.py all (tinycnn on cuda vs PyTorch vs tinycnn on 2 CPU threads)
+#   3. the benchmark: benchmarks/gpu_bench.py all (tinycnn on cuda, with numba-cuda's allocator and with
+#      tinycnn's caching allocator, each in its own process, vs PyTorch vs tinycnn on 2 CPU threads)
 #                                                                                   -> $OUT/bench.txt, bench.json
-#   4. the CUDA tests for real, no simulator: TINYCNN_REAL_CUDA=1 pytest tests/test_cuda_*.py
-#                                                                                   -> $OUT/tests.txt
+#   4. the CUDA tests for real, no simulator: TINYCNN_REAL_CUDA=1 pytest tests/test_cuda_*.py (numba-cuda's
+#      allocator)                                                                   -> $OUT/tests.txt
+#   5. the same with the caching allocator (TINYCNN_CUDA_POOL=1, chosen at start-up: a process of its own):
+#      its own test on the GPU, and the training tests                              -> $OUT/tests_pool.txt
 #
 # OUT defaults to /tmp/tinycnn_gpu_check. The time limits of the steps (seconds) can be set with SMOKE_TIMEOUT,
-# TEST_TIMEOUT, BENCH_TIMEOUT and CONFIG_TIMEOUT (per benchmark configuration); they add up to under 7 min.
+# BENCH_TIMEOUT, CONFIG_TIMEOUT (per benchmark configuration), TEST_TIMEOUT and POOL_TEST_TIMEOUT; they add
+# up to under 8 min.
 # BENCH_ONLY="torch-fp32 tinycnn-cuda ..." runs only those benchmark configurations.
 set -u
 cd "$(dirname "$0")/.."
@@ -58,5 +62,9 @@ echo "== tests $(elapsed)"
 TINYCNN_REAL_CUDA=1 timeout "${TEST_TIMEOUT:-140}" $PY -m pytest -v -p no:cacheprovider -rfE --durations=8 \
   tests/test_cuda_basic.py tests/test_cuda_conv.py tests/test_cuda_nn.py tests/test_cuda_train.py > "$OUT/tests.txt" 2>&1
 echo "tests rc=$?"; tail -n 30 "$OUT/tests.txt"
+echo "== tests with the caching allocator $(elapsed)"
+TINYCNN_REAL_CUDA=1 TINYCNN_CUDA_POOL=1 timeout "${POOL_TEST_TIMEOUT:-60}" $PY -m pytest -v -p no:cacheprovider -rfEs \
+  tests/test_cuda_pool.py tests/test_cuda_train.py > "$OUT/tests_pool.txt" 2>&1
+echo "pool tests rc=$?"; tail -n 20 "$OUT/tests_pool.txt"
 
 echo "== done $(elapsed)"

@@ -1,11 +1,12 @@
-"""The three task models, twice: in tinycnn and in PyTorch, with the same architecture, batch and input.
+"""The three task models, three times: in tinycnn, PyTorch and Keras, with the same architecture, batch and input.
 
     build_tinycnn("catdog")  -> (model, loss_fn)      model: a tinycnn.Module, NCHW tensors in
     build_torch("catdog")    -> (model, loss_fn)      model: a torch.nn.Module, NCHW tensors in
+    build_keras("catdog")    -> (model, loss_fn)      model: a keras.Model, NHWC tensors in (channels-last)
     make_batch("catdog", n)  -> (x, y) NumPy arrays   x float32 (n, C, H, W); y the model's targets
 
 Each builder imports its framework only when called: this file is imported by the benchmark's children in
-both environments (tinycnn's, which has no torch, and a peer's, which need not have numba).
+all environments (tinycnn's, which has no torch, and a peer's, which need not have numba).
 
 The models (the tasks' shapes, written for the benchmark; tasks/plates_models.py holds the real task models):
 
@@ -20,9 +21,12 @@ The models (the tasks' shapes, written for the benchmark; tasks/plates_models.py
             stride 2 (64→32, 32→16), concatenation with the encoder's map of that scale, a block of two
             conv+BN+ReLU; 1×1 conv to 2 classes; per-pixel cross-entropy (on the logits).
 
-Batch norm: ε = 1e-3 in both (Keras' default, which tinycnn's layer uses). Convolutions before a batch norm
-have no bias. tinycnn's 'same' padding follows Keras: for the stride-2 3×3 convs on an even size it pads
-(0, 1) and does so with an explicit pad op; PyTorch's twin pads (1, 1). Output sizes and FLOPs are equal.
+Batch norm: ε = 1e-3 in all three (Keras' default, which tinycnn's layer uses), momentum 0.9 (PyTorch's 0.1).
+Convolutions before a batch norm have no bias. tinycnn's 'same' padding follows Keras: for the stride-2 3×3
+convs on an even size it pads (0, 1) (tinycnn with an explicit pad op, Keras inside the conv); PyTorch's twin
+pads (1, 1). Output sizes and FLOPs are equal. Keras is channels-last: its input is the NCHW batch transposed
+once (outside any timed region), catdog's Flatten reads (H, W, C) order, fcn's concatenation is on the last
+axis, and the targets are the same (fcn's are per pixel, (N, H, W), in every framework).
 """
 import numpy as np
 
@@ -263,3 +267,64 @@ def build_torch(name):
 
         return FCN(), lambda out, y: TF.cross_entropy(out, y)
     raise ValueError(f"unknown model {name!r}: {MODELS}")
+
+
+# ---------------------------------------------------------------------- Keras twins (TensorFlow backend)
+
+def build_keras(name):
+    """(model, loss_fn): loss_fn(targets, output) -> scalar, Keras' argument order; a functional keras.Model on
+    NHWC float32 input, returning logits where the tinycnn twin's loss reads the logits (from_logits=True)."""
+    import keras
+    from keras import layers
+
+    def conv_bn(x, filters, k, stride=1, depthwise=False, act="relu6"):
+        if depthwise:
+            x = layers.DepthwiseConv2D(k, stride, padding="same", use_bias=False)(x)
+        else:
+            x = layers.Conv2D(filters, k, stride, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization(momentum=0.9, epsilon=BN_EPS)(x)
+        if act == "relu6":
+            return layers.ReLU(6.0)(x)
+        return layers.ReLU()(x) if act == "relu" else x
+
+    c, h, w = INPUT[name]
+    inputs = keras.Input((h, w, c), batch_size=None, dtype="float32")
+    if name == "catdog":
+        x = layers.Conv2D(64, 3, activation="relu")(inputs)
+        x = layers.MaxPooling2D(2)(x)
+        x = layers.Conv2D(64, 3, activation="relu")(x)
+        x = layers.MaxPooling2D(2)(x)
+        x = layers.Dense(64, activation="relu")(layers.Flatten()(x))
+        out = layers.Dense(1)(x)
+        return keras.Model(inputs, out, name=name), keras.losses.BinaryCrossentropy(from_logits=True)
+
+    if name == "mobilenet":
+        x, cin = conv_bn(inputs, MOBILENET_STEM, 3, 2), MOBILENET_STEM
+        for t, cout, s in MOBILENET_BLOCKS:
+            y = conv_bn(x, cin * t, 1) if t != 1 else x
+            y = conv_bn(conv_bn(y, cin * t, 3, s, depthwise=True), cout, 1, act=None)
+            x = layers.Add()([x, y]) if s == 1 and cin == cout else y
+            cin = cout
+        out = layers.Dense(4, activation="sigmoid")(layers.GlobalAveragePooling2D()(x))
+        return keras.Model(inputs, out, name=name), keras.losses.MeanSquaredError()
+
+    if name == "fcn":
+        w1, w2, w3 = FCN_WIDTHS
+
+        def block(x, filters):
+            return conv_bn(conv_bn(x, filters, 3, act="relu"), filters, 3, act="relu")
+
+        s1 = block(inputs, w1)
+        s2 = block(layers.MaxPooling2D(2)(s1), w2)
+        x = block(layers.MaxPooling2D(2)(s2), w3)
+        x = block(layers.Concatenate()([layers.Conv2DTranspose(w2, 2, 2)(x), s2]), w2)
+        x = block(layers.Concatenate()([layers.Conv2DTranspose(w1, 2, 2)(x), s1]), w1)
+        out = layers.Conv2D(2, 1)(x)
+        return keras.Model(inputs, out, name=name), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    raise ValueError(f"unknown model {name!r}: {MODELS}")
+
+
+def count_trainable(model):
+    """A Keras model's trainable parameters: what tinycnn's count_params and PyTorch's parameters() count
+    (Keras' own count_params adds the batch norms' moving mean and variance)."""
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))

@@ -3,7 +3,7 @@
     python -m benchmarks                       # everything, 3 rounds
     python -m benchmarks --quick               # smoke run: 1 round, few steps
     python -m benchmarks --only catdog,convs --rounds 5 --write --note "idle machine"
-    python benchmarks/run.py --torch-python /path/to/venv/bin/python
+    python benchmarks/run.py --torch-python /path/to/venv/bin/python --tf-python /path/to/tfenv/bin/python
 
 Parts (`--only`, comma-separated): catdog, mobilenet, fcn (training step, inference throughput, batch-1
 latency, peak memory of a short training run), convs (each conv layer's forward and backward alone, in
@@ -14,9 +14,12 @@ How it measures: every configuration (framework × layout × model × mode) runs
 (`run.py --worker SPEC`), the configurations alternating within each round, the order rotated from round
 to round, and each figure is the median over rounds of the child's median. Each child warms up first (for
 tinycnn that includes loading or compiling the Numba kernels) and is pinned to the same thread count through
-NUMBA_NUM_THREADS, OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS and torch.set_num_threads. The
-peers run in the Python that has them (`--torch-python`, or $TINYCNN_BENCH_TORCH_PYTHON, or this Python),
-tinycnn in this one; torch is never imported by tinycnn's side.
+NUMBA_NUM_THREADS, OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS, torch.set_num_threads and
+TensorFlow's intra-op pool (its inter-op pool gets 1 thread: ops run one after the other, as in the others).
+The peers run in the Python that has them (`--torch-python` or $TINYCNN_BENCH_TORCH_PYTHON, `--tf-python` or
+$TINYCNN_BENCH_TF_PYTHON, else this Python), tinycnn in this one; torch and tensorflow are never imported by
+tinycnn's side. TensorFlow runs the Keras twins channels-last (NHWC), each step one tf.function without XLA
+(what Keras' model.fit runs per batch on a CPU, where its jit_compile="auto" turns XLA off).
 """
 import argparse
 import datetime
@@ -77,6 +80,11 @@ class _Framework:
             import torch
             torch.set_num_threads(threads)
             self.torch = torch
+        elif name == "tf":
+            import tensorflow as tf
+            tf.config.threading.set_intra_op_parallelism_threads(threads)  # before any op creates the pools
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+            self.tf = tf
         else:
             import tinycnn
             self.tinycnn = tinycnn
@@ -84,6 +92,13 @@ class _Framework:
     def info(self):
         if self.name == "torch":
             return {"version": self.torch.__version__, "threads": self.torch.get_num_threads()}
+        if self.name == "tf":
+            import keras
+            threading = self.tf.config.threading
+            return {"version": self.tf.__version__, "keras": keras.__version__,
+                    "intra_op_threads": threading.get_intra_op_parallelism_threads(),
+                    "inter_op_threads": threading.get_inter_op_parallelism_threads(), "jit_compile": False,
+                    "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default")}
         import numba
         info = {"version": self.tinycnn.__version__, "numba": numba.__version__,
                 "numba_threads": numba.config.NUMBA_NUM_THREADS}
@@ -97,6 +112,13 @@ class _Framework:
     def model(self, name, batch, seed=0):
         from benchmarks.models import build_tinycnn, build_torch, make_batch
         x, y = make_batch(name, batch, seed)
+        if self.name == "tf":
+            import keras
+            from benchmarks.models import build_keras, count_trainable
+            keras.utils.set_random_seed(seed)
+            model, loss_fn = build_keras(name)
+            xt = self.tf.constant(x.transpose(0, 2, 3, 1))  # NCHW -> NHWC, once, outside the timed calls
+            return _KerasModel(self.tf, model, loss_fn, xt, self.tf.constant(y)), count_trainable(model)
         if self.name == "torch":
             torch = self.torch
             torch.manual_seed(seed)
@@ -170,6 +192,40 @@ class _TorchModel:
         return x.contiguous(memory_format=self.torch.channels_last) if self.channels_last else x.contiguous()
 
 
+class _KerasModel:
+    """Keras' model.fit per batch, without its data adapter, callbacks and loss tracker: one tf.function
+    (jit_compile off, as fit's "auto" on a CPU) of forward (training=True: batch statistics, moving averages
+    updated), loss, gradients and the Adam update. Inference is one tf.function of model(x, training=False)."""
+
+    def __init__(self, tf, model, loss_fn, x, y):
+        import keras
+        self.tf, self.model, self.x, self.y = tf, model, x, y
+        optimizer = keras.optimizers.Adam(learning_rate=1e-3, epsilon=1e-7)
+        weights = model.trainable_weights
+        optimizer.build(weights)  # its slots exist before the step is traced, as fit builds them
+
+        def step(x, y):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y, model(x, training=True))
+            optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+            return loss
+
+        self._step = tf.function(step, jit_compile=False)
+        self._infer = tf.function(lambda x: model(x, training=False), jit_compile=False)
+
+    def train_step(self):
+        return float(self._step(self.x, self.y))
+
+    def eval(self):
+        pass  # inference passes training=False
+
+    def infer(self, x):
+        return self._infer(x)  # eager execution is synchronous: the output is computed on return
+
+    def batch(self, n):
+        return self.x[:n]
+
+
 def _work_train(fw, spec):
     from benchmarks.models import BATCH
     batch = BATCH[spec["model"]]
@@ -232,6 +288,8 @@ def _work_convs(fw, spec):
                 with torch.no_grad():
                     return torch.ops.aten.convolution_backward(tdy, tx, tw, [F], [s, s], [p, p], [1, 1], False,
                                                                [0, 0], g, [need_dx, True, True])
+        elif fw.name == "tf":
+            forward, backward = _tf_conv(fw.tf, x, w, b, dy, s, p, g, need_dx)
         else:
             from tinycnn.device import kernels_for
             kc = kernels_for("cpu").conv
@@ -249,6 +307,36 @@ def _work_convs(fw, spec):
                      "forward_flop": flops, "backward_flop": flops * (2 if need_dx else 1), "need_dx": need_dx,
                      "sgemm_gflops": peak}
     return {"convs": out}
+
+
+def _tf_conv(tf, x, w, b, dy, s, p, g, need_dx):
+    """TensorFlow's conv on NHWC tensors (HWIO filters; depthwise when g is the channel count), explicit
+    padding: forward = conv + bias add; backward = the ops its gradient runs (dx when needed, dw, db), eager."""
+    C, F = x.shape[1], w.shape[0]
+    tx, tdy = tf.constant(x.transpose(0, 2, 3, 1)), tf.constant(dy.transpose(0, 2, 3, 1))
+    tb = tf.constant(b)
+    strides, pads, flat = [1, s, s, 1], [[0, 0], [p, p], [p, p], [0, 0]], [0, 0, p, p, p, p, 0, 0]
+    raw = tf.raw_ops
+    if g == 1:
+        tw = tf.constant(w.transpose(2, 3, 1, 0))
+        conv, back_x, back_w = tf.nn.conv2d, raw.Conv2DBackpropInput, raw.Conv2DBackpropFilter
+    elif g == C == F:
+        tw = tf.constant(w.transpose(2, 3, 0, 1))  # (K, K, C, multiplier 1)
+        conv = tf.nn.depthwise_conv2d
+        back_x, back_w = raw.DepthwiseConv2dNativeBackpropInput, raw.DepthwiseConv2dNativeBackpropFilter
+    else:
+        raise ValueError(f"groups={g}: only dense and depthwise convs are timed in TensorFlow")
+    x_shape, w_shape = tf.constant(tx.shape.as_list(), tf.int32), tf.constant(tw.shape.as_list(), tf.int32)
+    kw = dict(out_backprop=tdy, strides=strides, padding="EXPLICIT", explicit_paddings=flat)
+
+    def forward():
+        return tf.nn.bias_add(conv(tx, tw, strides, pads), tb)
+
+    def backward():
+        dx = back_x(input_sizes=x_shape, filter=tw, **kw) if need_dx else None
+        return dx, back_w(input=tx, filter_sizes=w_shape, **kw), tf.reduce_sum(tdy, [0, 1, 2])
+
+    return forward, backward
 
 
 def _work_sgemm(spec):
@@ -271,6 +359,9 @@ def _work_startup(spec, t_start):
     if spec["framework"] == "torch":
         import torch
         torch.set_num_threads(spec["threads"])
+    elif spec["framework"] == "tf":
+        import tensorflow  # noqa: F401  (threads are set by _Framework, before the first op)
+        import keras  # noqa: F401
     else:
         import tinycnn  # noqa: F401
     t_import = time.perf_counter() - t_start
@@ -340,13 +431,14 @@ def find_configs(args, skipped):
             skipped.append("PyTorch channels-last: --no-channels-last")
         else:
             configs.append(Config("torch", "cl", torch_python, f"torch {version} channels-last"))
-    tf_python = args.tf_python or sys.executable
-    version, error = _probe(tf_python, "import tensorflow as tf; print(tf.__version__)")
+    tf_python = args.tf_python or os.environ.get("TINYCNN_BENCH_TF_PYTHON") or sys.executable
+    version, error = _probe(tf_python, "import os; os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2'); "
+                                       "import tensorflow as tf; print(tf.__version__)")
     if version is None:
-        skipped.append(f"TensorFlow: not importable by {tf_python} ({error}): skipped")
+        skipped.append(f"TensorFlow: not importable by {tf_python} ({error}); install tensorflow-cpu in a "
+                       "venv and pass --tf-python")
     else:
-        skipped.append(f"TensorFlow {version} is importable by {tf_python}, but benchmarks/models.py has no "
-                       "Keras twins yet: skipped")
+        configs.append(Config("tf", "nhwc", tf_python, f"tf {version} NHWC no-XLA"))
     return configs
 
 
@@ -356,6 +448,7 @@ def child_env(threads, extra=None):
         env[name] = str(threads)
     env.pop("NUMBA_DISABLE_JIT", None)
     env.pop("NUMBA_ENABLE_CUDASIM", None)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # less of TensorFlow's chatter on stderr (errors shown)
     env.update(extra or {})
     return env
 
@@ -521,7 +614,7 @@ class Bench:
 
     def run_compile(self, names, configs, rounds):
         results = {}
-        torch_configs = [c for c in configs if c.framework == "torch" and c.layout == "nchw"]
+        peer_configs = [c for c in configs if c.framework == "tf" or (c.framework == "torch" and c.layout == "nchw")]
         tinycnn_config = configs[0]
         for r in range(rounds):
             for m in _rotate(list(names), r):
@@ -537,7 +630,7 @@ class Bench:
                                   f"{res['first_step_s']:.2f} s, process {res['process_s']:.2f} s", flush=True)
                 finally:
                     shutil.rmtree(cache, ignore_errors=True)
-                for c in torch_configs:
+                for c in peer_configs:
                     label = f"[round {r + 1}/{rounds}] {m} startup {c.label}"
                     res = self.child(label, c, c.spec(kind="startup", model=m))
                     if res is not None:
@@ -619,7 +712,10 @@ def model_tables(results, names, configs):
         lines.append("")
     lines.append("Ratios: > 1 means tinycnn is better (throughput tinycnn/peer; latency and memory peer/tinycnn). "
                  "CPU/wall is the share of the machine the child got (at most the thread count; idle-waiting "
-                 "OpenMP threads count as busy): a column far below the others ran under more load.")
+                 "OpenMP threads count as busy): a column far below the others ran under more load." +
+                 (" tf: the Keras twins, channels-last (NHWC), each training step and inference call one "
+                  "tf.function without XLA (jit_compile off, as Keras' model.fit on a CPU)."
+                  if any(c.framework == "tf" for c in configs) else ""))
     lines.append("")
     return lines
 
@@ -725,7 +821,7 @@ def parse_args(argv):
     p.add_argument("--latency-reps", type=int, help="timed batch-1 calls (default 30, quick 5)")
     p.add_argument("--threads", type=int, default=2, help="threads for every framework (default 2)")
     p.add_argument("--torch-python", help="Python with torch (default: $TINYCNN_BENCH_TORCH_PYTHON, or this one)")
-    p.add_argument("--tf-python", help="Python with tensorflow (default: this one)")
+    p.add_argument("--tf-python", help="Python with tensorflow (default: $TINYCNN_BENCH_TF_PYTHON, or this one)")
     p.add_argument("--no-channels-last", action="store_true", help="skip the PyTorch channels-last column")
     p.add_argument("--timeout", type=int, default=1800, help="seconds per child process (default 1800)")
     p.add_argument("--write", nargs="?", const=os.path.join(HERE, "RESULTS.md"), metavar="PATH",

@@ -6,6 +6,18 @@
 """
 import os as _os
 
+# Threads. Numba's parallel kernels run on an OpenMP pool and NumPy's GEMMs on OpenBLAS's own pool, one
+# after the other, many times per training step. By default both pools keep their threads spinning after
+# each call, waiting for more work: on a 2-core machine the spinning threads of one pool take the cores from
+# the working threads of the other, and a 2-thread step ran 2× slower than a 1-thread one (8× under other
+# load). So, unless the user chose otherwise, idle OpenMP threads sleep (OMP_WAIT_POLICY) and idle OpenBLAS
+# threads go to sleep almost at once (OPENBLAS_THREAD_TIMEOUT=4: 2⁴ cycles). Both are read when the
+# libraries load: numba loads OpenMP at its first parallel kernel, NumPy loads OpenBLAS when imported, so the
+# second takes effect only when tinycnn is imported before NumPy (as `python -m tinycnn.train` does).
+# Measured in benchmarks/RESULTS.md ("Threads").
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
 # Run from a source checkout without installing: kernels/ and tasks/ sit beside this package at the top of
 # the repository and are installed as tinycnn.kernels and tinycnn.tasks; let the package find them there too.
 _root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
@@ -24,3 +36,15 @@ from .saving import load_model, ModelFileError  # noqa: E402
 from .training import TrainingError  # noqa: E402
 
 __version__ = "0.1.0"
+
+
+def set_num_threads(n):
+    """Threads for every CPU kernel (Numba's parallel loops and the GEMMs, kernels/cpu/gemm.py), like
+    torch.set_num_threads. At most NUMBA_NUM_THREADS (the machine's cores unless set before the import)."""
+    import numba
+    numba.set_num_threads(int(n))
+
+
+def get_num_threads():
+    import numba
+    return numba.get_num_threads()

@@ -15,7 +15,7 @@ Four algorithms, chosen by the shape of the problem (`_algorithm`):
   input tiles, 2.25× fewer multiply-adds than im2col + GEMM. See its section below.
 - **im2col + GEMM** (the general case). `_im2col` copies every input window of an image into a column of a matrix
   cols[n] (C·KH·KW, OH·OW); then, per image and group, y[n] (F/G, OH·OW) = W (F/G, C/G·KH·KW) @ cols[n]
-  is one BLAS GEMM (NumPy's batched `np.matmul`, multithreaded OpenBLAS, near the machine's peak) that
+  is one BLAS GEMM (kernels/cpu/gemm.py: one-thread OpenBLAS calls split over our threads) that
   writes straight into the NCHW output: no transposition pass. The weight gradient is
   dW = Σₙ dy[n] @ cols[n]ᵀ and the input gradient is dcols[n] = Wᵀ @ dy[n], which `_col2im` adds back into
   the image. The Numba kernels only move memory: `_im2col` is parallel over the (image, row) pairs of cols
@@ -47,6 +47,7 @@ and its backward is conv2d's forward (dx) and conv2d's weight gradient (dw), so 
 import numpy as np
 from numba import njit, prange
 
+from .gemm import matmul
 from .workspace import output, scratch
 
 COLS_BUDGET_BYTES = 16 * 2**20  # im2col (and Winograd) matrices are built this many bytes of images at a time
@@ -189,7 +190,7 @@ def _conv(x, w, b, relu, stride, padding, dilation, groups, y_shape=None):
         return y
     P = y_shape[2] * y_shape[3]
     if algorithm == "matmul":
-        np.matmul(w.reshape(F, -1), x.reshape(N, -1, P), out=y.reshape(N, F, P))
+        matmul(w.reshape(F, -1), x.reshape(N, -1, P), out=y.reshape(N, F, P))
         if b is not None or relu:
             _bias_act(y.reshape(N, F, P), _bias_or_zeros(b, F, x.dtype), relu)
         return y
@@ -203,7 +204,7 @@ def _conv(x, w, b, relu, stride, padding, dilation, groups, y_shape=None):
         _im2col(x[n0:n1], KH, KW, stride, padding, dilation, y_shape[2], y_shape[3], cols)
         y_chunk = y[n0:n1].reshape(n1 - n0, F, P)
         for g in range(groups):  # one GEMM per image: y[n, group g] = W_g @ cols[n, group g]
-            np.matmul(w_rows[g * Fg:(g + 1) * Fg], cols[:, g * K:(g + 1) * K], out=y_chunk[:, g * Fg:(g + 1) * Fg])
+            matmul(w_rows[g * Fg:(g + 1) * Fg], cols[:, g * K:(g + 1) * K], out=y_chunk[:, g * Fg:(g + 1) * Fg])
         if b is not None or relu:  # the epilogue, while the chunk of y is still in cache
             _bias_act(y_chunk, _bias_or_zeros(b, F, x.dtype), relu)
     return y
@@ -242,9 +243,9 @@ def _backward(dy, y, x, x_shape, w, w_shape, stride, padding, dilation, groups, 
         C = x_shape[1]
         dz = _masked_chunk(dy.reshape(N, F, P), y, 0, N, bias_sums, need_db)
         if need_dx:
-            np.matmul(w.reshape(F, C).T, dz, out=dx.reshape(N, C, P))
+            matmul(w.reshape(F, C).T, dz, out=dx.reshape(N, C, P))
         if need_dw:  # Σₙ dz[n] (F, HW) @ x[n]ᵀ (HW, C)
-            dw.reshape(F, C)[...] = np.matmul(dz, x.reshape(N, C, P).transpose(0, 2, 1)).sum(axis=0)
+            dw.reshape(F, C)[...] = matmul(dz, x.reshape(N, C, P).transpose(0, 2, 1)).sum(axis=0)
         return dx, dw, (bias_sums.sum(axis=0).astype(dtype) if need_db else None)
 
     if algorithm == "winograd":
@@ -261,12 +262,12 @@ def _backward(dy, y, x, x_shape, w, w_shape, stride, padding, dilation, groups, 
             cols = scratch("conv.cols", (nb, groups * K, P), dtype)
             _im2col(x[n0:n1], KH, KW, stride, padding, dilation, OH, OW, cols)
             for g in range(groups):
-                dw_rows[g * Fg:(g + 1) * Fg] += np.matmul(
+                dw_rows[g * Fg:(g + 1) * Fg] += matmul(
                     dz[:, g * Fg:(g + 1) * Fg], cols[:, g * K:(g + 1) * K].transpose(0, 2, 1)).sum(axis=0)
         if need_dx:  # dcols[n, g] = W_gᵀ @ dz[n, g], added back into the image by col2im
             dcols = scratch("conv.dcols", (nb, groups * K, P), dtype)
             for g in range(groups):
-                np.matmul(w_rows[g * Fg:(g + 1) * Fg].T, dz[:, g * Fg:(g + 1) * Fg], out=dcols[:, g * K:(g + 1) * K])
+                matmul(w_rows[g * Fg:(g + 1) * Fg].T, dz[:, g * Fg:(g + 1) * Fg], out=dcols[:, g * K:(g + 1) * K])
             _col2im(dcols, KH, KW, stride, padding, dilation, OH, OW, dx[n0:n1])
     return dx, dw, (bias_sums.sum(axis=0).astype(dtype) if need_db else None)
 
@@ -540,7 +541,7 @@ def _winograd_forward(x, w, b, relu, padding, y):
         V = scratch("conv.winograd_v", (16, C, tiles), x.dtype)
         _winograd_input(x[n0:n1], padding[0], padding[1], TH, TW, V)
         M = scratch("conv.winograd_m", (16, F, tiles), x.dtype)
-        np.matmul(U, V, out=M)
+        matmul(U, V, out=M)
         _winograd_output(M, b, relu, TH, TW, y[n0:n1])
 
 
@@ -561,10 +562,10 @@ def _winograd_backward(dy, y, x, w, padding, dx, dw, bias_sums):
         if dw is not None:  # dU_ξ += dM_ξ @ V_ξᵀ
             V = scratch("conv.winograd_v", (16, C, tiles), dy.dtype)
             _winograd_input(x[n0:n1], padding[0], padding[1], TH, TW, V)
-            dU += np.matmul(dM, V.transpose(0, 2, 1))
+            dU += matmul(dM, V.transpose(0, 2, 1))
         if dx is not None:  # dV_ξ = U_ξᵀ @ dM_ξ, then dd = B dV Bᵀ into the image
             dV = scratch("conv.winograd_dv", (16, C, tiles), dy.dtype)
-            np.matmul(U.transpose(0, 2, 1), dM, out=dV)
+            matmul(U.transpose(0, 2, 1), dM, out=dV)
             _winograd_input_grad(dV, padding[0], padding[1], TH, TW, dx[n0:n1])
     if dw is not None:  # dg = Gᵀ dU G
         dw[...] = _G.T @ dU.transpose(1, 2, 0).reshape(F, C, 4, 4) @ _G

@@ -13,13 +13,19 @@ to another CUDA binding stays local:
   take; `scalar(v, dtype)` turns Python numbers into the array's dtype, so a float32 kernel computes in float32.
 - `workspace(name, shape, dtype)`: scratch buffers (split-K partial sums, reduction partials) reused across
   calls; safe because all kernels run in order on one stream.
-- a caching device allocator (an EMM plugin of numba-cuda): a training step frees and allocates the same
-  sizes every step, and cuMemAlloc/cuMemFree are slow (cuMemFree synchronises the device). Freed buffers go
-  to a free list by size and are handed out again. `TINYCNN_CUDA_POOL=0` turns it off.
+- a caching device allocator (opt-in: `TINYCNN_CUDA_POOL=1`, read when this module is imported, which must
+  be before the first CUDA allocation): a training step frees and allocates the same sizes every step, and
+  cuMemAlloc/cuMemFree are slow (cuMemFree synchronises the device). `BlockPool` is its bookkeeping (plain
+  Python, tested with a fake driver in tests/test_cuda_pool.py); `caching_memory_manager()` plugs it into
+  numba-cuda as an EMM plugin. A block goes back to the free list of its size class when the last device
+  array (or slice, or view) on it dies, and serves the next request of that class; `release_pool()` gives
+  the cached blocks back to the driver, `pool_stats()` counts them.
 """
+import functools
+import itertools
 import os
+import warnings
 import weakref
-from collections import defaultdict
 
 import numpy as np
 from numba import cuda
@@ -152,66 +158,225 @@ def workspace(name, shape, dtype):
 
 
 # ---------------------------------------------------------------------------------------------- pool
-def _install_pool():
-    """Register a caching allocator with numba-cuda (before its context is created)."""
+class BlockPool:
+    """The bookkeeping of the caching allocator, free of numba and of the driver: `allocate(nbytes) -> int`
+    and `free(addr)` are the driver calls, `synchronize()` waits for the device before blocks are freed.
+
+    - `acquire(nbytes) -> (addr, release)`: a block of `block_size(nbytes)` bytes, from the free list of that
+      size class if it has one, else from `allocate`. Calling `release()` hands the block back to its free
+      list. The caller ties that call to the life of whatever uses the block: numba-cuda calls it from the
+      finalizer of the MemoryPointer that memalloc returns, which runs when the last array, slice or view of
+      the block has died (every view holds the MemoryPointer).
+    - a release counts once: a second call, or a call after `reset()`, is ignored (counted in
+      `stale_releases`). So no block sits twice on a free list, none is handed out while in use, and none is
+      freed twice.
+    - `release_cached()`: frees the blocks of the free lists (never one in use); returns the bytes freed.
+      Also run, once, when `allocate` fails (out of memory), before it is tried again.
+    - `reset()`: frees every block, in use or not (numba-cuda's reset of a context frees all of its memory
+      too); later releases of blocks handed out before are ignored.
+
+    Releases come from finalizers, which the garbage collector may run at any point, even in the middle of
+    `acquire` on the same thread: so no lock (it could deadlock there), only single dict and list operations
+    (atomic under the GIL), and a token per hand-out so that a late or repeated release is recognised.
+    `reset()` must not run while other threads allocate."""
+
+    GRANULE = 512         # size classes up to SMALL: multiples of 512 bytes
+    SMALL = 1 << 20
+
+    def __init__(self, allocate, free, synchronize=lambda: None):
+        self._allocate, self._free, self._synchronize = allocate, free, synchronize
+        self._cached = {}     # size class -> [addr, ...]: the free blocks (a class's list is never removed)
+        self._live = {}       # addr -> (size class, token): the blocks handed out
+        self._tokens = itertools.count(1)
+        self.counts = dict(driver_allocs=0, driver_frees=0, reused=0, released=0, stale_releases=0)
+
+    @classmethod
+    def block_size(cls, nbytes):
+        """The size class of a request: a multiple of 512 bytes up to 1 MiB; above, a multiple of 1/8 of the
+        power of two below the request (at most 12.5 % more than asked)."""
+        n = max(int(nbytes), 1)
+        step = cls.GRANULE if n <= cls.SMALL else 1 << (n.bit_length() - 4)
+        return cdiv(n, step) * step
+
+    def acquire(self, nbytes):
+        size = self.block_size(nbytes)
+        free = self._cached.setdefault(size, [])   # created here, so that a release never adds a key
+        try:
+            addr = free.pop()
+        except IndexError:
+            addr = None
+        if addr is None:
+            addr = self._driver_allocate(size)
+        else:
+            self.counts["reused"] += 1
+        token = next(self._tokens)
+        self._live[addr] = (size, token)
+        return addr, functools.partial(self.release, addr, token)
+
+    def release(self, addr, token):
+        """Hand the block back (the `release` of `acquire`); False if that hand-out was released already."""
+        entry = self._live.get(addr)
+        if entry is None or entry[1] != token or self._live.pop(addr, None) is None:
+            self.counts["stale_releases"] += 1
+            return False
+        self._cached[entry[0]].append(addr)
+        self.counts["released"] += 1
+        return True
+
+    def release_cached(self):
+        """Free the cached blocks (those on the free lists); returns the bytes freed."""
+        return self._free_blocks(self._take_cached())
+
+    def reset(self):
+        """Free every block, cached or in use; returns the bytes freed."""
+        live, self._live = self._live, {}
+        return self._free_blocks([(addr, size) for addr, (size, _) in live.copy().items()] + self._take_cached())
+
+    def stats(self):
+        cached = [(size, len(free)) for size, free in self._cached.copy().items()]
+        live = [size for size, _ in self._live.copy().values()]
+        return dict(self.counts, cached_blocks=sum(n for _, n in cached), cached_bytes=sum(s * n for s, n in cached),
+                    live_blocks=len(live), live_bytes=sum(live))
+
+    def _driver_allocate(self, size):
+        try:
+            addr = self._allocate(size)
+        except Exception:
+            if not self.release_cached():   # nothing cached to give back: a real failure
+                raise
+            addr = self._allocate(size)
+        if addr in self._live:
+            raise RuntimeError(f"the driver returned block {addr:#x}, which is in use")
+        self.counts["driver_allocs"] += 1
+        return addr
+
+    def _take_cached(self):
+        blocks = []
+        for size, free in self._cached.copy().items():
+            while free:
+                try:
+                    blocks.append((free.pop(), size))
+                except IndexError:    # emptied meanwhile (another thread)
+                    break
+        return blocks
+
+    def _free_blocks(self, blocks):
+        if not blocks:
+            return 0
+        self._synchronize()      # kernels queued before may still use a block whose arrays have died
+        for addr, _ in blocks:
+            self._free(addr)
+            self.counts["driver_frees"] += 1
+        return sum(size for _, size in blocks)
+
+
+_manager_class = None
+
+
+def caching_memory_manager():
+    """The EMM plugin class of numba-cuda around a BlockPool (made on first use: it subclasses classes of
+    numba-cuda's real driver module, which the simulator replaces).
+
+    memalloc returns a plain MemoryPointer whose finalizer releases the block, as numba-cuda's EMM
+    documentation asks ("MemoryPointer: returned from memalloc"; the finalizer runs "when the buffer is no
+    longer needed"). The device array holds that MemoryPointer, and each slice or view of it holds it too
+    (MemoryPointer.view gives views whose owner is the MemoryPointer), so the finalizer runs when the last
+    of them dies. Not `AutoFreePointer(...).own()`: own() holds only a weakref.proxy of the AutoFreePointer,
+    which numba's own manager keeps alive in `self.allocations`; without that the pointer died as memalloc
+    returned, its block went back to the free list at once, and the array's first use of it raised
+    "ReferenceError: weakly-referenced object no longer exists" (the H100 failure).
+
+    All work runs on one stream (`stream()`), so a block reused by a later kernel or copy is written only
+    after the kernels that used it before. Host allocations (pinned, mapped) stay numba's
+    (HostOnlyCUDAMemoryManager)."""
+    global _manager_class
+    if _manager_class is not None:
+        return _manager_class
     from numba.cuda.cudadrv import driver as drv
 
-    class CachingMemoryManager(drv.NumbaCUDAMemoryManager):
-        """cuMemAlloc'd blocks are never freed while the program runs: a freed buffer joins the free list
-        of its (rounded) size and serves the next request of that size. One stream orders all work, so a
-        buffer reused by a later kernel is written only after the kernels that read it before."""
+    class CachingMemoryManager(drv.GetIpcHandleMixin, drv.HostOnlyCUDAMemoryManager):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.pool = BlockPool(self._driver_alloc, self._driver_free, self._driver_sync)
+
+        # the only driver calls of the plugin (tests replace them)
+        def _driver_alloc(self, nbytes):
+            return int(self._attempt_allocation(lambda: drv.driver.cuMemAlloc(nbytes)))
+
+        def _driver_free(self, addr):
+            drv.driver.cuMemFree(drv.binding.CUdeviceptr(addr))
+
+        def _driver_sync(self):
+            drv.driver.cuCtxSynchronize()
 
         def initialize(self):
-            super().initialize()
-            self.free_lists = defaultdict(list)
-            self.pooling = True
+            # as numba's own manager: size the queue of pending host-memory frees by the device's memory
+            if not self.deallocations.memory_capacity:
+                self.deallocations.memory_capacity = self.get_memory_info().total
 
         def memalloc(self, size):
-            if not self.pooling:
-                return super().memalloc(size)
-            try:
-                return self._pooled(size)
-            except Exception:  # an incompatible numba-cuda: fall back to its own allocator for good
-                self.pooling = False
-                return super().memalloc(size)
+            addr, release = self.pool.acquire(size)
+            return drv.MemoryPointer(weakref.proxy(self.context), drv.binding.CUdeviceptr(addr), size,
+                                     finalizer=release)
 
-        def _pooled(self, size):
-            size = max(512, cdiv(size, 512) * 512)
-            free = self.free_lists[size]
-            if free:
-                ptr = free.pop()
-            else:
-                try:
-                    ptr = self._attempt_allocation(lambda: drv.driver.cuMemAlloc(size))
-                except drv.CudaAPIError:       # out of memory: give the cached blocks back, try again
-                    self.release_cached()
-                    ptr = self._attempt_allocation(lambda: drv.driver.cuMemAlloc(size))
-
-            def back_to_pool(ptr=ptr, free=free):
-                free.append(ptr)
-
-            mem = drv.AutoFreePointer(weakref.proxy(self.context), ptr, size, finalizer=back_to_pool)
-            return mem.own()
-
-        def release_cached(self):
-            drv.driver.cuCtxSynchronize()
-            for free in self.free_lists.values():
-                while free:
-                    drv.driver.cuMemFree(free.pop())
+        def get_memory_info(self):
+            """The driver's numbers: the blocks cached by the pool count as used."""
+            free, total = drv.driver.cuMemGetInfo()
+            return drv.MemoryInfo(free=free, total=total)
 
         def reset(self):
-            self.release_cached()
+            self.pool.reset()
             super().reset()
 
-    cuda.set_memory_manager(CachingMemoryManager)
+        @property
+        def interface_version(self):
+            return 1
+
+    _manager_class = CachingMemoryManager
+    return _manager_class
 
 
+def _install_pool():
+    """Register the caching allocator with numba-cuda; it serves the contexts created after this only."""
+    from numba.cuda.cudadrv import driver as drv
+    if any(getattr(d, "primary_context", None) is not None for d in drv.driver.list_devices()):
+        warnings.warn("TINYCNN_CUDA_POOL=1 ignored: a CUDA context exists already (import tinycnn's CUDA "
+                      "kernels before the first CUDA call); numba-cuda's own allocator stays", RuntimeWarning)
+        return False
+    cuda.set_memory_manager(caching_memory_manager())
+    return True
+
+
+def _pool():
+    """The BlockPool of the current context, or None (pool off, simulator)."""
+    if not POOL:
+        return None
+    return getattr(cuda.current_context().memory_manager, "pool", None)
+
+
+def pool_active():
+    """Whether the current context allocates through the pool (creates the context if there is none)."""
+    return _pool() is not None
+
+
+def release_pool():
+    """Give the pool's cached blocks back to the driver (blocks in use stay); returns the bytes freed."""
+    pool = _pool()
+    return pool.release_cached() if pool is not None else 0
+
+
+def pool_stats():
+    """The pool's counts (None without the pool): driver allocations and frees, reuses, releases, stale
+    releases, and the blocks and bytes cached and in use."""
+    pool = _pool()
+    return pool.stats() if pool is not None else None
+
+
+# The caching allocator is opt-in (TINYCNN_CUDA_POOL=1), chosen here, before the first allocation. Until it
+# has passed benchmarks/gpu_check.sh on a real GPU, numba-cuda's own allocator stays the default.
 POOL = False
-# The caching allocator is opt-in (TINYCNN_CUDA_POOL=1): on a real H100 its blocks went back to the pool
-# while still in use ("weakly-referenced object no longer exists"); numba-cuda's own allocator is the default.
 if not SIM and os.environ.get("TINYCNN_CUDA_POOL", "0") == "1":
     try:
-        _install_pool()
-        POOL = True
-    except Exception:  # pragma: no cover - an older numba-cuda: plain cuMemAlloc
-        POOL = False
+        POOL = _install_pool()
+    except Exception as e:  # pragma: no cover - an incompatible numba-cuda: its own allocator
+        warnings.warn(f"TINYCNN_CUDA_POOL=1 ignored: {type(e).__name__}: {e}", RuntimeWarning)

@@ -1,0 +1,74 @@
+"""kernels/cpu/gemm.py: the CPU kernels' GEMMs, split over tinycnn's threads, against np.matmul, and
+NumPy's BLAS thread setting given back after each call."""
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from tinycnn.kernels.cpu import gemm
+
+FAST = settings(deadline=None, max_examples=25)
+
+
+@pytest.fixture(scope="module")
+def split_everything():
+    """Split even tiny products, on 2 threads, so the pieces' bookkeeping is what the tests exercise."""
+    saved, previous = gemm.MIN_FLOPS_PER_THREAD, numba.get_num_threads()
+    gemm.MIN_FLOPS_PER_THREAD = 1e-9
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    yield
+    gemm.MIN_FLOPS_PER_THREAD = saved
+    numba.set_num_threads(previous)
+
+
+@FAST
+@given(st.integers(0, 2), st.integers(0, 2), st.integers(1, 5), st.integers(1, 40), st.integers(1, 9),
+       st.integers(1, 70), st.sampled_from(["float32", "float64"]), st.booleans(), st.integers(0, 2 ** 31 - 1))
+def test_matmul_matches_numpy(split_everything, a_stack, b_stack, batch, M, K, N, dtype, transposed, seed):
+    """Stacked, broadcast and plain 2-D operands, transposed views, odd sizes: the same as np.matmul
+    (bit for bit: each output element is one BLAS dot product either way)."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal(((batch,) if a_stack else ()) + (M, K)).astype(dtype)
+    b = rng.standard_normal(((batch,) if b_stack else ()) + (K, N)).astype(dtype)
+    if transposed:  # a transposed view, as the conv backward passes Wᵀ
+        a = np.ascontiguousarray(np.swapaxes(a, -1, -2)).swapaxes(-1, -2)
+    expected = np.matmul(a, b)
+    got = gemm.matmul(a, b)
+    assert got.shape == expected.shape and got.dtype == expected.dtype
+    np.testing.assert_allclose(got, expected, rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-5)
+
+
+def test_matmul_writes_into_out_views(split_everything):
+    """out may be a slice of a bigger array (the im2col GEMM writes one group's rows of y): only it changes."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((3, 4, 6)), rng.standard_normal((3, 6, 50))
+    y = np.full((3, 10, 50), 7.0)
+    result = gemm.matmul(a, b, out=y[:, 2:6])
+    assert result.base is y or result is y[:, 2:6] or np.shares_memory(result, y)
+    np.testing.assert_allclose(y[:, 2:6], a @ b, rtol=1e-12)
+    assert (y[:, :2] == 7.0).all() and (y[:, 6:] == 7.0).all()
+
+
+def test_ranges_cover_everything_once():
+    for n in range(1, 100):
+        for parts in (1, 2, 3, 8):
+            for align in (1, 16):
+                pieces = gemm._ranges(n, parts, align)
+                covered = np.concatenate([np.arange(n)[r] for r in pieces])
+                assert (covered == np.arange(n)).all()
+                assert all(r.start % align == 0 for r in pieces) and len(pieces) <= parts
+
+
+def test_blas_threads_are_given_back():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+    a = np.ones((64, 64), np.float32)
+    gemm.matmul(a, a)
+    after = [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+    assert after == before
+
+
+def test_errors_in_a_piece_reach_the_caller(split_everything):
+    a, b = np.ones((4, 3, 5)), np.ones((4, 6, 2))  # inner dimensions differ
+    with pytest.raises(ValueError):
+        gemm.matmul(a, b)
