@@ -41,6 +41,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 RESULT_TAG = "BENCH_RESULT "
+DEFAULT_MALLOC = False  # set from --default-malloc
 PARTS = ("catdog", "mobilenet", "fcn", "convs", "compile")
 MODEL_PARTS = ("catdog", "mobilenet", "fcn")
 THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -48,6 +49,11 @@ THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "
 SGEMM_SHAPES = {"sgemm 512×4608 @ 4608×512": (512, 4608, 512),
                 "sgemm conv2-shaped 64×576 @ 576×70688": (64, 576, 70688)}
 PEAK_SHAPE = "sgemm 512×4608 @ 4608×512"
+# Every child runs with glibc's malloc keeping the memory it frees (no per-allocation mmap, no trimming):
+# PyTorch frees its activations every step, and by default they go back to the OS and page-fault in again
+# (~40 % of its step: ../perf-notes); this gives PyTorch what tcmalloc gives it (cat/dog, channels-last,
+# 2 threads: 115 -> 203 img/s), and every framework the same allocator conditions. --default-malloc: off.
+MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296"
 
 
 # ====================================================================== worker side (one child process)
@@ -444,6 +450,8 @@ def find_configs(args, skipped):
 
 def child_env(threads, extra=None):
     env = dict(os.environ)
+    if not DEFAULT_MALLOC:
+        env.setdefault("GLIBC_TUNABLES", MALLOC_TUNABLES)
     for name in THREAD_VARS:
         env[name] = str(threads)
     env.pop("NUMBA_DISABLE_JIT", None)
@@ -823,6 +831,9 @@ def parse_args(argv):
     p.add_argument("--torch-python", help="Python with torch (default: $TINYCNN_BENCH_TORCH_PYTHON, or this one)")
     p.add_argument("--tf-python", help="Python with tensorflow (default: $TINYCNN_BENCH_TF_PYTHON, or this one)")
     p.add_argument("--no-channels-last", action="store_true", help="skip the PyTorch channels-last column")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="run the children with glibc's default malloc settings (default: keep freed memory, "
+                        "GLIBC_TUNABLES=" + MALLOC_TUNABLES + ")")
     p.add_argument("--timeout", type=int, default=1800, help="seconds per child process (default 1800)")
     p.add_argument("--write", nargs="?", const=os.path.join(HERE, "RESULTS.md"), metavar="PATH",
                    help="append a dated block to the '## CPU' section of benchmarks/RESULTS.md (or PATH)")
@@ -850,6 +861,8 @@ def main(argv=None):
     if argv and argv[0] == "--worker":
         return worker_main(argv[1])
     args = parse_args(argv)
+    global DEFAULT_MALLOC
+    DEFAULT_MALLOC = args.default_malloc
     started = datetime.datetime.now()
     machine = machine_info()
     bench = Bench(args)
@@ -899,7 +912,9 @@ def main(argv=None):
               + (f"; {args.note}" if args.note else ""),
               *[f"- load probe: {line}" for line in bench.probes],
               f"- rounds: {args.rounds}; per child: {args.warmup} warm-up + {args.steps} timed steps, "
-              f"{args.latency_reps} batch-1 calls, {args.reps} conv/SGEMM calls"]
+              f"{args.latency_reps} batch-1 calls, {args.reps} conv/SGEMM calls",
+              "- malloc: " + ("glibc defaults" if args.default_malloc else
+                              f"every child with GLIBC_TUNABLES={MALLOC_TUNABLES} (freed memory kept, as tcmalloc does)")]
     header += [f"- skipped: {s}" for s in bench.skipped]
     final = source_snapshot()
     for path in set(final) | set(bench.snapshot):

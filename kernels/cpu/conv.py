@@ -44,9 +44,12 @@ backward.
 Transposed convolution is the adjoint of convolution: its forward is conv2d's input gradient (col2im)
 and its backward is conv2d's forward (dx) and conv2d's weight gradient (dw), so it reuses those kernels.
 """
+import threading
+
 import numpy as np
 from numba import njit, prange
 
+from . import threads
 from .gemm import matmul
 from .workspace import output, scratch
 
@@ -249,7 +252,7 @@ def _backward(dy, y, x, x_shape, w, w_shape, stride, padding, dilation, groups, 
         return dx, dw, (bias_sums.sum(axis=0).astype(dtype) if need_db else None)
 
     if algorithm == "winograd":
-        _winograd_backward(dy, y, x, w, padding, dx, dw, bias_sums)
+        _winograd_backward(dy, y, x, x_shape, w, w_shape, padding, dx, dw, bias_sums)
         return dx, dw, (bias_sums.sum(axis=0).astype(dtype) if need_db else None)
 
     Fg, K, chunks = _gemm_setup(x_shape, w_shape, P, groups, dtype)
@@ -509,9 +512,20 @@ def _col2im(cols, KH, KW, stride, padding, dilation, OH, OW, dx):
 # For the tutorial's 64 → 64 conv that is 2.3 GFLOP of GEMM per pass instead of 5.2. The transforms'
 # coefficients are 0, ±1 and ±1/2, so float32 results stay within a few ulps of im2col's. Used for 3×3,
 # stride 1, no dilation, no groups, with at least WINOGRAD_MIN_CHANNELS channels in and out (the GEMMs'
-# inner dimension is C, so they need a few); the batch is cut into chunks of images as for im2col. Tiles
-# hanging over the padded input's bottom or right edge (odd output sizes) read zeros there and their
-# extra outputs are dropped.
+# inner dimension is C, so they need a few). Tiles hanging over the padded input's bottom or right edge
+# (odd output sizes) read zeros there and their extra outputs are dropped.
+#
+# How the work is cut: into pieces of a few rows of tiles, each piece run start to finish by one thread of
+# kernels/cpu/threads.py — input transform, the 16 GEMMs, output transform — in buffers of that thread
+# small enough to stay in its core's L2 cache (WINOGRAD_PIECE_BYTES for V and M together). Transforming
+# the whole batch first and then multiplying (16 GEMMs over ~18,000 tiles for the tutorial) sent V and M
+# through main memory, and one core's SGEMM fell from ~100 GFLOP/s (V of 0.5 MB) to 60–75 (V of 7–16 MB);
+# the transforms, writing 16 strided streams, lost as much. The forward's pieces are any rows of tiles
+# (they write disjoint rows of y). The backward's unit is an image: neighbouring tiles overlap in the input,
+# so one image's input gradient is summed by one thread, in a padded plane buffer of its own; each thread
+# also sums its own share of dU (float64), added up at the end.
+
+WINOGRAD_PIECE_BYTES = 1 << 20  # V and M of one piece: about one core's L2 cache
 
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
@@ -529,167 +543,222 @@ def _winograd_filters(w):
     return np.ascontiguousarray(U.reshape(F, C, 16).transpose(2, 0, 1))
 
 
+def _winograd_piece_rows(C, F, TW, itemsize):
+    """Rows of tiles per piece: V (16, C, tiles) and M (16, F, tiles) within WINOGRAD_PIECE_BYTES."""
+    return max(1, WINOGRAD_PIECE_BYTES // (16 * (C + F) * TW * itemsize))
+
+
 def _winograd_forward(x, w, b, relu, padding, y):
-    """y = conv2d(x, w) + b (then the ReLU) for 3×3, stride 1, chunk by chunk of images:
-    V = input transform, M_ξ = U_ξ @ V_ξ (16 GEMMs, one np.matmul), y = output transform (+ bias, ReLU)."""
+    """y = conv2d(x, w) + b (then the ReLU) for 3×3, stride 1, piece by piece of tile rows (r = n·TH + th):
+    V = input transform, M_ξ = U_ξ @ V_ξ (16 GEMMs), y = output transform (+ bias, ReLU)."""
     N, C = x.shape[0], x.shape[1]
     F = w.shape[0]
     TH, TW = _winograd_tiles(y.shape[2:])
     U = _winograd_filters(w)
-    for n0, n1 in _image_chunks(N, 16 * (C + F) * TH * TW * x.dtype.itemsize):  # V and M
-        tiles = (n1 - n0) * TH * TW
+    rows = _winograd_piece_rows(C, F, TW, x.dtype.itemsize)
+    pieces = -(-N * TH // rows)
+
+    def piece(i):
+        r0, r1 = i * rows, min(N * TH, (i + 1) * rows)
+        tiles = (r1 - r0) * TW
         V = scratch("conv.winograd_v", (16, C, tiles), x.dtype)
-        _winograd_input(x[n0:n1], padding[0], padding[1], TH, TW, V)
         M = scratch("conv.winograd_m", (16, F, tiles), x.dtype)
-        matmul(U, V, out=M)
-        _winograd_output(M, b, relu, TH, TW, y[n0:n1])
+        _winograd_input(x, padding[0], padding[1], TH, TW, r0, r1, V)
+        np.matmul(U, V, out=M)
+        _winograd_output(M, b, relu, TH, TW, r0, r1, y)
+
+    threads.parallel_for(piece, pieces)
 
 
-def _winograd_backward(dy, y, x, w, padding, dx, dw, bias_sums):
+def _winograd_backward(dy, y, x, x_shape, w, w_shape, padding, dx, dw, bias_sums):
     """conv2d's gradients for 3×3, stride 1, with dz = dy · [y > 0] when y is given (fused ReLU), else dy.
-    Fills dx and dw (each when not None) and bias_sums (N, F), the sums of dz's planes."""
+    Fills dx and dw (each when not None) and bias_sums (N, F), the sums of dz's planes. One image per task,
+    in pieces of tile rows: dM = output-gradient transform, then dU += dM Vᵀ (V the input transform) and
+    dV = Uᵀ dM, whose input-gradient transform is summed into the image's padded plane buffer."""
     N, F = dy.shape[0], dy.shape[1]
-    C = w.shape[1]
+    C, H, W = w_shape[1], x_shape[2], x_shape[3]
+    ph, pw = padding
     TH, TW = _winograd_tiles(dy.shape[2:])
-    U = _winograd_filters(w) if dx is not None else None
-    dU = np.zeros((16, F, C), np.float64) if dw is not None else None
+    Ut = np.ascontiguousarray(_winograd_filters(w).transpose(0, 2, 1)) if dx is not None else None
+    rows = _winograd_piece_rows(C, F, TW, dy.dtype.itemsize)
     masked = y is not None
-    for n0, n1 in _image_chunks(N, 16 * (C + F) * TH * TW * dy.dtype.itemsize):  # V (or dV) and dM
-        tiles = (n1 - n0) * TH * TW
-        dM = scratch("conv.winograd_m", (16, F, tiles), dy.dtype)
-        _winograd_output_grad(dy[n0:n1], y[n0:n1] if masked else dy[n0:n1], masked, TH, TW, dM,
-                              bias_sums[n0:n1])
-        if dw is not None:  # dU_ξ += dM_ξ @ V_ξᵀ
-            V = scratch("conv.winograd_v", (16, C, tiles), dy.dtype)
-            _winograd_input(x[n0:n1], padding[0], padding[1], TH, TW, V)
-            dU += matmul(dM, V.transpose(0, 2, 1))
-        if dx is not None:  # dV_ξ = U_ξᵀ @ dM_ξ, then dd = B dV Bᵀ into the image
-            dV = scratch("conv.winograd_dv", (16, C, tiles), dy.dtype)
-            matmul(U.transpose(0, 2, 1), dM, out=dV)
-            _winograd_input_grad(dV, padding[0], padding[1], TH, TW, dx[n0:n1])
+    dU_parts = {}  # thread -> its float64 (16, F, C) share of dU
+
+    def image(n):
+        bias_sums[n] = 0.0
+        if dx is not None:
+            plane = scratch("conv.winograd_dx", (C, 2 * TH + 2, 2 * TW + 2), dy.dtype)
+            plane[...] = 0
+        if dw is not None:
+            if threading.get_ident() not in dU_parts:  # this thread's first image
+                dU_parts[threading.get_ident()] = np.zeros((16, F, C), np.float64)
+            dU = dU_parts[threading.get_ident()]
+        for th0 in range(0, TH, rows):
+            r0, r1 = n * TH + th0, n * TH + min(TH, th0 + rows)
+            tiles = (r1 - r0) * TW
+            dM = scratch("conv.winograd_m", (16, F, tiles), dy.dtype)
+            _winograd_output_grad(dy, y if masked else dy, masked, TH, TW, r0, r1, dM, bias_sums)
+            if dw is not None:  # dU_ξ += dM_ξ @ V_ξᵀ
+                V = scratch("conv.winograd_v", (16, C, tiles), dy.dtype)
+                _winograd_input(x, ph, pw, TH, TW, r0, r1, V)
+                dU += np.matmul(dM, V.transpose(0, 2, 1))
+            if dx is not None:  # dV_ξ = U_ξᵀ @ dM_ξ, then dd = B dV Bᵀ into the image's plane buffer
+                dV = scratch("conv.winograd_v", (16, C, tiles), dy.dtype)
+                np.matmul(Ut, dM, out=dV)
+                _winograd_input_grad(dV, TH, TW, r0, r1, plane)
+        if dx is not None:
+            dx[n] = plane[:, ph:ph + H, pw:pw + W]
+
+    threads.parallel_for(image, N)
     if dw is not None:  # dg = Gᵀ dU G
+        dU = np.sum(list(dU_parts.values()), axis=0)
         dw[...] = _G.T @ dU.transpose(1, 2, 0).reshape(F, C, 4, 4) @ _G
 
 
 # Each transform is applied as two 1-D passes, the rows of the tile then its columns (Bᵀ d B = (Bᵀ d) B),
 # and the loops run along a row of tiles (tw), writing each of the 16 transformed values of a tile to its
 # own contiguous stream: straight-line loop bodies with unit or stride-2 steps, which LLVM vectorizes (a
-# loop over ξ or a function returning tuples inside the loop did not: 4× slower).
+# loop over ξ or a function returning tuples inside the loop did not: 4× slower). The kernels are serial
+# and release the GIL: the threads of kernels/cpu/threads.py run them on their own pieces.
 
-@njit(cache=True, parallel=True)
-def _winograd_input(x, ph, pw, TH, TW, V):
-    """V[ξ, c, (n·TH + th)·TW + tw] = (Bᵀ d B)[ξ], d the 4×4 tile at (2·th, 2·tw) of the zero-padded x[n, c]
-    (ξ = 4·row + column of the transformed tile).
+@njit(cache=True, nogil=True)
+def _winograd_input(x, ph, pw, TH, TW, r0, r1, V):
+    """V[ξ, c, (r − r0)·TW + tw] = (Bᵀ d B)[ξ] for the tile rows r = n·TH + th in [r0, r1), d the 4×4 tile
+    at (2·th, 2·tw) of the zero-padded x[n, c] (ξ = 4·row + column of the transformed tile).
 
-    Parallel over the (n, c) planes. Each plane is first copied into a zero-bordered buffer (in cache, the
-    size of all its tiles), so that reading the tiles needs no bounds tests."""
+    Tile tw reads the padded row's columns 2tw .. 2tw + 3, i.e. its even columns tw, tw + 1 and its odd
+    columns tw, tw + 1. So each of the tile row's 4 input rows is copied (zero-padded) and split into its
+    even and odd columns (e[i], o[i], TW + 1 each), the rows are combined (Bᵀ d) on those, and the columns
+    (· B) then read e[·, tw], o[·, tw], e[·, tw + 1], o[·, tw + 1]: every loop runs at unit stride."""
     N, C, H, W = x.shape
     Wb = 2 * TW + 2
-    for plane in prange(N * C):
-        n, c = plane // C, plane % C
-        d = np.zeros((2 * TH + 2, Wb), x.dtype)
-        d[ph:ph + H, pw:pw + W] = x[n, c]
-        t = np.empty((4, Wb), x.dtype)  # the 4 rows of Bᵀ d for a row of tiles
-        for th in range(TH):
-            r0, r1, r2, r3 = d[2 * th], d[2 * th + 1], d[2 * th + 2], d[2 * th + 3]
-            for j in range(Wb):  # Bᵀ d: combine the rows
-                t[0, j], t[1, j], t[2, j], t[3, j] = r0[j] - r2[j], r1[j] + r2[j], r2[j] - r1[j], r1[j] - r3[j]
-            out = V[:, c, (n * TH + th) * TW:(n * TH + th + 1) * TW]
+    d = np.zeros(Wb, x.dtype)
+    e = np.empty((4, TW + 1), x.dtype)
+    o = np.empty((4, TW + 1), x.dtype)
+    te = np.empty((4, TW + 1), x.dtype)
+    to = np.empty((4, TW + 1), x.dtype)
+    for r in range(r0, r1):
+        n, th = r // TH, r % TH
+        base = (r - r0) * TW
+        for c in range(C):
+            for i in range(4):  # the zero-padded input row 2th + i, split into even and odd columns
+                h = 2 * th + i - ph
+                if 0 <= h < H:
+                    d[pw:pw + W] = x[n, c, h]
+                    for k in range(TW + 1):
+                        e[i, k] = d[2 * k]
+                        o[i, k] = d[2 * k + 1]
+                else:
+                    e[i, :] = 0
+                    o[i, :] = 0
+            for k in range(TW + 1):  # Bᵀ d: combine the rows
+                te[0, k], te[1, k], te[2, k], te[3, k] = e[0, k] - e[2, k], e[1, k] + e[2, k], e[2, k] - e[1, k], e[1, k] - e[3, k]
+                to[0, k], to[1, k], to[2, k], to[3, k] = o[0, k] - o[2, k], o[1, k] + o[2, k], o[2, k] - o[1, k], o[1, k] - o[3, k]
             for i in range(4):  # (Bᵀ d) B: combine the columns of each row i, tile by tile
-                ti = t[i]
+                ei, oi = te[i], to[i]
+                # 1-D unit-stride views: Numba knows they are contiguous, so LLVM vectorizes the loop
+                v0, v1 = V[4 * i, c, base:base + TW], V[4 * i + 1, c, base:base + TW]
+                v2, v3 = V[4 * i + 2, c, base:base + TW], V[4 * i + 3, c, base:base + TW]
                 for tw in range(TW):
-                    a0, a1, a2, a3 = ti[2 * tw], ti[2 * tw + 1], ti[2 * tw + 2], ti[2 * tw + 3]
-                    out[4 * i, tw] = a0 - a2
-                    out[4 * i + 1, tw] = a1 + a2
-                    out[4 * i + 2, tw] = a2 - a1
-                    out[4 * i + 3, tw] = a1 - a3
+                    v0[tw] = ei[tw] - ei[tw + 1]
+                    v1[tw] = oi[tw] + ei[tw + 1]
+                    v2[tw] = ei[tw + 1] - oi[tw]
+                    v3[tw] = oi[tw] - oi[tw + 1]
 
 
-@njit(cache=True, parallel=True)
-def _winograd_output(M, b, relu, TH, TW, y):
-    """y[n, f] = the 2×2 blocks Aᵀ M A of its tiles, plus b[f], then max(·, 0) when relu (the tiles' extra
-    row/column past an odd output size is dropped). Parallel over the (n, f) planes; each plane is built in
-    a buffer of this thread and written to y once."""
+@njit(cache=True, nogil=True)
+def _winograd_output(M, b, relu, TH, TW, r0, r1, y):
+    """For the tile rows r = n·TH + th in [r0, r1): y[n, f, 2th:2th + 2] = the 2×2 blocks Aᵀ M A of the row's
+    tiles, plus b[f], then max(·, 0) when relu (rows and columns past an odd output size are dropped)."""
     N, F, OH, OW = y.shape
-    for plane in prange(N * F):
-        n, f = plane // F, plane % F
-        out = np.empty((2 * TH, 2 * TW), y.dtype)
-        s = np.empty((8, TW), y.dtype)  # Aᵀ M: rows 0 and 1 of each tile's 2×4, for a row of tiles
-        for th in range(TH):
-            m = M[:, f, (n * TH + th) * TW:(n * TH + th + 1) * TW]
+    s = np.empty((8, TW), y.dtype)  # Aᵀ M: rows 0 and 1 of each tile's 2×4
+    out = np.empty((2, 2 * TW), y.dtype)
+    for r in range(r0, r1):
+        n, th = r // TH, r % TH
+        base = (r - r0) * TW
+        for f in range(F):
             for j in range(4):  # Aᵀ M: combine the rows, for each column j of the tiles
+                m0, m1 = M[j, f, base:base + TW], M[4 + j, f, base:base + TW]
+                m2, m3 = M[8 + j, f, base:base + TW], M[12 + j, f, base:base + TW]
+                s0, s1 = s[j], s[4 + j]
                 for tw in range(TW):
-                    m0, m1, m2, m3 = m[j, tw], m[4 + j, tw], m[8 + j, tw], m[12 + j, tw]
-                    s[j, tw] = m0 + m1 + m2
-                    s[4 + j, tw] = m1 - m2 - m3
+                    s0[tw] = m0[tw] + m1[tw] + m2[tw]
+                    s1[tw] = m1[tw] - m2[tw] - m3[tw]
             for i in range(2):  # (Aᵀ M) A: combine the columns of each row i
-                row = out[2 * th + i]
+                row = out[i]
                 for tw in range(TW):
                     a0, a1, a2, a3 = s[4 * i, tw], s[4 * i + 1, tw], s[4 * i + 2, tw], s[4 * i + 3, tw]
                     row[2 * tw] = a0 + a1 + a2
                     row[2 * tw + 1] = a1 - a2 - a3
-        bias = b[f]
-        for oh in range(OH):
-            if relu:
-                for ow in range(OW):
-                    v = out[oh, ow] + bias
-                    y[n, f, oh, ow] = 0 if v < 0 else v
-            else:
-                for ow in range(OW):
-                    y[n, f, oh, ow] = out[oh, ow] + bias
+            bias = b[f]
+            for i in range(min(2, OH - 2 * th)):
+                dst, src = y[n, f, 2 * th + i], out[i]
+                if relu:
+                    for ow in range(OW):
+                        v = src[ow] + bias
+                        dst[ow] = 0 if v < 0 else v
+                else:
+                    for ow in range(OW):
+                        dst[ow] = src[ow] + bias
 
 
-@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
-def _winograd_output_grad(dy, y, masked, TH, TW, dM, sums):
-    """dM[ξ, f, (n·TH + th)·TW + tw] = (A dz Aᵀ)[ξ], dz the 2×2 block of dz = dy · [y > 0] (or dy when not
-    masked) at (2·th, 2·tw), 0 past the plane's edge; sums[n, f] = Σ dz[n, f] (float64). Parallel over the
-    (n, f) planes; dz's plane is made first in a zero-bordered buffer of this thread."""
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _winograd_output_grad(dy, y, masked, TH, TW, r0, r1, dM, sums):
+    """For the tile rows r = n·TH + th in [r0, r1): dM[ξ, f, (r − r0)·TW + tw] = (A dz Aᵀ)[ξ], dz the 2×2
+    block of dz = dy · [y > 0] (or dy when not masked) at (2·th, 2·tw), 0 past the plane's edge; and
+    sums[n, f] += Σ of those rows of dz (float64)."""
     N, F, OH, OW = dy.shape
-    for plane in prange(N * F):
-        n, f = plane // F, plane % F
-        dz = np.zeros((2 * TH, 2 * TW), dy.dtype)
-        total = 0.0
-        for oh in range(OH):
-            total += _relu_grad_row(dz[oh], dy[n, f, oh], y[n, f, oh], masked, 1)
-        sums[n, f] = total
-        t = np.empty((4, 2 * TW), dy.dtype)  # A dz: the 4 rows, for a row of tiles
-        for th in range(TH):
-            z0, z1 = dz[2 * th], dz[2 * th + 1]
+    dz = np.zeros((2, 2 * TW), dy.dtype)
+    t = np.empty((4, 2 * TW), dy.dtype)  # A dz: the 4 rows, for the row of tiles
+    for r in range(r0, r1):
+        n, th = r // TH, r % TH
+        base = (r - r0) * TW
+        for f in range(F):
+            total = 0.0
+            for i in range(2):
+                oh = 2 * th + i
+                if oh < OH:
+                    total += _relu_grad_row(dz[i], dy[n, f, oh], y[n, f, oh], masked, 1)
+                else:
+                    dz[i, :] = 0
+            sums[n, f] += total
+            z0, z1 = dz[0], dz[1]
             for j in range(2 * TW):  # A dz: combine the 2 rows
                 t[0, j], t[1, j], t[2, j], t[3, j] = z0[j], z0[j] + z1[j], z0[j] - z1[j], -z1[j]
-            out = dM[:, f, (n * TH + th) * TW:(n * TH + th + 1) * TW]
-            for i in range(4):  # (A dz) Aᵀ: combine the 2 columns of each row i
+            for i in range(4):  # (A dz) Aᵀ: combine the 2 columns of each row i (1-D views: vectorized)
                 ti = t[i]
+                v0, v1 = dM[4 * i, f, base:base + TW], dM[4 * i + 1, f, base:base + TW]
+                v2, v3 = dM[4 * i + 2, f, base:base + TW], dM[4 * i + 3, f, base:base + TW]
                 for tw in range(TW):
                     a0, a1 = ti[2 * tw], ti[2 * tw + 1]
-                    out[4 * i, tw] = a0
-                    out[4 * i + 1, tw] = a0 + a1
-                    out[4 * i + 2, tw] = a0 - a1
-                    out[4 * i + 3, tw] = -a1
+                    v0[tw] = a0
+                    v1[tw] = a0 + a1
+                    v2[tw] = a0 - a1
+                    v3[tw] = -a1
 
 
-@njit(cache=True, parallel=True)
-def _winograd_input_grad(dV, ph, pw, TH, TW, dx):
-    """dx[n, c] = the sum, over the tiles of the plane, of B dV Bᵀ added at the tile's place (tiles overlap by
-    2), the padding dropped (dx is overwritten). Parallel over the (n, c) planes: each thread adds only
-    into its own plane's buffer, so there are no races."""
-    N, C, H, W = dx.shape
-    Wb = 2 * TW + 2
-    for plane in prange(N * C):
-        n, c = plane // C, plane % C
-        d = np.zeros((2 * TH + 2, Wb), dx.dtype)
-        q = np.empty((16, TW), dx.dtype)  # B dV, for a row of tiles
-        for th in range(TH):
-            v = dV[:, c, (n * TH + th) * TW:(n * TH + th + 1) * TW]
-            for j in range(4):  # B dV: combine the rows, for each column j of the tiles
+@njit(cache=True, nogil=True)
+def _winograd_input_grad(dV, TH, TW, r0, r1, plane):
+    """For the tile rows r = n·TH + th in [r0, r1) (one image): add B dV Bᵀ of each tile into plane[c]
+    (C, 2TH + 2, 2TW + 2), the gradient of the image's padded planes, at the tile's place (tiles overlap by
+    2 rows and 2 columns)."""
+    C = plane.shape[0]
+    q = np.empty((16, TW), dV.dtype)  # B dV, for a row of tiles
+    for r in range(r0, r1):
+        th = r % TH
+        base = (r - r0) * TW
+        for c in range(C):
+            for j in range(4):  # B dV: combine the rows, for each column j of the tiles (1-D views: vectorized)
+                d0, d1 = dV[j, c, base:base + TW], dV[4 + j, c, base:base + TW]
+                d2, d3 = dV[8 + j, c, base:base + TW], dV[12 + j, c, base:base + TW]
+                q0, q1, q2, q3 = q[j], q[4 + j], q[8 + j], q[12 + j]
                 for tw in range(TW):
-                    v0, v1, v2, v3 = v[j, tw], v[4 + j, tw], v[8 + j, tw], v[12 + j, tw]
-                    q[j, tw] = v0
-                    q[4 + j, tw] = v1 - v2 + v3
-                    q[8 + j, tw] = v1 + v2 - v0
-                    q[12 + j, tw] = -v3
+                    q0[tw] = d0[tw]
+                    q1[tw] = d1[tw] - d2[tw] + d3[tw]
+                    q2[tw] = d1[tw] + d2[tw] - d0[tw]
+                    q3[tw] = -d3[tw]
             for i in range(4):  # (B dV) Bᵀ: combine the columns of row i, added into the plane's row
-                row = d[2 * th + i]
+                row = plane[c, 2 * th + i]
                 for tw in range(TW):  # columns 2tw, 2tw + 1 of each tile (no two tiles share them) ...
                     a0, a1, a2, a3 = q[4 * i, tw], q[4 * i + 1, tw], q[4 * i + 2, tw], q[4 * i + 3, tw]
                     row[2 * tw] += a0
@@ -698,7 +767,6 @@ def _winograd_input_grad(dV, ph, pw, TH, TW, dx):
                     a0, a1, a2, a3 = q[4 * i, tw], q[4 * i + 1, tw], q[4 * i + 2, tw], q[4 * i + 3, tw]
                     row[2 * tw + 2] += a1 + a2 - a0
                     row[2 * tw + 3] -= a3
-        dx[n, c] = d[ph:ph + H, pw:pw + W]
 
 
 # ---------------------------------------------------------------------- direct: one input channel per filter

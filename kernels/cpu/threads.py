@@ -1,0 +1,101 @@
+"""tinycnn's own thread pool, for the CPU kernels whose parallel work includes BLAS calls.
+
+    parallel_for(work, count)    work(i) for i in range(count), on Numba's thread count of threads
+
+Why a pool of our own: a training step alternates Numba's parallel kernels (on Numba's OpenMP pool) with
+GEMMs many times over. Left to itself, OpenBLAS runs each GEMM on a second pool whose threads spin for a
+while after each call, waiting for more work, and so do OpenMP's: on a 2-core machine the spinning threads
+of one pool took the cores from the working threads of the other, and a 2-thread training step ran slower
+than a 1-thread one (2× on an idle machine, 8× under load; benchmarks/RESULTS.md, "Threads"). So work that
+calls BLAS runs here instead: each piece of work is a one-thread BLAS call or a serial `nogil` Numba kernel,
+the pieces go to Python threads (which run them without the GIL, and sleep on a queue between calls), and
+OpenBLAS is held at one thread meanwhile (via threadpoolctl; its setting is given back afterwards, so user
+code's NumPy keeps its usual threads). The threads take the pieces one at a time from a shared counter,
+so a thread slowed by other load on the machine simply takes fewer of them.
+
+The thread count is Numba's (`numba.get_num_threads()`, set by NUMBA_NUM_THREADS or
+`tinycnn.set_num_threads`): one setting governs every CPU kernel. Work already running on a pool thread
+(a GEMM inside a parallel_for) runs serially where it is: the pool never waits on itself.
+"""
+import itertools
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+
+_lock = threading.Lock()
+_local = threading.local()
+_pool = None
+_pool_size = 0
+_blas = None
+
+
+def num_threads():
+    """How many threads a parallel_for may use here: Numba's count, or 1 inside a parallel_for already."""
+    return 1 if getattr(_local, "inside", False) else numba.get_num_threads()
+
+
+def parallel_for(work, count):
+    """Run work(i) for every i in range(count), spread over num_threads() threads (the caller is one of
+    them); returns when all are done. An exception in any piece is raised here, after the others finish."""
+    threads = min(count, num_threads())
+    with one_blas_thread():
+        if threads <= 1:
+            for i in range(count):
+                work(i)
+            return
+        counter = itertools.count()  # next() on it is atomic under the GIL
+
+        def loop():
+            _local.inside = True
+            try:
+                for i in iter(lambda: next(counter), None):
+                    if i >= count:
+                        return
+                    work(i)
+            finally:
+                _local.inside = False
+
+        futures = [_executor(threads).submit(loop) for _ in range(threads - 1)]
+        try:
+            loop()
+        finally:
+            for future in futures:
+                future.exception()  # wait for every thread before anything is raised
+        for future in futures:
+            future.result()
+
+
+def _executor(threads):
+    """The pool (threads − 1 workers: the caller is the other one), grown when more threads are asked for."""
+    global _pool, _pool_size
+    if _pool_size < threads - 1:
+        with _lock:
+            if _pool_size < threads - 1:
+                _pool = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="tinycnn")
+                _pool_size = threads - 1
+    return _pool
+
+
+class one_blas_thread:
+    """Hold NumPy's BLAS at one thread inside the block, then give it back its setting (nested blocks and
+    blocks on pool threads leave it alone: the outermost block owns the setting)."""
+
+    def __enter__(self):
+        global _blas
+        self.owner = not getattr(_local, "blas_held", False)
+        if not self.owner:
+            return
+        if _blas is None:
+            from threadpoolctl import ThreadpoolController
+            _blas = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+        self.saved = [lib.num_threads for lib in _blas]
+        for lib in _blas:
+            lib.set_num_threads(1)
+        _local.blas_held = True
+
+    def __exit__(self, *exc):
+        if self.owner:
+            for lib, n in zip(_blas, self.saved):
+                lib.set_num_threads(n)
+            _local.blas_held = False
