@@ -236,3 +236,49 @@ def test_scratch_reuses_one_buffer_per_role():
     assert workspace.scratch("test.other", (5, 4), np.float32).base is not a.base
     assert workspace.scratch("test.role", (5, 4), np.float64).dtype == np.float64
     workspace.clear()
+
+
+# ---------------------------------------------------------------------- conv + ReLU + 2×2 max pool (inference)
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_conv_relu_maxpool_kernel_matches_reference(name, dtype):
+    """max_pool2d(relu(conv2d(x, w) + b), 2) from the fused kernel against the reference conv and pool
+    (odd output sizes drop their last row/column, as pooling does)."""
+    case = _case(name)
+    x, w, b = _arrays(case, np.random.default_rng(5), dtype)
+    z = ref.conv2d_forward(x, w, b, *_geometry(case))
+    expected = ref_pool.max_pool2d_forward(np.maximum(z, 0), (2, 2), (2, 2), (0, 0))[0]
+    got = cpu.conv2d_bias_relu_maxpool2_forward(x, w, b, *_geometry(case))
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, **TOL[dtype])
+
+
+@pytest.mark.parametrize("name", ["direct, one input channel", "winograd, odd output", "im2col, strided"])
+def test_conv_relu_maxpool_gradients(name):
+    """The fused op's backward (which recomputes the conv) against finite differences."""
+    from tinycnn.ops.conv import conv2d_relu_maxpool2
+    case = _case(name)
+    x, w, b = _arrays(case, np.random.default_rng(6))
+
+    def fn(x, w, b):
+        return conv2d_relu_maxpool2(x, w, b, *_geometry(case))
+    check_gradients(fn, [x, w, b])
+
+
+def test_sequential_inference_fuses_conv_and_pool(monkeypatch):
+    """Under no_grad, Sequential runs Conv2D(relu) + MaxPooling2D(2) as the fused op, with the same output as
+    the layers one by one; with gradients it runs the layers (and the fused kernel is not called)."""
+    calls = []
+    original = cpu.conv2d_bias_relu_maxpool2_forward
+    monkeypatch.setattr(cpu, "conv2d_bias_relu_maxpool2_forward", lambda *a: calls.append(1) or original(*a))
+    model = tinycnn.Sequential([layers.Conv2D(16, 3, activation="relu", input_shape=(14, 13, 1)),  # direct
+                                layers.MaxPooling2D(2), layers.Conv2D(16, 3, activation="relu"),  # Winograd
+                                layers.MaxPooling2D(2), layers.Flatten(), layers.Dense(1)])
+    x = np.random.default_rng(7).uniform(size=(3, 1, 14, 13)).astype(np.float32)
+    layered = model(tinycnn.Tensor(x)).numpy()
+    assert calls == []
+    with tinycnn.no_grad():
+        fused = model(tinycnn.Tensor(x)).numpy()
+    assert len(calls) == 2
+    np.testing.assert_allclose(fused, layered, rtol=1e-5, atol=1e-6)

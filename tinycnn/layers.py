@@ -13,7 +13,7 @@ import numpy as np
 
 from . import functional as F
 from .nn import Module, Parameter
-from .ops.conv import conv2d_relu
+from .ops.conv import conv2d_relu, conv2d_relu_maxpool2
 from .random import generator
 from .tensor import Tensor
 
@@ -78,7 +78,9 @@ class Layer(Module):
     def build(self, input_shape):
         """Create the weights for an NCHW (or (N, features)) input shape."""
 
-    def __call__(self, x):
+    def __call__(self, x, forward=None):
+        """Build on the first input, then run `forward` (self.forward, or one of this layer's fused
+        variants), naming the layer in any error."""
         if not isinstance(x, Tensor):
             x = Tensor(x)
         try:
@@ -87,7 +89,7 @@ class Layer(Module):
                 self.built = True
                 if self.device != "cpu":
                     self.to(self.device)
-            return self.forward(x)
+            return (forward or self.forward)(x)
         except (ValueError, TypeError) as error:
             if getattr(error, "_layer_named", False):
                 raise
@@ -134,6 +136,16 @@ class Conv2D(Layer):
             return conv2d_relu(x, self.kernel, self.bias, self.strides, padding, self.dilation_rate, self.groups)
         y = F.conv2d(x, self.kernel, self.bias, self.strides, padding, self.dilation_rate, self.groups)
         return activate(self.activation, y)
+
+    def pools_into(self, layer):
+        """Whether this layer, then `layer`, can run as one fused conv + ReLU + 2×2 max-pool op."""
+        return (self.activation == "relu" and isinstance(layer, MaxPooling2D) and layer.pool_size == (2, 2)
+                and layer.strides == (2, 2) and layer.padding == "valid")
+
+    def forward_pooled(self, x):
+        """This layer, then MaxPooling2D(2), as one op (ops/conv.py): the Sequential model's inference path."""
+        x, padding = _apply_padding(x, self.padding, self.kernel_size, self.strides, self.dilation_rate)
+        return conv2d_relu_maxpool2(x, self.kernel, self.bias, self.strides, padding, self.dilation_rate, self.groups)
 
     def config(self):
         return dict(super().config(), filters=self.filters, kernel_size=list(self.kernel_size),

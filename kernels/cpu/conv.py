@@ -91,6 +91,30 @@ def conv2d_bias_relu_backward(dy, y, x, w, stride, padding, dilation, groups, ne
                      stride, padding, dilation, groups, need_dx, need_dw, need_db)
 
 
+def conv2d_bias_relu_maxpool2_forward(x, w, b, stride, padding, dilation, groups):
+    """max_pool2d(relu(conv2d(x, w) + b), 2) -> (N, F, OH // 2, OW // 2): the 2×2 max pooling taken as each
+    piece of the conv's output is made, so the full-size output is never written (inference: the pooled
+    map is all the next layer needs). pool(relu(z + b)) = relu(max(z) + b), ReLU and + b being monotone.
+    Winograd's 2×2 output tiles are exactly the pooling windows; the direct kernel pools its wide plane
+    buffer; the other algorithms run the conv, then the pooling kernel."""
+    x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
+    N, _, H, W = x.shape
+    F, _, KH, KW = w.shape
+    y_shape = (N, F, conv_output_size(H, KH, stride[0], padding[0], dilation[0]),
+               conv_output_size(W, KW, stride[1], padding[1], dilation[1]))
+    pooled = output((N, F, y_shape[2] // 2, y_shape[3] // 2), x.dtype)
+    algorithm = _algorithm(x.shape, w.shape, y_shape, stride, padding, groups, dilation)
+    if algorithm == "direct":
+        _direct_forward(x, w, _bias_or_zeros(b, F, x.dtype), True, stride, padding, dilation, pooled, True)
+    elif algorithm == "winograd":
+        _winograd_forward(x, w, _bias_or_zeros(b, F, x.dtype), True, padding, pooled, y_shape)
+    else:
+        from .pool import max_pool2d_forward
+        pooled[...] = max_pool2d_forward(_conv(x, w, b, True, stride, padding, dilation, groups),
+                                         (2, 2), (2, 2), (0, 0))[0]
+    return pooled
+
+
 def conv_transpose2d_forward(x, w, b, stride, padding, output_padding, dilation, groups):
     """x (N, C, H, W), w (C, F/G, KH, KW), b (F,) or None -> y (N, F, OH, OW),
     OH = (H − 1)·s − 2p + d·(KH − 1) + output_padding + 1.
@@ -548,12 +572,13 @@ def _winograd_piece_rows(C, F, TW, itemsize):
     return max(1, WINOGRAD_PIECE_BYTES // (16 * (C + F) * TW * itemsize))
 
 
-def _winograd_forward(x, w, b, relu, padding, y):
+def _winograd_forward(x, w, b, relu, padding, y, pooled_from=None):
     """y = conv2d(x, w) + b (then the ReLU) for 3×3, stride 1, piece by piece of tile rows (r = n·TH + th):
-    V = input transform, M_ξ = U_ξ @ V_ξ (16 GEMMs), y = output transform (+ bias, ReLU)."""
+    V = input transform, M_ξ = U_ξ @ V_ξ (16 GEMMs), y = output transform (+ bias, ReLU). With
+    pooled_from = the conv's output shape, y is its 2×2 max pooling instead (one value per whole tile)."""
     N, C = x.shape[0], x.shape[1]
     F = w.shape[0]
-    TH, TW = _winograd_tiles(y.shape[2:])
+    TH, TW = _winograd_tiles(y.shape[2:] if pooled_from is None else pooled_from[2:])
     U = _winograd_filters(w)
     rows = _winograd_piece_rows(C, F, TW, x.dtype.itemsize)
     pieces = -(-N * TH // rows)
@@ -565,7 +590,10 @@ def _winograd_forward(x, w, b, relu, padding, y):
         M = scratch("conv.winograd_m", (16, F, tiles), x.dtype)
         _winograd_input(x, padding[0], padding[1], TH, TW, r0, r1, V)
         np.matmul(U, V, out=M)
-        _winograd_output(M, b, relu, TH, TW, r0, r1, y)
+        if pooled_from is None:
+            _winograd_output(M, b, relu, TH, TW, r0, r1, y)
+        else:
+            _winograd_output_pooled(M, b, relu, TH, TW, r0, r1, y)
 
     threads.parallel_for(piece, pieces)
 
@@ -700,6 +728,33 @@ def _winograd_output(M, b, relu, TH, TW, r0, r1, y):
                 else:
                     for ow in range(OW):
                         dst[ow] = src[ow] + bias
+
+
+@njit(cache=True, nogil=True)
+def _winograd_output_pooled(M, b, relu, TH, TW, r0, r1, y):
+    """Like _winograd_output, but y (N, F, OH // 2, OW // 2) gets each whole tile's max, + b[f], then the
+    ReLU: its 2×2 max pooling. A tile past the pooled size (odd OH or OW) is dropped, as pooling does."""
+    N, F, PH, PW = y.shape
+    s = np.empty((8, TW), y.dtype)
+    for r in range(r0, r1):
+        n, th = r // TH, r % TH
+        if th >= PH:
+            continue
+        base = (r - r0) * TW
+        for f in range(F):
+            for j in range(4):  # Aᵀ M: combine the rows, for each column j of the tiles
+                m0, m1 = M[j, f, base:base + TW], M[4 + j, f, base:base + TW]
+                m2, m3 = M[8 + j, f, base:base + TW], M[12 + j, f, base:base + TW]
+                s0, s1 = s[j], s[4 + j]
+                for tw in range(TW):
+                    s0[tw] = m0[tw] + m1[tw] + m2[tw]
+                    s1[tw] = m1[tw] - m2[tw] - m3[tw]
+            bias = b[f]
+            dst = y[n, f, th]
+            for tw in range(PW):  # (Aᵀ M) A: the tile's 4 outputs, and their max
+                v = max(max(s[0, tw] + s[1, tw] + s[2, tw], s[1, tw] - s[2, tw] - s[3, tw]),
+                        max(s[4, tw] + s[5, tw] + s[6, tw], s[5, tw] - s[6, tw] - s[7, tw])) + bias
+                dst[tw] = 0 if (relu and v < 0) else v
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
@@ -856,17 +911,18 @@ def _wide_dots3x3(total, dz, src, row, col, zero):
 
 
 @njit(cache=True, parallel=True)
-def _direct_forward(x, w, b, relu, stride, padding, dilation, y):
+def _direct_forward(x, w, b, relu, stride, padding, dilation, y, pooled=False):
     """x (N, C, H, W), w (F, 1, KH, KW), F = m·C -> y (N, F, OH, OW): filter f reads only channel f // m,
 
       y[n, f, oh, ow] = b[f] + Σ_{i, j} w[f, 0, i, j] · x[n, f // m, oh·sh + i·dil_h − ph, ow·sw + j·dil_w − pw]
 
     then max(·, 0) when relu. Parallel over the output planes (n, f). Each plane is built on the wide grid in
     a buffer of this thread (the bias, then one multiply-add per kernel offset), then its pixels are
-    written to y once, with the ReLU."""
+    written to y once, with the ReLU. With pooled, y (N, F, OH // 2, OW // 2) gets the 2×2 max pooling of
+    that output instead, taken from the same buffer."""
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
-    OH, OW = y.shape[2], y.shape[3]
+    OH, OW = (y.shape[2], y.shape[3]) if not pooled else (2 * y.shape[2], 2 * y.shape[3])
     (sh, sw), (ph, pw), (dil_h, dil_w) = stride, padding, dilation
     Hp, Wp = H + 2 * ph, W + 2 * pw
     L = (Hp - (KH - 1) * dil_h) * Wp - (KW - 1) * dil_w
@@ -882,8 +938,20 @@ def _direct_forward(x, w, b, relu, stride, padding, dilation, y):
             for i in range(KH):
                 for j in range(KW):
                     _add_scaled_row(wide, w[f, 0, i, j], src[i * dil_h * Wp + j * dil_w:], 1)
-        for oh in range(OH):
-            _copy_out_row(y[n, f, oh], wide[oh * sh * Wp:], sw, relu)
+        if pooled:
+            for ph_ in range(OH // 2):
+                _pool_out_row(y[n, f, ph_], wide[2 * ph_ * sh * Wp:], wide[(2 * ph_ + 1) * sh * Wp:], sw, relu)
+        else:
+            for oh in range(OH):
+                _copy_out_row(y[n, f, oh], wide[oh * sh * Wp:], sw, relu)
+
+
+@njit(cache=True)
+def _pool_out_row(out, wide0, wide1, step, relu):
+    """out[k] = max of the output pixels (2k, 2k + 1) of the two wide rows, through max(·, 0) when relu."""
+    for k in range(out.size):
+        v = max(max(wide0[2 * k * step], wide0[(2 * k + 1) * step]), max(wide1[2 * k * step], wide1[(2 * k + 1) * step]))
+        out[k] = 0 if (relu and v < 0) else v
 
 
 @njit(cache=True)

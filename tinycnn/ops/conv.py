@@ -45,6 +45,28 @@ class Conv2dBiasReLU(Function):
         return (dx, dw, db) if self.has_bias else (dx, dw)
 
 
+class Conv2dBiasReLUMaxPool2(Function):
+    """max_pool2d(relu(conv2d(x, w) + b), 2) as one op, for inference (the Sequential model uses it for a
+    Conv2D(activation="relu") followed by MaxPooling2D(2) when no gradient is being recorded): the kernels
+    pool each piece of the conv's output as it is made, so the full-size output is never written. Its
+    backward, for completeness, recomputes the conv's output and runs the two ops' backward kernels."""
+
+    def forward(self, x, w, b=None, *, stride, padding, dilation, groups):
+        self.x, self.w, self.b, self.has_bias = x, w, b, b is not None
+        self.geometry = stride, padding, dilation, groups
+        return self.k.conv.conv2d_bias_relu_maxpool2_forward(x, w, b, stride, padding, dilation, groups)
+
+    def backward(self, dy):
+        need_x, need_w, need_b = self.needs_grad + (False,) * (3 - len(self.needs_grad))
+        conv, pool = self.k.conv, self.k.pool
+        y = conv.conv2d_bias_relu_forward(self.x, self.w, self.b, *self.geometry)
+        _, argmax = pool.max_pool2d_forward(y, (2, 2), (2, 2), (0, 0))
+        dy_full = pool.max_pool2d_backward(dy, argmax, tuple(y.shape))
+        dx, dw, db = conv.conv2d_bias_relu_backward(dy_full, y, self.x, self.w, *self.geometry,
+                                                    need_x, need_w, need_b)
+        return (dx, dw, db) if self.has_bias else (dx, dw)
+
+
 class ConvTranspose2d(Function):
     def forward(self, x, w, b=None, *, stride, padding, output_padding, dilation, groups):
         self.x, self.w, self.has_bias = x, w, b is not None
@@ -90,6 +112,16 @@ def conv2d_relu(input, weight, bias=None, stride=1, padding=0, dilation=1, group
         return relu(conv2d(input, weight, bias, stride, padding, dilation, groups))
     input, args, geometry = _conv2d_arguments("conv2d", input, weight, bias, stride, padding, dilation, groups)
     return Conv2dBiasReLU.apply(input, *args, **geometry)
+
+
+def conv2d_relu_maxpool2(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """max_pool2d(relu(conv2d(input, weight, bias, ...)), 2): one fused op where the device's kernels have
+    it (`conv2d_bias_relu_maxpool2_forward`), else the ops one after the other: the same values either way."""
+    from .pool import max_pool2d
+    if not isinstance(input, Tensor) or not hasattr(kernels_for(input.device).conv, "conv2d_bias_relu_maxpool2_forward"):
+        return max_pool2d(conv2d_relu(input, weight, bias, stride, padding, dilation, groups), 2)
+    input, args, geometry = _conv2d_arguments("conv2d", input, weight, bias, stride, padding, dilation, groups)
+    return Conv2dBiasReLUMaxPool2.apply(input, *args, **geometry)
 
 
 def _conv2d_arguments(op, input, weight, bias, stride, padding, dilation, groups):
