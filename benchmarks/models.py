@@ -116,16 +116,11 @@ def _tinycnn_classes():
                 self.conv = layers.DepthwiseConv2D(kernel, strides=strides, padding="same", use_bias=False)
             else:
                 self.conv = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False)
-            self.bn = layers.BatchNormalization(momentum=0.9, epsilon=BN_EPS)
-            self.activation = activation
+            # the activation fused into the batch norm's passes (layers.BatchNormalization(activation=...))
+            self.bn = layers.BatchNormalization(momentum=0.9, epsilon=BN_EPS, activation=activation)
 
         def forward(self, x):
-            x = self.bn(self.conv(x))
-            if self.activation == "relu6":
-                return F.relu6(x)
-            if self.activation == "relu":
-                return F.relu(x)
-            return x
+            return self.bn(self.conv(x))
 
     class BenchInvertedResidual(tinycnn.Module):
         def __init__(self, cin, cout, stride, t):

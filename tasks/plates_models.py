@@ -46,12 +46,11 @@ class ConvBNReLU6(tinycnn.Module):
         else:
             self.conv = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
                                       kernel_initializer="he_normal")
-        self.bn = layers.BatchNormalization(momentum=0.9)
-        self.activation = layers.ReLU(max_value=6) if activation else None
+        # ReLU6 fused into the batch norm's own passes (the same values as BatchNormalization, then ReLU6)
+        self.bn = layers.BatchNormalization(momentum=0.9, activation="relu6" if activation else None)
 
     def forward(self, x):
-        x = self.bn(self.conv(x))
-        return self.activation(x) if self.activation is not None else x
+        return self.bn(self.conv(x))
 
 
 class InvertedResidual(tinycnn.Module):
@@ -123,11 +122,11 @@ class ConvBlock(tinycnn.Module):
         super().__init__()
         self.convs = [layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal")
                       for _ in range(convs)]
-        self.norms = [layers.BatchNormalization(momentum=0.9) for _ in range(convs)]
+        self.norms = [layers.BatchNormalization(momentum=0.9, activation="relu") for _ in range(convs)]  # fused ReLU
 
     def forward(self, x):
         for conv, norm in zip(self.convs, self.norms):
-            x = tinycnn.functional.relu(norm(conv(x)))
+            x = norm(conv(x))
         return x
 
 

@@ -224,3 +224,74 @@ def test_shape_and_type_errors_are_clear():
         batch_norm(x, np.zeros(3), np.ones(3), training=True)
     with pytest.raises(TypeError, match="float32"):
         batch_norm(x, None, None, Tensor(np.ones(3, np.float32)), training=True)
+
+
+# ---------------------------------------------------------------------- batch norm + ReLU / ReLU6, fused
+
+from tinycnn.ops.batchnorm import batch_norm_activation  # noqa: E402
+
+
+@GRAD
+@given(shape=input_shapes, activation=st.sampled_from(["relu", "relu6"]), training=st.booleans(), seed=seeds)
+def test_fused_activation_gradients(shape, activation, training, seed):
+    """activation(batch_norm(x)) as one op, training and eval: gradients against finite differences. γ up to 5
+    and β in ±3 put values on both sides of ReLU6's kinks (0 and 6)."""
+    assume(values_per_channel(shape) >= 2)
+    rng = np.random.default_rng(seed)
+    C = shape[1]
+    running_mean, running_var = Tensor(rng.standard_normal(C)), Tensor(rng.uniform(0.5, 2, C))
+    arrays = [rng.standard_normal(shape) * 2, rng.uniform(1, 5, C), rng.uniform(-3, 3, C)]
+
+    def fn(x, w, b):
+        return batch_norm_activation(x, running_mean, running_var, w, b, training=training, momentum=0.0,
+                                     activation=activation)
+    check_gradients(fn, arrays, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
+def test_fused_activation_kernels_match_reference(activation, dtype):
+    """The fused CPU kernels against the reference batch norm followed by the activation (forward) and the
+    reference backward of dz = dy · act'(z) (backward)."""
+    rng = np.random.default_rng(3)
+    x3 = (rng.standard_normal((3, 4, 50)) * 2).astype(dtype)
+    gamma, beta = rng.uniform(1, 5, 4).astype(dtype), rng.uniform(-3, 3, 4).astype(dtype)
+    dy3 = rng.standard_normal(x3.shape).astype(dtype)
+    top = np.inf if activation == "relu" else 6.0
+    z, mean, invstd, _ = ref.batch_norm_train_forward(x3, gamma, beta, 1e-3)
+    y3, *_ = cpu.batch_norm_train_forward(x3, gamma, beta, 1e-3, activation)
+    np.testing.assert_allclose(y3, np.clip(z, 0, top), **tolerances(dtype))
+    assert ((z > 0) & (z < top)).any() and (z < 0).any()
+    dz = dy3 * ((z > 0) & (z < top))
+    expected = ref.batch_norm_backward(dz, x3, gamma, mean, invstd)
+    got = cpu.batch_norm_backward(dy3, x3, gamma, mean, invstd, True, True, True, y3=y3, activation=activation)
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e, **tolerances(dtype))
+    running_var = rng.uniform(0.5, 2, 4).astype(dtype)
+    z_eval = ref.batch_norm_eval_forward(x3, gamma, beta, mean, running_var, 1e-3)
+    np.testing.assert_allclose(cpu.batch_norm_eval_forward(x3, gamma, beta, mean, running_var, 1e-3, activation),
+                               np.clip(z_eval, 0, top), **tolerances(dtype))
+
+
+def test_sequential_fuses_batch_norm_and_relu6():
+    """BatchNormalization then ReLU(6) in a Sequential model runs as the fused op: same output and gradients
+    as BatchNormalization(activation="relu6"), and both saved and loaded with their configuration."""
+    import tinycnn
+    from tinycnn import layers
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((4, 6, 5, 3)) * 3).astype(np.float32)
+    two = tinycnn.Sequential([layers.BatchNormalization(input_shape=(6, 5, 3)), layers.ReLU(6.0)])
+    one = tinycnn.Sequential([layers.BatchNormalization(activation="relu6", input_shape=(6, 5, 3))])
+    outs, grads = [], []
+    for model in (two, one):
+        model.train()
+        t = Tensor(x.transpose(0, 3, 1, 2).copy(), requires_grad=True)
+        y = model(t)
+        (y * y).sum().backward()
+        outs.append(y.numpy())
+        grads.append(np.asarray(t.grad))
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-6)
+    assert one.layers[0].get_config()["activation"] == "relu6"
+    with pytest.raises(ValueError, match="activation"):
+        layers.BatchNormalization(activation="tanh")

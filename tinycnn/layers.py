@@ -13,6 +13,7 @@ import numpy as np
 
 from . import functional as F
 from .nn import Module, Parameter
+from .ops.batchnorm import batch_norm_activation
 from .ops.conv import conv2d_relu, conv2d_relu_maxpool2
 from .random import generator
 from .tensor import Tensor
@@ -304,11 +305,17 @@ class Dropout(Layer):
 class BatchNormalization(Layer):
     """Batch norm over the channel axis (axis 1 of NCHW, or the features of (N, F)).
 
-    Keras' momentum m keeps m of the old running statistics: running = m·running + (1 − m)·batch."""
+    Keras' momentum m keeps m of the old running statistics: running = m·running + (1 − m)·batch.
+    activation (a tinycnn extension: None, "relu" or "relu6") applies the activation in the batch norm's own
+    passes, forward and backward (kernels/cpu/batchnorm.py): the same as BatchNormalization() followed
+    by ReLU(), which a Sequential model fuses by itself."""
 
-    def __init__(self, momentum=0.99, epsilon=1e-3, name=None, input_shape=None):
+    def __init__(self, momentum=0.99, epsilon=1e-3, activation=None, name=None, input_shape=None):
         super().__init__(name, input_shape)
         self.momentum, self.epsilon = float(momentum), float(epsilon)
+        if activation not in (None, "relu", "relu6"):
+            raise ValueError(f"BatchNormalization: activation must be None, 'relu' or 'relu6', got {activation!r}")
+        self.activation = activation
 
     def build(self, shape):
         if len(shape) not in (2, 4):
@@ -319,12 +326,21 @@ class BatchNormalization(Layer):
         self.register_buffer("moving_mean", Tensor(np.zeros(channels, np.float32)))
         self.register_buffer("moving_variance", Tensor(np.ones(channels, np.float32)))
 
-    def forward(self, x):
-        return F.batch_norm(x, self.moving_mean, self.moving_variance, self.gamma, self.beta,
-                            self.training, 1.0 - self.momentum, self.epsilon)
+    def forward(self, x, activation=None):
+        return batch_norm_activation(x, self.moving_mean, self.moving_variance, self.gamma, self.beta,
+                                     self.training, 1.0 - self.momentum, self.epsilon, activation or self.activation)
+
+    def activation_after(self, layer):
+        """The activation of `layer` when this layer (without one) and `layer` can run as one fused op."""
+        if self.activation is None and type(layer) in (Activation, ReLU) and layer.activation in ("relu", "relu6"):
+            return layer.activation
+        return None
 
     def config(self):
-        return dict(super().config(), momentum=self.momentum, epsilon=self.epsilon)
+        config = dict(super().config(), momentum=self.momentum, epsilon=self.epsilon)
+        if self.activation is not None:
+            config["activation"] = self.activation
+        return config
 
 
 class UpSampling2D(Layer):

@@ -43,6 +43,11 @@ class Sequential(Module):
                 # inference: Conv2D(relu) + MaxPooling2D(2) as one op, the conv's full-size output never
                 # written (the tutorial's net: 8 % faster predict); with gradients, the two layers as usual
                 x, i = layer(x, layer.forward_pooled), i + 2
+            elif i + 1 < len(layers) and getattr(layer, "activation_after", None) \
+                    and layer.activation_after(layers[i + 1]):
+                # BatchNormalization + ReLU as one op (training too: the fused op has its backward)
+                act = layer.activation_after(layers[i + 1])
+                x, i = layer(x, lambda x: layer.forward(x, act)), i + 2
             else:
                 x, i = layer(x), i + 1
         return x

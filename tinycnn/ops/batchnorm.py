@@ -19,6 +19,7 @@ normalises with its own batch's statistics.
 """
 import numpy as np
 
+from ..device import kernels_for
 from ..tensor import Function, Tensor
 
 sync_sums = None
@@ -27,8 +28,10 @@ sync_sums = None
 class BatchNorm(Function):
     """Inputs (x, weight, bias, running_mean, running_var), any but x may be None; only x, weight, bias get gradients."""
 
-    def forward(self, x, weight, bias, running_mean, running_var, *, training, momentum, eps):
+    def forward(self, x, weight, bias, running_mean, running_var, *, training, momentum, eps, activation=None):
         e, bn = self.k.elementwise, self.k.batchnorm
+        self.activation = activation
+        act = {} if activation is None else {"activation": activation}  # fused: see batch_norm_activation
         self.present = [i for i, a in enumerate((x, weight, bias, running_mean, running_var)) if a is not None]
         self.shape, self.training = x.shape, training
         N, C = x.shape[0], x.shape[1]
@@ -40,16 +43,17 @@ class BatchNorm(Function):
             if self.synced:
                 y3, self.mean, self.invstd, var_unbiased = self._synced_forward(x3, beta, running_mean, eps)
             else:
-                y3, self.mean, self.invstd, var_unbiased = bn.batch_norm_train_forward(x3, self.gamma, beta, eps)
+                y3, self.mean, self.invstd, var_unbiased = bn.batch_norm_train_forward(x3, self.gamma, beta, eps, **act)
             if running_mean is not None:
                 bn.update_running(running_mean, self.mean, momentum)
             if running_var is not None:
                 bn.update_running(running_var, var_unbiased, momentum)
         else:
-            y3 = bn.batch_norm_eval_forward(x3, self.gamma, beta, running_mean, running_var, eps)
+            y3 = bn.batch_norm_eval_forward(x3, self.gamma, beta, running_mean, running_var, eps, **act)
             self.mean = running_mean
             self.invstd = e.div(1.0, e.sqrt(e.add(running_var, eps)))
         self.x3 = x3
+        self.y3 = y3 if activation is not None else None  # the activation's mask comes from its output
         return e.reshape(y3, self.shape)
 
     def _synced_forward(self, x3, beta, running_mean, eps):
@@ -90,6 +94,11 @@ class BatchNorm(Function):
         needs = dict(zip(self.present, self.needs_grad))
         need_dx, need_dgamma, need_dbeta = needs.get(0, False), needs.get(1, False), needs.get(2, False)
         dy3 = e.reshape(dy, self.x3.shape)
+        fused = {}
+        if self.activation is not None and self.training:  # the kernels mask dy with the output's act'
+            fused = {"y3": self.y3, "activation": self.activation}
+        elif self.activation is not None:  # eval mode: mask dy first (act' read from the output, as above)
+            dy3 = getattr(self.k.activation, f"{self.activation}_backward")(dy3, self.y3)
         # In eval mode mean and invstd are constants: dγ and dβ have the training formulas, but dx is only
         # the per-channel scale γ · invstd (there is no path through the batch statistics).
         dx3 = dgamma = dbeta = None
@@ -99,7 +108,8 @@ class BatchNorm(Function):
             dx3 = self._synced_input_grad(dy3, dgamma, dbeta) if need_dx else None
         elif (need_dx and self.training) or need_dgamma or need_dbeta:
             dx3, dgamma, dbeta = self.k.batchnorm.batch_norm_backward(
-                dy3, self.x3, self.gamma, self.mean, self.invstd, need_dx and self.training, need_dgamma, need_dbeta)
+                dy3, self.x3, self.gamma, self.mean, self.invstd, need_dx and self.training, need_dgamma, need_dbeta,
+                **fused)
         if need_dx and not self.training:
             scale = e.reshape(e.mul(self.gamma, self.invstd), (1, self.gamma.shape[0], 1))
             dx3 = e.mul(dy3, scale)
@@ -125,7 +135,8 @@ def _check_channel_vector(t, name, C, x):
         raise TypeError(f"batch_norm: {name} is {t.dtype} but the input is {x.dtype}")
 
 
-def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
+               _check_only=False):
     """torch.nn.functional.batch_norm. input (N, C) or (N, C, H, W); running_mean/var (C,) Tensors or None
     (updated in place on .data when training); weight γ and bias β (C,) or None (γ = 1, β = 0)."""
     if not isinstance(input, Tensor):
@@ -146,5 +157,25 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                              f"got input of shape {input.shape}")
     elif running_mean is None or running_var is None:
         raise ValueError("batch_norm: eval mode (training=False) needs running_mean and running_var")
+    if _check_only:  # batch_norm_activation's argument checks
+        return None
     return BatchNorm.apply(input, weight, bias, running_mean, running_var,
                            training=bool(training), momentum=float(momentum), eps=float(eps))
+
+
+def batch_norm_activation(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+                          eps=1e-5, activation=None):
+    """activation(batch_norm(...)) for activation None, "relu" or "relu6", as one fused op where the device's
+    kernels have it (their FUSED_ACTIVATIONS; not with synchronised batch norm), else the two ops: the
+    same values and gradients either way. Used by layers.BatchNormalization(activation=...)."""
+    from . import activation as act_ops
+    if activation not in (None, "relu", "relu6"):
+        raise ValueError(f"batch_norm_activation: activation must be None, 'relu' or 'relu6', got {activation!r}")
+    fused = (activation is not None and sync_sums is None and isinstance(input, Tensor)
+             and activation in getattr(kernels_for(input.device).batchnorm, "FUSED_ACTIVATIONS", ()))
+    if activation is None or not fused:
+        y = batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+        return y if activation is None else getattr(act_ops, activation)(y)
+    batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps, _check_only=True)
+    return BatchNorm.apply(input, weight, bias, running_mean, running_var, training=bool(training),
+                           momentum=float(momentum), eps=float(eps), activation=activation)
