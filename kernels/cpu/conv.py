@@ -927,23 +927,34 @@ def _direct_forward(x, w, b, relu, stride, padding, dilation, y, pooled=False):
     Hp, Wp = H + 2 * ph, W + 2 * pw
     L = (Hp - (KH - 1) * dil_h) * Wp - (KW - 1) * dil_w
     m = F // C
-    for plane in prange(N * F):
-        n, f = plane // F, plane % F
-        src = _padded_plane(x[n, f // m], ph, pw, np.zeros(Hp * Wp if ph + pw > 0 else 0, x.dtype))
+    per = _planes_per_task(N * F)
+    for task in prange(-(-N * F // per)):
+        buf = np.zeros(Hp * Wp if ph + pw > 0 else 0, x.dtype)  # its border stays 0: only the inside is copied
         wide = np.empty(L, y.dtype)
-        if KH == 3 and KW == 3:
-            _wide_conv3x3(wide, src, w[f, 0], b[f], dil_h * Wp, dil_w)
-        else:  # one multiply-add over the plane per kernel offset
-            wide[:] = b[f]
-            for i in range(KH):
-                for j in range(KW):
-                    _add_scaled_row(wide, w[f, 0, i, j], src[i * dil_h * Wp + j * dil_w:], 1)
-        if pooled:
-            for ph_ in range(OH // 2):
-                _pool_out_row(y[n, f, ph_], wide[2 * ph_ * sh * Wp:], wide[(2 * ph_ + 1) * sh * Wp:], sw, relu)
-        else:
-            for oh in range(OH):
-                _copy_out_row(y[n, f, oh], wide[oh * sh * Wp:], sw, relu)
+        for plane in range(task * per, min(N * F, (task + 1) * per)):
+            _direct_forward_plane(x, w, b, relu, plane, stride, padding, dilation, y, pooled, buf, wide, Wp, OH, m)
+
+
+@njit(cache=True)
+def _direct_forward_plane(x, w, b, relu, plane, stride, padding, dilation, y, pooled, buf, wide, Wp, OH, m):
+    """One output plane of _direct_forward, in this thread's buffers."""
+    F, _, KH, KW = w.shape
+    (sh, sw), (ph, pw), (dil_h, dil_w) = stride, padding, dilation
+    n, f = plane // F, plane % F
+    src = _padded_plane(x[n, f // m], ph, pw, buf)
+    if KH == 3 and KW == 3:
+        _wide_conv3x3(wide, src, w[f, 0], b[f], dil_h * Wp, dil_w)
+    else:  # one multiply-add over the plane per kernel offset
+        wide[:] = b[f]
+        for i in range(KH):
+            for j in range(KW):
+                _add_scaled_row(wide, w[f, 0, i, j], src[i * dil_h * Wp + j * dil_w:], 1)
+    if pooled:
+        for ph_ in range(OH // 2):
+            _pool_out_row(y[n, f, ph_], wide[2 * ph_ * sh * Wp:], wide[(2 * ph_ + 1) * sh * Wp:], sw, relu)
+    else:
+        for oh in range(OH):
+            _copy_out_row(y[n, f, oh], wide[oh * sh * Wp:], sw, relu)
 
 
 @njit(cache=True)
@@ -952,6 +963,14 @@ def _pool_out_row(out, wide0, wide1, step, relu):
     for k in range(out.size):
         v = max(max(wide0[2 * k * step], wide0[(2 * k + 1) * step]), max(wide1[2 * k * step], wide1[(2 * k + 1) * step]))
         out[k] = 0 if (relu and v < 0) else v
+
+
+@njit(cache=True)
+def _planes_per_task(planes):
+    """Planes per parallel task of the direct kernels: about 64 tasks, so each thread allocates its plane
+    buffers a few times per call instead of once per plane (6,144 small planes in the regressor's last
+    depthwise conv), and a thread slowed by other load still finds tasks left to balance."""
+    return max(1, planes // 64)
 
 
 @njit(cache=True)
@@ -982,18 +1001,39 @@ def _direct_input_grad(dy, w, stride, padding, dilation, dx):
     Hp, Wp = H + 2 * ph, W + 2 * pw
     L = (Hp - (KH - 1) * dil_h) * Wp - (KW - 1) * dil_w
     m = F // C
-    for plane in prange(N * C):
-        n, c = plane // C, plane % C
-        dzw = np.zeros(L + (KW - 1) * dil_w, dx.dtype)  # wide dz: the pixels no output samples stay 0
-        dxp = np.zeros(Hp * Wp, dx.dtype)                # the padded input plane's gradient
+    per = _planes_per_task(N * C)
+    for task in prange(-(-N * C // per)):
+        # wide dz, with a margin of zeros in front (see the plane's 3×3 case); the pixels no output samples stay 0
+        margin = (KH - 1) * dil_h * Wp + (KW - 1) * dil_w
+        dzw = np.zeros(Hp * Wp + 2 * margin, dx.dtype)
+        dxp = np.empty(Hp * Wp, dx.dtype)  # the padded input plane's gradient
+        for plane in range(task * per, min(N * C, (task + 1) * per)):
+            _direct_input_grad_plane(dy, w, plane, stride, padding, dilation, dx, dzw, dxp, Wp, L, m, margin)
+
+
+@njit(cache=True)
+def _direct_input_grad_plane(dy, w, plane, stride, padding, dilation, dx, dzw, dxp, Wp, L, m, margin):
+    """One input plane of _direct_input_grad, in this thread's buffers; dz's wide grid sits at
+    dzw[margin:]. A 3×3 kernel with one filter per channel gathers instead of scattering: dxp[q] =
+    Σ_{i,j} w[i, j] · dz[q − i·row − j·col] = Σ_{i,j} w[2 − i, 2 − j] · dzw[q + i·row + j·col], one pass
+    that writes each pixel once (the forward's _wide_conv3x3 with the kernel flipped), not nine passes."""
+    N, C, H, W = dx.shape
+    F, _, KH, KW = w.shape
+    (sh, sw), (ph, pw), (dil_h, dil_w) = stride, padding, dilation
+    n, c = plane // C, plane % C
+    if KH == 3 and KW == 3 and m == 1:
+        _fill_wide(dzw[margin:], dy[n, c], dy[n, c], False, sh, sw, Wp)
+        _wide_conv3x3(dxp, dzw, w[c, 0, ::-1, ::-1], w[c, 0, 0, 0] - w[c, 0, 0, 0], dil_h * Wp, dil_w)
+    else:
+        dxp[:] = 0
         for f in range(c * m, (c + 1) * m):
-            _fill_wide(dzw, dy[n, f], dy[n, f], False, sh, sw, Wp)
+            _fill_wide(dzw[margin:], dy[n, f], dy[n, f], False, sh, sw, Wp)
             for i in range(KH):
                 for j in range(KW):
                     _add_scaled_row(dxp[i * dil_h * Wp + j * dil_w:i * dil_h * Wp + j * dil_w + L], w[f, 0, i, j],
-                                    dzw, 1)
-        for h in range(H):
-            dx[n, c, h] = dxp[(h + ph) * Wp + pw:(h + ph) * Wp + pw + W]
+                                    dzw[margin:], 1)
+    for h in range(H):
+        dx[n, c, h] = dxp[(h + ph) * Wp + pw:(h + ph) * Wp + pw + W]
 
 
 @njit(cache=True, parallel=True)
