@@ -152,19 +152,18 @@ def batch_norm_eval_forward(x3, gamma, beta, running_mean, running_var, eps, act
     return y3
 
 
-@njit(cache=True, parallel=True)
-def _channel_sums(dy3, x3, mean, invstd, dgamma, dbeta, zero, y3, act):
-    """dβ_c = Σ dy and dγ_c = Σ dy · x̂ = invstd_c · Σ dy · (x − mean_c) for every channel."""
-    N, C, inner = x3.shape
-    for c in prange(C):
-        sum_dy = 0.0
-        sum_dy_xc = 0.0
-        for n in range(N):
-            s, t = _row_dots(dy3[n, c], x3[n, c], mean[c], zero, y3[n, c], act)
-            sum_dy += s
-            sum_dy_xc += t
-        dbeta[c] = sum_dy
-        dgamma[c] = sum_dy_xc * invstd[c]
+@njit(cache=True)
+def _channel_sums(dy3, x3, c, mean, invstd, dgamma, dbeta, zero, y3, act):
+    """dβ_c = Σ dy and dγ_c = Σ dy · x̂ = invstd_c · Σ dy · (x − mean_c) for channel c."""
+    N = x3.shape[0]
+    sum_dy = 0.0
+    sum_dy_xc = 0.0
+    for n in range(N):
+        s, t = _row_dots(dy3[n, c], x3[n, c], mean[c], zero, y3[n, c], act)
+        sum_dy += s
+        sum_dy_xc += t
+    dbeta[c] = sum_dy
+    dgamma[c] = sum_dy_xc * invstd[c]
 
 
 @njit(cache=True, fastmath={"contract"})
@@ -180,19 +179,23 @@ def _row_input_grad(dx_row, dy_row, x_row, a, b, offset, mu, y_row, act):
 
 
 @njit(cache=True, parallel=True)
-def _input_grad(dy3, x3, gamma, mean, invstd, dgamma, dbeta, dx3, coef, y3, act):
-    """dx = γ invstd · (dy − dβ / M − x̂ dγ / M) = a · dy + b · (x − mean) + offset per channel, with
-    a = γ invstd, b = −a · invstd · dγ / M, offset = −a · dβ / M (kept in coef (C, 3), the data's dtype)."""
+def _backward(dy3, x3, gamma, mean, invstd, dgamma, dbeta, dx3, need_dx, coef, zero, y3, act):
+    """Per channel (one thread each): the two sums, then, while the channel's dy, x (and y) are still in
+    this core's cache, dx = γ invstd · (dy − dβ / M − x̂ dγ / M) = a · dz + b · (x − mean) + offset, with
+    a = γ invstd, b = −a · invstd · dγ / M, offset = −a · dβ / M (kept in coef (C, 3), the data's dtype).
+    (Two kernels, all sums first, read every array from main memory twice: 1.6× slower.)"""
     N, C, inner = x3.shape
     count = N * inner
     for c in prange(C):
-        a = gamma[c] * invstd[c]
-        coef[c, 0] = a
-        coef[c, 1] = -a * invstd[c] * dgamma[c] / count
-        coef[c, 2] = -a * dbeta[c] / count
-        for n in range(N):
-            _row_input_grad(dx3[n, c], dy3[n, c], x3[n, c], coef[c, 0], coef[c, 1], coef[c, 2], mean[c],
-                            y3[n, c], act)
+        _channel_sums(dy3, x3, c, mean, invstd, dgamma, dbeta, zero, y3, act)
+        if need_dx:
+            a = gamma[c] * invstd[c]
+            coef[c, 0] = a
+            coef[c, 1] = -a * invstd[c] * dgamma[c] / count
+            coef[c, 2] = -a * dbeta[c] / count
+            for n in range(N):
+                _row_input_grad(dx3[n, c], dy3[n, c], x3[n, c], coef[c, 0], coef[c, 1], coef[c, 2], mean[c],
+                                y3[n, c], act)
 
 
 def batch_norm_backward(dy3, x3, gamma, mean, invstd, need_dx, need_dgamma, need_dbeta, y3=None, activation=None):
@@ -203,11 +206,10 @@ def batch_norm_backward(dy3, x3, gamma, mean, invstd, need_dx, need_dgamma, need
     y3 = dy3 if act == 0 else np.ascontiguousarray(y3)  # not read when act is 0
     C = x3.shape[1]
     dgamma, dbeta = np.empty(C, x3.dtype), np.empty(C, x3.dtype)
-    _channel_sums(dy3, x3, mean, invstd, dgamma, dbeta, x3.dtype.type(0), y3, act)  # dx needs both sums too
-    dx3 = None
-    if need_dx:
-        dx3 = output(x3.shape, x3.dtype)
-        _input_grad(dy3, x3, gamma, mean, invstd, dgamma, dbeta, dx3, np.empty((C, 3), x3.dtype), y3, act)
+    dx3 = output(x3.shape, x3.dtype) if need_dx else x3  # x3: a placeholder, not written
+    _backward(dy3, x3, gamma, mean, invstd, dgamma, dbeta, dx3, need_dx, np.empty((C, 3), x3.dtype),
+              x3.dtype.type(0), y3, act)
+    dx3 = dx3 if need_dx else None
     return dx3, (dgamma if need_dgamma else None), (dbeta if need_dbeta else None)
 
 
