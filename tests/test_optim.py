@@ -146,12 +146,13 @@ def test_sgd_kernel_matches_reference(dtype, nesterov, momentum, dampening):
             np.testing.assert_allclose(got_buf, want_buf, rtol=1e-6 if dtype == np.float32 else 1e-13)
 
 
+@pytest.mark.parametrize("size", [7, cpu.SERIAL_BELOW + 5])  # the one-thread and the parallel kernel
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("decoupled", [False, True])
-def test_adam_kernel_matches_reference(dtype, decoupled):
+def test_adam_kernel_matches_reference(dtype, decoupled, size):
     rng = np.random.default_rng(1)
-    param, grad = rng.standard_normal(7).astype(dtype), rng.standard_normal(7).astype(dtype)
-    m, v = rng.standard_normal(7).astype(dtype), rng.uniform(0, 1, 7).astype(dtype)
+    param, grad = rng.standard_normal(size).astype(dtype), rng.standard_normal(size).astype(dtype)
+    m, v = rng.standard_normal(size).astype(dtype), rng.uniform(0, 1, size).astype(dtype)
     want = ref.adam_step(param.astype(np.float64), grad, m.astype(np.float64), v.astype(np.float64),
                          0.01, 0.9, 0.99, 1e-7, 0.1, decoupled, 3)
     got = param.copy(), grad, m.copy(), v.copy()
