@@ -382,3 +382,25 @@ def test_same_padding_matches_torch_asymmetric_rule():
     expected = ref.conv2d_forward(ref.pad2d_forward(x, (1, 2, 0, 1), 0.0), w, None, (1, 1), (0, 0), (1, 1), 1)
     assert y.shape == (1, 3, 5, 6)
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel", [(2, 2), (3, 2)])
+def test_pixel_shuffle_transpose_matches_the_general_path(kernel, dtype, monkeypatch):
+    """stride == kernel, no padding: the GEMM + pixel-shuffle path against the reference (forward) and against
+    the general col2im/im2col path (backward)."""
+    rng = np.random.default_rng(9)
+    x, w, b = (randn(rng, 2, 3, 4, 5).astype(dtype), randn(rng, 3, 6, *kernel).astype(dtype),
+               randn(rng, 6).astype(dtype))
+    geometry = (kernel, (0, 0), (0, 0), (1, 1), 1)
+    assert cpu._is_pixel_shuffle(w.shape, *geometry[:4], 1)
+    y = cpu.conv_transpose2d_forward(x, w, b, *geometry)
+    np.testing.assert_allclose(y, ref.conv_transpose2d_forward(x, w, b, *geometry), **TOL[dtype])
+    dy = randn(rng, *y.shape).astype(dtype)
+    fast = cpu.conv_transpose2d_backward(dy, x, w, *geometry, True, True, True)
+    monkeypatch.setattr(cpu, "_is_pixel_shuffle", lambda *a: False)
+    general = cpu.conv_transpose2d_backward(dy, x, w, *geometry, True, True, True)
+    np.testing.assert_allclose(cpu.conv_transpose2d_forward(x, w, b, *geometry), y, **TOL[dtype])
+    for name, f, g in zip(("dx", "dw", "db"), fast, general):
+        assert f.shape == g.shape and f.dtype == dtype, name
+        np.testing.assert_allclose(f, g, err_msg=name, **TOL[dtype])
