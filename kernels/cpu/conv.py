@@ -365,10 +365,24 @@ def _backward(dy, y, x, x_shape, w, w_shape, stride, padding, dilation, groups, 
     if algorithm == "matmul":
         C = x_shape[1]
         dz = _masked_chunk(dy.reshape(N, F, P), y, 0, N, bias_sums, need_db)
-        if need_dx:
-            matmul(w.reshape(F, C).T, dz, out=dx.reshape(N, C, P))
-        if need_dw:  # Σₙ dz[n] (F, HW) @ x[n]ᵀ (HW, C)
-            dw.reshape(F, C)[...] = matmul(dz, x.reshape(N, C, P).transpose(0, 2, 1)).sum(axis=0)
+        # Both GEMMs of an image run together on one thread, dz[n] read from cache by the second:
+        # dx[n] = Wᵀ (C, F) @ dz[n] (F, HW), and this thread's dW += dz[n] (F, HW) @ x[n]ᵀ (HW, C)
+        w_t = w.reshape(F, C).T
+        x3 = x.reshape(N, C, P) if need_dw else None
+        dx3 = dx.reshape(N, C, P) if need_dx else None
+        dw_parts = {}  # thread -> its float64 share of dW
+
+        def image(n):
+            if need_dx:
+                np.matmul(w_t, dz[n], out=dx3[n])
+            if need_dw:
+                if threading.get_ident() not in dw_parts:
+                    dw_parts[threading.get_ident()] = np.zeros((F, C), np.float64)
+                dw_parts[threading.get_ident()] += np.matmul(dz[n], x3[n].T)
+
+        threads.parallel_for(image, N)
+        if need_dw:
+            dw.reshape(F, C)[...] = np.sum(list(dw_parts.values()), axis=0)
         return dx, dw, (bias_sums.sum(axis=0).astype(dtype) if need_db else None)
 
     if algorithm == "winograd":
