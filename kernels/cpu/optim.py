@@ -46,43 +46,39 @@ def sgd_step(param, grad, momentum_buf, lr, momentum, dampening, weight_decay, n
                       float(weight_decay), bool(nesterov), bool(first_step))
 
 
+@njit(inline="always")
+def _adam_update(param, grad, m, v, i, lr, beta1, beta2, eps, weight_decay, decoupled, m_correction, v_correction):
+    """Element i's update, in place, float64 arithmetic. Inlined into both loops below (Numba IR inlining):
+    a helper that returned the new values as a tuple instead kept LLVM from vectorizing _adam, 4× slower."""
+    p = np.float64(param[i])
+    g = np.float64(grad[i])
+    if decoupled:
+        p *= 1.0 - lr * weight_decay
+    else:
+        g += weight_decay * p
+    m_i = beta1 * m[i] + (1.0 - beta1) * g
+    v_i = beta2 * v[i] + (1.0 - beta2) * g * g
+    m[i] = m_i
+    v[i] = v_i
+    param[i] = p - lr * (m_i / m_correction) / (np.sqrt(v_i / v_correction) + eps)
+
+
 @njit(cache=True, parallel=True)
 def _adam(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
     m_correction = 1.0 - beta1 ** step
     v_correction = 1.0 - beta2 ** step
     for i in prange(param.size):
-        p = np.float64(param[i])
-        g = np.float64(grad[i])
-        if decoupled:
-            p *= 1.0 - lr * weight_decay
-        else:
-            g += weight_decay * p
-        m_i = beta1 * m[i] + (1.0 - beta1) * g
-        v_i = beta2 * v[i] + (1.0 - beta2) * g * g
-        m[i] = m_i
-        v[i] = v_i
-        param[i] = p - lr * (m_i / m_correction) / (np.sqrt(v_i / v_correction) + eps)
+        _adam_update(param, grad, m, v, i, lr, beta1, beta2, eps, weight_decay, decoupled, m_correction, v_correction)
 
 
 @njit(cache=True)
 def _adam_serial(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
     """_adam on one thread, for small parameters: waking the parallel threads costs more than the update
-    (a MobileNetV2 has 56 parameter tensors, most of a few hundred values). The same loop body as _adam
-    (written out: a shared per-element function returning a tuple kept LLVM from vectorizing _adam, 4× slower)."""
+    (a MobileNetV2 has 56 parameter tensors, most of a few hundred values)."""
     m_correction = 1.0 - beta1 ** step
     v_correction = 1.0 - beta2 ** step
     for i in range(param.size):
-        p = np.float64(param[i])
-        g = np.float64(grad[i])
-        if decoupled:
-            p *= 1.0 - lr * weight_decay
-        else:
-            g += weight_decay * p
-        m_i = beta1 * m[i] + (1.0 - beta1) * g
-        v_i = beta2 * v[i] + (1.0 - beta2) * g * g
-        m[i] = m_i
-        v[i] = v_i
-        param[i] = p - lr * (m_i / m_correction) / (np.sqrt(v_i / v_correction) + eps)
+        _adam_update(param, grad, m, v, i, lr, beta1, beta2, eps, weight_decay, decoupled, m_correction, v_correction)
 
 
 SERIAL_BELOW = 1 << 15  # parameters with fewer values are updated on one thread
