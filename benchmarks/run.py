@@ -41,7 +41,6 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 RESULT_TAG = "BENCH_RESULT "
-DEFAULT_MALLOC = False  # set from --default-malloc
 PARTS = ("catdog", "mobilenet", "fcn", "convs", "compile")
 MODEL_PARTS = ("catdog", "mobilenet", "fcn")
 THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -450,8 +449,6 @@ def find_configs(args, skipped):
 
 def child_env(threads, extra=None):
     env = dict(os.environ)
-    if not DEFAULT_MALLOC:
-        env.setdefault("GLIBC_TUNABLES", MALLOC_TUNABLES)
     for name in THREAD_VARS:
         env[name] = str(threads)
     env.pop("NUMBA_DISABLE_JIT", None)
@@ -545,6 +542,8 @@ class Bench:
                     self.changed.setdefault(path, [])
             for path in self.changed:
                 self.changed[path].append(label)
+        if not self.args.default_malloc:
+            env_extra = dict({"GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES", MALLOC_TUNABLES)}, **(env_extra or {}))
         result, error = run_child(python or config.python, spec, threads, self.args.timeout, env_extra)
         if result is None:
             self.failures.append(f"{label}: {error}")
@@ -861,8 +860,6 @@ def main(argv=None):
     if argv and argv[0] == "--worker":
         return worker_main(argv[1])
     args = parse_args(argv)
-    global DEFAULT_MALLOC
-    DEFAULT_MALLOC = args.default_malloc
     started = datetime.datetime.now()
     machine = machine_info()
     bench = Bench(args)

@@ -378,7 +378,7 @@ def _backward(dy, y, x, x_shape, w, w_shape, stride, padding, dilation, groups, 
             if need_dw:
                 if threading.get_ident() not in dw_parts:
                     dw_parts[threading.get_ident()] = np.zeros((F, C), np.float64)
-                dw_parts[threading.get_ident()] += np.matmul(dz[n], x3[n].T)
+                dw_parts[threading.get_ident()] += np.matmul(dz[n], x3[n].T, out=scratch("conv.dw_part", (F, C), dtype))
 
         threads.parallel_for(image, N)
         if need_dw:
@@ -739,7 +739,7 @@ def _winograd_backward(dy, y, x, x_shape, w, w_shape, padding, dx, dw, bias_sums
             if dw is not None:  # dU_ξ += dM_ξ @ V_ξᵀ
                 V = scratch("conv.winograd_v", (16, C, tiles), dy.dtype)
                 _winograd_input(x, ph, pw, TH, TW, r0, r1, V)
-                dU += np.matmul(dM, V.transpose(0, 2, 1))
+                dU += np.matmul(dM, V.transpose(0, 2, 1), out=scratch("conv.winograd_dup", (16, F, C), dy.dtype))
             if dx is not None:  # dV_ξ = U_ξᵀ @ dM_ξ, then dd = B dV Bᵀ into the image's plane buffer
                 dV = scratch("conv.winograd_v", (16, C, tiles), dy.dtype)
                 np.matmul(Ut, dM, out=dV)

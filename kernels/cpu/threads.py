@@ -79,11 +79,11 @@ def _executor(threads):
 
 class one_blas_thread:
     """Hold NumPy's BLAS at one thread inside the block, then give it back its setting (nested blocks and
-    blocks on pool threads leave it alone: the outermost block owns the setting)."""
+    blocks on pool threads leave it alone: the caller's outermost block owns the setting)."""
 
     def __enter__(self):
         global _blas
-        self.owner = not getattr(_local, "blas_held", False)
+        self.owner = not (getattr(_local, "blas_held", False) or getattr(_local, "inside", False))
         if not self.owner:
             return
         if _blas is None:

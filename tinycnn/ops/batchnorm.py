@@ -135,10 +135,16 @@ def _check_channel_vector(t, name, C, x):
         raise TypeError(f"batch_norm: {name} is {t.dtype} but the input is {x.dtype}")
 
 
-def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
-               _check_only=False):
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
     """torch.nn.functional.batch_norm. input (N, C) or (N, C, H, W); running_mean/var (C,) Tensors or None
     (updated in place on .data when training); weight γ and bias β (C,) or None (γ = 1, β = 0)."""
+    _check_arguments(input, running_mean, running_var, weight, bias, training, momentum)
+    return BatchNorm.apply(input, weight, bias, running_mean, running_var,
+                           training=bool(training), momentum=float(momentum), eps=float(eps))
+
+
+def _check_arguments(input, running_mean, running_var, weight, bias, training, momentum):
+    """Clear errors for batch_norm's (and batch_norm_activation's) arguments."""
     if not isinstance(input, Tensor):
         raise TypeError(f"batch_norm: input must be a Tensor, got {type(input).__name__}")
     if input.ndim not in (2, 3, 4):
@@ -157,10 +163,6 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                              f"got input of shape {input.shape}")
     elif running_mean is None or running_var is None:
         raise ValueError("batch_norm: eval mode (training=False) needs running_mean and running_var")
-    if _check_only:  # batch_norm_activation's argument checks
-        return None
-    return BatchNorm.apply(input, weight, bias, running_mean, running_var,
-                           training=bool(training), momentum=float(momentum), eps=float(eps))
 
 
 def batch_norm_activation(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
@@ -176,6 +178,6 @@ def batch_norm_activation(input, running_mean, running_var, weight=None, bias=No
     if activation is None or not fused:
         y = batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
         return y if activation is None else getattr(act_ops, activation)(y)
-    batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps, _check_only=True)
+    _check_arguments(input, running_mean, running_var, weight, bias, training, momentum)
     return BatchNorm.apply(input, weight, bias, running_mean, running_var, training=bool(training),
                            momentum=float(momentum), eps=float(eps), activation=activation)
