@@ -120,6 +120,8 @@ def _tinycnn_classes():
             self.bn = layers.BatchNormalization(momentum=0.9, epsilon=BN_EPS, activation=activation)
 
         def forward(self, x):
+            if self.conv.folds(self.bn):  # inference: the batch norm folded into the conv's weights
+                return self.conv(x, lambda x: self.conv.forward_folded(x, self.bn))
             return self.bn(self.conv(x))
 
     class BenchInvertedResidual(tinycnn.Module):

@@ -50,6 +50,8 @@ class ConvBNReLU6(tinycnn.Module):
         self.bn = layers.BatchNormalization(momentum=0.9, activation="relu6" if activation else None)
 
     def forward(self, x):
+        if self.conv.folds(self.bn):  # inference: the batch norm folded into the conv (Conv2D.forward_folded)
+            return self.conv(x, lambda x: self.conv.forward_folded(x, self.bn))
         return self.bn(self.conv(x))
 
 

@@ -14,9 +14,9 @@ import numpy as np
 from . import functional as F
 from .nn import Module, Parameter
 from .ops.batchnorm import batch_norm_activation
-from .ops.conv import conv2d_relu, conv2d_relu_maxpool2
+from .ops.conv import conv2d_activation, conv2d_relu, conv2d_relu_maxpool2
 from .random import generator
-from .tensor import Tensor
+from .tensor import Tensor, is_grad_enabled
 
 ACTIVATIONS = {
     None: None, "linear": None,
@@ -137,6 +137,28 @@ class Conv2D(Layer):
             return conv2d_relu(x, self.kernel, self.bias, self.strides, padding, self.dilation_rate, self.groups)
         y = F.conv2d(x, self.kernel, self.bias, self.strides, padding, self.dilation_rate, self.groups)
         return activate(self.activation, y)
+
+    def folds(self, layer):
+        """Whether `layer` is a batch norm this layer can absorb (forward_folded): at inference only (no
+        gradient recorded, the batch norm in eval mode), this layer without an activation of its own."""
+        return (self.activation is None and isinstance(layer, BatchNormalization) and not layer.training
+                and not is_grad_enabled() and self.built and layer.built)
+
+    def forward_folded(self, x, bn, activation=None):
+        """This layer, then the batch norm `bn` in eval mode, then `activation` (bn's own when None), as one
+        conv: with scale = γ / √(moving_var + ε) per filter f,
+
+            bn(conv(x)) = scale · (w ∗ x + b − moving_mean) + β = w' ∗ x + b',
+            w'[f] = scale[f] · w[f],   b' = scale · (b − moving_mean) + β
+
+        The batch norm's pass over the conv's output is gone, and the activation is applied in the conv's
+        own pass (the Sequential model and the plate models use it for inference)."""
+        scale = bn.gamma / (bn.moving_variance + bn.epsilon).sqrt()
+        kernel = self.kernel * scale.reshape(-1, 1, 1, 1)
+        bias = ((self.bias - bn.moving_mean) if self.bias is not None else -bn.moving_mean) * scale + bn.beta
+        x, padding = _apply_padding(x, self.padding, self.kernel_size, self.strides, self.dilation_rate)
+        return conv2d_activation(x, kernel, bias, self.strides, padding, self.dilation_rate, self.groups,
+                                 activation or bn.activation)
 
     def pools_into(self, layer):
         """Whether this layer, then `layer`, can run as one fused conv + ReLU + 2×2 max-pool op."""
@@ -412,11 +434,12 @@ def _require_rank(shape, rank, layer):
 
 
 def _apply_padding(x, padding, kernel, strides, dilation, fill=0.0):
-    """Keras padding -> (input, symmetric padding for the op); pads asymmetric 'same' explicitly."""
+    """Keras padding -> (input, padding for the op). Zero padding goes to the op as it is, even when uneven
+    (conv2d takes ((top, bottom), (left, right))); any other fill (pooling) is padded here, explicitly."""
     if padding == "valid":
         return x, (0, 0)
     (top, bottom), (left, right) = (same_padding(x.shape[2], kernel[0], strides[0], dilation[0]),
                                     same_padding(x.shape[3], kernel[1], strides[1], dilation[1]))
-    if top == bottom and left == right and fill == 0.0:
-        return x, (top, left)
+    if fill == 0.0:
+        return x, ((top, bottom), (left, right))
     return F.pad(x, (left, right, top, bottom), value=fill), (0, 0)

@@ -43,6 +43,13 @@ class Sequential(Module):
                 # inference: Conv2D(relu) + MaxPooling2D(2) as one op, the conv's full-size output never
                 # written (the tutorial's net: 8 % faster predict); with gradients, the two layers as usual
                 x, i = layer(x, layer.forward_pooled), i + 2
+            elif i + 1 < len(layers) and getattr(layer, "folds", None) and layer.folds(layers[i + 1]):
+                # inference: Conv2D + BatchNormalization (+ ReLU) as one conv, the batch norm folded into the
+                # conv's weights and bias (layers.Conv2D.forward_folded)
+                bn, after = layers[i + 1], layers[i + 2] if i + 2 < len(layers) else None
+                act = bn.activation_after(after) if after is not None else None
+                x = layer(x, lambda x: layer.forward_folded(x, bn, act))
+                i += 3 if act else 2
             elif i + 1 < len(layers) and getattr(layer, "activation_after", None) \
                     and layer.activation_after(layers[i + 1]):
                 # BatchNormalization + ReLU as one op (training too: the fused op has its backward)

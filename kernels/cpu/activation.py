@@ -36,6 +36,35 @@ def _elementwise(kernel, *arrays):
     return out
 
 
+# ---------------------------------------------------------------------- activations fused into other kernels
+#
+# The conv and batch-norm kernels apply an activation in their own passes (kernels/cpu/conv.py,
+# batchnorm.py). They are told which by a code, and use these two per-value functions.
+
+FUSED_CODES = {None: 0, "relu": 1, "relu6": 2}
+
+
+@njit(cache=True)
+def fused_activate(v, act):
+    """act 0: v; 1: max(v, 0); 2: min(max(v, 0), 6) (NaN passes through)."""
+    if act != 0 and v < 0:
+        return v - v  # 0 in v's dtype
+    if act == 2 and v > 6:
+        return v - v + 6
+    return v
+
+
+@njit(cache=True)
+def fused_passes(out, act):
+    """act'(pre-activation) read from the activation's output: 1 where the gradient passes, else 0
+    (relu: [out > 0], relu6: [0 < out < 6], the same masks as on the pre-activation)."""
+    if act == 0:
+        return True
+    if act == 1:
+        return out > 0
+    return out > 0 and out < 6
+
+
 # ---------------------------------------------------------------------- relu
 
 @njit(cache=True, parallel=True)

@@ -29,30 +29,10 @@ passes over the activations fewer per layer, forward and backward, than batch no
 import numpy as np
 from numba import njit, prange
 
+from .activation import FUSED_CODES, fused_activate, fused_passes
 from .workspace import output
 
 FUSED_ACTIVATIONS = ("relu", "relu6")
-_ACT_CODES = {None: 0, "relu": 1, "relu6": 2}  # how the Numba kernels are told which activation
-
-
-@njit(cache=True)
-def _activate(v, act):
-    """act 0: v; 1: max(v, 0); 2: min(max(v, 0), 6) (NaN passes through)."""
-    if act != 0 and v < 0:
-        return v - v  # 0 in v's dtype
-    if act == 2 and v > 6:
-        return v - v + 6
-    return v
-
-
-@njit(cache=True)
-def _passes(out, act):
-    """act'(pre-activation) read from the activation's output: 1 where the gradient passes, else 0."""
-    if act == 0:
-        return True
-    if act == 1:
-        return out > 0
-    return out > 0 and out < 6
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
@@ -85,7 +65,7 @@ def _row_dots(dy_row, x_row, mu, zero, y_row, act):
             t += dy_row[i] * (x_row[i] - mu)
     else:
         for i in range(dy_row.size):
-            dz = dy_row[i] if _passes(y_row[i], act) else zero
+            dz = dy_row[i] if fused_passes(y_row[i], act) else zero
             s += dz
             t += dz * (x_row[i] - mu)
     return s, t
@@ -99,7 +79,7 @@ def _row_affine(out_row, x_row, scale, shift, act):
             out_row[i] = x_row[i] * scale + shift
     else:
         for i in range(x_row.size):
-            out_row[i] = _activate(x_row[i] * scale + shift, act)
+            out_row[i] = fused_activate(x_row[i] * scale + shift, act)
 
 
 @njit(cache=True, parallel=True)
@@ -130,7 +110,7 @@ def batch_norm_train_forward(x3, gamma, beta, eps, activation=None):
     y3 = output(x3.shape, x3.dtype)
     mean, invstd, var_unbiased = (np.empty(C, x3.dtype) for _ in range(3))
     _train_forward(np.ascontiguousarray(x3), gamma, beta, float(eps), y3, mean, invstd, var_unbiased,
-                   x3.dtype.type(0), _ACT_CODES[activation])
+                   x3.dtype.type(0), FUSED_CODES[activation])
     return y3, mean, invstd, var_unbiased
 
 
@@ -148,7 +128,7 @@ def batch_norm_eval_forward(x3, gamma, beta, running_mean, running_var, eps, act
     scale = (gamma / np.sqrt(running_var.astype(np.float64) + eps)).astype(x3.dtype)
     shift = (beta - running_mean * scale).astype(x3.dtype)
     y3 = output(x3.shape, x3.dtype)
-    _eval_forward(np.ascontiguousarray(x3), scale, shift, y3, _ACT_CODES[activation])
+    _eval_forward(np.ascontiguousarray(x3), scale, shift, y3, FUSED_CODES[activation])
     return y3
 
 
@@ -174,7 +154,7 @@ def _row_input_grad(dx_row, dy_row, x_row, a, b, offset, mu, y_row, act):
             dx_row[i] = a * dy_row[i] + b * (x_row[i] - mu) + offset
     else:
         for i in range(dy_row.size):
-            dz = dy_row[i] if _passes(y_row[i], act) else dy_row[i] - dy_row[i]
+            dz = dy_row[i] if fused_passes(y_row[i], act) else dy_row[i] - dy_row[i]
             dx_row[i] = a * dz + b * (x_row[i] - mu) + offset
 
 
@@ -202,7 +182,7 @@ def batch_norm_backward(dy3, x3, gamma, mean, invstd, need_dx, need_dgamma, need
     """Training-mode gradients: dy3, x3 (N, C, inner); gamma, mean, invstd (C,) -> (dx3, dgamma, dbeta) or None.
     With an activation, dy3 is the gradient of the activation's output y3 (given), and the mask comes from y3."""
     dy3, x3 = np.ascontiguousarray(dy3), np.ascontiguousarray(x3)
-    act = _ACT_CODES[activation]
+    act = FUSED_CODES[activation]
     y3 = dy3 if act == 0 else np.ascontiguousarray(y3)  # not read when act is 0
     C = x3.shape[1]
     dgamma, dbeta = np.empty(C, x3.dtype), np.empty(C, x3.dtype)

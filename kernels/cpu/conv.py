@@ -50,9 +50,11 @@ import numpy as np
 from numba import njit, prange
 
 from . import threads
+from .activation import FUSED_CODES, fused_activate
 from .gemm import matmul
 from .workspace import output, scratch
 
+NO_ACTIVATION = FUSED_CODES[None]
 COLS_BUDGET_BYTES = 16 * 2**20  # im2col (and Winograd) matrices are built this many bytes of images at a time
 
 
@@ -65,22 +67,51 @@ def conv_transpose_output_size(size, kernel, stride, padding, output_padding, di
 
 
 # ---------------------------------------------------------------------- public functions (the contract)
+#
+# `padding` is (ph, pw), or (top, bottom, left, right) (ASYMMETRIC_PADDING): the kernels take the top and
+# left padding and the output's size, and read every pixel outside the input as 0, so an uneven padding
+# (Keras' 'same' at stride 2 pads only the bottom and right) costs no padded copy of the input.
+
+ASYMMETRIC_PADDING = True
+
+
+def _geometry(x_shape, w_shape, stride, padding, dilation):
+    """-> the (top, left) padding the kernels take, and the output's shape (N, F, OH, OW)."""
+    N, _, H, W = x_shape
+    F, _, KH, KW = w_shape
+    top, bottom, left, right = padding if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
+    OH = (H + top + bottom - dilation[0] * (KH - 1) - 1) // stride[0] + 1
+    OW = (W + left + right - dilation[1] * (KW - 1) - 1) // stride[1] + 1
+    return (top, left), (N, F, OH, OW)
+
+
+def _top_left(padding):
+    return (padding[0], padding[2]) if len(padding) == 4 else padding
+
 
 def conv2d_forward(x, w, b, stride, padding, dilation, groups):
     """x (N, C, H, W), w (F, C/G, KH, KW), b (F,) or None -> y (N, F, OH, OW)."""
-    return _conv(np.ascontiguousarray(x), np.ascontiguousarray(w), b, False, stride, padding, dilation, groups)
+    return _conv(np.ascontiguousarray(x), np.ascontiguousarray(w), b, NO_ACTIVATION, stride, padding, dilation, groups)
 
 
 def conv2d_backward(dy, x, w, stride, padding, dilation, groups, need_dx, need_dw, need_db):
     """dy (N, F, OH, OW) -> (dx like x, dw like w, db (F,)); None for what is not needed."""
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
-    return _backward(np.ascontiguousarray(dy), None, x, x.shape, w, w.shape, stride, padding, dilation, groups,
-                     need_dx, need_dw, need_db)
+    return _backward(np.ascontiguousarray(dy), None, x, x.shape, w, w.shape, stride, _top_left(padding), dilation,
+                     groups, need_dx, need_dw, need_db)
 
 
 def conv2d_bias_relu_forward(x, w, b, stride, padding, dilation, groups):
     """y = relu(conv2d(x, w) + b) (b may be None), the bias and ReLU applied in the conv's own pass."""
-    return _conv(np.ascontiguousarray(x), np.ascontiguousarray(w), b, True, stride, padding, dilation, groups)
+    return _conv(np.ascontiguousarray(x), np.ascontiguousarray(w), b, FUSED_CODES["relu"], stride, padding,
+                 dilation, groups)
+
+
+def conv2d_bias_act_forward(x, w, b, stride, padding, dilation, groups, activation):
+    """y = act(conv2d(x, w) + b), act None, "relu" or "relu6" (b may be None), applied in the conv's own
+    pass: a convolution with a batch norm folded into it, for inference (layers.Conv2D.forward_folded)."""
+    return _conv(np.ascontiguousarray(x), np.ascontiguousarray(w), b, FUSED_CODES[activation], stride, padding,
+                 dilation, groups)
 
 
 def conv2d_bias_relu_backward(dy, y, x, w, stride, padding, dilation, groups, need_dx, need_dw, need_db):
@@ -88,7 +119,7 @@ def conv2d_bias_relu_backward(dy, y, x, w, stride, padding, dilation, groups, ne
     dz = dy · [y > 0] (relu(z) > 0 exactly where z > 0), then conv2d's gradients of dz -> (dx, dw, db)."""
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     return _backward(np.ascontiguousarray(dy), np.ascontiguousarray(y), x, x.shape, w, w.shape,
-                     stride, padding, dilation, groups, need_dx, need_dw, need_db)
+                     stride, _top_left(padding), dilation, groups, need_dx, need_dw, need_db)
 
 
 def conv2d_bias_relu_maxpool2_forward(x, w, b, stride, padding, dilation, groups):
@@ -98,19 +129,18 @@ def conv2d_bias_relu_maxpool2_forward(x, w, b, stride, padding, dilation, groups
     Winograd's 2×2 output tiles are exactly the pooling windows; the direct kernel pools its wide plane
     buffer; the other algorithms run the conv, then the pooling kernel."""
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
-    N, _, H, W = x.shape
-    F, _, KH, KW = w.shape
-    y_shape = (N, F, conv_output_size(H, KH, stride[0], padding[0], dilation[0]),
-               conv_output_size(W, KW, stride[1], padding[1], dilation[1]))
+    N, F = x.shape[0], w.shape[0]
+    padding, y_shape = _geometry(x.shape, w.shape, stride, padding, dilation)
     pooled = output((N, F, y_shape[2] // 2, y_shape[3] // 2), x.dtype)
     algorithm = _algorithm(x.shape, w.shape, y_shape, stride, padding, groups, dilation)
+    relu = FUSED_CODES["relu"]
     if algorithm == "direct":
-        _direct_forward(x, w, _bias_or_zeros(b, F, x.dtype), True, stride, padding, dilation, pooled, True)
+        _direct_forward(x, w, _bias_or_zeros(b, F, x.dtype), relu, stride, padding, dilation, pooled, True)
     elif algorithm == "winograd":
-        _winograd_forward(x, w, _bias_or_zeros(b, F, x.dtype), True, padding, pooled, y_shape)
+        _winograd_forward(x, w, _bias_or_zeros(b, F, x.dtype), relu, padding, pooled, y_shape)
     else:
         from .pool import max_pool2d_forward
-        pooled[...] = max_pool2d_forward(_conv(x, w, b, True, stride, padding, dilation, groups),
+        pooled[...] = max_pool2d_forward(_conv(x, w, b, relu, stride, padding, dilation, groups, y_shape),
                                          (2, 2), (2, 2), (0, 0))[0]
     return pooled
 
@@ -130,7 +160,7 @@ def conv_transpose2d_forward(x, w, b, stride, padding, output_padding, dilation,
     y = _backward(x, None, None, (N, Fg * groups, OH, OW), w, w.shape, stride, padding, dilation, groups,
                   True, False, False)[0]
     if b is not None:
-        _bias_act(y.reshape(N, y.shape[1], OH * OW), _bias_or_zeros(b, y.shape[1], y.dtype), False)
+        _bias_act(y.reshape(N, y.shape[1], OH * OW), _bias_or_zeros(b, y.shape[1], y.dtype), NO_ACTIVATION)
     return y
 
 
@@ -148,7 +178,7 @@ def conv_transpose2d_backward(dy, x, w, stride, padding, output_padding, dilatio
         N, C, H, W = x.shape
         OH = conv_output_size(dy.shape[2], w.shape[2], stride[0], padding[0], dilation[0])
         OW = conv_output_size(dy.shape[3], w.shape[3], stride[1], padding[1], dilation[1])
-        dx = _conv(dy, w, None, False, stride, padding, dilation, groups, (N, C, OH, OW))
+        dx = _conv(dy, w, None, NO_ACTIVATION, stride, padding, dilation, groups, (N, C, OH, OW))
         if (OH, OW) != (H, W):
             dx = np.ascontiguousarray(dx[:, :, :H, :W])
     if need_dw:
@@ -289,7 +319,9 @@ def _algorithm(x_shape, w_shape, y_shape, stride, padding, groups, dilation):
     pointwise = KH == KW == 1 and stride == (1, 1) and padding == (0, 0)
     if groups == 1 and pointwise and tuple(x_shape[2:]) == tuple(y_shape[2:]):
         return "matmul"
-    if (KH, KW) == (3, 3) and stride == dilation == (1, 1) and groups == 1 \
+    # Winograd's tiles take the padding as symmetric: the output is H + 2·ph − 2 rows (stride 1)
+    symmetric = y_shape[2] == x_shape[2] + 2 * padding[0] - 2 and y_shape[3] == x_shape[3] + 2 * padding[1] - 2
+    if (KH, KW) == (3, 3) and stride == dilation == (1, 1) and groups == 1 and symmetric \
             and min(Cg, F) >= WINOGRAD_MIN_CHANNELS and padding[0] <= 2 and padding[1] <= 2:
         return "winograd"
     return "im2col"
@@ -299,26 +331,26 @@ def _bias_or_zeros(b, F, dtype):
     return np.zeros(F, dtype) if b is None else np.ascontiguousarray(b, dtype=dtype)
 
 
-def _conv(x, w, b, relu, stride, padding, dilation, groups, y_shape=None):
-    """y = conv2d(x, w) + b, then max(·, 0) when `relu`; b may be None. y_shape defaults to the conv's."""
+def _conv(x, w, b, act, stride, padding, dilation, groups, y_shape=None):
+    """y = act(conv2d(x, w) + b), act a code of FUSED_CODES (0: none); b may be None. Without y_shape, padding
+    is either form of the contract's; with it, the (top, left) padding."""
     N, _, H, W = x.shape
     F, _, KH, KW = w.shape
     if y_shape is None:
-        y_shape = (N, F, conv_output_size(H, KH, stride[0], padding[0], dilation[0]),
-                   conv_output_size(W, KW, stride[1], padding[1], dilation[1]))
+        padding, y_shape = _geometry(x.shape, w.shape, stride, padding, dilation)
     y = output(y_shape, x.dtype)
     algorithm = _algorithm(x.shape, w.shape, y_shape, stride, padding, groups, dilation)
     if algorithm == "direct":  # the bias and the ReLU go into its row loop
-        _direct_forward(x, w, _bias_or_zeros(b, F, x.dtype), relu, stride, padding, dilation, y)
+        _direct_forward(x, w, _bias_or_zeros(b, F, x.dtype), act, stride, padding, dilation, y)
         return y
     P = y_shape[2] * y_shape[3]
     if algorithm == "matmul":
         matmul(w.reshape(F, -1), x.reshape(N, -1, P), out=y.reshape(N, F, P))
-        if b is not None or relu:
-            _bias_act(y.reshape(N, F, P), _bias_or_zeros(b, F, x.dtype), relu)
+        if b is not None or act:
+            _bias_act(y.reshape(N, F, P), _bias_or_zeros(b, F, x.dtype), act)
         return y
     if algorithm == "winograd":
-        _winograd_forward(x, w, _bias_or_zeros(b, F, x.dtype), relu, padding, y)
+        _winograd_forward(x, w, _bias_or_zeros(b, F, x.dtype), act, padding, y)
         return y
     Fg, K, chunks = _gemm_setup(x.shape, w.shape, P, groups, x.dtype)
     w_rows = w.reshape(F, K)
@@ -328,8 +360,8 @@ def _conv(x, w, b, relu, stride, padding, dilation, groups, y_shape=None):
         y_chunk = y[n0:n1].reshape(n1 - n0, F, P)
         for g in range(groups):  # one GEMM per image: y[n, group g] = W_g @ cols[n, group g]
             matmul(w_rows[g * Fg:(g + 1) * Fg], cols[:, g * K:(g + 1) * K], out=y_chunk[:, g * Fg:(g + 1) * Fg])
-        if b is not None or relu:  # the epilogue, while the chunk of y is still in cache
-            _bias_act(y_chunk, _bias_or_zeros(b, F, x.dtype), relu)
+        if b is not None or act:  # the epilogue, while the chunk of y is still in cache
+            _bias_act(y_chunk, _bias_or_zeros(b, F, x.dtype), act)
     return y
 
 
@@ -448,16 +480,15 @@ def _gemm_setup(x_shape, w_shape, pixels, groups, dtype):
 # y, dy, dz are seen as (N, F, P) (P = OH·OW); each thread takes whole (n, f) planes.
 
 @njit(cache=True, parallel=True)
-def _bias_act(y, b, relu):
-    """y[n, f] = y[n, f] + b[f], then max(·, 0) when relu (NaN passes through), in place."""
+def _bias_act(y, b, act):
+    """y[n, f] = act(y[n, f] + b[f]) in place (act: a FUSED_CODES code; NaN passes through)."""
     N, F, P = y.shape
     for plane in prange(N * F):
         n, f = plane // F, plane % F
         bias = b[f]
-        if relu:
+        if act:
             for p in range(P):
-                v = y[n, f, p] + bias
-                y[n, f, p] = 0 if v < 0 else v
+                y[n, f, p] = fused_activate(y[n, f, p] + bias, act)
         else:
             for p in range(P):
                 y[n, f, p] += bias
@@ -682,9 +713,9 @@ def _winograd_piece_rows(C, F, TW, itemsize):
     return max(1, WINOGRAD_PIECE_BYTES // (16 * (C + F) * TW * itemsize))
 
 
-def _winograd_forward(x, w, b, relu, padding, y, pooled_from=None):
-    """y = conv2d(x, w) + b (then the ReLU) for 3×3, stride 1, piece by piece of tile rows (r = n·TH + th):
-    V = input transform, M_ξ = U_ξ @ V_ξ (16 GEMMs), y = output transform (+ bias, ReLU). With
+def _winograd_forward(x, w, b, act, padding, y, pooled_from=None):
+    """y = act(conv2d(x, w) + b) for 3×3, stride 1, piece by piece of tile rows (r = n·TH + th):
+    V = input transform, M_ξ = U_ξ @ V_ξ (16 GEMMs), y = output transform (+ bias, activation). With
     pooled_from = the conv's output shape, y is its 2×2 max pooling instead (one value per whole tile)."""
     N, C = x.shape[0], x.shape[1]
     F = w.shape[0]
@@ -701,9 +732,9 @@ def _winograd_forward(x, w, b, relu, padding, y, pooled_from=None):
         _winograd_input(x, padding[0], padding[1], TH, TW, r0, r1, V)
         np.matmul(U, V, out=M)
         if pooled_from is None:
-            _winograd_output(M, b, relu, TH, TW, r0, r1, y)
+            _winograd_output(M, b, act, TH, TW, r0, r1, y)
         else:
-            _winograd_output_pooled(M, b, relu, TH, TW, r0, r1, y)
+            _winograd_output_pooled(M, b, act, TH, TW, r0, r1, y)
 
     threads.parallel_for(piece, pieces)
 
@@ -805,9 +836,9 @@ def _winograd_input(x, ph, pw, TH, TW, r0, r1, V):
 
 
 @njit(cache=True, nogil=True)
-def _winograd_output(M, b, relu, TH, TW, r0, r1, y):
+def _winograd_output(M, b, act, TH, TW, r0, r1, y):
     """For the tile rows r = n·TH + th in [r0, r1): y[n, f, 2th:2th + 2] = the 2×2 blocks Aᵀ M A of the row's
-    tiles, plus b[f], then max(·, 0) when relu (rows and columns past an odd output size are dropped)."""
+    tiles, plus b[f], through the activation `act` (rows and columns past an odd output size are dropped)."""
     N, F, OH, OW = y.shape
     s = np.empty((8, TW), y.dtype)  # Aᵀ M: rows 0 and 1 of each tile's 2×4
     out = np.empty((2, 2 * TW), y.dtype)
@@ -831,19 +862,18 @@ def _winograd_output(M, b, relu, TH, TW, r0, r1, y):
             bias = b[f]
             for i in range(min(2, OH - 2 * th)):
                 dst, src = y[n, f, 2 * th + i], out[i]
-                if relu:
+                if act:
                     for ow in range(OW):
-                        v = src[ow] + bias
-                        dst[ow] = 0 if v < 0 else v
+                        dst[ow] = fused_activate(src[ow] + bias, act)
                 else:
                     for ow in range(OW):
                         dst[ow] = src[ow] + bias
 
 
 @njit(cache=True, nogil=True)
-def _winograd_output_pooled(M, b, relu, TH, TW, r0, r1, y):
+def _winograd_output_pooled(M, b, act, TH, TW, r0, r1, y):
     """Like _winograd_output, but y (N, F, OH // 2, OW // 2) gets each whole tile's max, + b[f], then the
-    ReLU: its 2×2 max pooling. A tile past the pooled size (odd OH or OW) is dropped, as pooling does."""
+    activation (monotone: it commutes with the max): its 2×2 max pooling. A tile past the pooled size (odd OH or OW) is dropped, as pooling does."""
     N, F, PH, PW = y.shape
     s = np.empty((8, TW), y.dtype)
     for r in range(r0, r1):
@@ -864,7 +894,7 @@ def _winograd_output_pooled(M, b, relu, TH, TW, r0, r1, y):
             for tw in range(PW):  # (Aᵀ M) A: the tile's 4 outputs, and their max
                 v = max(max(s[0, tw] + s[1, tw] + s[2, tw], s[1, tw] - s[2, tw] - s[3, tw]),
                         max(s[4, tw] + s[5, tw] + s[6, tw], s[5, tw] - s[6, tw] - s[7, tw])) + bias
-                dst[tw] = 0 if (relu and v < 0) else v
+                dst[tw] = fused_activate(v, act)
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
@@ -948,16 +978,23 @@ def _winograd_input_grad(dV, TH, TW, r0, r1, plane):
 # the sampled pixels — sh·sw times the multiply-adds, but in SIMD code, and these convs are cheap.
 
 @njit(cache=True)
-def _padded_plane(x_plane, ph, pw, buf):
-    """The (H, W) plane, zero-padded to (H + 2ph, W + 2pw), flattened: the plane itself when there is no
-    padding, else copied into buf (whose border the caller zeroed once)."""
+def _padded_plane(x_plane, ph, pw, Wp, buf):
+    """The (H, W) plane with ph rows and pw columns of zeros before it, in rows of Wp, flattened: the plane
+    itself when buf is empty (no padding), else copied into buf (whose border the caller zeroed once)."""
     H, W = x_plane.shape
-    if ph == 0 and pw == 0:
+    if buf.size == 0:
         return x_plane.reshape(H * W)
-    Wp = W + 2 * pw
     for h in range(H):
         buf[(h + ph) * Wp + pw:(h + ph) * Wp + pw + W] = x_plane[h]
     return buf
+
+
+@njit(cache=True)
+def _padded_extent(size, pad, out_size, kernel, stride, dilation):
+    """The padded plane's extent along one axis: the input with `pad` zeros before and after it, or more
+    after it where the outputs read further (an uneven padding, given as the top/left pad and the output
+    size: Keras' 'same' with stride 2 pads only the bottom and right)."""
+    return max(size + 2 * pad, (out_size - 1) * stride + (kernel - 1) * dilation + 1)
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
@@ -1021,37 +1058,37 @@ def _wide_dots3x3(total, dz, src, row, col, zero):
 
 
 @njit(cache=True, parallel=True)
-def _direct_forward(x, w, b, relu, stride, padding, dilation, y, pooled=False):
+def _direct_forward(x, w, b, act, stride, padding, dilation, y, pooled=False):
     """x (N, C, H, W), w (F, 1, KH, KW), F = m·C -> y (N, F, OH, OW): filter f reads only channel f // m,
 
       y[n, f, oh, ow] = b[f] + Σ_{i, j} w[f, 0, i, j] · x[n, f // m, oh·sh + i·dil_h − ph, ow·sw + j·dil_w − pw]
 
-    then max(·, 0) when relu. Parallel over the output planes (n, f). Each plane is built on the wide grid in
-    a buffer of this thread (the bias, then one multiply-add per kernel offset), then its pixels are
-    written to y once, with the ReLU. With pooled, y (N, F, OH // 2, OW // 2) gets the 2×2 max pooling of
-    that output instead, taken from the same buffer."""
+    through the activation `act` (a FUSED_CODES code). Parallel over the output planes (n, f). Each plane is
+    built on the wide grid in a buffer of this thread (the bias, then one multiply-add per kernel offset),
+    then its pixels are written to y once, through the activation. With pooled, y (N, F, OH // 2, OW // 2)
+    gets the 2×2 max pooling of that output instead, taken from the same buffer."""
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
     OH, OW = (y.shape[2], y.shape[3]) if not pooled else (2 * y.shape[2], 2 * y.shape[3])
     (sh, sw), (ph, pw), (dil_h, dil_w) = stride, padding, dilation
-    Hp, Wp = H + 2 * ph, W + 2 * pw
+    Hp, Wp = _padded_extent(H, ph, OH, KH, sh, dil_h), _padded_extent(W, pw, OW, KW, sw, dil_w)
     L = (Hp - (KH - 1) * dil_h) * Wp - (KW - 1) * dil_w
     m = F // C
     per = _planes_per_task(N * F)
     for task in prange(-(-N * F // per)):
-        buf = np.zeros(Hp * Wp if ph + pw > 0 else 0, x.dtype)  # its border stays 0: only the inside is copied
+        buf = np.zeros(Hp * Wp if Hp * Wp != H * W else 0, x.dtype)  # its border stays 0: the inside is copied
         wide = np.empty(L, y.dtype)
         for plane in range(task * per, min(N * F, (task + 1) * per)):
-            _direct_forward_plane(x, w, b, relu, plane, stride, padding, dilation, y, pooled, buf, wide, Wp, OH, m)
+            _direct_forward_plane(x, w, b, act, plane, stride, padding, dilation, y, pooled, buf, wide, Wp, OH, m)
 
 
 @njit(cache=True)
-def _direct_forward_plane(x, w, b, relu, plane, stride, padding, dilation, y, pooled, buf, wide, Wp, OH, m):
+def _direct_forward_plane(x, w, b, act, plane, stride, padding, dilation, y, pooled, buf, wide, Wp, OH, m):
     """One output plane of _direct_forward, in this thread's buffers."""
     F, _, KH, KW = w.shape
     (sh, sw), (ph, pw), (dil_h, dil_w) = stride, padding, dilation
     n, f = plane // F, plane % F
-    src = _padded_plane(x[n, f // m], ph, pw, buf)
+    src = _padded_plane(x[n, f // m], ph, pw, Wp, buf)
     if KH == 3 and KW == 3:
         _wide_conv3x3(wide, src, w[f, 0], b[f], dil_h * Wp, dil_w)
     else:  # one multiply-add over the plane per kernel offset
@@ -1061,18 +1098,18 @@ def _direct_forward_plane(x, w, b, relu, plane, stride, padding, dilation, y, po
                 _add_scaled_row(wide, w[f, 0, i, j], src[i * dil_h * Wp + j * dil_w:], 1)
     if pooled:
         for ph_ in range(OH // 2):
-            _pool_out_row(y[n, f, ph_], wide[2 * ph_ * sh * Wp:], wide[(2 * ph_ + 1) * sh * Wp:], sw, relu)
+            _pool_out_row(y[n, f, ph_], wide[2 * ph_ * sh * Wp:], wide[(2 * ph_ + 1) * sh * Wp:], sw, act)
     else:
         for oh in range(OH):
-            _copy_out_row(y[n, f, oh], wide[oh * sh * Wp:], sw, relu)
+            _copy_out_row(y[n, f, oh], wide[oh * sh * Wp:], sw, act)
 
 
 @njit(cache=True)
-def _pool_out_row(out, wide0, wide1, step, relu):
-    """out[k] = max of the output pixels (2k, 2k + 1) of the two wide rows, through max(·, 0) when relu."""
+def _pool_out_row(out, wide0, wide1, step, act):
+    """out[k] = max of the output pixels (2k, 2k + 1) of the two wide rows, through the activation."""
     for k in range(out.size):
         v = max(max(wide0[2 * k * step], wide0[(2 * k + 1) * step]), max(wide1[2 * k * step], wide1[(2 * k + 1) * step]))
-        out[k] = 0 if (relu and v < 0) else v
+        out[k] = fused_activate(v, act)
 
 
 @njit(cache=True)
@@ -1084,16 +1121,14 @@ def _planes_per_task(planes):
 
 
 @njit(cache=True)
-def _copy_out_row(out, wide, step, relu):
-    """out[k] = wide[k·step], through max(·, 0) when relu (NaN < 0 is false: NaN passes through)."""
+def _copy_out_row(out, wide, step, act):
+    """out[k] = act(wide[k·step]) (act: a FUSED_CODES code; NaN passes through)."""
     if step != 1:
         for k in range(out.size):
-            v = wide[k * step]
-            out[k] = 0 if (relu and v < 0) else v
-    elif relu:
+            out[k] = fused_activate(wide[k * step], act)
+    elif act:
         for k in range(out.size):
-            v = wide[k]
-            out[k] = 0 if v < 0 else v
+            out[k] = fused_activate(wide[k], act)
     else:
         for k in range(out.size):
             out[k] = wide[k]
@@ -1108,7 +1143,8 @@ def _direct_input_grad(dy, w, stride, padding, dilation, dx):
     N, C, H, W = dx.shape
     F, _, KH, KW = w.shape
     (sh, sw), (ph, pw), (dil_h, dil_w) = stride, padding, dilation
-    Hp, Wp = H + 2 * ph, W + 2 * pw
+    Hp = _padded_extent(H, ph, dy.shape[2], KH, sh, dil_h)
+    Wp = _padded_extent(W, pw, dy.shape[3], KW, sw, dil_w)
     L = (Hp - (KH - 1) * dil_h) * Wp - (KW - 1) * dil_w
     m = F // C
     per = _planes_per_task(N * C)
@@ -1159,18 +1195,19 @@ def _direct_weight_grad(dy, y, masked, x, stride, padding, dilation, dw, bias_su
     N, C, H, W = x.shape
     F, _, KH, KW = dw.shape
     (sh, sw), (ph, pw), (dil_h, dil_w) = stride, padding, dilation
-    Hp, Wp = H + 2 * ph, W + 2 * pw
+    Hp = _padded_extent(H, ph, dy.shape[2], KH, sh, dil_h)
+    Wp = _padded_extent(W, pw, dy.shape[3], KW, sw, dil_w)
     L = (Hp - (KH - 1) * dil_h) * Wp - (KW - 1) * dil_w
     m = F // C
     for f in prange(F):
         c = f // m
         dzw = np.zeros(L + (KW - 1) * dil_w, dy.dtype)
-        buf = np.zeros(Hp * Wp if ph + pw > 0 else 0, x.dtype)
+        buf = np.zeros(Hp * Wp if Hp * Wp != H * W else 0, x.dtype)
         total = np.zeros((KH, KW), np.float64)
         bias_total = 0.0
         for n in range(N):
             bias_total += _fill_wide(dzw, dy[n, f], y[n, f], masked, sh, sw, Wp)
-            src = _padded_plane(x[n, c], ph, pw, buf)
+            src = _padded_plane(x[n, c], ph, pw, Wp, buf)
             if KH == 3 and KW == 3:
                 _wide_dots3x3(total, dzw[:L], src, dil_h * Wp, dil_w, zero)
             else:  # one dot product over the plane per kernel offset

@@ -45,6 +45,25 @@ class Conv2dBiasReLU(Function):
         return (dx, dw, db) if self.has_bias else (dx, dw)
 
 
+class Conv2dBiasReLU6(Function):
+    """relu6(conv2d(x, w) + b) as one op: the kernels clip each piece of the output while it is in cache.
+    It is what a conv followed by a batch norm with ReLU6 (MobileNetV2's blocks) becomes at inference, the
+    batch norm folded into w and b (layers.Conv2D.forward_folded). Backward: dz = dy · [0 < y < 6] (relu6's
+    backward kernel, given the output: the same mask as on the pre-activation), then conv2d's gradients."""
+
+    def forward(self, x, w, b=None, *, stride, padding, dilation, groups):
+        self.x, self.w, self.has_bias = x, w, b is not None
+        self.geometry = stride, padding, dilation, groups
+        self.y = self.k.conv.conv2d_bias_act_forward(x, w, b, stride, padding, dilation, groups, "relu6")
+        return self.y
+
+    def backward(self, dy):
+        need_x, need_w, need_b = self.needs_grad + (False,) * (3 - len(self.needs_grad))
+        dz = self.k.activation.relu6_backward(dy, self.y)
+        dx, dw, db = self.k.conv.conv2d_backward(dz, self.x, self.w, *self.geometry, need_x, need_w, need_b)
+        return (dx, dw, db) if self.has_bias else (dx, dw)
+
+
 class Conv2dBiasReLUMaxPool2(Function):
     """max_pool2d(relu(conv2d(x, w) + b), 2) as one op, for inference (the Sequential model uses it for a
     Conv2D(activation="relu") followed by MaxPooling2D(2) when no gradient is being recorded): the kernels
@@ -95,8 +114,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution, as torch.nn.functional.conv2d.
 
     input (N, C, H, W), weight (F, C/groups, KH, KW), bias (F,) or None -> (N, F, OH, OW).
-    padding: an int, a pair, "valid" (no padding) or "same" (stride 1 only: the output keeps H×W; when
-    d·(K − 1) is odd the extra row/column goes to the bottom/right, as in PyTorch). groups = C with
+    padding: an int, a pair, ((top, bottom), (left, right)), "valid" (no padding) or "same" (stride 1 only:
+    the output keeps H×W; when d·(K − 1) is odd the extra row/column goes to the bottom/right, as in PyTorch). groups = C with
     weight (m·C, 1, KH, KW) is a depthwise convolution (MobileNet)."""
     input, args, geometry = _conv2d_arguments("conv2d", input, weight, bias, stride, padding, dilation, groups)
     return Conv2d.apply(input, *args, **geometry)
@@ -114,6 +133,23 @@ def conv2d_relu(input, weight, bias=None, stride=1, padding=0, dilation=1, group
     return Conv2dBiasReLU.apply(input, *args, **geometry)
 
 
+def conv2d_activation(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, activation=None):
+    """activation(conv2d(input, weight, bias, ...)) for activation None, "relu" or "relu6": one fused op where
+    the device's kernels have it (`conv2d_bias_relu_forward`, `conv2d_bias_act_forward`), else the ops one
+    after the other: the same values and gradients either way."""
+    from .activation import relu6
+    if activation is None:
+        return conv2d(input, weight, bias, stride, padding, dilation, groups)
+    if activation == "relu":
+        return conv2d_relu(input, weight, bias, stride, padding, dilation, groups)
+    if activation != "relu6":
+        raise ValueError(f"conv2d_activation: activation must be None, 'relu' or 'relu6', got {activation!r}")
+    if not isinstance(input, Tensor) or not hasattr(kernels_for(input.device).conv, "conv2d_bias_act_forward"):
+        return relu6(conv2d(input, weight, bias, stride, padding, dilation, groups))
+    input, args, geometry = _conv2d_arguments("conv2d", input, weight, bias, stride, padding, dilation, groups)
+    return Conv2dBiasReLU6.apply(input, *args, **geometry)
+
+
 def conv2d_relu_maxpool2(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """max_pool2d(relu(conv2d(input, weight, bias, ...)), 2): one fused op where the device's kernels have
     it (`conv2d_bias_relu_maxpool2_forward`), else the ops one after the other: the same values either way."""
@@ -125,8 +161,9 @@ def conv2d_relu_maxpool2(input, weight, bias=None, stride=1, padding=0, dilation
 
 
 def _conv2d_arguments(op, input, weight, bias, stride, padding, dilation, groups):
-    """Check conv2d's arguments; -> (input, possibly padded for an uneven "same"), the weight and bias to
-    pass, and the normalised geometry (stride, padding, dilation, groups as keywords)."""
+    """Check conv2d's arguments; -> (input, padded first where the padding is uneven and the device's kernels
+    take only a symmetric one), the weight and bias to pass, and the normalised geometry (stride, padding,
+    dilation, groups as keywords): padding (ph, pw), or (top, bottom, left, right) when uneven."""
     _check_operands(op, input, weight, bias)
     stride, dilation = _positive_pair(stride, op, "stride"), _positive_pair(dilation, op, "dilation")
     groups = _check_groups(op, groups, input.shape[1], weight.shape[0], "filters")
@@ -137,15 +174,20 @@ def _conv2d_arguments(op, input, weight, bias, stride, padding, dilation, groups
                          f"expects {Cg * groups} (weight.shape[1] · groups)")
     _check_bias(op, bias, F)
     if isinstance(padding, str):
-        input, padding = _string_padding(op, input, padding, (KH, KW), stride, dilation)
+        (top, bottom), (left, right) = _string_padding(op, padding, (KH, KW), stride, dilation)
     else:
-        padding = _non_negative_pair(padding, op, "padding")
-    H, W = input.shape[2], input.shape[3]
+        (top, bottom), (left, right) = _padding_amounts(padding, op)
     span_h, span_w = dilation[0] * (KH - 1) + 1, dilation[1] * (KW - 1) + 1
-    if span_h > H + 2 * padding[0] or span_w > W + 2 * padding[1]:
+    if span_h > H + top + bottom or span_w > W + left + right:
         raise ValueError(f"{op}: kernel {KH}×{KW} (dilation {dilation}, spanning {span_h}×{span_w}) is larger "
-                         f"than the padded input {H + 2 * padding[0]}×{W + 2 * padding[1]} "
+                         f"than the padded input {H + top + bottom}×{W + left + right} "
                          f"(input {input.shape}, padding {padding})")
+    if top == bottom and left == right:
+        padding = (top, left)
+    elif getattr(kernels_for(input.device).conv, "ASYMMETRIC_PADDING", False):
+        padding = (top, bottom, left, right)  # the kernels take it as it is (kernels/README.md)
+    else:  # a device whose kernels take only a symmetric padding: pad first
+        input, padding = pad(input, (left, right, top, bottom)), (0, 0)
     args = (weight,) if bias is None else (weight, bias)
     return input, args, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
 
@@ -245,18 +287,25 @@ def _non_negative_pair(value, op, name):
     return value
 
 
-def _string_padding(op, input, padding, kernel, stride, dilation):
-    """Padding "valid" -> (0, 0). "same" -> the padding that keeps H×W at stride 1: d·(K − 1) per axis, half on
-    each side; when that is odd, the extra row/column goes at the bottom/right, padded here by `pad`."""
+def _padding_amounts(padding, op):
+    """An int, a pair (ph, pw) or ((top, bottom), (left, right)) -> ((top, bottom), (left, right))."""
+    if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(isinstance(p, (tuple, list)) for p in padding):
+        (top, bottom), (left, right) = (_non_negative_pair(p, op, "padding") for p in padding)
+        return (top, bottom), (left, right)
+    ph, pw = _non_negative_pair(padding, op, "padding")
+    return (ph, ph), (pw, pw)
+
+
+def _string_padding(op, padding, kernel, stride, dilation):
+    """Padding "valid" -> no padding. "same" -> the padding that keeps H×W at stride 1: d·(K − 1) per axis,
+    half on each side; when that is odd, the extra row/column goes at the bottom/right, as in PyTorch.
+    -> ((top, bottom), (left, right))."""
     if padding == "valid":
-        return input, (0, 0)
+        return (0, 0), (0, 0)
     if padding != "same":
         raise ValueError(f"{op}: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
     if stride != (1, 1):
         raise ValueError(f"{op}: padding='same' needs stride 1, got stride {stride}")
     total = [d * (k - 1) for k, d in zip(kernel, dilation)]
     half = (total[0] // 2, total[1] // 2)
-    extra_h, extra_w = total[0] - 2 * half[0], total[1] - 2 * half[1]
-    if extra_h or extra_w:
-        input = pad(input, (0, extra_w, 0, extra_h))
-    return input, half
+    return (half[0], total[0] - half[0]), (half[1], total[1] - half[1])
