@@ -14,8 +14,13 @@ import os as _os
 # threads go to sleep almost at once (OPENBLAS_THREAD_TIMEOUT=4: 2⁴ cycles). Both are read when the
 # libraries load: numba loads OpenMP at its first parallel kernel, NumPy loads OpenBLAS when imported, so the
 # second takes effect only when tinycnn is imported before NumPy (as `python -m tinycnn.train` does).
-# Measured in benchmarks/RESULTS.md ("Threads").
+# Measured in benchmarks/RESULTS.md ("Threads"). A thread that sleeps at once, though, must be woken for the
+# next kernel: ~40 µs per parallel kernel, and a training step launches hundreds (a 1-image inference of the
+# plate regressor spent a third of its time so). GOMP_SPINCOUNT=3000 (libgomp's OpenMP, which numba uses
+# here) lets an idle thread spin ~3,000 pauses, tens of µs, first: a launch costs ~1.5 µs when the next
+# kernel follows at once, and the spin is over before the other pool's work needs the core.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+_os.environ.setdefault("GOMP_SPINCOUNT", "3000")
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 # Run from a source checkout without installing: kernels/ and tasks/ sit beside this package at the top of
