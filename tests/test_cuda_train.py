@@ -84,3 +84,41 @@ def test_tensors_stay_on_the_device():
     out.backward()
     assert out.device == "cuda" and hasattr(out.data, "copy_to_host") and hasattr(w.grad, "copy_to_host")
     assert out.item() == 24.0
+
+
+def _conv_batch_norm_block(device, state, x):
+    """A conv (3×3, stride 2, Keras 'same' on an even size: padded (0, 1)) + batch norm + ReLU6 block on
+    `device`: its eval-mode output without gradients (the batch norm folded into the conv), then one
+    training-mode forward and backward -> (folded output, training output, gradients)."""
+    from tasks.plates_models import ConvBNReLU6
+    tinycnn.manual_seed(0)
+    block = ConvBNReLU6(4, 3, strides=2)
+    block(tinycnn.Tensor(x))  # builds it on the CPU
+    block.load_state_dict(state)
+    block.to(device)
+    xt = tinycnn.Tensor(x, device=device)
+    block.eval()
+    with tinycnn.no_grad():
+        folded = block(xt).numpy()
+    block.train()
+    out = block(xt)
+    (out * out).sum().backward()
+    return folded, out.numpy(), [p.grad if device == "cpu" else p.grad.copy_to_host() for p in block.parameters()]
+
+
+def test_conv_batch_norm_block_matches_cpu():
+    """Uneven conv padding (padded first on cuda, read in place on the CPU) and the batch norm folded into the
+    conv at inference (conv2d + relu6 on cuda, the fused conv + ReLU6 kernel on the CPU): the same values, to
+    float32 rounding (each device rounds its own way)."""
+    from tasks.plates_models import ConvBNReLU6
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)  # the layers build float32 weights
+    block = ConvBNReLU6(4, 3, strides=2)
+    block(tinycnn.Tensor(x))
+    state = {name: value * 4.0 if name.endswith("kernel") else value for name, value in block.state_dict().items()}
+    state.update({"bn.moving_mean": rng.standard_normal(4), "bn.moving_variance": rng.uniform(0.5, 2.0, 4),
+                  "bn.gamma": rng.uniform(0.5, 2.0, 4), "bn.beta": rng.standard_normal(4)})
+    got, want = _conv_batch_norm_block("cuda", state, x), _conv_batch_norm_block("cpu", state, x)
+    assert (want[0] == 6).any() and (want[0] == 0).any() and ((want[0] > 0) & (want[0] < 6)).any()
+    for g, w in zip(got[:2] + tuple(got[2]), want[:2] + tuple(want[2])):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
