@@ -115,8 +115,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
     input (N, C, H, W), weight (F, C/groups, KH, KW), bias (F,) or None -> (N, F, OH, OW).
     padding: an int, a pair, ((top, bottom), (left, right)), "valid" (no padding) or "same" (stride 1 only:
-    the output keeps H×W; when d·(K − 1) is odd the extra row/column goes to the bottom/right, as in PyTorch). groups = C with
-    weight (m·C, 1, KH, KW) is a depthwise convolution (MobileNet)."""
+    the output keeps H×W; when d·(K − 1) is odd the extra row/column goes to the bottom/right, as in
+    PyTorch). groups = C with weight (m·C, 1, KH, KW) is a depthwise convolution (MobileNet)."""
     input, args, geometry = _conv2d_arguments("conv2d", input, weight, bias, stride, padding, dilation, groups)
     return Conv2d.apply(input, *args, **geometry)
 
