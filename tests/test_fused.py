@@ -143,6 +143,32 @@ def test_winograd_in_chunks_of_images(monkeypatch):
         np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("piece_bytes", [1, 16 * 36 * 6 * 4 * 2])  # 16 · (C + F) · (TW + 1) · 4 bytes a row
+@pytest.mark.parametrize("relu", [False, True])
+def test_winograd_in_small_pieces(piece_bytes, relu, monkeypatch):
+    """Pieces of one row of tiles, and of two (which cross from one image into the next, and end on an odd
+    output row): the same values as the whole batch in one piece, forward (also pooled) and backward."""
+    rng = np.random.default_rng(6)
+    x, w, b, dy = randn(rng, 3, 16, 5, 9), randn(rng, 20, 16, 3, 3), randn(rng, 20), randn(rng, 3, 20, 5, 9)
+    geometry = (1, 1), (1, 1), (1, 1), 1
+    forward = cpu.conv2d_bias_relu_forward if relu else cpu.conv2d_forward
+
+    def run():
+        y = forward(x, w, b, *geometry).copy()
+        pooled = cpu.conv2d_bias_relu_maxpool2_forward(x, w, b, *geometry).copy()
+        grads = (cpu.conv2d_bias_relu_backward(dy, y, x, w, *geometry, True, True, True) if relu
+                 else cpu.conv2d_backward(dy, x, w, *geometry, True, True, True))
+        return (y, pooled) + tuple(g.copy() for g in grads)
+
+    whole = run()
+    monkeypatch.setattr(cpu, "WINOGRAD_PIECE_BYTES", piece_bytes)
+    assert cpu._winograd_piece_rows(16, 20, 5, 4) == (1 if piece_bytes == 1 else 2)
+    for label, got, want in zip(("y", "pooled", "dx", "dw", "db"), run(), whole):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=label)
+    expected = ref.conv2d_forward(x, w, b, *geometry)
+    np.testing.assert_allclose(whole[0], np.maximum(expected, 0) if relu else expected, rtol=1e-10, atol=1e-10)
+
+
 # ---------------------------------------------------------------------- the layer and the fallback
 
 def test_conv2d_layer_with_relu_uses_the_fused_op():

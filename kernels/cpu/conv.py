@@ -709,8 +709,9 @@ def _winograd_filters(w):
 
 
 def _winograd_piece_rows(C, F, TW, itemsize):
-    """Rows of tiles per piece: V (16, C, tiles) and M (16, F, tiles) within WINOGRAD_PIECE_BYTES."""
-    return max(1, WINOGRAD_PIECE_BYTES // (16 * (C + F) * TW * itemsize))
+    """Rows of tiles per piece: V (16, C, slots) and M (16, F, slots) within WINOGRAD_PIECE_BYTES
+    (TW + 1 slots per row of tiles, see the transforms)."""
+    return max(1, WINOGRAD_PIECE_BYTES // (16 * (C + F) * (TW + 1) * itemsize))
 
 
 def _winograd_forward(x, w, b, act, padding, y, pooled_from=None):
@@ -726,7 +727,7 @@ def _winograd_forward(x, w, b, act, padding, y, pooled_from=None):
 
     def piece(i):
         r0, r1 = i * rows, min(N * TH, (i + 1) * rows)
-        tiles = (r1 - r0) * TW
+        tiles = (r1 - r0) * (TW + 1)  # slots: TW tiles and one spare per row
         V = scratch("conv.winograd_v", (16, C, tiles), x.dtype)
         M = scratch("conv.winograd_m", (16, F, tiles), x.dtype)
         _winograd_input(x, padding[0], padding[1], TH, TW, r0, r1, V)
@@ -764,7 +765,7 @@ def _winograd_backward(dy, y, x, x_shape, w, w_shape, padding, dx, dw, bias_sums
             dU = dU_parts[threading.get_ident()]
         for th0 in range(0, TH, rows):
             r0, r1 = n * TH + th0, n * TH + min(TH, th0 + rows)
-            tiles = (r1 - r0) * TW
+            tiles = (r1 - r0) * (TW + 1)  # slots: TW tiles and one spare per row
             dM = scratch("conv.winograd_m", (16, F, tiles), dy.dtype)
             _winograd_output_grad(dy, y if masked else dy, masked, TH, TW, r0, r1, dM, bias_sums)
             if dw is not None:  # dU_ξ += dM_ξ @ V_ξᵀ
@@ -785,83 +786,96 @@ def _winograd_backward(dy, y, x, x_shape, w, w_shape, padding, dx, dw, bias_sums
 
 
 # Each transform is applied as two 1-D passes, the rows of the tile then its columns (Bᵀ d B = (Bᵀ d) B),
-# and the loops run along a row of tiles (tw), writing each of the 16 transformed values of a tile to its
-# own contiguous stream: straight-line loop bodies with unit or stride-2 steps, which LLVM vectorizes (a
-# loop over ξ or a function returning tuples inside the loop did not: 4× slower). The kernels are serial
-# and release the GIL: the threads of kernels/cpu/threads.py run them on their own pieces.
+# and the loops run along the tiles, writing each of the 16 transformed values of a tile to its own
+# contiguous stream: straight-line loop bodies with unit or stride-2 steps, which LLVM vectorizes (a loop
+# over ξ or a function returning tuples inside the loop did not: 4× slower). The tiles of a piece sit in
+# slots, TW + 1 per row of tiles: tile (r, tw) in slot (r − r0)·(TW + 1) + tw, and one spare slot at the
+# end of each row. With the spare, a tile's right neighbour is always the next slot, so the loops run over
+# all the piece's slots at once instead of row by row: a row of the tutorial's second conv has only 24
+# tiles, too short for a vector loop (its transforms took 0.67 ns per value, 0.41 on 64-tile rows). The
+# spare slots carry junk forward (their outputs are dropped) and zeros backward (dM there is 0), and cost
+# 1/(TW + 1) more GEMM. The kernels are serial and release the GIL: the threads of kernels/cpu/threads.py
+# run them on their own pieces.
 
 @njit(cache=True, nogil=True)
 def _winograd_input(x, ph, pw, TH, TW, r0, r1, V):
-    """V[ξ, c, (r − r0)·TW + tw] = (Bᵀ d B)[ξ] for the tile rows r = n·TH + th in [r0, r1), d the 4×4 tile
-    at (2·th, 2·tw) of the zero-padded x[n, c] (ξ = 4·row + column of the transformed tile).
+    """V[ξ, c, slot] = (Bᵀ d B)[ξ] for the tiles of rows r = n·TH + th in [r0, r1), slot (r − r0)·(TW + 1)
+    + tw, d the 4×4 tile at (2·th, 2·tw) of the zero-padded x[n, c] (ξ = 4·row + column of the transformed
+    tile); the spare slots get junk.
 
     Tile tw reads the padded row's columns 2tw .. 2tw + 3, i.e. its even columns tw, tw + 1 and its odd
-    columns tw, tw + 1. So each of the tile row's 4 input rows is copied (zero-padded) and split into its
-    even and odd columns (e[i], o[i], TW + 1 each), the rows are combined (Bᵀ d) on those, and the columns
-    (· B) then read e[·, tw], o[·, tw], e[·, tw + 1], o[·, tw + 1]: every loop runs at unit stride."""
+    columns tw, tw + 1. So row i of every tile row of the piece is copied, zero-padded, into rows[i] (2·(TW + 1)
+    columns a tile row: the spare slot's place) and split into its even and odd columns (e[i], o[i]), the
+    rows are combined (Bᵀ d) on those, and the columns (· B) then read e[·, t], o[·, t], e[·, t + 1],
+    o[·, t + 1]: every loop but the copies runs at unit or stride 2 over all the piece's slots."""
     N, C, H, W = x.shape
-    Wb = 2 * TW + 2
-    d = np.zeros(Wb, x.dtype)
-    e = np.empty((4, TW + 1), x.dtype)
-    o = np.empty((4, TW + 1), x.dtype)
-    te = np.empty((4, TW + 1), x.dtype)
-    to = np.empty((4, TW + 1), x.dtype)
-    for r in range(r0, r1):
-        n, th = r // TH, r % TH
-        base = (r - r0) * TW
-        for c in range(C):
-            for i in range(4):  # the zero-padded input row 2th + i, split into even and odd columns
+    TW1 = TW + 1
+    S = (r1 - r0) * TW1  # slots in the piece
+    rows = np.zeros((4, 2 * S + 2), x.dtype)  # only the input's pixels are written: the padding stays 0
+    e = np.empty((4, S + 1), x.dtype)  # + 1: the last spare slot reads one past the end
+    o = np.empty((4, S + 1), x.dtype)
+    te = np.empty((4, S + 1), x.dtype)
+    to = np.empty((4, S + 1), x.dtype)
+    for c in range(C):
+        for r in range(r0, r1):
+            n, th = r // TH, r % TH
+            base = 2 * (r - r0) * TW1 + pw
+            for i in range(4):  # the input row 2th + i (a padding row stays 0, for every channel)
                 h = 2 * th + i - ph
                 if 0 <= h < H:
-                    d[pw:pw + W] = x[n, c, h]
-                    for k in range(TW + 1):
-                        e[i, k] = d[2 * k]
-                        o[i, k] = d[2 * k + 1]
-                else:
-                    e[i, :] = 0
-                    o[i, :] = 0
-            for k in range(TW + 1):  # Bᵀ d: combine the rows
-                te[0, k], te[1, k], te[2, k], te[3, k] = e[0, k] - e[2, k], e[1, k] + e[2, k], e[2, k] - e[1, k], e[1, k] - e[3, k]
-                to[0, k], to[1, k], to[2, k], to[3, k] = o[0, k] - o[2, k], o[1, k] + o[2, k], o[2, k] - o[1, k], o[1, k] - o[3, k]
-            for i in range(4):  # (Bᵀ d) B: combine the columns of each row i, tile by tile
-                ei, oi = te[i], to[i]
-                # 1-D unit-stride views: Numba knows they are contiguous, so LLVM vectorizes the loop
-                v0, v1 = V[4 * i, c, base:base + TW], V[4 * i + 1, c, base:base + TW]
-                v2, v3 = V[4 * i + 2, c, base:base + TW], V[4 * i + 3, c, base:base + TW]
-                for tw in range(TW):
-                    v0[tw] = ei[tw] - ei[tw + 1]
-                    v1[tw] = oi[tw] + ei[tw + 1]
-                    v2[tw] = ei[tw + 1] - oi[tw]
-                    v3[tw] = oi[tw] - oi[tw + 1]
+                    rows[i, base:base + W] = x[n, c, h]
+        for i in range(4):  # even and odd columns
+            ri, ei, oi = rows[i], e[i], o[i]
+            for k in range(S + 1):
+                ei[k] = ri[2 * k]
+                oi[k] = ri[2 * k + 1]
+        e0, e1, e2, e3 = e[0], e[1], e[2], e[3]
+        o0, o1, o2, o3 = o[0], o[1], o[2], o[3]
+        te0, te1, te2, te3 = te[0], te[1], te[2], te[3]
+        to0, to1, to2, to3 = to[0], to[1], to[2], to[3]
+        for k in range(S + 1):  # Bᵀ d: combine the rows
+            te0[k], te1[k], te2[k], te3[k] = e0[k] - e2[k], e1[k] + e2[k], e2[k] - e1[k], e1[k] - e3[k]
+            to0[k], to1[k], to2[k], to3[k] = o0[k] - o2[k], o1[k] + o2[k], o2[k] - o1[k], o1[k] - o3[k]
+        for i in range(4):  # (Bᵀ d) B: combine the columns of each row i, slot by slot
+            ei, oi = te[i], to[i]
+            # 1-D unit-stride views: Numba knows they are contiguous, so LLVM vectorizes the loop
+            v0, v1 = V[4 * i, c, :S], V[4 * i + 1, c, :S]
+            v2, v3 = V[4 * i + 2, c, :S], V[4 * i + 3, c, :S]
+            for t in range(S):
+                v0[t] = ei[t] - ei[t + 1]
+                v1[t] = oi[t] + ei[t + 1]
+                v2[t] = ei[t + 1] - oi[t]
+                v3[t] = oi[t] - oi[t + 1]
 
 
 @njit(cache=True, nogil=True)
 def _winograd_output(M, b, act, TH, TW, r0, r1, y):
     """For the tile rows r = n·TH + th in [r0, r1): y[n, f, 2th:2th + 2] = the 2×2 blocks Aᵀ M A of the row's
-    tiles, plus b[f], through the activation `act` (rows and columns past an odd output size are dropped)."""
+    tiles (slots (r − r0)·(TW + 1) + tw), plus b[f], through the activation `act` (rows and columns past an
+    odd output size, and the spare slots, are dropped)."""
     N, F, OH, OW = y.shape
-    s = np.empty((8, TW), y.dtype)  # Aᵀ M: rows 0 and 1 of each tile's 2×4
-    out = np.empty((2, 2 * TW), y.dtype)
-    for r in range(r0, r1):
-        n, th = r // TH, r % TH
-        base = (r - r0) * TW
-        for f in range(F):
-            for j in range(4):  # Aᵀ M: combine the rows, for each column j of the tiles
-                m0, m1 = M[j, f, base:base + TW], M[4 + j, f, base:base + TW]
-                m2, m3 = M[8 + j, f, base:base + TW], M[12 + j, f, base:base + TW]
-                s0, s1 = s[j], s[4 + j]
-                for tw in range(TW):
-                    s0[tw] = m0[tw] + m1[tw] + m2[tw]
-                    s1[tw] = m1[tw] - m2[tw] - m3[tw]
-            for i in range(2):  # (Aᵀ M) A: combine the columns of each row i
-                row = out[i]
-                for tw in range(TW):
-                    a0, a1, a2, a3 = s[4 * i, tw], s[4 * i + 1, tw], s[4 * i + 2, tw], s[4 * i + 3, tw]
-                    row[2 * tw] = a0 + a1 + a2
-                    row[2 * tw + 1] = a1 - a2 - a3
-            bias = b[f]
+    TW1 = TW + 1
+    S = (r1 - r0) * TW1
+    s = np.empty((8, S), y.dtype)  # Aᵀ M: rows 0 and 1 of each tile's 2×4
+    out = np.empty((2, 2 * S), y.dtype)  # (Aᵀ M) A: the 2 output rows of each tile row, 2 columns a slot
+    for f in range(F):
+        for j in range(4):  # Aᵀ M: combine the rows, for each column j of the tiles
+            m0, m1, m2, m3 = M[j, f, :S], M[4 + j, f, :S], M[8 + j, f, :S], M[12 + j, f, :S]
+            s0, s1 = s[j], s[4 + j]
+            for t in range(S):
+                s0[t] = m0[t] + m1[t] + m2[t]
+                s1[t] = m1[t] - m2[t] - m3[t]
+        for i in range(2):  # (Aᵀ M) A: combine the columns of each row i
+            row, a0, a1, a2, a3 = out[i], s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]
+            for t in range(S):
+                row[2 * t] = a0[t] + a1[t] + a2[t]
+                row[2 * t + 1] = a1[t] - a2[t] - a3[t]
+        bias = b[f]
+        for r in range(r0, r1):
+            n, th = r // TH, r % TH
+            base = 2 * (r - r0) * TW1
             for i in range(min(2, OH - 2 * th)):
-                dst, src = y[n, f, 2 * th + i], out[i]
+                dst, src = y[n, f, 2 * th + i], out[i, base:base + OW]
                 if act:
                     for ow in range(OW):
                         dst[ow] = fused_activate(src[ow] + bias, act)
@@ -872,15 +886,15 @@ def _winograd_output(M, b, act, TH, TW, r0, r1, y):
 
 @njit(cache=True, nogil=True)
 def _winograd_output_pooled(M, b, act, TH, TW, r0, r1, y):
-    """Like _winograd_output, but y (N, F, OH // 2, OW // 2) gets each whole tile's max, + b[f], then the
-    activation (monotone: it commutes with the max): its 2×2 max pooling. A tile past the pooled size (odd OH or OW) is dropped, as pooling does."""
+    """Like _winograd_output (row by row of tiles), but y (N, F, OH // 2, OW // 2) gets each whole tile's max,
+    + b[f], then the activation (monotone: it commutes with the max): its 2×2 max pooling. A tile past the pooled size (odd OH or OW) is dropped, as pooling does."""
     N, F, PH, PW = y.shape
     s = np.empty((8, TW), y.dtype)
     for r in range(r0, r1):
         n, th = r // TH, r % TH
         if th >= PH:
             continue
-        base = (r - r0) * TW
+        base = (r - r0) * (TW + 1)  # the row's first slot
         for f in range(F):
             for j in range(4):  # Aᵀ M: combine the rows, for each column j of the tiles
                 m0, m1 = M[j, f, base:base + TW], M[4 + j, f, base:base + TW]
@@ -899,69 +913,80 @@ def _winograd_output_pooled(M, b, act, TH, TW, r0, r1, y):
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _winograd_output_grad(dy, y, masked, TH, TW, r0, r1, dM, sums):
-    """For the tile rows r = n·TH + th in [r0, r1): dM[ξ, f, (r − r0)·TW + tw] = (A dz Aᵀ)[ξ], dz the 2×2
-    block of dz = dy · [y > 0] (or dy when not masked) at (2·th, 2·tw), 0 past the plane's edge; and
-    sums[n, f] += Σ of those rows of dz (float64)."""
+    """For the tile rows r = n·TH + th in [r0, r1): dM[ξ, f, slot] = (A dz Aᵀ)[ξ] (slot (r − r0)·(TW + 1) +
+    tw), dz the 2×2 block of dz = dy · [y > 0] (or dy when not masked) at (2·th, 2·tw), 0 past the plane's
+    edge and in the spare slots; and sums[n, f] += Σ of those rows of dz (float64)."""
     N, F, OH, OW = dy.shape
-    dz = np.zeros((2, 2 * TW), dy.dtype)
-    t = np.empty((4, 2 * TW), dy.dtype)  # A dz: the 4 rows, for the row of tiles
-    for r in range(r0, r1):
-        n, th = r // TH, r % TH
-        base = (r - r0) * TW
-        for f in range(F):
+    TW1 = TW + 1
+    S = (r1 - r0) * TW1
+    dz = np.zeros((2, 2 * S), dy.dtype)  # 2 columns a slot; what no output reaches stays 0
+    t = np.empty((4, 2 * S), dy.dtype)  # A dz: the 4 rows
+    for f in range(F):
+        for r in range(r0, r1):
+            n, th = r // TH, r % TH
+            base = 2 * (r - r0) * TW1
             total = 0.0
             for i in range(2):
                 oh = 2 * th + i
                 if oh < OH:
-                    total += _relu_grad_row(dz[i], dy[n, f, oh], y[n, f, oh], masked, 1)
-                else:
-                    dz[i, :] = 0
+                    total += _relu_grad_row(dz[i, base:base + OW], dy[n, f, oh], y[n, f, oh], masked, 1)
             sums[n, f] += total
-            z0, z1 = dz[0], dz[1]
-            for j in range(2 * TW):  # A dz: combine the 2 rows
-                t[0, j], t[1, j], t[2, j], t[3, j] = z0[j], z0[j] + z1[j], z0[j] - z1[j], -z1[j]
-            for i in range(4):  # (A dz) Aᵀ: combine the 2 columns of each row i (1-D views: vectorized)
-                ti = t[i]
-                v0, v1 = dM[4 * i, f, base:base + TW], dM[4 * i + 1, f, base:base + TW]
-                v2, v3 = dM[4 * i + 2, f, base:base + TW], dM[4 * i + 3, f, base:base + TW]
-                for tw in range(TW):
-                    a0, a1 = ti[2 * tw], ti[2 * tw + 1]
-                    v0[tw] = a0
-                    v1[tw] = a0 + a1
-                    v2[tw] = a0 - a1
-                    v3[tw] = -a1
+        z0, z1 = dz[0], dz[1]
+        t0, t1, t2, t3 = t[0], t[1], t[2], t[3]
+        for j in range(2 * S):  # A dz: combine the 2 rows
+            t0[j], t1[j], t2[j], t3[j] = z0[j], z0[j] + z1[j], z0[j] - z1[j], -z1[j]
+        for i in range(4):  # (A dz) Aᵀ: combine the 2 columns of each row i (1-D views: vectorized)
+            ti = t[i]
+            v0, v1, v2, v3 = dM[4 * i, f, :S], dM[4 * i + 1, f, :S], dM[4 * i + 2, f, :S], dM[4 * i + 3, f, :S]
+            for k in range(S):
+                a0, a1 = ti[2 * k], ti[2 * k + 1]
+                v0[k] = a0
+                v1[k] = a0 + a1
+                v2[k] = a0 - a1
+                v3[k] = -a1
 
 
 @njit(cache=True, nogil=True)
 def _winograd_input_grad(dV, TH, TW, r0, r1, plane):
     """For the tile rows r = n·TH + th in [r0, r1) (one image): add B dV Bᵀ of each tile into plane[c]
     (C, 2TH + 2, 2TW + 2), the gradient of the image's padded planes, at the tile's place (tiles overlap by
-    2 rows and 2 columns)."""
+    2 rows and 2 columns). The transforms run over all the piece's slots; each tile's 4 columns go to two
+    interleaved streams (its columns 0, 1 and 2, 3), added into each row of the plane by two unit-stride
+    loops (tile tw's columns 2 and 3 are tile tw + 1's 0 and 1)."""
     C = plane.shape[0]
-    q = np.empty((16, TW), dV.dtype)  # B dV, for a row of tiles
-    for r in range(r0, r1):
-        th = r % TH
-        base = (r - r0) * TW
-        for c in range(C):
-            for j in range(4):  # B dV: combine the rows, for each column j of the tiles (1-D views: vectorized)
-                d0, d1 = dV[j, c, base:base + TW], dV[4 + j, c, base:base + TW]
-                d2, d3 = dV[8 + j, c, base:base + TW], dV[12 + j, c, base:base + TW]
-                q0, q1, q2, q3 = q[j], q[4 + j], q[8 + j], q[12 + j]
-                for tw in range(TW):
-                    q0[tw] = d0[tw]
-                    q1[tw] = d1[tw] - d2[tw] + d3[tw]
-                    q2[tw] = d1[tw] + d2[tw] - d0[tw]
-                    q3[tw] = -d3[tw]
-            for i in range(4):  # (B dV) Bᵀ: combine the columns of row i, added into the plane's row
+    TW1 = TW + 1
+    S = (r1 - r0) * TW1
+    q = np.empty((16, S), dV.dtype)  # B dV
+    left = np.empty((4, 2 * S), dV.dtype)  # (B dV) Bᵀ: row i's columns 0, 1 of each slot ...
+    right = np.empty((4, 2 * S), dV.dtype)  # ... and its columns 2, 3
+    for c in range(C):
+        for j in range(4):  # B dV: combine the rows, for each column j of the tiles (1-D views: vectorized)
+            d0, d1, d2, d3 = dV[j, c, :S], dV[4 + j, c, :S], dV[8 + j, c, :S], dV[12 + j, c, :S]
+            q0, q1, q2, q3 = q[j], q[4 + j], q[8 + j], q[12 + j]
+            for t in range(S):
+                q0[t] = d0[t]
+                q1[t] = d1[t] - d2[t] + d3[t]
+                q2[t] = d1[t] + d2[t] - d0[t]
+                q3[t] = -d3[t]
+        for i in range(4):  # (B dV) Bᵀ: combine the columns of row i
+            a0, a1, a2, a3 = q[4 * i], q[4 * i + 1], q[4 * i + 2], q[4 * i + 3]
+            li, ri = left[i], right[i]
+            for t in range(S):
+                li[2 * t] = a0[t]
+                li[2 * t + 1] = a1[t] - a2[t] + a3[t]
+                ri[2 * t] = a1[t] + a2[t] - a0[t]
+                ri[2 * t + 1] = -a3[t]
+        for r in range(r0, r1):  # added into the plane, row by row of tiles (the spare slots are left out)
+            th = r % TH
+            base = 2 * (r - r0) * TW1
+            for i in range(4):
                 row = plane[c, 2 * th + i]
-                for tw in range(TW):  # columns 2tw, 2tw + 1 of each tile (no two tiles share them) ...
-                    a0, a1, a2, a3 = q[4 * i, tw], q[4 * i + 1, tw], q[4 * i + 2, tw], q[4 * i + 3, tw]
-                    row[2 * tw] += a0
-                    row[2 * tw + 1] += a1 - a2 + a3
-                for tw in range(TW):  # ... then columns 2tw + 2, 2tw + 3, which the next tile starts at
-                    a0, a1, a2, a3 = q[4 * i, tw], q[4 * i + 1, tw], q[4 * i + 2, tw], q[4 * i + 3, tw]
-                    row[2 * tw + 2] += a1 + a2 - a0
-                    row[2 * tw + 3] -= a3
+                dst, src = row[:2 * TW], left[i, base:base + 2 * TW]
+                for k in range(2 * TW):
+                    dst[k] += src[k]
+                dst, src = row[2:2 * TW + 2], right[i, base:base + 2 * TW]
+                for k in range(2 * TW):
+                    dst[k] += src[k]
 
 
 # ---------------------------------------------------------------------- direct: one input channel per filter
