@@ -886,29 +886,32 @@ def _winograd_output(M, b, act, TH, TW, r0, r1, y):
 
 @njit(cache=True, nogil=True)
 def _winograd_output_pooled(M, b, act, TH, TW, r0, r1, y):
-    """Like _winograd_output (row by row of tiles), but y (N, F, OH // 2, OW // 2) gets each whole tile's max,
-    + b[f], then the activation (monotone: it commutes with the max): its 2×2 max pooling. A tile past the pooled size (odd OH or OW) is dropped, as pooling does."""
+    """Like _winograd_output, but y (N, F, OH // 2, OW // 2) gets each whole tile's max, + b[f], then the
+    activation (monotone: it commutes with the max): its 2×2 max pooling. A tile past the pooled size (odd
+    OH or OW) is dropped, as pooling does."""
     N, F, PH, PW = y.shape
-    s = np.empty((8, TW), y.dtype)
-    for r in range(r0, r1):
-        n, th = r // TH, r % TH
-        if th >= PH:
-            continue
-        base = (r - r0) * (TW + 1)  # the row's first slot
-        for f in range(F):
-            for j in range(4):  # Aᵀ M: combine the rows, for each column j of the tiles
-                m0, m1 = M[j, f, base:base + TW], M[4 + j, f, base:base + TW]
-                m2, m3 = M[8 + j, f, base:base + TW], M[12 + j, f, base:base + TW]
-                s0, s1 = s[j], s[4 + j]
-                for tw in range(TW):
-                    s0[tw] = m0[tw] + m1[tw] + m2[tw]
-                    s1[tw] = m1[tw] - m2[tw] - m3[tw]
-            bias = b[f]
-            dst = y[n, f, th]
-            for tw in range(PW):  # (Aᵀ M) A: the tile's 4 outputs, and their max
-                v = max(max(s[0, tw] + s[1, tw] + s[2, tw], s[1, tw] - s[2, tw] - s[3, tw]),
-                        max(s[4, tw] + s[5, tw] + s[6, tw], s[5, tw] - s[6, tw] - s[7, tw])) + bias
-                dst[tw] = fused_activate(v, act)
+    TW1 = TW + 1
+    S = (r1 - r0) * TW1
+    s = np.empty((8, S), y.dtype)  # Aᵀ M: rows 0 and 1 of each tile's 2×4
+    peak = np.empty(S, y.dtype)  # the max of each tile's 4 outputs
+    for f in range(F):
+        for j in range(4):  # Aᵀ M: combine the rows, for each column j of the tiles
+            m0, m1, m2, m3 = M[j, f, :S], M[4 + j, f, :S], M[8 + j, f, :S], M[12 + j, f, :S]
+            s0, s1 = s[j], s[4 + j]
+            for t in range(S):
+                s0[t] = m0[t] + m1[t] + m2[t]
+                s1[t] = m1[t] - m2[t] - m3[t]
+        a0, a1, a2, a3, a4, a5, a6, a7 = s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]
+        for t in range(S):  # (Aᵀ M) A: the tile's 4 outputs, and their max
+            peak[t] = max(max(a0[t] + a1[t] + a2[t], a1[t] - a2[t] - a3[t]),
+                          max(a4[t] + a5[t] + a6[t], a5[t] - a6[t] - a7[t]))
+        bias = b[f]
+        for r in range(r0, r1):
+            n, th = r // TH, r % TH
+            if th < PH:
+                dst, src = y[n, f, th], peak[(r - r0) * TW1:]
+                for tw in range(PW):
+                    dst[tw] = fused_activate(src[tw] + bias, act)
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
