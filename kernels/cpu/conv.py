@@ -1151,9 +1151,12 @@ def _planes_per_task(planes):
 @njit(cache=True)
 def _copy_out_row(out, wide, step, act):
     """out[k] = act(wide[k·step]) (act: a FUSED_CODES code; NaN passes through)."""
-    if step != 1:
-        for k in range(out.size):
-            out[k] = fused_activate(wide[k * step], act)
+    if step != 1:  # the strided copy first, then the activation in a unit-stride loop, which vectorizes
+        for k in range(out.size):  # (both in one strided loop: 4 ms more for ReLU6 on the regressor's
+            out[k] = wide[k * step]  # 96-channel stride-2 conv, whose copy takes 1)
+        if act:
+            for k in range(out.size):
+                out[k] = fused_activate(out[k], act)
     elif act:
         for k in range(out.size):
             out[k] = fused_activate(wide[k], act)
