@@ -70,7 +70,8 @@ def conv_transpose_output_size(size, kernel, stride, padding, output_padding, di
 #
 # `padding` is (ph, pw), or (top, bottom, left, right) (ASYMMETRIC_PADDING): the kernels take the top and
 # left padding and the output's size, and read every pixel outside the input as 0, so an uneven padding
-# (Keras' 'same' at stride 2 pads only the bottom and right) costs no padded copy of the input.
+# (Keras' 'same' at stride 2 pads only the bottom and right) needs no pad op and no padded copy of the whole
+# input (the direct kernels pad each plane in a buffer of their own, as for any padding).
 
 ASYMMETRIC_PADDING = True
 
