@@ -129,7 +129,8 @@ def _relu6_case(name, dtype=np.float64, seed=3):
     case.update(RELU6_CASES[name])
     rng = np.random.default_rng(seed)
     fan_in = np.prod(case["w_shape"][1:])
-    x, w, b = randn(rng, *case["x_shape"]), randn(rng, *case["w_shape"]) * 8 / np.sqrt(fan_in), randn(rng, case["w_shape"][0])
+    x, b = randn(rng, *case["x_shape"]), randn(rng, case["w_shape"][0])
+    w = randn(rng, *case["w_shape"]) * 8 / np.sqrt(fan_in)
     return case, x.astype(dtype), w.astype(dtype), b.astype(dtype)
 
 
@@ -152,7 +153,8 @@ def test_conv_relu6_kernel_matches_reference(name, dtype):
 @pytest.mark.parametrize("name", sorted(RELU6_CASES))
 def test_conv_relu6_gradients(name):
     case, x, w, b = _relu6_case(name)
-    top, bottom, left, right = case["padding"] if len(case["padding"]) == 4 else (case["padding"][0],) * 2 + (case["padding"][1],) * 2
+    padding = case["padding"]
+    top, bottom, left, right = padding if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
 
     def fn(x, w, b):
         return conv2d_activation(x, w, b, case["stride"], ((top, bottom), (left, right)), case["dilation"],
