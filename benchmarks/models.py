@@ -23,8 +23,8 @@ The models (the tasks' shapes, written for the benchmark; tasks/plates_models.py
 
 Batch norm: ε = 1e-3 in all three (Keras' default, which tinycnn's layer uses), momentum 0.9 (PyTorch's 0.1).
 Convolutions before a batch norm have no bias. tinycnn's 'same' padding follows Keras: for the stride-2 3×3
-convs on an even size it pads (0, 1) (tinycnn with an explicit pad op, Keras inside the conv); PyTorch's twin
-pads (1, 1). Output sizes and FLOPs are equal. Keras is channels-last: its input is the NCHW batch transposed
+convs on an even size it pads (0, 1) (tinycnn and Keras inside the conv); PyTorch's twin pads (1, 1).
+Output sizes and FLOPs are equal. Keras is channels-last: its input is the NCHW batch transposed
 once (outside any timed region), catdog's Flatten reads (H, W, C) order, fcn's concatenation is on the last
 axis, and the targets are the same (fcn's are per pixel, (N, H, W), in every framework).
 """

@@ -92,7 +92,7 @@ def _top_left(padding):
 
 def conv2d_forward(x, w, b, stride, padding, dilation, groups):
     """x (N, C, H, W), w (F, C/G, KH, KW), b (F,) or None -> y (N, F, OH, OW)."""
-    return _conv(np.ascontiguousarray(x), np.ascontiguousarray(w), b, NO_ACTIVATION, stride, padding, dilation, groups)
+    return conv2d_bias_act_forward(x, w, b, stride, padding, dilation, groups, None)
 
 
 def conv2d_backward(dy, x, w, stride, padding, dilation, groups, need_dx, need_dw, need_db):
@@ -104,8 +104,7 @@ def conv2d_backward(dy, x, w, stride, padding, dilation, groups, need_dx, need_d
 
 def conv2d_bias_relu_forward(x, w, b, stride, padding, dilation, groups):
     """y = relu(conv2d(x, w) + b) (b may be None), the bias and ReLU applied in the conv's own pass."""
-    return _conv(np.ascontiguousarray(x), np.ascontiguousarray(w), b, FUSED_CODES["relu"], stride, padding,
-                 dilation, groups)
+    return conv2d_bias_act_forward(x, w, b, stride, padding, dilation, groups, "relu")
 
 
 def conv2d_bias_act_forward(x, w, b, stride, padding, dilation, groups, activation):
