@@ -15,7 +15,8 @@ The models (the tasks' shapes, written for the benchmark; tasks/plates_models.py
 - mobilenet MobileNetV2-style box regressor, batch 16, 3×128×128: stem conv 3×3 stride 2 → 32 (no bias) + BN +
             ReLU6; inverted residual blocks (t, c, s) = (1,16,1) (6,24,2) (6,24,1) (6,32,2) (6,64,2) (6,128,1)
             (1×1 expand + BN + ReLU6 when t > 1, 3×3 depthwise + BN + ReLU6, 1×1 project + BN, residual add
-            when the shape is kept); global average pooling, Linear 4 + sigmoid; MSE.
+            when the shape is kept); global average pooling, Linear 4 + sigmoid; MSE. tinycnn's twin runs
+            channels-last inside (as the task model), transposing the NCHW batch in its forward.
 - fcn       U-Net-style segmenter, batch 8, 3×128×128: encoder blocks of two (conv 3×3 'same' no bias + BN +
             ReLU) with 16, 32, 64 channels and 2×2 max pooling between them; decoder: transposed conv 2×2
             stride 2 (64→32, 32→16), concatenation with the encoder's map of that scale, a block of two
@@ -109,15 +110,17 @@ def _tinycnn_classes():
     from tinycnn import layers
     F = tinycnn.functional
 
-    class BenchConvBN(tinycnn.Module):
+    class BenchConvBN(tinycnn.Module):  # channels last, as tasks/plates_models.py's ConvBNReLU6
         def __init__(self, filters, kernel, strides=1, depthwise=False, activation="relu6"):
             super().__init__()
             if depthwise:
-                self.conv = layers.DepthwiseConv2D(kernel, strides=strides, padding="same", use_bias=False)
+                self.conv = layers.DepthwiseConv2D(kernel, strides=strides, padding="same", use_bias=False,
+                                                   data_format="channels_last")
             else:
-                self.conv = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False)
+                self.conv = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
+                                          data_format="channels_last")
             # the activation fused into the batch norm's passes (layers.BatchNormalization(activation=...))
-            self.bn = layers.BatchNormalization(momentum=0.9, epsilon=BN_EPS, activation=activation)
+            self.bn = layers.BatchNormalization(momentum=0.9, epsilon=BN_EPS, activation=activation, axis=-1)
 
         def forward(self, x):
             if self.conv.folds(self.bn):  # inference: the batch norm folded into the conv's weights
@@ -147,11 +150,11 @@ def _tinycnn_classes():
                 blocks.append(BenchInvertedResidual(cin, c, s, t))
                 cin = c
             self.blocks = blocks
-            self.pool = layers.GlobalAveragePooling2D()
+            self.pool = layers.GlobalAveragePooling2D(data_format="channels_last")
             self.box = layers.Dense(4, activation="sigmoid")
 
         def forward(self, x):
-            x = self.stem(x)
+            x = self.stem(x.transpose(0, 2, 3, 1))  # NCHW batch -> channels last (NHWC) inside, as the task model
             for block in self.blocks:
                 x = block(x)
             return self.box(self.pool(x))

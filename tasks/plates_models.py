@@ -36,18 +36,21 @@ def scaled_channels(channels, width, divisor=8):
 
 
 class ConvBNReLU6(tinycnn.Module):
-    """Conv (no bias: batch norm has one), batch norm, then ReLU6 unless `activation` is False."""
+    """Conv (no bias: batch norm has one), batch norm, then ReLU6 unless `activation` is False; on
+    (N, H, W, C) maps when data_format is "channels_last"."""
 
-    def __init__(self, filters, kernel_size=1, strides=1, depthwise=False, activation=True):
+    def __init__(self, filters, kernel_size=1, strides=1, depthwise=False, activation=True,
+                 data_format="channels_first"):
         super().__init__()
         if depthwise:
             self.conv = layers.DepthwiseConv2D(kernel_size, strides=strides, padding="same", use_bias=False,
-                                               kernel_initializer="he_normal")
+                                               kernel_initializer="he_normal", data_format=data_format)
         else:
             self.conv = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
-                                      kernel_initializer="he_normal")
+                                      kernel_initializer="he_normal", data_format=data_format)
         # ReLU6 fused into the batch norm's own passes (the same values as BatchNormalization, then ReLU6)
-        self.bn = layers.BatchNormalization(momentum=0.9, activation="relu6" if activation else None)
+        self.bn = layers.BatchNormalization(momentum=0.9, activation="relu6" if activation else None,
+                                            axis=-1 if data_format == "channels_last" else 1)
 
     def forward(self, x):
         if self.conv.folds(self.bn):  # inference: the batch norm folded into the conv (Conv2D.forward_folded)
@@ -60,12 +63,12 @@ class InvertedResidual(tinycnn.Module):
     1x1 linear projection to `out_channels`. The input is added to the output when the block keeps the
     shape (strides 1 and in_channels == out_channels): `self.residual` says whether it does."""
 
-    def __init__(self, in_channels, out_channels, strides, expansion):
+    def __init__(self, in_channels, out_channels, strides, expansion, data_format="channels_first"):
         super().__init__()
         hidden = in_channels * expansion
-        self.expand = ConvBNReLU6(hidden, 1) if expansion != 1 else None
-        self.depthwise = ConvBNReLU6(hidden, 3, strides=strides, depthwise=True)
-        self.project = ConvBNReLU6(out_channels, 1, activation=False)
+        self.expand = ConvBNReLU6(hidden, 1, data_format=data_format) if expansion != 1 else None
+        self.depthwise = ConvBNReLU6(hidden, 3, strides=strides, depthwise=True, data_format=data_format)
+        self.project = ConvBNReLU6(out_channels, 1, activation=False, data_format=data_format)
         self.residual = strides == 1 and in_channels == out_channels
 
     def forward(self, x):
@@ -74,13 +77,14 @@ class InvertedResidual(tinycnn.Module):
         return x + y if self.residual else y
 
 
-def inverted_residual_stack(in_channels, blocks, width):
+def inverted_residual_stack(in_channels, blocks, width, data_format="channels_first"):
     """The InvertedResidual blocks of a (t, c, n, s) table, channels scaled by `width`; and the last channels."""
     stack = []
     for expansion, channels, repeats, strides in blocks:
         out_channels = scaled_channels(channels, width)
         for index in range(repeats):
-            stack.append(InvertedResidual(in_channels, out_channels, strides if index == 0 else 1, expansion))
+            stack.append(InvertedResidual(in_channels, out_channels, strides if index == 0 else 1, expansion,
+                                          data_format))
             in_channels = out_channels
     return stack, in_channels
 
@@ -90,21 +94,29 @@ class PlateBoxRegressor(tinycnn.Module):
 
     The output is (xmin, ymin, xmax, ymax) divided by the letterbox side, in [0, 1]. The tutorial's model
     predicts one box per image; for an image with several plates it is trained on the largest.
+
+    The input is an NCHW batch, as the task's data gives it. With data_format="channels_last" (the default)
+    the network transposes it once and runs on (N, H, W, C) maps: its 1×1 and depthwise convs are faster
+    so (kernels/cpu/conv.py, "channels-last"). Both layouts have the same weights, so a saved model loads
+    in either.
     """
 
-    def __init__(self, width=1.0, blocks=DEFAULT_BLOCKS, dropout=0.2):
+    def __init__(self, width=1.0, blocks=DEFAULT_BLOCKS, dropout=0.2, data_format="channels_last"):
         super().__init__()
         self.width, self.blocks, self.dropout_rate = float(width), [list(b) for b in blocks], float(dropout)
+        self.data_format = data_format
         stem_channels = scaled_channels(STEM_CHANNELS, self.width)
-        self.stem = ConvBNReLU6(stem_channels, 3, strides=2)
-        self.features, channels = inverted_residual_stack(stem_channels, self.blocks, self.width)
-        self.head = ConvBNReLU6(scaled_channels(HEAD_CHANNELS, max(self.width, 1.0)), 1)
-        self.pool = layers.GlobalAveragePooling2D()
+        self.stem = ConvBNReLU6(stem_channels, 3, strides=2, data_format=data_format)
+        self.features, channels = inverted_residual_stack(stem_channels, self.blocks, self.width, data_format)
+        self.head = ConvBNReLU6(scaled_channels(HEAD_CHANNELS, max(self.width, 1.0)), 1, data_format=data_format)
+        self.pool = layers.GlobalAveragePooling2D(data_format=data_format)
         self.dropout = layers.Dropout(self.dropout_rate)
         self.box = layers.Dense(4, activation="sigmoid")
 
     def backbone(self, x):
-        """(N, 3, S, S) -> the head's feature map (N, C, S/16, S/16)."""
+        """(N, 3, S, S) -> the head's feature map, (N, S/16, S/16, C) channels last, else (N, C, S/16, S/16)."""
+        if self.data_format == "channels_last":
+            x = x.transpose(0, 2, 3, 1)
         x = self.stem(x)
         for block in self.features:
             x = block(x)
@@ -114,7 +126,8 @@ class PlateBoxRegressor(tinycnn.Module):
         return self.box(self.dropout(self.pool(self.backbone(x))))
 
     def get_config(self):
-        return {"width": self.width, "blocks": self.blocks, "dropout": self.dropout_rate}
+        return {"width": self.width, "blocks": self.blocks, "dropout": self.dropout_rate,
+                "data_format": self.data_format}
 
 
 class ConvBlock(tinycnn.Module):

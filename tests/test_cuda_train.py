@@ -86,13 +86,13 @@ def test_tensors_stay_on_the_device():
     assert out.item() == 24.0
 
 
-def _conv_batch_norm_block(device, state, x):
+def _conv_batch_norm_block(device, state, x, data_format="channels_first", depthwise=False):
     """A conv (3×3, stride 2, Keras 'same' on an even size: padded (0, 1)) + batch norm + ReLU6 block on
     `device`: its eval-mode output without gradients (the batch norm folded into the conv), then one
     training-mode forward and backward -> (folded output, training output, gradients)."""
     from tasks.plates_models import ConvBNReLU6
     tinycnn.manual_seed(0)
-    block = ConvBNReLU6(4, 3, strides=2)
+    block = ConvBNReLU6(4, 3, strides=2, depthwise=depthwise, data_format=data_format)
     block(tinycnn.Tensor(x))  # builds it on the CPU
     block.load_state_dict(state)
     block.to(device)
@@ -120,5 +120,21 @@ def test_conv_batch_norm_block_matches_cpu():
                   "bn.gamma": rng.uniform(0.5, 2.0, 4), "bn.beta": rng.standard_normal(4)})
     got, want = _conv_batch_norm_block("cuda", state, x), _conv_batch_norm_block("cpu", state, x)
     assert (want[0] == 6).any() and (want[0] == 0).any() and ((want[0] > 0) & (want[0] < 6)).any()
+    for g, w in zip(got[:2] + tuple(got[2]), want[:2] + tuple(want[2])):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_channels_last_block_matches_cpu(depthwise):
+    """The same block on (N, H, W, C) maps: the CPU's channels-last kernels (conv and (N·H·W, C) batch
+    norm) against cuda, which runs the NCHW conv between two transposes and the (M, C) batch norm."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 6, 6, 4)).astype(np.float32)
+    state = {"conv.kernel": rng.standard_normal((4, 1 if depthwise else 4, 3, 3)).astype(np.float32) * 2,
+             "bn.moving_mean": rng.standard_normal(4), "bn.moving_variance": rng.uniform(0.5, 2.0, 4),
+             "bn.gamma": rng.uniform(0.5, 2.0, 4), "bn.beta": rng.standard_normal(4)}
+    got = _conv_batch_norm_block("cuda", state, x, "channels_last", depthwise)
+    want = _conv_batch_norm_block("cpu", state, x, "channels_last", depthwise)
+    assert want[0].shape == (2, 3, 3, 4) and (want[1] == 0).any() and (want[1] > 0).any()
     for g, w in zip(got[:2] + tuple(got[2]), want[:2] + tuple(want[2])):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)

@@ -1,8 +1,10 @@
 """Keras-style layers, built on tinycnn.functional.
 
 Arguments follow Keras (`filters, kernel_size, strides, padding, activation`), so the tutorial's model reads
-the same. Inside, tensors are NCHW (the layout the kernels serve); `Sequential` converts the channels-last
-arrays (N, H, W, C) the tutorial builds once per batch. A layer creates its weights when it first sees an
+the same. Inside, tensors are NCHW (the layout most kernels serve best); `Sequential` converts the
+channels-last arrays (N, H, W, C) the tutorial builds once per batch. Conv2D, DepthwiseConv2D and
+GlobalAveragePooling2D also take Keras' `data_format="channels_last"` (and BatchNormalization `axis=-1`):
+(N, H, W, C) tensors, the layout in which MobileNet's 1×1 and depthwise convs run fastest. A layer creates its weights when it first sees an
 input (`build`), so only the first layer of a Sequential needs `input_shape`.
 
 Weights start as in Keras: Glorot-uniform kernels, zero biases, batch norm γ = 1, β = 0.
@@ -14,7 +16,7 @@ import numpy as np
 from . import functional as F
 from .nn import Module, Parameter
 from .ops.batchnorm import batch_norm_activation
-from .ops.conv import conv2d_activation, conv2d_relu, conv2d_relu_maxpool2
+from .ops.conv import conv2d_activation, conv2d_channels_last, conv2d_relu, conv2d_relu_maxpool2
 from .random import generator
 from .tensor import Tensor, is_grad_enabled
 
@@ -110,19 +112,30 @@ class Layer(Module):
 
 
 class Conv2D(Layer):
-    """2-D convolution: (N, C, H, W) -> (N, filters, H', W'), then the activation."""
+    """2-D convolution: (N, C, H, W) -> (N, filters, H', W'), then the activation; with
+    data_format="channels_last", (N, H, W, C) -> (N, H', W', filters). The kernel is (filters, C/groups, KH, KW)
+    in both layouts."""
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None, use_bias=True,
-                 dilation_rate=1, groups=1, kernel_initializer="glorot_uniform", name=None, input_shape=None):
+                 dilation_rate=1, groups=1, kernel_initializer="glorot_uniform", data_format="channels_first",
+                 name=None, input_shape=None):
         super().__init__(name, input_shape)
         self.filters, self.kernel_size = int(filters), _pair(kernel_size)
         self.strides, self.dilation_rate = _pair(strides), _pair(dilation_rate)
         self.padding, self.groups, self.use_bias = _check_padding(padding), int(groups), bool(use_bias)
         self.activation, self.kernel_initializer = _check_activation(activation), kernel_initializer
+        self.data_format = _check_data_format(data_format)
+        if self.channels_last and self.activation not in (None, "linear", "relu", "relu6", "leaky_relu", "sigmoid", "tanh"):
+            raise ValueError(f"activation {activation!r} is not per-value: use it as a layer of its own "
+                             f"with data_format='channels_last'")
+
+    @property
+    def channels_last(self):
+        return self.data_format == "channels_last"
 
     def build(self, shape):
         _require_rank(shape, 4, self)
-        channels = shape[1]
+        channels = shape[3] if self.channels_last else shape[1]
         if channels % self.groups or self.filters % self.groups:
             raise ValueError(f"{channels} input channels and {self.filters} filters must divide by groups={self.groups}")
         kh, kw = self.kernel_size
@@ -132,7 +145,13 @@ class Conv2D(Layer):
         self.bias = Parameter(np.zeros(self.filters, np.float32)) if self.use_bias else None
 
     def forward(self, x):
-        x, padding = _apply_padding(x, self.padding, self.kernel_size, self.strides, self.dilation_rate)
+        x, padding = _apply_padding(x, self.padding, self.kernel_size, self.strides, self.dilation_rate,
+                                    channels_last=self.channels_last)
+        if self.channels_last:
+            fused = self.activation if self.activation in ("relu", "relu6") else None
+            y = conv2d_channels_last(x, self.kernel, self.bias, self.strides, padding, self.dilation_rate,
+                                     self.groups, fused)
+            return y if fused else activate(self.activation, y)
         if self.activation == "relu":  # one fused op: bias and ReLU in the conv's own pass (ops/conv.py)
             return conv2d_relu(x, self.kernel, self.bias, self.strides, padding, self.dilation_rate, self.groups)
         y = F.conv2d(x, self.kernel, self.bias, self.strides, padding, self.dilation_rate, self.groups)
@@ -142,7 +161,8 @@ class Conv2D(Layer):
         """Whether `layer` is a batch norm this layer can absorb (forward_folded): at inference only (no
         gradient recorded, the batch norm in eval mode), this layer without an activation of its own."""
         return (self.activation is None and isinstance(layer, BatchNormalization) and not layer.training
-                and not is_grad_enabled() and self.built and layer.built)
+                and not is_grad_enabled() and self.built and layer.built
+                and (layer.axis != 1) == self.channels_last)  # the batch norm's channels are this layer's
 
     def forward_folded(self, x, bn, activation=None):
         """This layer, then the batch norm `bn` in eval mode, then `activation` (bn's own when None), as one
@@ -156,13 +176,15 @@ class Conv2D(Layer):
         scale = bn.gamma / (bn.moving_variance + bn.epsilon).sqrt()
         kernel = self.kernel * scale.reshape(-1, 1, 1, 1)
         bias = ((self.bias - bn.moving_mean) if self.bias is not None else -bn.moving_mean) * scale + bn.beta
-        x, padding = _apply_padding(x, self.padding, self.kernel_size, self.strides, self.dilation_rate)
-        return conv2d_activation(x, kernel, bias, self.strides, padding, self.dilation_rate, self.groups,
-                                 activation or bn.activation)
+        x, padding = _apply_padding(x, self.padding, self.kernel_size, self.strides, self.dilation_rate,
+                                    channels_last=self.channels_last)
+        fused = conv2d_channels_last if self.channels_last else conv2d_activation
+        return fused(x, kernel, bias, self.strides, padding, self.dilation_rate, self.groups, activation or bn.activation)
 
     def pools_into(self, layer):
         """Whether this layer, then `layer`, can run as one fused conv + ReLU + 2×2 max-pool op."""
-        return (self.activation == "relu" and isinstance(layer, MaxPooling2D) and layer.pool_size == (2, 2)
+        return (self.activation == "relu" and not self.channels_last and isinstance(layer, MaxPooling2D)
+                and layer.pool_size == (2, 2)
                 and layer.strides == (2, 2) and layer.padding == "valid")
 
     def forward_pooled(self, x):
@@ -174,21 +196,23 @@ class Conv2D(Layer):
         return dict(super().config(), filters=self.filters, kernel_size=list(self.kernel_size),
                     strides=list(self.strides), padding=self.padding, activation=self.activation,
                     use_bias=self.use_bias, dilation_rate=list(self.dilation_rate), groups=self.groups,
-                    kernel_initializer=self.kernel_initializer)
+                    kernel_initializer=self.kernel_initializer, data_format=self.data_format)
 
 
 class DepthwiseConv2D(Conv2D):
     """Depthwise convolution (one filter per input channel, MobileNet): Conv2D with groups = channels."""
 
     def __init__(self, kernel_size, strides=1, padding="valid", depth_multiplier=1, activation=None,
-                 use_bias=True, dilation_rate=1, kernel_initializer="glorot_uniform", name=None, input_shape=None):
+                 use_bias=True, dilation_rate=1, kernel_initializer="glorot_uniform", data_format="channels_first",
+                 name=None, input_shape=None):
         super().__init__(1, kernel_size, strides, padding, activation, use_bias, dilation_rate, 1,
-                         kernel_initializer, name, input_shape)
+                         kernel_initializer, data_format, name, input_shape)
         self.depth_multiplier = int(depth_multiplier)
 
     def build(self, shape):
         _require_rank(shape, 4, self)
-        self.filters, self.groups = shape[1] * self.depth_multiplier, shape[1]
+        channels = shape[3] if self.channels_last else shape[1]
+        self.filters, self.groups = channels * self.depth_multiplier, channels
         super().build(shape)
 
     def config(self):
@@ -276,11 +300,20 @@ class AveragePooling2D(_Pooling2D):
 
 
 class GlobalAveragePooling2D(Layer):
-    """(N, C, H, W) -> (N, C): the mean of each channel."""
+    """(N, C, H, W) -> (N, C): the mean of each channel; (N, H, W, C) -> (N, C) with data_format="channels_last"."""
+
+    def __init__(self, data_format="channels_first", name=None, input_shape=None):
+        super().__init__(name, input_shape)
+        self.data_format = _check_data_format(data_format)
 
     def forward(self, x):
         _require_rank(x.shape, 4, self)
+        if self.data_format == "channels_last":
+            return x.mean(axis=(1, 2))
         return F.adaptive_avg_pool2d(x, 1).reshape(x.shape[0], x.shape[1])
+
+    def config(self):
+        return dict(super().config(), data_format=self.data_format)
 
 
 class Flatten(Layer):
@@ -325,16 +358,20 @@ class Dropout(Layer):
 
 
 class BatchNormalization(Layer):
-    """Batch norm over the channel axis (axis 1 of NCHW, or the features of (N, F)).
+    """Batch norm over the channel axis: `axis` 1 (NCHW, or the features of (N, F)), or -1 (the last axis:
+    (N, H, W, C) channels-last maps; the kernels see them as (N·H·W, C)).
 
     Keras' momentum m keeps m of the old running statistics: running = m·running + (1 − m)·batch.
     activation (a tinycnn extension: None, "relu" or "relu6") applies the activation in the batch norm's own
     passes, forward and backward (kernels/cpu/batchnorm.py): the same as BatchNormalization() followed
     by ReLU(), which a Sequential model fuses by itself."""
 
-    def __init__(self, momentum=0.99, epsilon=1e-3, activation=None, name=None, input_shape=None):
+    def __init__(self, momentum=0.99, epsilon=1e-3, activation=None, axis=1, name=None, input_shape=None):
         super().__init__(name, input_shape)
         self.momentum, self.epsilon = float(momentum), float(epsilon)
+        if axis not in (1, -1, 3):
+            raise ValueError(f"BatchNormalization: axis must be 1 (channels first) or -1 (channels last), got {axis!r}")
+        self.axis = axis
         if activation not in (None, "relu", "relu6"):
             raise ValueError(f"BatchNormalization: activation must be None, 'relu' or 'relu6', got {activation!r}")
         self.activation = activation
@@ -342,15 +379,20 @@ class BatchNormalization(Layer):
     def build(self, shape):
         if len(shape) not in (2, 4):
             raise ValueError(f"BatchNormalization expects (N, C, H, W) or (N, F) inputs, got {shape}")
-        channels = shape[1]
+        if self.axis == 3 and len(shape) != 4:
+            raise ValueError(f"BatchNormalization(axis=3) expects (N, H, W, C) inputs, got {shape}")
+        channels = shape[self.axis]
         self.gamma = Parameter(np.ones(channels, np.float32))
         self.beta = Parameter(np.zeros(channels, np.float32))
         self.register_buffer("moving_mean", Tensor(np.zeros(channels, np.float32)))
         self.register_buffer("moving_variance", Tensor(np.ones(channels, np.float32)))
 
     def forward(self, x, activation=None):
-        return batch_norm_activation(x, self.moving_mean, self.moving_variance, self.gamma, self.beta,
-                                     self.training, 1.0 - self.momentum, self.epsilon, activation or self.activation)
+        channels_last = self.axis != 1 and x.ndim == 4
+        rows = x.reshape(-1, x.shape[3]) if channels_last else x  # (N·H·W, C): the channel axis second
+        y = batch_norm_activation(rows, self.moving_mean, self.moving_variance, self.gamma, self.beta,
+                                  self.training, 1.0 - self.momentum, self.epsilon, activation or self.activation)
+        return y.reshape(x.shape) if channels_last else y
 
     def activation_after(self, layer):
         """The activation of `layer` when this layer (without one) and `layer` can run as one fused op."""
@@ -362,6 +404,8 @@ class BatchNormalization(Layer):
         config = dict(super().config(), momentum=self.momentum, epsilon=self.epsilon)
         if self.activation is not None:
             config["activation"] = self.activation
+        if self.axis != 1:
+            config["axis"] = self.axis
         return config
 
 
@@ -419,6 +463,13 @@ def _pair(value):
     raise ValueError(f"expected an int or a pair of ints, got {value!r}")
 
 
+def _check_data_format(data_format):
+    if data_format not in ("channels_first", "channels_last"):
+        raise ValueError(f"data_format must be 'channels_first' (N, C, H, W) or 'channels_last' (N, H, W, C), "
+                         f"got {data_format!r}")
+    return data_format
+
+
 def _check_padding(padding):
     padding = str(padding).lower()
     if padding not in ("valid", "same"):
@@ -433,13 +484,14 @@ def _require_rank(shape, rank, layer):
         raise ValueError(f"{type(layer).__name__} expects a {rank}-D input {layout}, got shape {tuple(shape)}{hint}")
 
 
-def _apply_padding(x, padding, kernel, strides, dilation, fill=0.0):
+def _apply_padding(x, padding, kernel, strides, dilation, fill=0.0, channels_last=False):
     """Keras padding -> (input, padding for the op). Zero padding goes to the op as it is, even when uneven
     (conv2d takes ((top, bottom), (left, right))); any other fill (pooling) is padded here, explicitly."""
     if padding == "valid":
         return x, (0, 0)
-    (top, bottom), (left, right) = (same_padding(x.shape[2], kernel[0], strides[0], dilation[0]),
-                                    same_padding(x.shape[3], kernel[1], strides[1], dilation[1]))
+    H, W = x.shape[1:3] if channels_last else x.shape[2:4]
+    (top, bottom), (left, right) = (same_padding(H, kernel[0], strides[0], dilation[0]),
+                                    same_padding(W, kernel[1], strides[1], dilation[1]))
     if fill == 0.0:
         return x, ((top, bottom), (left, right))
     return F.pad(x, (left, right, top, bottom), value=fill), (0, 0)

@@ -26,6 +26,7 @@ the forward writes act(y) in its own pass, and the backward takes dz = dy · act
 (relu: [out > 0], relu6: [0 < out < 6], the same masks as on the pre-activation) as it reads dy: two
 passes over the activations fewer per layer, forward and backward, than batch norm then ReLU6.
 """
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -106,6 +107,8 @@ def _train_forward(x3, gamma, beta, eps, y3, mean, invstd, var_unbiased, zero, a
 def batch_norm_train_forward(x3, gamma, beta, eps, activation=None):
     """x3 (N, C, inner), gamma/beta (C,) -> y3 (N, C, inner), mean, invstd, var_unbiased (C,). Needs N·inner ≥ 2.
     y3 = activation(batch norm) when activation is "relu" or "relu6"."""
+    if x3.shape[2] == 1:  # (M, C): channels last (or a dense layer's features), see below
+        return _last_train_forward(x3, gamma, beta, eps, FUSED_CODES[activation])
     C = x3.shape[1]
     y3 = output(x3.shape, x3.dtype)
     mean, invstd, var_unbiased = (np.empty(C, x3.dtype) for _ in range(3))
@@ -128,6 +131,10 @@ def batch_norm_eval_forward(x3, gamma, beta, running_mean, running_var, eps, act
     scale = (gamma / np.sqrt(running_var.astype(np.float64) + eps)).astype(x3.dtype)
     shift = (beta - running_mean * scale).astype(x3.dtype)
     y3 = output(x3.shape, x3.dtype)
+    if x3.shape[2] == 1:
+        _last_affine(np.ascontiguousarray(x3).reshape(-1), _tiled(scale), _tiled(shift), y3.reshape(-1),
+                     FUSED_CODES[activation])
+        return y3
     _eval_forward(np.ascontiguousarray(x3), scale, shift, y3, FUSED_CODES[activation])
     return y3
 
@@ -184,6 +191,9 @@ def batch_norm_backward(dy3, x3, gamma, mean, invstd, need_dx, need_dgamma, need
     dy3, x3 = np.ascontiguousarray(dy3), np.ascontiguousarray(x3)
     act = FUSED_CODES[activation]
     y3 = dy3 if act == 0 else np.ascontiguousarray(y3)  # not read when act is 0
+    if x3.shape[2] == 1:
+        dx3, dgamma, dbeta = _last_backward(dy3, x3, gamma, mean, invstd, need_dx, y3, act)
+        return dx3, (dgamma if need_dgamma else None), (dbeta if need_dbeta else None)
     C = x3.shape[1]
     dgamma, dbeta = np.empty(C, x3.dtype), np.empty(C, x3.dtype)
     dx3 = output(x3.shape, x3.dtype) if need_dx else x3  # x3: a placeholder, not written
@@ -202,3 +212,132 @@ def _blend(running, batch_value, momentum):
 def update_running(running, batch_value, momentum):
     """In place: running = (1 − m) · running + m · batch_value (both (C,))."""
     _blend(running, batch_value, float(momentum))
+
+
+# ---------------------------------------------------------------------- channels last: x (M, C), inner = 1
+#
+# With the channels last (x (N, H, W, C) seen as (M = N·H·W, C, 1)) a channel's values are C apart, so the
+# per-channel loops above would run over rows of one value. Instead every pass reads x as one long run of
+# M·C values in blocks of `BLOCK_ROWS` rows: within a block, value k belongs to channel k mod C, so the
+# per-channel vectors (sums, scale, shift, ...) are tiled to the block's length once and every inner loop is
+# one contiguous SIMD loop of R·C values, whatever C is (16 channels would otherwise be one vector per row).
+# Threads take whole blocks: the sums go to one row per thread (added up after), the elementwise passes
+# write their own blocks. The statistics take one pass: Σ (x − K) and Σ (x − K)² with K = x's first row, a
+# shift that keeps the variance from cancelling (as the synchronised batch norm does with the running
+# mean); the sums are taken in the data's dtype for up to 64 blocks, then added into float64.
+
+def _block_rows(C):
+    """Rows per block: about 512 values, a whole number of rows."""
+    return max(1, 512 // C)
+
+
+def _tiled(v):
+    """A per-channel vector (C,) repeated to the length of a block."""
+    return np.ascontiguousarray(np.tile(v, _block_rows(v.shape[0])))
+
+
+def _last_train_forward(x3, gamma, beta, eps, act):
+    M, C, _ = x3.shape
+    flat = np.ascontiguousarray(x3).reshape(-1)
+    shift = np.ascontiguousarray(x3[0, :, 0])
+    sums = np.zeros((numba.get_num_threads(), 2, _block_rows(C) * C), np.float64)
+    _last_shifted_sums(flat, _tiled(shift), sums)
+    sums = sums.sum(axis=0).reshape(2, -1, C).sum(axis=1)
+    mean_shifted = sums[0] / M
+    var = np.maximum(sums[1] / M - mean_shifted ** 2, 0.0)
+    mean = (shift + mean_shifted).astype(x3.dtype)
+    invstd = (1.0 / np.sqrt(var + eps)).astype(x3.dtype)
+    var_unbiased = (var * M / (M - 1) if M > 1 else np.full(C, np.nan)).astype(x3.dtype)
+    scale = (gamma * invstd).astype(x3.dtype)
+    y3 = output(x3.shape, x3.dtype)
+    _last_affine(flat, _tiled(scale), _tiled((beta - mean * scale).astype(x3.dtype)), y3.reshape(-1), act)
+    return y3, mean, invstd, var_unbiased
+
+
+def _last_backward(dy3, x3, gamma, mean, invstd, need_dx, y3, act):
+    M, C, _ = x3.shape
+    flat = np.ascontiguousarray(x3).reshape(-1)
+    sums = np.zeros((numba.get_num_threads(), 2, _block_rows(C) * C), np.float64)
+    _last_grad_sums(dy3.reshape(-1), flat, y3.reshape(-1), _tiled(mean), act, sums)
+    sums = sums.sum(axis=0).reshape(2, -1, C).sum(axis=1)
+    dbeta, dgamma = sums[0], sums[1] * invstd
+    dx3 = None
+    if need_dx:  # dx = a · dz + b · (x − mean) + offset, as in _backward
+        a = gamma * invstd
+        coef = [_tiled(np.asarray(v, x3.dtype)) for v in (a, -a * invstd * dgamma / M, -a * dbeta / M)]
+        dx3 = output(x3.shape, x3.dtype)
+        _last_input_grad(dy3.reshape(-1), flat, y3.reshape(-1), _tiled(mean), act, *coef, dx3.reshape(-1))
+    return dx3, dgamma.astype(x3.dtype), dbeta.astype(x3.dtype)
+
+
+# (Each block is taken as slices of the arrays: indexed as flat[start + k] instead, LLVM left the loops
+# scalar, 5× slower.)
+
+@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
+def _last_shifted_sums(flat, shift, sums):
+    """sums[t] += (Σ (x − shift), Σ (x − shift)²) per position of a block, over thread t's blocks."""
+    T, _, L = sums.shape
+    blocks = -(-flat.size // L)
+    for t in prange(T):
+        s = np.zeros(L, flat.dtype)
+        q = np.zeros(L, flat.dtype)
+        for block in range(t * blocks // T, (t + 1) * blocks // T):
+            x = flat[block * L:(block + 1) * L]
+            for k in range(x.size):
+                d = x[k] - shift[k]
+                s[k] += d
+                q[k] += d * d
+            if (block + 1) % 64 == 0:  # into float64 every 64 blocks: each float32 sum adds ≤ 64 values
+                _flush(s, q, sums[t])
+        _flush(s, q, sums[t])
+
+
+@njit(cache=True)
+def _flush(s, q, totals):
+    for k in range(s.size):
+        totals[0, k] += s[k]
+        totals[1, k] += q[k]
+    s[:] = 0
+    q[:] = 0
+
+
+@njit(cache=True, parallel=True, fastmath={"contract"})
+def _last_affine(flat, scale, shift, out, act):
+    """out = act(x · scale + shift), the tiled scale and shift repeating every block."""
+    L = scale.size
+    for block in prange(-(-flat.size // L)):
+        x, y = flat[block * L:(block + 1) * L], out[block * L:(block + 1) * L]
+        for k in range(x.size):
+            y[k] = fused_activate(x[k] * scale[k] + shift[k], act)
+
+
+@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
+def _last_grad_sums(dy, flat, y, mean, act, sums):
+    """sums[t] += (Σ dz, Σ dz · (x − mean)) per position of a block, dz = dy · act'(from y)."""
+    T, _, L = sums.shape
+    blocks = -(-flat.size // L)
+    for t in prange(T):
+        s = np.zeros(L, flat.dtype)
+        q = np.zeros(L, flat.dtype)
+        for block in range(t * blocks // T, (t + 1) * blocks // T):
+            lo, hi = block * L, (block + 1) * L
+            g, x, out = dy[lo:hi], flat[lo:hi], y[lo:hi]
+            for k in range(x.size):
+                dz = g[k] if fused_passes(out[k], act) else g[k] - g[k]
+                s[k] += dz
+                q[k] += dz * (x[k] - mean[k])
+            if (block + 1) % 64 == 0:
+                _flush(s, q, sums[t])
+        _flush(s, q, sums[t])
+
+
+@njit(cache=True, parallel=True, fastmath={"contract"})
+def _last_input_grad(dy, flat, y, mean, act, a, b, offset, dx):
+    """dx = a · dz + b · (x − mean) + offset, dz = dy · act'(from y), coefficients tiled per block."""
+    L = a.size
+    for block in prange(-(-flat.size // L)):
+        lo, hi = block * L, (block + 1) * L
+        g, x, out, d = dy[lo:hi], flat[lo:hi], y[lo:hi], dx[lo:hi]
+        for k in range(x.size):
+            dz = g[k] if fused_passes(out[k], act) else g[k] - g[k]
+            d[k] = a[k] * dz + b[k] * (x[k] - mean[k]) + offset[k]

@@ -10,10 +10,10 @@ def pair(value, name):
     raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
 
 
-def check_nchw(x, op):
-    """A clear error unless x is a 4-D (N, C, H, W) float tensor with N ≥ 1."""
+def check_nchw(x, op, layout="(N, C, H, W)"):
+    """A clear error unless x is a 4-D (N, C, H, W) (or `layout`) float tensor with N ≥ 1."""
     if x.ndim != 4:
-        raise ValueError(f"{op} expects a 4-D input (N, C, H, W), got shape {x.shape}")
+        raise ValueError(f"{op} expects a 4-D input {layout}, got shape {x.shape}")
     if x.shape[0] == 0:
         raise ValueError(f"{op}: empty batch (input shape {x.shape})")
     if x.dtype.kind != "f":

@@ -5,6 +5,8 @@
     conv_transpose2d: the adjoint of conv2d (each input pixel scatters a copy of its filter);
               x (N, C, H, W), w (C, F/G, KH, KW);  OH = (H − 1)·s − 2p + d·(KH − 1) + output_padding + 1
     pad:      constant padding of the last two axes, (left, right, top, bottom)
+    conv2d_channels_last: conv2d on (N, H, W, C) inputs, Keras' data_format="channels_last" (MobileNet's
+              blocks run faster so: kernels/cpu/conv.py, "channels-last")
 
 Each Function's forward calls the kernels (`self.k.conv`) and its backward sits right beside it. The public
 functions check their arguments first, so that a mistake reads as an error naming the op and the shapes.
@@ -86,6 +88,25 @@ class Conv2dBiasReLUMaxPool2(Function):
         return (dx, dw, db) if self.has_bias else (dx, dw)
 
 
+class Conv2dChannelsLast(Function):
+    """act(conv2d(x, w) + b) with the channels last: x (N, H, W, C) -> (N, OH, OW, F), act None, "relu" or
+    "relu6" applied in the conv's own pass. Backward: dz = dy · act'(from y), then the conv's gradients."""
+
+    def forward(self, x, w, b=None, *, stride, padding, dilation, groups, activation):
+        self.x, self.w, self.has_bias, self.activation = x, w, b is not None, activation
+        self.geometry = stride, padding, dilation, groups
+        self.y = self.k.conv.conv2d_channels_last_forward(x, w, b, stride, padding, dilation, groups, activation)
+        return self.y
+
+    def backward(self, dy):
+        need_x, need_w, need_b = self.needs_grad + (False,) * (3 - len(self.needs_grad))
+        if self.activation is not None:  # relu: [y > 0], relu6: [0 < y < 6], the masks of the pre-activation
+            dy = getattr(self.k.activation, f"{self.activation}_backward")(dy, self.y)
+        dx, dw, db = self.k.conv.conv2d_channels_last_backward(dy, self.x, self.w, *self.geometry,
+                                                               need_x, need_w, need_b)
+        return (dx, dw, db) if self.has_bias else (dx, dw)
+
+
 class ConvTranspose2d(Function):
     def forward(self, x, w, b=None, *, stride, padding, output_padding, dilation, groups):
         self.x, self.w, self.has_bias = x, w, b is not None
@@ -160,14 +181,41 @@ def conv2d_relu_maxpool2(input, weight, bias=None, stride=1, padding=0, dilation
     return Conv2dBiasReLUMaxPool2.apply(input, *args, **geometry)
 
 
-def _conv2d_arguments(op, input, weight, bias, stride, padding, dilation, groups):
+def conv2d_channels_last(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, activation=None):
+    """activation(conv2d(...)) with the channels last, as Keras' data_format="channels_last":
+    input (N, H, W, C) -> (N, OH, OW, F); weight (F, C/groups, KH, KW) and the other arguments as in conv2d;
+    activation None, "relu" or "relu6".
+
+    Where the device's kernels have it (`CHANNELS_LAST`, kernels/README.md: groups = 1 and depthwise convs)
+    it is one op on the NHWC arrays; otherwise the NCHW conv between two transposes: the same values and
+    gradients either way."""
+    if activation not in (None, "relu", "relu6"):
+        raise ValueError(f"conv2d_channels_last: activation must be None, 'relu' or 'relu6', got {activation!r}")
+    _check_operands("conv2d_channels_last", input, weight, bias, "(N, H, W, C)")
+    k = kernels_for(input.device).conv
+    C, F, per_group = input.shape[3], weight.shape[0], weight.shape[1]
+    kernels_take_it = (getattr(k, "CHANNELS_LAST", False) and getattr(k, "ASYMMETRIC_PADDING", False)
+                       and (groups == 1 or (groups == C == F and per_group == 1)))
+    if not kernels_take_it:
+        y = conv2d_activation(input.transpose(0, 3, 1, 2), weight, bias, stride, padding, dilation, groups, activation)
+        return y.transpose(0, 2, 3, 1)
+    input, args, geometry = _conv2d_arguments("conv2d_channels_last", input, weight, bias, stride, padding,
+                                              dilation, groups, channels_last=True)
+    return Conv2dChannelsLast.apply(input, *args, **geometry, activation=activation)
+
+
+def _conv2d_arguments(op, input, weight, bias, stride, padding, dilation, groups, channels_last=False):
     """Check conv2d's arguments; -> (input, padded first where the padding is uneven and the device's kernels
     take only a symmetric one), the weight and bias to pass, and the normalised geometry (stride, padding,
-    dilation, groups as keywords): padding (ph, pw), or (top, bottom, left, right) when uneven."""
-    _check_operands(op, input, weight, bias)
+    dilation, groups as keywords): padding (ph, pw), or (top, bottom, left, right) when uneven. With
+    `channels_last` the input is (N, H, W, C), and the device's kernels take any padding as it is."""
+    _check_operands(op, input, weight, bias, "(N, H, W, C)" if channels_last else "(N, C, H, W)")
     stride, dilation = _positive_pair(stride, op, "stride"), _positive_pair(dilation, op, "dilation")
-    groups = _check_groups(op, groups, input.shape[1], weight.shape[0], "filters")
-    N, C, H, W = input.shape
+    if channels_last:
+        N, H, W, C = input.shape
+    else:
+        N, C, H, W = input.shape
+    groups = _check_groups(op, groups, C, weight.shape[0], "filters")
     F, Cg, KH, KW = weight.shape
     if Cg * groups != C:
         raise ValueError(f"{op}: input has {C} channels but weight {weight.shape} with groups={groups} "
@@ -244,11 +292,11 @@ def pad(input, pad, value=0.0):
 
 # ---------------------------------------------------------------------- argument checks
 
-def _check_operands(op, input, weight, bias):
+def _check_operands(op, input, weight, bias, layout="(N, C, H, W)"):
     for name, t in (("input", input), ("weight", weight)) + ((("bias", bias),) if bias is not None else ()):
         if not isinstance(t, Tensor):
             raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
-    check_nchw(input, op)
+    check_nchw(input, op, layout)
     if weight.ndim != 4:
         raise ValueError(f"{op} expects a 4-D weight, got shape {weight.shape}")
     if 0 in input.shape or 0 in weight.shape:

@@ -1,0 +1,238 @@
+"""Channels-last (NHWC) convolution and batch norm: the kernels against the NumPy reference (on the transposed
+arrays), gradients against finite differences (float64), the layers and the plate regressor against their
+channels-first selves with the same weights, and a GEMM split along its inner dimension."""
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import tinycnn
+from gradcheck import check_gradients
+from test_conv import TOL
+from test_conv_fold import _padded, _trained_batch_norm, uneven_cases
+from tinycnn import layers
+from tinycnn.kernels.cpu import batchnorm as cpu_bn
+from tinycnn.kernels.cpu import conv as cpu
+from tinycnn.kernels.cpu import gemm
+from tinycnn.kernels.reference import batchnorm as ref_bn
+from tinycnn.kernels.reference import conv as ref
+from tinycnn.ops.batchnorm import batch_norm_activation
+from tinycnn.ops.conv import conv2d_activation, conv2d_channels_last
+
+DTYPES = [np.float32, np.float64]
+ACTIVATIONS = {None: lambda z: z, "relu": lambda z: np.maximum(z, 0), "relu6": lambda z: np.clip(z, 0, 6)}
+
+
+def to_last(a):
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+
+def to_first(a):
+    return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
+
+
+def _kernel_takes(case):
+    """groups = 1, or one filter per channel (a depthwise conv without a channel multiplier)."""
+    F, per_group = case["w_shape"][:2]
+    return case["groups"] == 1 or (case["groups"] == case["x_shape"][1] == F and per_group == 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(deadline=None, max_examples=30)
+@given(case=uneven_cases(), activation=st.sampled_from([None, "relu", "relu6"]), seed=st.integers(0, 2**16))
+def test_kernels_match_reference(dtype, case, activation, seed):
+    """conv2d_channels_last_forward/backward on NHWC arrays = the reference NCHW conv of the padded input."""
+    assume(_kernel_takes(case))
+    rng = np.random.default_rng(seed)
+    x, w, b = (rng.standard_normal(case["x_shape"]) * 3, rng.standard_normal(case["w_shape"]),
+               rng.standard_normal(case["w_shape"][0]))
+    stride, padding, dilation, groups = case["stride"], case["padding"], case["dilation"], case["groups"]
+    xp = _padded(x, padding)
+    z = ref.conv2d_forward(xp, w, b, stride, (0, 0), dilation, groups)
+    y = cpu.conv2d_channels_last_forward(to_last(x).astype(dtype), w.astype(dtype), b.astype(dtype), stride,
+                                         padding, dilation, groups, activation)
+    assert y.dtype == dtype and y.shape == to_last(z).shape
+    np.testing.assert_allclose(y, to_last(ACTIVATIONS[activation](z)), **TOL[dtype])
+
+    dy = rng.standard_normal(y.shape)
+    dxp, dw, db = ref.conv2d_backward(to_first(dy), xp, w, stride, (0, 0), dilation, groups)
+    top, _, left, _ = padding
+    H, W = x.shape[2:]
+    got = cpu.conv2d_channels_last_backward(dy.astype(dtype), to_last(x).astype(dtype), w.astype(dtype), stride,
+                                            padding, dilation, groups, True, True, True)
+    expected = (to_last(dxp[:, :, top:top + H, left:left + W]), dw, db)
+    for label, g, e in zip(("dx", "dw", "db"), got, expected):
+        assert g.dtype == dtype and g.shape == e.shape and g.flags.c_contiguous, label
+        np.testing.assert_allclose(g, e, err_msg=label, **TOL[dtype])
+    assert cpu.conv2d_channels_last_backward(dy.astype(dtype), to_last(x).astype(dtype), w.astype(dtype), stride,
+                                             padding, dilation, groups, False, False, False) == (None, None, None)
+
+
+@settings(deadline=None, max_examples=25)
+@given(case=uneven_cases(), activation=st.sampled_from([None, "relu6"]), seed=st.integers(0, 2**16))
+def test_gradients(case, activation, seed):
+    """Every conv, the kernels' (groups 1, depthwise) and the others' (grouped, channel multiplier: the NCHW
+    conv between two transposes), against finite differences."""
+    rng = np.random.default_rng(seed)
+    x, w, b = (rng.standard_normal(case["x_shape"]), rng.standard_normal(case["w_shape"]),
+               rng.standard_normal(case["w_shape"][0]))
+    top, bottom, left, right = case["padding"]
+
+    def fn(x, w, b):
+        return conv2d_channels_last(x, w, b, case["stride"], ((top, bottom), (left, right)), case["dilation"],
+                                    case["groups"], activation)
+    check_gradients(fn, [to_last(x) * 2, w, b])
+
+
+def test_same_values_as_the_channels_first_op():
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((2, 5, 7, 4)), rng.standard_normal((6, 2, 3, 3))  # groups = 2: the fallback
+    y = conv2d_channels_last(tinycnn.Tensor(x), tinycnn.Tensor(w), None, 2, 1, 1, 2, "relu")
+    expected = conv2d_activation(tinycnn.Tensor(to_first(x)), tinycnn.Tensor(w), None, 2, 1, 1, 2, "relu")
+    np.testing.assert_allclose(y.numpy(), to_last(expected.numpy()), rtol=1e-12, atol=1e-12)
+
+
+def test_errors_name_the_layout():
+    with pytest.raises(ValueError, match=r"\(N, H, W, C\)"):
+        conv2d_channels_last(tinycnn.Tensor(np.zeros((3, 4, 5))), tinycnn.Tensor(np.zeros((2, 5, 1, 1))))
+    with pytest.raises(ValueError, match="channels"):
+        conv2d_channels_last(tinycnn.Tensor(np.zeros((1, 3, 3, 4))), tinycnn.Tensor(np.zeros((2, 5, 1, 1))))
+    with pytest.raises(ValueError, match="data_format"):
+        layers.Conv2D(2, 3, data_format="NHWC")
+
+
+# ---------------------------------------------------------------------- batch norm on (M, C) rows
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(deadline=None, max_examples=25)
+@given(rows=st.integers(2, 700), channels=st.sampled_from([1, 3, 16, 37, 600]),
+       activation=st.sampled_from([None, "relu6"]), seed=st.integers(0, 2**16))
+def test_batch_norm_rows_match_reference(dtype, rows, channels, activation, seed):
+    """x (M, C, 1), the channels-last kernels (blocks of rows, tiled per-channel vectors, shifted one-pass
+    statistics), against the reference: whole blocks, a partial last block, fewer rows than one block."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, channels, 1)) * rng.uniform(0.1, 10, (1, channels, 1)) + 50  # far from 0
+    gamma, beta = rng.uniform(0.5, 2, channels), rng.standard_normal(channels)
+    cast = [a.astype(dtype) for a in (x, gamma, beta)]
+    tol = TOL[dtype] if dtype == np.float64 else dict(rtol=2e-3, atol=2e-3)
+    z, mean, invstd, var = ref_bn.batch_norm_train_forward(x, gamma, beta, 1e-3)
+    y, got_mean, got_invstd, got_var = cpu_bn.batch_norm_train_forward(*cast, 1e-3, activation=activation)
+    for label, g, e in (("y", y, ACTIVATIONS[activation](z)), ("mean", got_mean, mean), ("invstd", got_invstd, invstd),
+                        ("var", got_var, var)):
+        assert g.dtype == dtype, label
+        np.testing.assert_allclose(g, e, err_msg=label, **tol)
+
+    dy = rng.standard_normal(x.shape)
+    dz = dy if activation is None else dy * ((y > 0) & (y < 6))
+    expected = ref_bn.batch_norm_backward(dz, x, gamma, mean, invstd)
+    got = cpu_bn.batch_norm_backward(dy.astype(dtype), cast[0], cast[1], got_mean, got_invstd, True, True, True,
+                                     y3=y, activation=activation)
+    for label, g, e in zip(("dx", "dgamma", "dbeta"), got, expected):
+        np.testing.assert_allclose(g, e, err_msg=label, **tol)
+    z_eval = ref_bn.batch_norm_eval_forward(x, gamma, beta, mean, var, 1e-3)
+    y_eval = cpu_bn.batch_norm_eval_forward(*cast, mean.astype(dtype), var.astype(dtype), 1e-3, activation)
+    np.testing.assert_allclose(y_eval, ACTIVATIONS[activation](z_eval), **tol)
+
+
+@settings(deadline=None, max_examples=10)
+@given(shape=st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 3), st.integers(1, 4)),
+       seed=st.integers(0, 2**16))
+def test_batch_norm_last_axis_gradients(shape, seed):
+    assume(shape[0] * shape[1] * shape[2] > 1)
+    rng = np.random.default_rng(seed)
+    C = shape[3]
+
+    def fn(x, gamma, beta):  # what BatchNormalization(axis=-1) runs: the (N·H·W, C) rows
+        rows = batch_norm_activation(x.reshape(-1, C), None, None, gamma, beta, training=True, activation="relu6")
+        return rows.reshape(x.shape)
+    check_gradients(fn, [rng.standard_normal(shape) + 1, rng.uniform(0.5, 2, C), rng.standard_normal(C)])
+
+
+# ---------------------------------------------------------------------- layers and the plate regressor
+
+def _twins(make, shape_first):
+    """A layer built channels first and its channels-last twin holding the same weights."""
+    first, last = make("channels_first"), make("channels_last")
+    first.build(shape_first)
+    N, C, H, W = shape_first
+    last.build((N, H, W, C))
+    first.built = last.built = True
+    for name in ("kernel", "bias"):
+        if getattr(first, name, None) is not None:
+            getattr(last, name).data[...] = getattr(first, name).data
+    return first, last
+
+
+@pytest.mark.parametrize("make", [
+    lambda df: layers.Conv2D(5, 3, strides=2, padding="same", activation="relu", data_format=df),
+    lambda df: layers.Conv2D(3, 1, activation="tanh", data_format=df),
+    lambda df: layers.DepthwiseConv2D(3, strides=2, padding="same", data_format=df),
+    lambda df: layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, data_format=df),
+    lambda df: layers.Conv2D(4, 3, groups=2, dilation_rate=2, data_format=df),
+], ids=["conv-relu", "pointwise-tanh", "depthwise-s2", "depthwise-x2", "grouped"])
+def test_layers_match_channels_first(make):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 4, 9, 8)).astype(np.float32)
+    first, last = _twins(make, x.shape)
+    xf, xl = tinycnn.Tensor(x, requires_grad=True), tinycnn.Tensor(to_last(x), requires_grad=True)
+    yf, yl = first(xf), last(xl)
+    np.testing.assert_allclose(yl.numpy(), to_last(yf.numpy()), rtol=1e-5, atol=1e-5)
+    dy = rng.standard_normal(yf.shape).astype(np.float32)
+    (yf * tinycnn.Tensor(dy)).sum().backward()
+    (yl * tinycnn.Tensor(to_last(dy))).sum().backward()
+    np.testing.assert_allclose(xl.grad, to_last(xf.grad), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(last.kernel.grad, first.kernel.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_batch_norm_and_pooling_match_channels_first():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 5, 6, 7)).astype(np.float32)
+    first, last = layers.BatchNormalization(activation="relu6"), layers.BatchNormalization(activation="relu6", axis=-1)
+    np.testing.assert_allclose(last(tinycnn.Tensor(to_last(x))).numpy(), to_last(first(tinycnn.Tensor(x)).numpy()),
+                               rtol=1e-5, atol=1e-5)
+    for name in ("moving_mean", "moving_variance"):
+        np.testing.assert_allclose(getattr(last, name).numpy(), getattr(first, name).numpy(), rtol=1e-5)
+    pooled = layers.GlobalAveragePooling2D(data_format="channels_last")(tinycnn.Tensor(to_last(x)))
+    np.testing.assert_allclose(pooled.numpy(), layers.GlobalAveragePooling2D()(tinycnn.Tensor(x)).numpy(), rtol=1e-5)
+    with pytest.raises(ValueError, match="axis"):
+        layers.BatchNormalization(axis=2)
+
+
+def test_plate_regressor_same_in_both_layouts():
+    """The channels-last regressor (the default) and a channels-first one with the same weights: the same
+    outputs and gradients in training, the same folded predictions at inference; a saved model loads in
+    either layout."""
+    from tasks.plates_models import PlateBoxRegressor
+    tinycnn.manual_seed(7)
+    rng = np.random.default_rng(7)
+    last, first = PlateBoxRegressor(width=0.5, dropout=0.0), PlateBoxRegressor(width=0.5, dropout=0.0,
+                                                                                  data_format="channels_first")
+    x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    last(tinycnn.Tensor(x)), first(tinycnn.Tensor(x))
+    for _, module in last.named_modules():
+        if isinstance(module, layers.BatchNormalization):
+            _trained_batch_norm(module, module.gamma.shape[0], rng)
+    first.load_state_dict(last.state_dict())
+    outputs = []
+    for model in (last, first):
+        out = model(tinycnn.Tensor(x))
+        out.sum().backward()
+        outputs.append((out.numpy(), model.stem.conv.kernel.grad.copy()))
+    np.testing.assert_allclose(outputs[0][0], outputs[1][0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(outputs[0][1], outputs[1][1], rtol=1e-3, atol=1e-4)
+    last.eval(), first.eval()
+    with tinycnn.no_grad():
+        np.testing.assert_allclose(last(tinycnn.Tensor(x)).numpy(), first(tinycnn.Tensor(x)).numpy(),
+                                   rtol=1e-4, atol=1e-5)
+    assert last.get_config()["data_format"] == "channels_last"
+
+
+# ---------------------------------------------------------------------- GEMM along a long inner dimension
+
+@pytest.mark.parametrize("m, k, n", [(3, 5000, 2), (16, 65536, 27), (7, 4000, 9)])
+def test_gemm_split_along_the_inner_dimension(m, k, n):
+    """dW = dyᵀ x over many pixels: the product is cut along k, each thread's partial product added."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((k, m)).astype(np.float32).T, rng.standard_normal((k, n)).astype(np.float32)
+    expected = a.astype(np.float64) @ b.astype(np.float64)
+    np.testing.assert_allclose(gemm.matmul(a, b), expected, rtol=1e-4, atol=1e-3 * np.sqrt(k))
