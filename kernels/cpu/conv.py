@@ -1289,7 +1289,13 @@ def conv2d_channels_last_forward(x, w, b, stride, padding, dilation, groups, act
     F = w.shape[0]
     bias = _bias_or_zeros(b, F, x.dtype)
     if depthwise:
-        _depthwise_last_forward(x, _taps_last(w)[:, :, 0], bias, stride, (top, left), dilation, y, act)
+        taps = _taps_last(w)[:, :, 0]  # (KH, KW, C)
+        if stride[1] == 1:
+            OW = y_shape[2]
+            _depthwise_rows_forward(_image_rows(x), _tiled_taps(taps, OW), np.tile(bias, OW), F, x.shape[1], y_shape[1],
+                                    stride[0], (top, left), dilation, _image_rows(y), act)
+        else:
+            _depthwise_last_forward(x, taps, bias, stride, (top, left), dilation, y, act)
         return y
     y2 = y.reshape(-1, F)
     if _is_pointwise(w.shape, stride, (top, left), y_shape):  # x is its own im2col matrix
@@ -1312,13 +1318,25 @@ def conv2d_channels_last_backward(dy, x, w, stride, padding, dilation, groups, n
     dx = dw = db = None
     if depthwise:
         taps = _taps_last(w)[:, :, 0]  # (KH, KW, C)
+        unit_stride, OW = stride[1] == 1, y_shape[2]
         if need_dx:
             dx = output(x.shape, x.dtype)
-            _depthwise_last_input_grad(dy, taps, stride, (top, left), dilation, dx)
+            if unit_stride:
+                _depthwise_rows_input_grad(_image_rows(dy), _tiled_taps(taps, OW), F, x.shape[1], y_shape[1], stride[0],
+                                           (top, left), dilation, _image_rows(dx))
+            else:
+                _depthwise_last_input_grad(dy, taps, stride, (top, left), dilation, dx)
         if need_dw or need_db:
-            sums = np.zeros((numba.get_num_threads(), taps.shape[0] * taps.shape[1] + 1, F), np.float64)
-            _depthwise_last_weight_grad(dy, x, taps.shape[0], taps.shape[1], stride, (top, left), dilation, sums)
-            sums = sums.sum(axis=0)
+            KH, KW = taps.shape[:2]
+            if unit_stride:  # sums per (tap, ow, c), added up over ow here
+                sums = np.zeros((numba.get_num_threads(), KH * KW + 1, OW * F), np.float64)
+                _depthwise_rows_weight_grad(_image_rows(dy), _image_rows(x), F, x.shape[1], y_shape[1], stride[0],
+                                            (top, left), dilation, KW, sums)
+                sums = sums.sum(axis=0).reshape(KH * KW + 1, OW, F).sum(axis=1)
+            else:
+                sums = np.zeros((numba.get_num_threads(), KH * KW + 1, F), np.float64)
+                _depthwise_last_weight_grad(dy, x, KH, KW, stride, (top, left), dilation, sums)
+                sums = sums.sum(axis=0)
             dw = np.ascontiguousarray(sums[:-1].T.reshape(w.shape), x.dtype) if need_dw else None
             db = sums[-1].astype(x.dtype) if need_db else None
         return dx, dw, db
@@ -1531,3 +1549,114 @@ def _depthwise_last_weight_grad(dy, x, KH, KW, stride, padding, dilation, sums):
             for k in range(taps_and_bias):
                 for c in range(C):
                     sums[t, k, c] += row_sums[k, c]
+
+
+# Unit stride along the rows (the depthwise convs at stride 1): a row of the output, (OW, C), is one run of
+# OW·C values, and the input pixels that a tap (i, j) reads for it are one run too, shifted by j·dw − left
+# pixels. With each tap repeated OW times (`_tiled_taps`: tap_rows[i, j, ow·C + c] = taps[i, j, c]), a tap is
+# one multiply-add over a whole row, out[k] += tap_row[k] · x_row[k + shift·C]: a SIMD loop of OW·C values
+# instead of OW loops of C (2 vectors for 32 channels, where the loop overhead was half the time: 32 channels
+# at 64×64, backward 4.8 -> ~2 ms).
+
+def _image_rows(a):
+    """(N, H, W, C) -> (N·H, W·C), a view: one image row per row."""
+    N, H, W, C = a.shape
+    return a.reshape(N * H, W * C)
+
+
+def _tiled_taps(taps, OW):
+    """(KH, KW, C) -> (KH, KW, OW·C), each tap repeated OW times."""
+    return np.ascontiguousarray(np.tile(taps, (1, 1, OW)))
+
+
+@njit(cache=True, parallel=True, fastmath={"contract"})
+def _depthwise_rows_forward(x_rows, tap_rows, bias_row, C, H, OH, sh, padding, dilation, y_rows, act):
+    """y[n, oh] = act(bias + Σ_{i,j} tap_row[i, j] · (x[n, oh·sh + i·dh − top] shifted by j·dw − left pixels)),
+    x_rows (N·H, W·C), y_rows (N·OH, OW·C), tap_rows (KH, KW, OW·C); parallel over the output rows (n, oh)."""
+    KH, KW, _ = tap_rows.shape
+    W, OW = x_rows.shape[1] // C, y_rows.shape[1] // C
+    top, left = padding
+    dh, dw = dilation
+    for r in prange(y_rows.shape[0]):
+        n, oh = r // OH, r % OH
+        out = y_rows[r]
+        out[:] = bias_row
+        for i in range(KH):
+            ih = oh * sh + i * dh - top
+            if ih < 0 or ih >= H:
+                continue
+            src = x_rows[n * H + ih]
+            for j in range(KW):
+                shift = j * dw - left
+                lo, hi = _valid_range(shift, 1, W, OW)
+                acc, pixels, tap = out[lo * C:hi * C], src[(lo + shift) * C:(hi + shift) * C], tap_rows[i, j]
+                for k in range(acc.size):
+                    acc[k] += pixels[k] * tap[k]
+        if act != NO_ACTIVATION:
+            for k in range(out.size):
+                out[k] = fused_activate(out[k], act)
+
+
+@njit(cache=True, parallel=True, fastmath={"contract"})
+def _depthwise_rows_input_grad(dy_rows, tap_rows, C, H, OH, sh, padding, dilation, dx_rows):
+    """dx[n, ih] = Σ tap_row[i, j] · (dy[n, oh] shifted by j·dw − left pixels) over the taps (i, j) and the
+    output rows oh with oh·sh + i·dh − top = ih; dy_rows (N·OH, OW·C), dx_rows (N·H, W·C). Parallel over the
+    input rows (n, ih): each gathers into its own row."""
+    KH, KW, _ = tap_rows.shape
+    W, OW = dx_rows.shape[1] // C, dy_rows.shape[1] // C
+    top, left = padding
+    dh, dw = dilation
+    for r in prange(dx_rows.shape[0]):
+        n, ih = r // H, r % H
+        row = dx_rows[r]
+        row[:] = 0
+        for i in range(KH):
+            t = ih + top - i * dh
+            if t < 0 or t % sh != 0 or t // sh >= OH:
+                continue
+            grad = dy_rows[n * OH + t // sh]
+            for j in range(KW):
+                shift = j * dw - left
+                lo, hi = _valid_range(shift, 1, W, OW)
+                acc, g, tap = row[(lo + shift) * C:(hi + shift) * C], grad[lo * C:hi * C], tap_rows[i, j]
+                for k in range(acc.size):
+                    acc[k] += g[k] * tap[k]
+
+
+@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
+def _depthwise_rows_weight_grad(dy_rows, x_rows, C, H, OH, sh, padding, dilation, KW, sums):
+    """sums[t, i·KW + j, ow·C + c] = Σ dy[n, oh, ow, c] · x[n, oh·sh + i·dh − top, ow + j·dw − left, c], and
+    sums[t, KH·KW] = Σ dy (the bias gradient), over thread t's share of the output rows (n, oh): one SIMD
+    multiply-add over a whole row per tap. The sums run in the data's dtype for 16 rows at a time, then go
+    into the float64 totals; the caller adds them over t and ow."""
+    T, taps_and_bias, OWC = sums.shape
+    KH = (taps_and_bias - 1) // KW
+    W, OW = x_rows.shape[1] // C, OWC // C
+    top, left = padding
+    dh, dw = dilation
+    rows = dy_rows.shape[0]
+    for t in prange(T):
+        part = np.zeros((taps_and_bias, OWC), dy_rows.dtype)
+        first, last = t * rows // T, (t + 1) * rows // T
+        for r in range(first, last):
+            n, oh = r // OH, r % OH
+            grad = dy_rows[r]
+            bias = part[KH * KW]
+            for k in range(OWC):
+                bias[k] += grad[k]
+            for i in range(KH):
+                ih = oh * sh + i * dh - top
+                if ih < 0 or ih >= H:
+                    continue
+                src = x_rows[n * H + ih]
+                for j in range(KW):
+                    shift = j * dw - left
+                    lo, hi = _valid_range(shift, 1, W, OW)
+                    acc, g, pixels = part[i * KW + j, lo * C:hi * C], grad[lo * C:hi * C], src[(lo + shift) * C:(hi + shift) * C]
+                    for k in range(acc.size):
+                        acc[k] += g[k] * pixels[k]
+            if (r - first) % 16 == 15 or r == last - 1:
+                for q in range(taps_and_bias):
+                    for k in range(OWC):
+                        sums[t, q, k] += part[q, k]
+                part[:] = 0
