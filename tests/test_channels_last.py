@@ -125,10 +125,11 @@ def test_batch_norm_rows_match_reference(dtype, rows, channels, activation, seed
     dy = rng.standard_normal(x.shape)
     dz = dy if activation is None else dy * ((y > 0) & (y < 6))
     expected = ref_bn.batch_norm_backward(dz, x, gamma, mean, invstd)
-    got = cpu_bn.batch_norm_backward(dy.astype(dtype), cast[0], cast[1], got_mean, got_invstd, True, True, True,
-                                     y3=y, activation=activation)
-    for label, g, e in zip(("dx", "dgamma", "dbeta"), got, expected):
-        np.testing.assert_allclose(g, e, err_msg=label, **tol)
+    for beta_given in (None, cast[2]):  # the mask read from y, or recomputed from x (γ x̂ + β)
+        got = cpu_bn.batch_norm_backward(dy.astype(dtype), cast[0], cast[1], got_mean, got_invstd, True, True, True,
+                                         y3=y, activation=activation, beta=beta_given)
+        for label, g, e in zip(("dx", "dgamma", "dbeta"), got, expected):
+            np.testing.assert_allclose(g, e, err_msg=label, **tol)
     z_eval = ref_bn.batch_norm_eval_forward(x, gamma, beta, mean, var, 1e-3)
     y_eval = cpu_bn.batch_norm_eval_forward(*cast, mean.astype(dtype), var.astype(dtype), 1e-3, activation)
     np.testing.assert_allclose(y_eval, ACTIVATIONS[activation](z_eval), **tol)

@@ -185,14 +185,16 @@ def _backward(dy3, x3, gamma, mean, invstd, dgamma, dbeta, dx3, need_dx, coef, z
                                 y3[n, c], act)
 
 
-def batch_norm_backward(dy3, x3, gamma, mean, invstd, need_dx, need_dgamma, need_dbeta, y3=None, activation=None):
+def batch_norm_backward(dy3, x3, gamma, mean, invstd, need_dx, need_dgamma, need_dbeta, y3=None, activation=None,
+                        beta=None):
     """Training-mode gradients: dy3, x3 (N, C, inner); gamma, mean, invstd (C,) -> (dx3, dgamma, dbeta) or None.
-    With an activation, dy3 is the gradient of the activation's output y3 (given), and the mask comes from y3."""
+    With an activation, dy3 is the gradient of the activation's output y3 (given), and the mask comes from y3,
+    or, on (M, C) rows when beta is given, from x (the pre-activation γ x̂ + β, as the forward computed it)."""
     dy3, x3 = np.ascontiguousarray(dy3), np.ascontiguousarray(x3)
     act = FUSED_CODES[activation]
     y3 = dy3 if act == 0 else np.ascontiguousarray(y3)  # not read when act is 0
     if x3.shape[2] == 1:
-        dx3, dgamma, dbeta = _last_backward(dy3, x3, gamma, mean, invstd, need_dx, y3, act)
+        dx3, dgamma, dbeta = _last_backward(dy3, x3, gamma, beta, mean, invstd, need_dx, y3, act)
         return dx3, (dgamma if need_dgamma else None), (dbeta if need_dbeta else None)
     C = x3.shape[1]
     dgamma, dbeta = np.empty(C, x3.dtype), np.empty(C, x3.dtype)
@@ -248,17 +250,27 @@ def _last_train_forward(x3, gamma, beta, eps, act):
     mean = (shift + mean_shifted).astype(x3.dtype)
     invstd = (1.0 / np.sqrt(var + eps)).astype(x3.dtype)
     var_unbiased = (var * M / (M - 1) if M > 1 else np.full(C, np.nan)).astype(x3.dtype)
-    scale = (gamma * invstd).astype(x3.dtype)
     y3 = output(x3.shape, x3.dtype)
-    _last_affine(flat, _tiled(scale), _tiled((beta - mean * scale).astype(x3.dtype)), y3.reshape(-1), act)
+    _last_affine(flat, *_affine(gamma, beta, mean, invstd, x3.dtype), y3.reshape(-1), act)
     return y3, mean, invstd, var_unbiased
 
 
-def _last_backward(dy3, x3, gamma, mean, invstd, need_dx, y3, act):
+def _affine(gamma, beta, mean, invstd, dtype):
+    """The tiled scale γ·invstd and shift β − mean·scale of y = x · scale + shift, in the data's dtype."""
+    scale = (gamma * invstd).astype(dtype)
+    return _tiled(scale), _tiled((beta - mean * scale).astype(dtype))
+
+
+def _last_backward(dy3, x3, gamma, beta, mean, invstd, need_dx, y3, act):
+    """With an activation and beta, the mask comes from x: z = x · scale + shift, computed as the forward
+    did, so the output y is not read (a third of the passes' memory traffic)."""
     M, C, _ = x3.shape
     flat = np.ascontiguousarray(x3).reshape(-1)
+    from_input = act != 0 and beta is not None
+    scale, shift = _affine(gamma, beta, mean, invstd, x3.dtype) if from_input else (_tiled(mean), _tiled(mean))
+    mask = (flat, y3.reshape(-1), scale, shift, _tiled(mean), act, from_input)  # the arguments both kernels read
     sums = np.zeros((numba.get_num_threads(), 2, _block_rows(C) * C), np.float64)
-    _last_grad_sums(dy3.reshape(-1), flat, y3.reshape(-1), _tiled(mean), act, sums)
+    _last_grad_sums(dy3.reshape(-1), *mask, sums)
     sums = sums.sum(axis=0).reshape(2, -1, C).sum(axis=1)
     dbeta, dgamma = sums[0], sums[1] * invstd
     dx3 = None
@@ -266,7 +278,7 @@ def _last_backward(dy3, x3, gamma, mean, invstd, need_dx, y3, act):
         a = gamma * invstd
         coef = [_tiled(np.asarray(v, x3.dtype)) for v in (a, -a * invstd * dgamma / M, -a * dbeta / M)]
         dx3 = output(x3.shape, x3.dtype)
-        _last_input_grad(dy3.reshape(-1), flat, y3.reshape(-1), _tiled(mean), act, *coef, dx3.reshape(-1))
+        _last_input_grad(dy3.reshape(-1), *mask, *coef, dx3.reshape(-1))
     return dx3, dgamma.astype(x3.dtype), dbeta.astype(x3.dtype)
 
 
@@ -311,9 +323,15 @@ def _last_affine(flat, scale, shift, out, act):
             y[k] = fused_activate(x[k] * scale[k] + shift[k], act)
 
 
+@njit(cache=True)
+def _passes(x, y, scale, shift, act, from_input):
+    """act'(·) of one value: from the output y, or (from_input) from the pre-activation x · scale + shift."""
+    return fused_passes(x * scale + shift if from_input else y, act)
+
+
 @njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
-def _last_grad_sums(dy, flat, y, mean, act, sums):
-    """sums[t] += (Σ dz, Σ dz · (x − mean)) per position of a block, dz = dy · act'(from y)."""
+def _last_grad_sums(dy, flat, y, scale, shift, mean, act, from_input, sums):
+    """sums[t] += (Σ dz, Σ dz · (x − mean)) per position of a block, dz = dy · act'(·) (_passes)."""
     T, _, L = sums.shape
     blocks = -(-flat.size // L)
     for t in prange(T):
@@ -323,7 +341,7 @@ def _last_grad_sums(dy, flat, y, mean, act, sums):
             lo, hi = block * L, (block + 1) * L
             g, x, out = dy[lo:hi], flat[lo:hi], y[lo:hi]
             for k in range(x.size):
-                dz = g[k] if fused_passes(out[k], act) else g[k] - g[k]
+                dz = g[k] if _passes(x[k], out[k], scale[k], shift[k], act, from_input) else g[k] - g[k]
                 s[k] += dz
                 q[k] += dz * (x[k] - mean[k])
             if (block + 1) % 64 == 0:
@@ -332,12 +350,12 @@ def _last_grad_sums(dy, flat, y, mean, act, sums):
 
 
 @njit(cache=True, parallel=True, fastmath={"contract"})
-def _last_input_grad(dy, flat, y, mean, act, a, b, offset, dx):
-    """dx = a · dz + b · (x − mean) + offset, dz = dy · act'(from y), coefficients tiled per block."""
+def _last_input_grad(dy, flat, y, scale, shift, mean, act, from_input, a, b, offset, dx):
+    """dx = a · dz + b · (x − mean) + offset, dz = dy · act'(·) (_passes), coefficients tiled per block."""
     L = a.size
     for block in prange(-(-flat.size // L)):
         lo, hi = block * L, (block + 1) * L
         g, x, out, d = dy[lo:hi], flat[lo:hi], y[lo:hi], dx[lo:hi]
         for k in range(x.size):
-            dz = g[k] if fused_passes(out[k], act) else g[k] - g[k]
+            dz = g[k] if _passes(x[k], out[k], scale[k], shift[k], act, from_input) else g[k] - g[k]
             d[k] = a[k] * dz + b[k] * (x[k] - mean[k]) + offset[k]

@@ -37,7 +37,7 @@ class BatchNorm(Function):
         N, C = x.shape[0], x.shape[1]
         x3 = e.reshape(x, (N, C, _inner_size(x.shape)))
         self.gamma = weight if weight is not None else e.ones((C,), x.dtype)
-        beta = bias if bias is not None else e.zeros((C,), x.dtype)
+        beta = self.beta = bias if bias is not None else e.zeros((C,), x.dtype)
         self.synced = training and sync_sums is not None
         if training:
             if self.synced:
@@ -95,8 +95,8 @@ class BatchNorm(Function):
         need_dx, need_dgamma, need_dbeta = needs.get(0, False), needs.get(1, False), needs.get(2, False)
         dy3 = e.reshape(dy, self.x3.shape)
         fused = {}
-        if self.activation is not None and self.training:  # the kernels mask dy with the output's act'
-            fused = {"y3": self.y3, "activation": self.activation}
+        if self.activation is not None and self.training:  # the kernels mask dy with act' (of y3, or of γ x̂ + β)
+            fused = {"y3": self.y3, "activation": self.activation, "beta": self.beta}
         elif self.activation is not None:  # eval mode: mask dy first (act' read from the output, as above)
             dy3 = getattr(self.k.activation, f"{self.activation}_backward")(dy3, self.y3)
         # In eval mode mean and invstd are constants: dγ and dβ have the training formulas, but dx is only
