@@ -110,17 +110,18 @@ def _tinycnn_classes():
     from tinycnn import layers
     F = tinycnn.functional
 
-    class BenchConvBN(tinycnn.Module):  # channels last, as tasks/plates_models.py's ConvBNReLU6
-        def __init__(self, filters, kernel, strides=1, depthwise=False, activation="relu6"):
+    class BenchConvBN(tinycnn.Module):
+        def __init__(self, filters, kernel, strides=1, depthwise=False, activation="relu6", data_format="channels_first"):
             super().__init__()
             if depthwise:
                 self.conv = layers.DepthwiseConv2D(kernel, strides=strides, padding="same", use_bias=False,
-                                                   data_format="channels_last")
+                                                   data_format=data_format)
             else:
                 self.conv = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
-                                          data_format="channels_last")
+                                          data_format=data_format)
             # the activation fused into the batch norm's passes (layers.BatchNormalization(activation=...))
-            self.bn = layers.BatchNormalization(momentum=0.9, epsilon=BN_EPS, activation=activation, axis=-1)
+            self.bn = layers.BatchNormalization(momentum=0.9, epsilon=BN_EPS, activation=activation,
+                                                axis=-1 if data_format == "channels_last" else 1)
 
         def forward(self, x):
             if self.conv.folds(self.bn):  # inference: the batch norm folded into the conv's weights
@@ -131,9 +132,10 @@ def _tinycnn_classes():
         def __init__(self, cin, cout, stride, t):
             super().__init__()
             hidden = cin * t
-            self.expand = BenchConvBN(hidden, 1) if t != 1 else None
-            self.depthwise = BenchConvBN(hidden, 3, strides=stride, depthwise=True)
-            self.project = BenchConvBN(cout, 1, activation=None)
+            last = "channels_last"  # as tasks/plates_models.py's regressor
+            self.expand = BenchConvBN(hidden, 1, data_format=last) if t != 1 else None
+            self.depthwise = BenchConvBN(hidden, 3, strides=stride, depthwise=True, data_format=last)
+            self.project = BenchConvBN(cout, 1, activation=None, data_format=last)
             self.residual = stride == 1 and cin == cout
 
         def forward(self, x):
@@ -144,7 +146,7 @@ def _tinycnn_classes():
     class MobileNet(tinycnn.Module):
         def __init__(self):
             super().__init__()
-            self.stem = BenchConvBN(MOBILENET_STEM, 3, strides=2)
+            self.stem = BenchConvBN(MOBILENET_STEM, 3, strides=2, data_format="channels_last")
             blocks, cin = [], MOBILENET_STEM
             for t, c, s in MOBILENET_BLOCKS:
                 blocks.append(BenchInvertedResidual(cin, c, s, t))

@@ -64,8 +64,50 @@ def test_kernels_match_reference(dtype, case, activation, seed):
     for label, g, e in zip(("dx", "dw", "db"), got, expected):
         assert g.dtype == dtype and g.shape == e.shape and g.flags.c_contiguous, label
         np.testing.assert_allclose(g, e, err_msg=label, **TOL[dtype])
-    assert cpu.conv2d_channels_last_backward(dy.astype(dtype), to_last(x).astype(dtype), w.astype(dtype), stride,
-                                             padding, dilation, groups, False, False, False) == (None, None, None)
+    for need in ((True, False, False), (False, True, False), (False, False, True)):  # only what is asked for
+        alone = cpu.conv2d_channels_last_backward(dy.astype(dtype), to_last(x).astype(dtype), w.astype(dtype),
+                                                  stride, padding, dilation, groups, *need)
+        for label, wanted, g, e in zip(("dx", "dw", "db"), need, alone, expected):
+            if wanted:
+                np.testing.assert_allclose(g, e, err_msg=label, **TOL[dtype])
+            else:
+                assert g is None, label
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("C, stride, padding, dilation, shape", [
+    (32, (1, 1), (1, 1, 1, 1), (1, 1), (2, 9, 11)),     # unit stride: one SIMD loop per tap over a whole row
+    (17, (2, 1), (0, 1, 1, 1), (1, 1), (2, 8, 7)),      # unit stride along the rows only, 17 channels
+    (20, (1, 1), (2, 2, 2, 2), (2, 2), (1, 7, 9)),      # dilated
+    (33, (1, 2), (1, 1, 0, 1), (1, 2), (2, 6, 10)),     # strided along the rows: the per-pixel kernels
+    (48, (2, 2), (0, 1, 0, 1), (1, 1), (3, 8, 8)),      # Keras 'same' at stride 2
+])
+def test_depthwise_many_channels_match_reference(dtype, C, stride, padding, dilation, shape):
+    """Depthwise convs with more channels than one SIMD vector, through both depthwise paths."""
+    N, H, W = shape
+    rng = np.random.default_rng(C)
+    x, w, b = rng.standard_normal((N, C, H, W)), rng.standard_normal((C, 1, 3, 3)), rng.standard_normal(C)
+    xp = _padded(x, padding)
+    z = ref.conv2d_forward(xp, w, b, stride, (0, 0), dilation, C)
+    y = cpu.conv2d_channels_last_forward(to_last(x).astype(dtype), w.astype(dtype), b.astype(dtype), stride,
+                                         padding, dilation, C, "relu6")
+    np.testing.assert_allclose(y, to_last(np.clip(z, 0, 6)), **TOL[dtype])
+    dy = rng.standard_normal(y.shape)
+    dxp, dw, db = ref.conv2d_backward(to_first(dy), xp, w, stride, (0, 0), dilation, C)
+    top, _, left, _ = padding
+    got = cpu.conv2d_channels_last_backward(dy.astype(dtype), to_last(x).astype(dtype), w.astype(dtype), stride,
+                                            padding, dilation, C, True, True, True)
+    for label, g, e in zip(("dx", "dw", "db"), got, (to_last(dxp[:, :, top:top + H, left:left + W]), dw, db)):
+        np.testing.assert_allclose(g, e, err_msg=label, **TOL[dtype])
+
+
+def test_pointwise_conv_with_uneven_padding():
+    """A 1×1 conv padded at the bottom and right only: not the plain GEMM path (the output is larger)."""
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((6, 3, 1, 1))
+    y = cpu.conv2d_channels_last_forward(to_last(x), w, None, (1, 1), (0, 1, 0, 2), (1, 1), 1)
+    expected = ref.conv2d_forward(_padded(x, (0, 1, 0, 2)), w, None, (1, 1), (0, 0), (1, 1), 1)
+    np.testing.assert_allclose(y, to_last(expected), rtol=1e-12, atol=1e-12)
 
 
 @settings(deadline=None, max_examples=25)
@@ -106,7 +148,7 @@ def test_errors_name_the_layout():
 @pytest.mark.parametrize("dtype", DTYPES)
 @settings(deadline=None, max_examples=25)
 @given(rows=st.integers(2, 700), channels=st.sampled_from([1, 3, 16, 37, 600]),
-       activation=st.sampled_from([None, "relu6"]), seed=st.integers(0, 2**16))
+       activation=st.sampled_from([None, "relu", "relu6"]), seed=st.integers(0, 2**16))
 def test_batch_norm_rows_match_reference(dtype, rows, channels, activation, seed):
     """x (M, C, 1), the channels-last kernels (blocks of rows, tiled per-channel vectors, shifted one-pass
     statistics), against the reference: whole blocks, a partial last block, fewer rows than one block."""
@@ -123,7 +165,7 @@ def test_batch_norm_rows_match_reference(dtype, rows, channels, activation, seed
         np.testing.assert_allclose(g, e, err_msg=label, **tol)
 
     dy = rng.standard_normal(x.shape)
-    dz = dy if activation is None else dy * ((y > 0) & (y < 6))
+    dz = dy if activation is None else dy * ((y > 0) & (y < (6 if activation == "relu6" else np.inf)))
     expected = ref_bn.batch_norm_backward(dz, x, gamma, mean, invstd)
     for beta_given in (None, cast[2]):  # the mask read from y, or recomputed from x (γ x̂ + β)
         got = cpu_bn.batch_norm_backward(dy.astype(dtype), cast[0], cast[1], got_mean, got_invstd, True, True, True,
@@ -199,6 +241,15 @@ def test_batch_norm_and_pooling_match_channels_first():
         layers.BatchNormalization(axis=2)
 
 
+def test_sequential_refuses_channels_last_layers():
+    """Sequential transposes its (N, H, W, C) arrays to NCHW: a channels-last layer in it would read the
+    wrong axis as the channels, so it is a clear error instead."""
+    with pytest.raises(ValueError, match="channels-last"):
+        tinycnn.Sequential([layers.Conv2D(4, 3, data_format="channels_last", input_shape=(8, 8, 3))])
+    with pytest.raises(ValueError, match="channels-last"):
+        tinycnn.Sequential([layers.Conv2D(4, 3, input_shape=(8, 8, 3)), layers.BatchNormalization(axis=-1)])
+
+
 def test_plate_regressor_same_in_both_layouts():
     """The channels-last regressor (the default) and a channels-first one with the same weights: the same
     outputs and gradients in training, the same folded predictions at inference; a saved model loads in
@@ -231,9 +282,16 @@ def test_plate_regressor_same_in_both_layouts():
 # ---------------------------------------------------------------------- GEMM along a long inner dimension
 
 @pytest.mark.parametrize("m, k, n", [(3, 5000, 2), (16, 65536, 27), (7, 4000, 9)])
-def test_gemm_split_along_the_inner_dimension(m, k, n):
-    """dW = dyᵀ x over many pixels: the product is cut along k, each thread's partial product added."""
+def test_gemm_split_along_the_inner_dimension(m, k, n, monkeypatch):
+    """dW = dyᵀ x over many pixels: the product is cut along k, each thread's partial product added (three
+    pieces, whatever this machine's thread count)."""
+    monkeypatch.setattr(gemm._threads, "num_threads", lambda: 3)
+    monkeypatch.setattr(gemm, "MIN_FLOPS_PER_THREAD", 1.0)
+    calls = []
+    original = gemm._split_reduction
+    monkeypatch.setattr(gemm, "_split_reduction", lambda *a: calls.append(a[3]) or original(*a))
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((k, m)).astype(np.float32).T, rng.standard_normal((k, n)).astype(np.float32)
     expected = a.astype(np.float64) @ b.astype(np.float64)
     np.testing.assert_allclose(gemm.matmul(a, b), expected, rtol=1e-4, atol=1e-3 * np.sqrt(k))
+    assert calls == [3]

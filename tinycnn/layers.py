@@ -125,9 +125,9 @@ class Conv2D(Layer):
         self.padding, self.groups, self.use_bias = _check_padding(padding), int(groups), bool(use_bias)
         self.activation, self.kernel_initializer = _check_activation(activation), kernel_initializer
         self.data_format = _check_data_format(data_format)
-        if self.channels_last and self.activation not in (None, "linear", "relu", "relu6", "leaky_relu", "sigmoid", "tanh"):
-            raise ValueError(f"activation {activation!r} is not per-value: use it as a layer of its own "
-                             f"with data_format='channels_last'")
+        if self.channels_last and self.activation == "softmax":  # F.softmax(x, dim=1): the channels first
+            raise ValueError("activation 'softmax' takes the channels on axis 1: with data_format='channels_last' "
+                             "apply softmax over the last axis after the layer")
 
     @property
     def channels_last(self):
@@ -196,7 +196,7 @@ class Conv2D(Layer):
         return dict(super().config(), filters=self.filters, kernel_size=list(self.kernel_size),
                     strides=list(self.strides), padding=self.padding, activation=self.activation,
                     use_bias=self.use_bias, dilation_rate=list(self.dilation_rate), groups=self.groups,
-                    kernel_initializer=self.kernel_initializer, data_format=self.data_format)
+                    kernel_initializer=self.kernel_initializer, **_data_format_config(self.data_format))
 
 
 class DepthwiseConv2D(Conv2D):
@@ -313,7 +313,7 @@ class GlobalAveragePooling2D(Layer):
         return F.adaptive_avg_pool2d(x, 1).reshape(x.shape[0], x.shape[1])
 
     def config(self):
-        return dict(super().config(), data_format=self.data_format)
+        return dict(super().config(), **_data_format_config(self.data_format))
 
 
 class Flatten(Layer):
@@ -378,7 +378,8 @@ class BatchNormalization(Layer):
 
     def build(self, shape):
         if len(shape) not in (2, 4):
-            raise ValueError(f"BatchNormalization expects (N, C, H, W) or (N, F) inputs, got {shape}")
+            layout = "(N, C, H, W)" if self.axis == 1 else "(N, H, W, C)"
+            raise ValueError(f"BatchNormalization(axis={self.axis}) expects {layout} or (N, F) inputs, got {shape}")
         if self.axis == 3 and len(shape) != 4:
             raise ValueError(f"BatchNormalization(axis=3) expects (N, H, W, C) inputs, got {shape}")
         channels = shape[self.axis]
@@ -477,9 +478,15 @@ def _check_padding(padding):
     return padding
 
 
+def _data_format_config(data_format):
+    """{"data_format": ...} when channels last; nothing for the default, so configs stay as they were."""
+    return {"data_format": data_format} if data_format != "channels_first" else {}
+
+
 def _require_rank(shape, rank, layer):
     if len(shape) != rank:
-        layout = "(N, C, H, W)" if rank == 4 else "(N, features)"
+        channels_last = getattr(layer, "data_format", None) == "channels_last"
+        layout = ("(N, H, W, C)" if channels_last else "(N, C, H, W)") if rank == 4 else "(N, features)"
         hint = " — add a Flatten() before it" if rank == 2 and len(shape) == 4 else ""
         raise ValueError(f"{type(layer).__name__} expects a {rank}-D input {layout}, got shape {tuple(shape)}{hint}")
 

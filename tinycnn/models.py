@@ -26,6 +26,10 @@ class Sequential(Module):
     def add(self, layer):
         if not isinstance(layer, Module):
             raise TypeError(f"Sequential.add expects a layer, got {type(layer).__name__}")
+        if getattr(layer, "data_format", "channels_first") != "channels_first" or getattr(layer, "axis", 1) != 1:
+            raise ValueError(f"Sequential runs NCHW inside (it transposes the (N, H, W, C) arrays it is given): "
+                             f"layer '{getattr(layer, 'name', type(layer).__name__)}' has a channels-last "
+                             f"data_format or axis; leave it at its default here, or use it in a tinycnn.Module")
         if not self.layers and getattr(layer, "input_shape", None) is not None:
             shape = tuple(layer.input_shape)
             if len(shape) == 3:  # Keras (H, W, C) -> NCHW (C, H, W)

@@ -1,4 +1,5 @@
-"""Batch normalisation on the CPU, x viewed as (N, C, inner) (inner = H·W, or 1 for (N, C) inputs).
+"""Batch normalisation on the CPU, x viewed as (N, C, inner) (inner = H·W, or 1 for (N, C) inputs and for
+channels-last maps seen as (N·H·W, C, 1): those have their own kernels, in the section at the end).
 
 Per channel c, over its M = N · inner values:
 
@@ -7,7 +8,8 @@ Per channel c, over its M = N · inner values:
     backward:  dβ_c = Σ dy     dγ_c = Σ dy x̂     dx = γ_c invstd_c · (dy − dβ_c / M − x̂ · dγ_c / M)
 
 Every channel's sums are independent of the others', so each kernel gives whole channels to the threads
-(`prange` over C): no two threads ever write the same value, and no sum is split between threads. The
+(`prange` over C): no two threads ever write the same value, and no sum is split between threads (the
+channels-last kernels split the rows between threads instead, each summing into its own row). The
 variance takes two passes (the mean first, then the squared deviations, which is stable where
 Σx² − M·mean² cancels).
 
@@ -24,7 +26,8 @@ regressor's 96 MB of batch-norm outputs.
 Fused activation (optional in the kernel contract, FUSED_ACTIVATIONS): with activation "relu" or "relu6"
 the forward writes act(y) in its own pass, and the backward takes dz = dy · act'(·) from that output
 (relu: [out > 0], relu6: [0 < out < 6], the same masks as on the pre-activation) as it reads dy: two
-passes over the activations fewer per layer, forward and backward, than batch norm then ReLU6.
+passes over the activations fewer per layer, forward and backward, than batch norm then ReLU6. Given beta,
+the channels-last backward recomputes the pre-activation from x instead of reading the output.
 """
 import numba
 import numpy as np
@@ -323,7 +326,7 @@ def _last_affine(flat, scale, shift, out, act):
             y[k] = fused_activate(x[k] * scale[k] + shift[k], act)
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"contract"})  # the forward's x · scale + shift is contracted (one FMA) too
 def _passes(x, y, scale, shift, act, from_input):
     """act'(·) of one value: from the output y, or (from_input) from the pre-activation x · scale + shift."""
     return fused_passes(x * scale + shift if from_input else y, act)

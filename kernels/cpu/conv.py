@@ -1,4 +1,4 @@
-"""2-D convolution, transposed convolution and constant padding on the CPU (NCHW).
+"""2-D convolution, transposed convolution and constant padding on the CPU (NCHW; and a channels-last conv).
 
 Convolution, x (N, C, H, W), w (F, C/G, KH, KW), G groups, stride s, padding p, dilation d:
 
@@ -43,6 +43,9 @@ backward.
 
 Transposed convolution is the adjoint of convolution: its forward is conv2d's input gradient (col2im)
 and its backward is conv2d's forward (dx) and conv2d's weight gradient (dw), so it reuses those kernels.
+
+**Channels last** (`conv2d_channels_last_forward/backward`, the section at the end of this file): the same
+convolution on (N, H, W, C) arrays, for MobileNet's 1×1 and depthwise convs, which run faster in that layout.
 """
 import threading
 
@@ -1298,7 +1301,7 @@ def conv2d_channels_last_forward(x, w, b, stride, padding, dilation, groups, act
             _depthwise_last_forward(x, taps, bias, stride, (top, left), dilation, y, act)
         return y
     y2 = y.reshape(-1, F)
-    if _is_pointwise(w.shape, stride, (top, left), y_shape):  # x is its own im2col matrix
+    if _is_pointwise(x.shape, w.shape, stride, y_shape):  # x is its own im2col matrix
         matmul(x.reshape(-1, x.shape[3]), w.reshape(F, -1).T, out=y2)
     else:
         weights = _taps_last(w).reshape(-1, F)  # (KH·KW·C, F), rows in the (i, j, c) order of the columns
@@ -1341,7 +1344,7 @@ def conv2d_channels_last_backward(dy, x, w, stride, padding, dilation, groups, n
             db = sums[-1].astype(x.dtype) if need_db else None
         return dx, dw, db
     dy2 = dy.reshape(-1, F)
-    if _is_pointwise(w.shape, stride, (top, left), y_shape):
+    if _is_pointwise(x.shape, w.shape, stride, y_shape):
         x2 = x.reshape(-1, x.shape[3])
         dx = matmul(dy2, w.reshape(F, -1), out=output(x2.shape, x.dtype)).reshape(x.shape) if need_dx else None
         dw = matmul(dy2.T, x2).reshape(w.shape) if need_dw else None
@@ -1376,8 +1379,9 @@ def _channels_last_geometry(x_shape, w_shape, stride, padding, dilation, groups)
     return top_left, (N, OH, OW, F), depthwise
 
 
-def _is_pointwise(w_shape, stride, top_left, y_shape):
-    return w_shape[2:] == (1, 1) and stride == (1, 1) and top_left == (0, 0)
+def _is_pointwise(x_shape, w_shape, stride, y_shape):
+    """A 1×1 conv at stride 1 without padding: y (M, F) = x (M, C) @ Wᵀ, x being its own im2col matrix."""
+    return w_shape[2:] == (1, 1) and stride == (1, 1) and x_shape[1:3] == y_shape[1:3]
 
 
 def _taps_last(w):
@@ -1391,8 +1395,8 @@ def _columns_last(x, w_shape, stride, top_left, dilation, y_shape, fill=True):
     N, H, W, C = x.shape
     _, OH, OW, _ = y_shape
     KH, KW = w_shape[2], w_shape[3]
-    row_bytes = OH * OW * KH * KW * C * x.dtype.itemsize
-    per_chunk = max(1, min(N, COLS_BUDGET_BYTES // max(row_bytes, 1)))
+    image_bytes = OH * OW * KH * KW * C * x.dtype.itemsize  # one image's columns
+    per_chunk = max(1, min(N, COLS_BUDGET_BYTES // max(image_bytes, 1)))
     for n0 in range(0, N, per_chunk):
         n1 = min(N, n0 + per_chunk)
         cols = scratch("cols_last", ((n1 - n0) * OH * OW, KH * KW * C), x.dtype)
@@ -1403,18 +1407,18 @@ def _columns_last(x, w_shape, stride, top_left, dilation, y_shape, fill=True):
 
 @njit(cache=True, parallel=True)
 def _im2col_last(x, KH, KW, stride, padding, dilation, OH, OW, cols):
-    """cols[(n, oh, ow), (i, j, c)] = x[n, oh·sh + i·dh − top, ow·sw + j·dw − left, c], 0 outside the image.
+    """cols[(n, oh, ow), (i, j, c)] = x[n, oh·sh + i·dil_h − top, ow·sw + j·dil_w − left, c], 0 outside the image.
     Parallel over the output rows (n, oh): each writes its own rows of cols."""
     N, H, W, C = x.shape
-    (sh, sw), (top, left), (dh, dw) = stride, padding, dilation
+    (sh, sw), (top, left), (dil_h, dil_w) = stride, padding, dilation
     for r in prange(N * OH):
         n, oh = r // OH, r % OH
         for ow in range(OW):
             row = cols[r * OW + ow]
             for i in range(KH):
-                ih = oh * sh + i * dh - top
+                ih = oh * sh + i * dil_h - top
                 for j in range(KW):
-                    iw = ow * sw + j * dw - left
+                    iw = ow * sw + j * dil_w - left
                     k = (i * KW + j) * C
                     inside = 0 <= ih < H and 0 <= iw < W
                     for c in range(C):  # (a slice assignment per pixel costs more than its 3 values on RGB)
@@ -1424,25 +1428,25 @@ def _im2col_last(x, KH, KW, stride, padding, dilation, OH, OW, cols):
 @njit(cache=True, parallel=True)
 def _col2im_last(dcols, KH, KW, stride, padding, dilation, dx):
     """dx[n, ih, iw, c] = Σ dcols[n, oh, ow, (i, j, c)] over the (oh, ow, i, j) that read (ih, iw).
-    Parallel over the input rows (n, ih): a row gathers from the output rows oh with oh·sh + i·dh − top = ih,
+    Parallel over the input rows (n, ih): a row gathers from the output rows oh with oh·sh + i·dil_h − top = ih,
     so each thread writes only its own rows of dx."""
     N, H, W, C = dx.shape
     _, OH, OW, _ = dcols.shape
-    (sh, sw), (top, left), (dh, dw) = stride, padding, dilation
+    (sh, sw), (top, left), (dil_h, dil_w) = stride, padding, dilation
     for r in prange(N * H):
         n, ih = r // H, r % H
         row = dx[n, ih]
         row[:] = 0
         for i in range(KH):
-            t = ih + top - i * dh
+            t = ih + top - i * dil_h
             if t < 0 or t % sh != 0 or t // sh >= OH:
                 continue
             oh = t // sh
             for j in range(KW):
-                lo, hi = _valid_range(j * dw - left, sw, W, OW)
+                lo, hi = _valid_range(j * dil_w - left, sw, W, OW)
                 k = (i * KW + j) * C
                 for ow in range(lo, hi):
-                    iw = ow * sw + j * dw - left
+                    iw = ow * sw + j * dil_w - left
                     row[iw] += dcols[n, oh, ow, k:k + C]
 
 
@@ -1458,27 +1462,27 @@ def _bias_act_last(y2, b, act):
 
 @njit(cache=True, parallel=True, fastmath={"contract"})
 def _depthwise_last_forward(x, taps, b, stride, padding, dilation, y, act):
-    """y[n, oh, ow, c] = act(b[c] + Σ_{i,j} taps[i, j, c] · x[n, oh·sh + i·dh − top, ow·sw + j·dw − left, c]).
+    """y[n, oh, ow, c] = act(b[c] + Σ_{i,j} taps[i, j, c] · x[n, oh·sh + i·dil_h − top, ow·sw + j·dil_w − left, c]).
     Parallel over the output rows (n, oh); the row (OW·C values) is built in place, tap by tap, each tap a
     multiply-add of C contiguous values per pixel."""
     N, H, W, C = x.shape
     _, OH, OW, _ = y.shape
     KH, KW, _ = taps.shape
-    (sh, sw), (top, left), (dh, dw) = stride, padding, dilation
+    (sh, sw), (top, left), (dil_h, dil_w) = stride, padding, dilation
     for r in prange(N * OH):
         n, oh = r // OH, r % OH
         out = y[n, oh]
         for ow in range(OW):
             out[ow] = b
         for i in range(KH):
-            ih = oh * sh + i * dh - top
+            ih = oh * sh + i * dil_h - top
             if ih < 0 or ih >= H:
                 continue
             for j in range(KW):
                 tap = taps[i, j]
-                lo, hi = _valid_range(j * dw - left, sw, W, OW)
+                lo, hi = _valid_range(j * dil_w - left, sw, W, OW)
                 for ow in range(lo, hi):
-                    pixel, acc = x[n, ih, ow * sw + j * dw - left], out[ow]
+                    pixel, acc = x[n, ih, ow * sw + j * dil_w - left], out[ow]
                     for c in range(C):
                         acc[c] += pixel[c] * tap[c]
         if act != NO_ACTIVATION:
@@ -1490,40 +1494,40 @@ def _depthwise_last_forward(x, taps, b, stride, padding, dilation, y, act):
 
 @njit(cache=True, parallel=True, fastmath={"contract"})
 def _depthwise_last_input_grad(dy, taps, stride, padding, dilation, dx):
-    """dx[n, ih, iw, c] = Σ taps[i, j, c] · dy[n, oh, ow, c] over the (oh, ow, i, j) with oh·sh + i·dh − top = ih
-    and ow·sw + j·dw − left = iw. Parallel over the input rows (n, ih), each gathering from its output rows."""
+    """dx[n, ih, iw, c] = Σ taps[i, j, c] · dy[n, oh, ow, c] over the (oh, ow, i, j) with oh·sh + i·dil_h − top = ih
+    and ow·sw + j·dil_w − left = iw. Parallel over the input rows (n, ih), each gathering from its output rows."""
     N, H, W, C = dx.shape
     _, OH, OW, _ = dy.shape
     KH, KW, _ = taps.shape
-    (sh, sw), (top, left), (dh, dw) = stride, padding, dilation
+    (sh, sw), (top, left), (dil_h, dil_w) = stride, padding, dilation
     for r in prange(N * H):
         n, ih = r // H, r % H
         row = dx[n, ih]
         row[:] = 0
         for i in range(KH):
-            t = ih + top - i * dh
+            t = ih + top - i * dil_h
             if t < 0 or t % sh != 0 or t // sh >= OH:
                 continue
             oh = t // sh
             for j in range(KW):
                 tap = taps[i, j]
-                lo, hi = _valid_range(j * dw - left, sw, W, OW)
+                lo, hi = _valid_range(j * dil_w - left, sw, W, OW)
                 for ow in range(lo, hi):
-                    grad, acc = dy[n, oh, ow], row[ow * sw + j * dw - left]
+                    grad, acc = dy[n, oh, ow], row[ow * sw + j * dil_w - left]
                     for c in range(C):
                         acc[c] += grad[c] * tap[c]
 
 
 @njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
 def _depthwise_last_weight_grad(dy, x, KH, KW, stride, padding, dilation, sums):
-    """sums[t, i·KW + j, c] = Σ dy[n, oh, ow, c] · x[n, oh·sh + i·dh − top, ow·sw + j·dw − left, c] and
+    """sums[t, i·KW + j, c] = Σ dy[n, oh, ow, c] · x[n, oh·sh + i·dil_h − top, ow·sw + j·dil_w − left, c] and
     sums[t, KH·KW, c] = Σ dy[n, oh, ow, c] (the bias gradient), over thread t's share of the output rows.
     Each output row is summed in the data's dtype (SIMD over c), then added to the float64 totals; the
     caller adds the threads' totals: no two threads write the same value."""
     N, H, W, C = x.shape
     _, OH, OW, _ = dy.shape
     T, taps_and_bias, _ = sums.shape
-    (sh, sw), (top, left), (dh, dw) = stride, padding, dilation
+    (sh, sw), (top, left), (dil_h, dil_w) = stride, padding, dilation
     rows = N * OH
     for t in prange(T):
         row_sums = np.zeros((taps_and_bias, C), dy.dtype)
@@ -1536,14 +1540,14 @@ def _depthwise_last_weight_grad(dy, x, KH, KW, stride, padding, dilation, sums):
                 for c in range(C):
                     bias[c] += grad[c]
             for i in range(KH):
-                ih = oh * sh + i * dh - top
+                ih = oh * sh + i * dil_h - top
                 if ih < 0 or ih >= H:
                     continue
                 for j in range(KW):
                     acc = row_sums[i * KW + j]
-                    lo, hi = _valid_range(j * dw - left, sw, W, OW)
+                    lo, hi = _valid_range(j * dil_w - left, sw, W, OW)
                     for ow in range(lo, hi):
-                        grad, pixel = dy[n, oh, ow], x[n, ih, ow * sw + j * dw - left]
+                        grad, pixel = dy[n, oh, ow], x[n, ih, ow * sw + j * dil_w - left]
                         for c in range(C):
                             acc[c] += grad[c] * pixel[c]
             for k in range(taps_and_bias):
@@ -1552,7 +1556,7 @@ def _depthwise_last_weight_grad(dy, x, KH, KW, stride, padding, dilation, sums):
 
 
 # Unit stride along the rows (the depthwise convs at stride 1): a row of the output, (OW, C), is one run of
-# OW·C values, and the input pixels that a tap (i, j) reads for it are one run too, shifted by j·dw − left
+# OW·C values, and the input pixels that a tap (i, j) reads for it are one run too, shifted by j·dil_w − left
 # pixels. With each tap repeated OW times (`_tiled_taps`: tap_rows[i, j, ow·C + c] = taps[i, j, c]), a tap is
 # one multiply-add over a whole row, out[k] += tap_row[k] · x_row[k + shift·C]: a SIMD loop of OW·C values
 # instead of OW loops of C (2 vectors for 32 channels, where the loop overhead was half the time: 32 channels
@@ -1571,23 +1575,23 @@ def _tiled_taps(taps, OW):
 
 @njit(cache=True, parallel=True, fastmath={"contract"})
 def _depthwise_rows_forward(x_rows, tap_rows, bias_row, C, H, OH, sh, padding, dilation, y_rows, act):
-    """y[n, oh] = act(bias + Σ_{i,j} tap_row[i, j] · (x[n, oh·sh + i·dh − top] shifted by j·dw − left pixels)),
+    """y[n, oh] = act(bias + Σ_{i,j} tap_row[i, j] · (x[n, oh·sh + i·dil_h − top] shifted by j·dil_w − left pixels)),
     x_rows (N·H, W·C), y_rows (N·OH, OW·C), tap_rows (KH, KW, OW·C); parallel over the output rows (n, oh)."""
     KH, KW, _ = tap_rows.shape
     W, OW = x_rows.shape[1] // C, y_rows.shape[1] // C
     top, left = padding
-    dh, dw = dilation
+    dil_h, dil_w = dilation
     for r in prange(y_rows.shape[0]):
         n, oh = r // OH, r % OH
         out = y_rows[r]
         out[:] = bias_row
         for i in range(KH):
-            ih = oh * sh + i * dh - top
+            ih = oh * sh + i * dil_h - top
             if ih < 0 or ih >= H:
                 continue
             src = x_rows[n * H + ih]
             for j in range(KW):
-                shift = j * dw - left
+                shift = j * dil_w - left
                 lo, hi = _valid_range(shift, 1, W, OW)
                 acc, pixels, tap = out[lo * C:hi * C], src[(lo + shift) * C:(hi + shift) * C], tap_rows[i, j]
                 for k in range(acc.size):
@@ -1599,24 +1603,24 @@ def _depthwise_rows_forward(x_rows, tap_rows, bias_row, C, H, OH, sh, padding, d
 
 @njit(cache=True, parallel=True, fastmath={"contract"})
 def _depthwise_rows_input_grad(dy_rows, tap_rows, C, H, OH, sh, padding, dilation, dx_rows):
-    """dx[n, ih] = Σ tap_row[i, j] · (dy[n, oh] shifted by j·dw − left pixels) over the taps (i, j) and the
-    output rows oh with oh·sh + i·dh − top = ih; dy_rows (N·OH, OW·C), dx_rows (N·H, W·C). Parallel over the
+    """dx[n, ih] = Σ tap_row[i, j] · (dy[n, oh] shifted by j·dil_w − left pixels) over the taps (i, j) and the
+    output rows oh with oh·sh + i·dil_h − top = ih; dy_rows (N·OH, OW·C), dx_rows (N·H, W·C). Parallel over the
     input rows (n, ih): each gathers into its own row."""
     KH, KW, _ = tap_rows.shape
     W, OW = dx_rows.shape[1] // C, dy_rows.shape[1] // C
     top, left = padding
-    dh, dw = dilation
+    dil_h, dil_w = dilation
     for r in prange(dx_rows.shape[0]):
         n, ih = r // H, r % H
         row = dx_rows[r]
         row[:] = 0
         for i in range(KH):
-            t = ih + top - i * dh
+            t = ih + top - i * dil_h
             if t < 0 or t % sh != 0 or t // sh >= OH:
                 continue
             grad = dy_rows[n * OH + t // sh]
             for j in range(KW):
-                shift = j * dw - left
+                shift = j * dil_w - left
                 lo, hi = _valid_range(shift, 1, W, OW)
                 acc, g, tap = row[(lo + shift) * C:(hi + shift) * C], grad[lo * C:hi * C], tap_rows[i, j]
                 for k in range(acc.size):
@@ -1625,7 +1629,7 @@ def _depthwise_rows_input_grad(dy_rows, tap_rows, C, H, OH, sh, padding, dilatio
 
 @njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
 def _depthwise_rows_weight_grad(dy_rows, x_rows, C, H, OH, sh, padding, dilation, KW, sums):
-    """sums[t, i·KW + j, ow·C + c] = Σ dy[n, oh, ow, c] · x[n, oh·sh + i·dh − top, ow + j·dw − left, c], and
+    """sums[t, i·KW + j, ow·C + c] = Σ dy[n, oh, ow, c] · x[n, oh·sh + i·dil_h − top, ow + j·dil_w − left, c], and
     sums[t, KH·KW] = Σ dy (the bias gradient), over thread t's share of the output rows (n, oh): one SIMD
     multiply-add over a whole row per tap. The sums run in the data's dtype for 16 rows at a time, then go
     into the float64 totals; the caller adds them over t and ow."""
@@ -1633,7 +1637,7 @@ def _depthwise_rows_weight_grad(dy_rows, x_rows, C, H, OH, sh, padding, dilation
     KH = (taps_and_bias - 1) // KW
     W, OW = x_rows.shape[1] // C, OWC // C
     top, left = padding
-    dh, dw = dilation
+    dil_h, dil_w = dilation
     rows = dy_rows.shape[0]
     for t in prange(T):
         part = np.zeros((taps_and_bias, OWC), dy_rows.dtype)
@@ -1645,12 +1649,12 @@ def _depthwise_rows_weight_grad(dy_rows, x_rows, C, H, OH, sh, padding, dilation
             for k in range(OWC):
                 bias[k] += grad[k]
             for i in range(KH):
-                ih = oh * sh + i * dh - top
+                ih = oh * sh + i * dil_h - top
                 if ih < 0 or ih >= H:
                     continue
                 src = x_rows[n * H + ih]
                 for j in range(KW):
-                    shift = j * dw - left
+                    shift = j * dil_w - left
                     lo, hi = _valid_range(shift, 1, W, OW)
                     acc, g, pixels = part[i * KW + j, lo * C:hi * C], grad[lo * C:hi * C], src[(lo + shift) * C:(hi + shift) * C]
                     for k in range(acc.size):

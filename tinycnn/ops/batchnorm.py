@@ -58,7 +58,7 @@ class BatchNorm(Function):
 
     def _synced_forward(self, x3, beta, running_mean, eps):
         """Forward with the global batch's mean and variance: this process's statistics (the kernel's stable
-        two-pass ones) as shifted sums, summed over the processes by `sync_sums`."""
+        ones) as shifted sums, summed over the processes by `sync_sums`."""
         e, bn = self.k.elementwise, self.k.batchnorm
         N, C, inner = x3.shape
         n = N * inner

@@ -95,8 +95,9 @@ class Conv2dChannelsLast(Function):
     def forward(self, x, w, b=None, *, stride, padding, dilation, groups, activation):
         self.x, self.w, self.has_bias, self.activation = x, w, b is not None, activation
         self.geometry = stride, padding, dilation, groups
-        self.y = self.k.conv.conv2d_channels_last_forward(x, w, b, stride, padding, dilation, groups, activation)
-        return self.y
+        y = self.k.conv.conv2d_channels_last_forward(x, w, b, stride, padding, dilation, groups, activation)
+        self.y = y if activation is not None else None  # the activation's mask comes from its output
+        return y
 
     def backward(self, dy):
         need_x, need_w, need_b = self.needs_grad + (False,) * (3 - len(self.needs_grad))
@@ -191,17 +192,15 @@ def conv2d_channels_last(input, weight, bias=None, stride=1, padding=0, dilation
     gradients either way."""
     if activation not in (None, "relu", "relu6"):
         raise ValueError(f"conv2d_channels_last: activation must be None, 'relu' or 'relu6', got {activation!r}")
-    _check_operands("conv2d_channels_last", input, weight, bias, "(N, H, W, C)")
-    k = kernels_for(input.device).conv
+    k = kernels_for(input.device).conv if isinstance(input, Tensor) else None
+    kernels_take_it = getattr(k, "CHANNELS_LAST", False) and getattr(k, "ASYMMETRIC_PADDING", False)
+    checked, args, geometry = _conv2d_arguments("conv2d_channels_last", input, weight, bias, stride, padding,
+                                                dilation, groups, channels_last=True)  # errors name this op
     C, F, per_group = input.shape[3], weight.shape[0], weight.shape[1]
-    kernels_take_it = (getattr(k, "CHANNELS_LAST", False) and getattr(k, "ASYMMETRIC_PADDING", False)
-                       and (groups == 1 or (groups == C == F and per_group == 1)))
-    if not kernels_take_it:
+    if not (kernels_take_it and (groups == 1 or (groups == C == F and per_group == 1))):
         y = conv2d_activation(input.transpose(0, 3, 1, 2), weight, bias, stride, padding, dilation, groups, activation)
         return y.transpose(0, 2, 3, 1)
-    input, args, geometry = _conv2d_arguments("conv2d_channels_last", input, weight, bias, stride, padding,
-                                              dilation, groups, channels_last=True)
-    return Conv2dChannelsLast.apply(input, *args, **geometry, activation=activation)
+    return Conv2dChannelsLast.apply(checked, *args, **geometry, activation=activation)
 
 
 def _conv2d_arguments(op, input, weight, bias, stride, padding, dilation, groups, channels_last=False):
@@ -232,8 +231,9 @@ def _conv2d_arguments(op, input, weight, bias, stride, padding, dilation, groups
                          f"(input {input.shape}, padding {padding})")
     if top == bottom and left == right:
         padding = (top, left)
-    elif getattr(kernels_for(input.device).conv, "ASYMMETRIC_PADDING", False):
-        padding = (top, bottom, left, right)  # the kernels take it as it is (kernels/README.md)
+    elif channels_last or getattr(kernels_for(input.device).conv, "ASYMMETRIC_PADDING", False):
+        padding = (top, bottom, left, right)  # the kernels take it as it is (kernels/README.md; channels last:
+        # conv2d_channels_last gives it only to kernels that take it)
     else:  # a device whose kernels take only a symmetric padding: pad first
         input, padding = pad(input, (left, right, top, bottom)), (0, 0)
     args = (weight,) if bias is None else (weight, bias)

@@ -1,0 +1,25 @@
+"""The benchmark's tinycnn twins (benchmarks/models.py) build and train: one step of each on a small batch,
+then an inference pass, so that a change to the engine or the twins cannot break `python -m benchmarks`
+unnoticed."""
+import numpy as np
+import pytest
+
+import tinycnn
+from benchmarks.models import MODELS, build_tinycnn, make_batch
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_twin_trains_and_predicts(name):
+    tinycnn.manual_seed(0)
+    model, loss_fn = build_tinycnn(name)
+    x, y = make_batch(name, 2)
+    model.train()
+    loss = loss_fn(model(tinycnn.Tensor(x)), y)
+    loss.backward()
+    assert np.isfinite(loss.item())
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and np.isfinite(g).all() for g in grads) and any(np.abs(g).sum() > 0 for g in grads)
+    model.eval()
+    with tinycnn.no_grad():
+        out = model(tinycnn.Tensor(x)).numpy()
+    assert out.shape[0] == 2 and np.isfinite(out).all()
