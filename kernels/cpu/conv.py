@@ -1454,6 +1454,16 @@ def _im2col_last(x, KH, KW, stride, padding, dilation, OH, OW, cols):
                         row[k + c] = x[n, ih, iw, c] if inside else 0
 
 
+@njit(cache=True)
+def _output_row(ih, i, top, dil_h, sh, OH):
+    """The output row oh whose kernel row i reads input row ih (oh·sh + i·dil_h − top = ih), or −1: the rows
+    a backward kernel gathers from when it writes input row ih."""
+    t = ih + top - i * dil_h
+    if t < 0 or t % sh != 0 or t // sh >= OH:
+        return -1
+    return t // sh
+
+
 @njit(cache=True, parallel=True)
 def _col2im_last(dcols, KH, KW, stride, padding, dilation, dx):
     """dx[n, ih, iw, c] = Σ dcols[n, oh, ow, (i, j, c)] over the (oh, ow, i, j) that read (ih, iw).
@@ -1467,10 +1477,9 @@ def _col2im_last(dcols, KH, KW, stride, padding, dilation, dx):
         row = dx[n, ih]
         row[:] = 0
         for i in range(KH):
-            t = ih + top - i * dil_h
-            if t < 0 or t % sh != 0 or t // sh >= OH:
+            oh = _output_row(ih, i, top, dil_h, sh, OH)
+            if oh < 0:
                 continue
-            oh = t // sh
             for j in range(KW):
                 lo, hi = _valid_range(j * dil_w - left, sw, W, OW)
                 k = (i * KW + j) * C
@@ -1534,10 +1543,9 @@ def _depthwise_last_input_grad(dy, taps, stride, padding, dilation, dx):
         row = dx[n, ih]
         row[:] = 0
         for i in range(KH):
-            t = ih + top - i * dil_h
-            if t < 0 or t % sh != 0 or t // sh >= OH:
+            oh = _output_row(ih, i, top, dil_h, sh, OH)
+            if oh < 0:
                 continue
-            oh = t // sh
             for j in range(KW):
                 tap = taps[i, j]
                 lo, hi = _valid_range(j * dil_w - left, sw, W, OW)
@@ -1644,10 +1652,10 @@ def _depthwise_rows_input_grad(dy_rows, tap_rows, C, H, OH, sh, padding, dilatio
         row = dx_rows[r]
         row[:] = 0
         for i in range(KH):
-            t = ih + top - i * dil_h
-            if t < 0 or t % sh != 0 or t // sh >= OH:
+            oh = _output_row(ih, i, top, dil_h, sh, OH)
+            if oh < 0:
                 continue
-            grad = dy_rows[n * OH + t // sh]
+            grad = dy_rows[n * OH + oh]
             for j in range(KW):
                 shift = j * dil_w - left
                 lo, hi = _valid_range(shift, 1, W, OW)
