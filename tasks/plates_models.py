@@ -141,7 +141,10 @@ class ConvBlock(tinycnn.Module):
 
     def forward(self, x):
         for conv, norm in zip(self.convs, self.norms):
-            x = norm(conv(x))
+            if conv.folds(norm):  # inference: the batch norm folded into the conv, ReLU in its pass
+                x = conv(x, lambda x, conv=conv, norm=norm: conv.forward_folded(x, norm))
+            else:
+                x = norm(conv(x))
         return x
 
 

@@ -236,3 +236,26 @@ def test_plate_model_predicts_the_same_folded():
     with tinycnn.no_grad():
         folded = model(x).numpy()
     np.testing.assert_allclose(folded, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_plate_segmenter_predicts_the_same_folded(monkeypatch):
+    """The U-Net's conv + batch norm + ReLU blocks, folded at inference, against the same blocks run layer
+    by layer (gradients on)."""
+    from tasks.plates_models import PlateSegmenter
+    tinycnn.manual_seed(6)
+    rng = np.random.default_rng(6)
+    model = PlateSegmenter(filters=4, depth=2)
+    x = tinycnn.Tensor(randn(rng, 2, 3, 16, 16).astype(np.float32))
+    model(x)
+    for _, module in model.named_modules():
+        if isinstance(module, layers.BatchNormalization):
+            _trained_batch_norm(module, module.gamma.shape[0], rng)
+    model.eval()
+    expected = model(x).numpy()
+    calls = []
+    original = layers.Conv2D.forward_folded
+    monkeypatch.setattr(layers.Conv2D, "forward_folded", lambda self, *a: calls.append(a) or original(self, *a))
+    with tinycnn.no_grad():
+        folded = model(x).numpy()
+    assert len(calls) == 5 * 2  # two convs in each of the five blocks: 2 down, the bottom, 2 up
+    np.testing.assert_allclose(folded, expected, rtol=1e-4, atol=1e-5)
