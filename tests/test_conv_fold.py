@@ -259,3 +259,33 @@ def test_plate_segmenter_predicts_the_same_folded(monkeypatch):
         folded = model(x).numpy()
     assert len(calls) == 5 * 2  # two convs in each of the five blocks: 2 down, the bottom, 2 up
     np.testing.assert_allclose(folded, expected, rtol=1e-4, atol=1e-5)
+
+
+@settings(deadline=None, max_examples=15)
+@given(shape=st.tuples(st.integers(1, 4), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3)),
+       with_bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_fold_into_conv_values_and_gradients(shape, with_bias, seed):
+    """fold_into_conv's two ops: w' = w·s, b' = (b − mean)·s + β, s = γ/√(var + ε), against NumPy, and
+    their gradients (w, b, γ, β, mean, var) against finite differences."""
+    from tinycnn.ops.batchnorm import fold_into_conv
+    rng = np.random.default_rng(seed)
+    F = shape[0]
+    w, b = randn(rng, *shape), randn(rng, F)
+    gamma, beta, mean, var = rng.uniform(0.5, 2, F), randn(rng, F), randn(rng, F), rng.uniform(0.2, 3, F)
+    eps = 1e-3
+    tensors = [tinycnn.Tensor(a) for a in (w, b, gamma, beta, mean, var)]
+    if not with_bias:
+        tensors[1] = None
+    folded_w, folded_b = fold_into_conv(*tensors, eps)
+    s = gamma / np.sqrt(var + eps)
+    np.testing.assert_allclose(folded_w.numpy(), w * s.reshape(-1, 1, 1, 1), rtol=1e-12)
+    np.testing.assert_allclose(folded_b.numpy(), ((b if with_bias else 0) - mean) * s + beta, rtol=1e-12, atol=1e-12)
+
+    def weight(w, gamma, var):
+        return fold_into_conv(w, None, gamma, gamma * 0, gamma * 0, var, eps)[0]
+    check_gradients(weight, [w, gamma, var])
+
+    def bias(*args):
+        b, rest = (args[0], args[1:]) if with_bias else (None, args)
+        return fold_into_conv(tinycnn.Tensor(w), b, *rest, eps)[1]
+    check_gradients(bias, ([b] if with_bias else []) + [gamma, beta, mean, var])

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import functional as F
 from .nn import Module, Parameter
-from .ops.batchnorm import batch_norm_activation
+from .ops.batchnorm import batch_norm_activation, fold_into_conv
 from .ops.conv import conv2d_activation, conv2d_channels_last, conv2d_relu, conv2d_relu_maxpool2
 from .random import generator
 from .tensor import Tensor, is_grad_enabled
@@ -173,9 +173,8 @@ class Conv2D(Layer):
 
         The batch norm's pass over the conv's output is gone, and the activation is applied in the conv's
         own pass (the Sequential model and the plate models use it for inference)."""
-        scale = bn.gamma / (bn.moving_variance + bn.epsilon).sqrt()
-        kernel = self.kernel * scale.reshape(-1, 1, 1, 1)
-        bias = ((self.bias - bn.moving_mean) if self.bias is not None else -bn.moving_mean) * scale + bn.beta
+        kernel, bias = fold_into_conv(self.kernel, self.bias, bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance,
+                                      bn.epsilon)
         x, padding = _apply_padding(x, self.padding, self.kernel_size, self.strides, self.dilation_rate,
                                     channels_last=self.channels_last)
         fused = conv2d_channels_last if self.channels_last else conv2d_activation

@@ -117,6 +117,57 @@ class BatchNorm(Function):
         return tuple(grads.get(i) for i in self.present)
 
 
+class FoldWeight(Function):
+    """An eval-mode batch norm folded into the conv before it, the weights: w'[f] = w[f] · s[f],
+    s = γ / √(var + ε). Backward: dw = dw' · s, ds = Σ_{c,i,j} dw' · w, dγ = ds / √(var + ε),
+    dvar = −½ · ds · s / (var + ε)."""
+
+    def forward(self, w, gamma, var, *, eps):
+        e = self.k.elementwise
+        self.w, self.gamma, self.root = w, gamma, e.sqrt(e.add(var, eps))
+        self.scale = e.div(gamma, self.root)
+        return e.mul(w, e.reshape(self.scale, (-1,) + (1,) * (w.ndim - 1)))
+
+    def backward(self, dw_folded):
+        e = self.k.elementwise
+        shape = (-1,) + (1,) * (self.w.ndim - 1)
+        dw = e.mul(dw_folded, e.reshape(self.scale, shape))
+        dscale = self.k.reduce.sum(e.mul(dw_folded, self.w), tuple(range(1, self.w.ndim)), False)
+        return (dw,) + _scale_grads(e, dscale, self.scale, self.root)
+
+
+class FoldBias(Function):
+    """The bias of the same fold: b' = (b − mean) · s + β (b = 0 when the conv has none). Backward:
+    db = db' · s, dmean = −db' · s, dβ = db', ds = db' · (b − mean), then dγ and dvar as in FoldWeight."""
+
+    def forward(self, b, gamma, beta, mean, var, *, eps):
+        e = self.k.elementwise
+        self.has_bias, self.root = b is not None, e.sqrt(e.add(var, eps))
+        self.scale = e.div(gamma, self.root)
+        self.centred = e.sub(b, mean) if b is not None else e.neg(mean)
+        return e.add(e.mul(self.centred, self.scale), beta)
+
+    def backward(self, db_folded):
+        e = self.k.elementwise
+        db = e.mul(db_folded, self.scale)
+        dgamma, dvar = _scale_grads(e, e.mul(db_folded, self.centred), self.scale, self.root)
+        return ((db,) if self.has_bias else ()) + (dgamma, db_folded, e.neg(db), dvar)
+
+
+def _scale_grads(e, dscale, scale, root):
+    """(dγ, dvar) from the gradient of s = γ / root, root = √(var + ε)."""
+    return e.div(dscale, root), e.mul(e.mul(dscale, scale), e.div(-0.5, e.mul(root, root)))
+
+
+def fold_into_conv(weight, bias, gamma, beta, running_mean, running_var, eps):
+    """An eval-mode batch norm folded into the conv before it -> (weight', bias'), so that
+    conv(x, weight', bias') = batch_norm(conv(x, weight, bias)): with s = γ / √(running_var + ε),
+    weight'[f] = s[f] · weight[f] and bias' = s · (bias − running_mean) + β (bias may be None). Two ops
+    instead of eight small ones: the fold is redone at every inference call (the weights may have changed)."""
+    return (FoldWeight.apply(weight, gamma, running_var, eps=float(eps)),
+            FoldBias.apply(bias, gamma, beta, running_mean, running_var, eps=float(eps)))
+
+
 def _inner_size(shape):
     inner = 1
     for s in shape[2:]:
