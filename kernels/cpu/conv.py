@@ -1368,7 +1368,7 @@ def conv2d_channels_last_backward(dy, x, w, stride, padding, dilation, groups, n
         if need_dw:  # (F, KH·KW·C) in (i, j, c) order -> (F, C, KH, KW)
             KH, KW = w.shape[2], w.shape[3]
             dw = np.ascontiguousarray(dweights.reshape(F, KH, KW, -1).transpose(0, 3, 1, 2), x.dtype)
-    db = dy2.sum(axis=0, dtype=np.float64).astype(x.dtype) if need_db else None
+    db = _column_sums(dy2) if need_db else None
     return dx, dw, db
 
 
@@ -1395,6 +1395,33 @@ def _pointwise_backward(dy2, x2, w2):
             dw_parts[t] += product
     threads.parallel_for(work, parts)
     return dx2, dw_parts.sum(axis=0).astype(dy2.dtype)
+
+
+def _column_sums(a2):
+    """Σ over the rows of a2 (M, F) -> (F,) in a2's dtype: the bias gradient Σ_{n, oh, ow} dy (NumPy's
+    float64 sum over the rows took 4.9 ms for the regressor's 65,536 × 96 dy)."""
+    sums = np.zeros((numba.get_num_threads(), a2.shape[1]), np.float64)
+    _row_block_sums(a2, sums)
+    return sums.sum(axis=0).astype(a2.dtype)
+
+
+@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
+def _row_block_sums(a2, sums):
+    """sums[t] += Σ of thread t's share of the rows of a2, in the data's dtype for 64 rows at a time (SIMD
+    over the columns), then into the float64 totals."""
+    T, F = sums.shape
+    M = a2.shape[0]
+    for t in prange(T):
+        part = np.zeros(F, a2.dtype)
+        first, last = t * M // T, (t + 1) * M // T
+        for m in range(first, last):
+            row = a2[m]
+            for f in range(F):
+                part[f] += row[f]
+            if (m - first) % 64 == 63 or m == last - 1:
+                for f in range(F):
+                    sums[t, f] += part[f]
+                part[:] = 0
 
 
 def _channels_last_geometry(x_shape, w_shape, stride, padding, dilation, groups):
