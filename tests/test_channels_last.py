@@ -295,3 +295,16 @@ def test_gemm_split_along_the_inner_dimension(m, k, n, monkeypatch):
     expected = a.astype(np.float64) @ b.astype(np.float64)
     np.testing.assert_allclose(gemm.matmul(a, b), expected, rtol=1e-4, atol=1e-3 * np.sqrt(k))
     assert calls == [3]
+
+
+@pytest.mark.parametrize("shape", [(16, 3, 128, 128), (2, 64, 33, 17), (1, 1, 3, 3)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_layout_swaps_match_numpy(shape, dtype):
+    """NCHW <-> NHWC transposes (parallel kernels above a size; NumPy below it), and any other order."""
+    from tinycnn.kernels.cpu import elementwise
+    a = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    for axes in ((0, 2, 3, 1), (0, 3, 1, 2), (1, 0, 2, 3)):
+        got = elementwise.transpose(a, axes)
+        assert got.dtype == dtype and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, a.transpose(axes))
+    np.testing.assert_array_equal(elementwise.transpose(np.asfortranarray(a), (0, 2, 3, 1)), a.transpose(0, 2, 3, 1))
