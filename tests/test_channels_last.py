@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import tinycnn
 from gradcheck import check_gradients
 from test_conv import TOL
-from test_conv_fold import _padded, _trained_batch_norm, uneven_cases
+from test_conv_fold import _padded, _with_trained_batch_norms, uneven_cases
 from tinycnn import layers
 from tinycnn.kernels.cpu import batchnorm as cpu_bn
 from tinycnn.kernels.cpu import conv as cpu
@@ -260,10 +260,8 @@ def test_plate_regressor_same_in_both_layouts():
     last, first = PlateBoxRegressor(width=0.5, dropout=0.0), PlateBoxRegressor(width=0.5, dropout=0.0,
                                                                                   data_format="channels_first")
     x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
-    last(tinycnn.Tensor(x)), first(tinycnn.Tensor(x))
-    for _, module in last.named_modules():
-        if isinstance(module, layers.BatchNormalization):
-            _trained_batch_norm(module, module.gamma.shape[0], rng)
+    first(tinycnn.Tensor(x))
+    _with_trained_batch_norms(last, tinycnn.Tensor(x), rng)
     first.load_state_dict(last.state_dict())
     outputs = []
     for model in (last, first):

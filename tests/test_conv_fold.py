@@ -209,6 +209,14 @@ def test_sequential_folds_batch_norm_at_inference(conv, after, monkeypatch):
     np.testing.assert_allclose(folded, expected, rtol=1e-4, atol=1e-5)
 
 
+def _with_trained_batch_norms(model, x, rng):
+    """Build `model` on x, then give every batch norm in it statistics and parameters far from their start."""
+    model(x)
+    for _, module in model.named_modules():
+        if isinstance(module, layers.BatchNormalization):
+            _trained_batch_norm(module, module.gamma.shape[0], rng)
+
+
 def test_no_fold_while_training():
     conv, bn = layers.Conv2D(2, 1), layers.BatchNormalization()
     x = tinycnn.Tensor(np.ones((1, 2, 3, 3), np.float32))
@@ -227,10 +235,7 @@ def test_plate_model_predicts_the_same_folded():
     rng = np.random.default_rng(5)
     model = PlateBoxRegressor(width=0.5)
     x = tinycnn.Tensor(randn(rng, 2, 3, 32, 32).astype(np.float32))
-    model(x)
-    for _, module in model.named_modules():
-        if isinstance(module, layers.BatchNormalization):
-            _trained_batch_norm(module, module.gamma.shape[0], rng)
+    _with_trained_batch_norms(model, x, rng)
     model.eval()
     expected = model(x).numpy()
     with tinycnn.no_grad():
@@ -246,10 +251,7 @@ def test_plate_segmenter_predicts_the_same_folded(monkeypatch):
     rng = np.random.default_rng(6)
     model = PlateSegmenter(filters=4, depth=2)
     x = tinycnn.Tensor(randn(rng, 2, 3, 16, 16).astype(np.float32))
-    model(x)
-    for _, module in model.named_modules():
-        if isinstance(module, layers.BatchNormalization):
-            _trained_batch_norm(module, module.gamma.shape[0], rng)
+    _with_trained_batch_norms(model, x, rng)
     model.eval()
     expected = model(x).numpy()
     calls = []

@@ -270,8 +270,9 @@ def _last_backward(dy3, x3, gamma, beta, mean, invstd, need_dx, y3, act):
     M, C, _ = x3.shape
     flat = np.ascontiguousarray(x3).reshape(-1)
     from_input = act != 0 and beta is not None
-    scale, shift = _affine(gamma, beta, mean, invstd, x3.dtype) if from_input else (_tiled(mean), _tiled(mean))
-    mask = (flat, y3.reshape(-1), scale, shift, _tiled(mean), act, from_input)  # the arguments both kernels read
+    mean_tiled = _tiled(mean)
+    scale, shift = _affine(gamma, beta, mean, invstd, x3.dtype) if from_input else (mean_tiled, mean_tiled)  # unread
+    mask = (flat, y3.reshape(-1), scale, shift, mean_tiled, act, from_input)  # the arguments both kernels read
     sums = np.zeros((numba.get_num_threads(), 2, _block_rows(C) * C), np.float64)
     _last_grad_sums(dy3.reshape(-1), *mask, sums)
     sums = sums.sum(axis=0).reshape(2, -1, C).sum(axis=1)
