@@ -10,6 +10,7 @@ import tinycnn
 import tinycnn.functional as F
 from gradcheck import check_gradients
 from tinycnn.kernels.cpu import conv as cpu
+from tinycnn.kernels.cpu.activation import FUSED_CODES
 from tinycnn.kernels.reference import conv as ref
 
 DTYPES = [np.float32, np.float64]
@@ -150,8 +151,60 @@ def test_named_cases_exercise_each_algorithm(name):
     x = np.zeros(case["x_shape"])
     w = np.zeros(case["w_shape"])
     y_shape = cpu.conv2d_forward(x, w, None, *_geometry(case)).shape
-    assert cpu._algorithm(x.shape, w.shape, y_shape, case["stride"], case["padding"], case["groups"],
-                          case["dilation"]) == EXPECTED_ALGORITHM[name]
+    assert cpu.choose(x.shape, w.shape, y_shape, case["stride"], case["padding"], case["groups"],
+                      case["dilation"]).name == EXPECTED_ALGORITHM[name]
+
+
+# Problems for every row of cpu.ALGORITHMS: the named cases above, and the shapes Winograd takes.
+ALGORITHM_CASES = dict(NAMED_CONV_CASES, **{
+    "3x3, 16 channels": dict(x_shape=(2, 16, 5, 6), w_shape=(16, 16, 3, 3), padding=(1, 1)),
+    "3x3, 17 filters, padded 2": dict(x_shape=(1, 16, 4, 5), w_shape=(17, 16, 3, 3), padding=(2, 1)),
+})
+
+
+def _algorithm_problems(algorithm):
+    """The cases of ALGORITHM_CASES (int padding) that `algorithm` applies to, with their output shapes."""
+    for name in sorted(ALGORITHM_CASES):
+        case = _named(name) if name in NAMED_CONV_CASES else dict(_named("1x1 (matmul)"), **ALGORITHM_CASES[name])
+        if isinstance(case["padding"], str):
+            continue
+        y_shape = ref.conv2d_forward(np.zeros(case["x_shape"]), np.zeros(case["w_shape"]), None,
+                                     *_geometry(case)).shape
+        if algorithm.applies(case["x_shape"], case["w_shape"], y_shape, case["stride"], case["padding"],
+                             case["groups"], case["dilation"]):
+            yield name, case, y_shape
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("algorithm", cpu.ALGORITHMS, ids=lambda a: a.name)
+def test_each_algorithm_matches_reference(algorithm, relu, dtype):
+    """Each algorithm's own forward and backward (called directly, not through the dispatch) on every case it
+    applies to, against the reference: y = act(conv + b), and the gradients of dz = dy · [y > 0] with a ReLU."""
+    problems = list(_algorithm_problems(algorithm))
+    assert problems, f"no case for {algorithm.name}"
+    act = FUSED_CODES["relu" if relu else None]
+    for name, case, y_shape in problems:
+        rng = np.random.default_rng(len(name))
+        x, w, b = randn(rng, *case["x_shape"]), randn(rng, *case["w_shape"]) / 4, randn(rng, y_shape[1])
+        geometry = case["stride"], case["padding"], case["dilation"], case["groups"]
+        z = ref.conv2d_forward(x, w, b, *geometry)
+        expected = np.maximum(z, 0) if relu else z
+        y = algorithm.forward(x.astype(dtype), w.astype(dtype), b.astype(dtype), act, case["stride"],
+                              case["padding"], case["dilation"], case["groups"], np.empty(y_shape, dtype))
+        assert y.dtype == dtype
+        np.testing.assert_allclose(y, expected, err_msg=name, **TOL[dtype])
+        dy = randn(rng, *y_shape)
+        got = algorithm.backward(dy.astype(dtype), y if relu else None, x.astype(dtype), x.shape, w.astype(dtype),
+                                 w.shape, case["stride"], case["padding"], case["dilation"], case["groups"],
+                                 True, True, True)
+        want = ref.conv2d_backward(dy * (z > 0) if relu else dy, x, w, *geometry)
+        for label, g, e in zip(("dx", "dw", "db"), got, want):
+            assert g.dtype == dtype and g.shape == e.shape, (name, label)
+            np.testing.assert_allclose(g, e, err_msg=f"{name}: {label}", **TOL[dtype])
+        assert algorithm.backward(dy.astype(dtype), None, x.astype(dtype), x.shape, w.astype(dtype), w.shape,
+                                  case["stride"], case["padding"], case["dilation"], case["groups"],
+                                  False, True, False)[::2] == (None, None)
 
 
 @settings(deadline=None, max_examples=20)
@@ -263,9 +316,9 @@ def test_gemm_path_in_several_chunks_of_images(monkeypatch):
     rng = np.random.default_rng(5)
     x, w, dy = randn(rng, 3, 4, 6, 5), randn(rng, 6, 2, 3, 3), randn(rng, 3, 6, 3, 3)
     geometry = (2, 2), (1, 2), (1, 1), 2
-    assert len(cpu._image_chunks(3, 1000)) == 1
-    monkeypatch.setattr(cpu, "COLS_BUDGET_BYTES", 1)
-    assert cpu._image_chunks(3, 1000) == [(0, 1), (1, 2), (2, 3)]
+    assert len(cpu.im2col._image_chunks(3, 1000)) == 1
+    monkeypatch.setattr(cpu.im2col, "COLS_BUDGET_BYTES", 1)
+    assert cpu.im2col._image_chunks(3, 1000) == [(0, 1), (1, 2), (2, 3)]
     np.testing.assert_allclose(cpu.conv2d_forward(x, w, None, *geometry), ref.conv2d_forward(x, w, None, *geometry))
     for g, e in zip(cpu.conv2d_backward(dy, x, w, *geometry, True, True, True), ref.conv2d_backward(dy, x, w, *geometry)):
         np.testing.assert_allclose(g, e, atol=1e-12)
@@ -393,12 +446,12 @@ def test_pixel_shuffle_transpose_matches_the_general_path(kernel, dtype, monkeyp
     x, w, b = (randn(rng, 2, 3, 4, 5).astype(dtype), randn(rng, 3, 6, *kernel).astype(dtype),
                randn(rng, 6).astype(dtype))
     geometry = (kernel, (0, 0), (0, 0), (1, 1), 1)
-    assert cpu._is_pixel_shuffle(w.shape, *geometry[:4], 1)
+    assert cpu.transpose._is_pixel_shuffle(w.shape, *geometry[:4], 1)
     y = cpu.conv_transpose2d_forward(x, w, b, *geometry)
     np.testing.assert_allclose(y, ref.conv_transpose2d_forward(x, w, b, *geometry), **TOL[dtype])
     dy = randn(rng, *y.shape).astype(dtype)
     fast = cpu.conv_transpose2d_backward(dy, x, w, *geometry, True, True, True)
-    monkeypatch.setattr(cpu, "_is_pixel_shuffle", lambda *a: False)
+    monkeypatch.setattr(cpu.transpose, "_is_pixel_shuffle", lambda *a: False)
     general = cpu.conv_transpose2d_backward(dy, x, w, *geometry, True, True, True)
     np.testing.assert_allclose(cpu.conv_transpose2d_forward(x, w, b, *geometry), y, **TOL[dtype])
     for name, f, g in zip(("dx", "dw", "db"), fast, general):

@@ -56,8 +56,8 @@ def test_each_case_runs_its_algorithm(name):
     case = _case(name)
     x, w, _ = _arrays(case, np.random.default_rng(0))
     y_shape = ref.conv2d_forward(x, w, None, *_geometry(case)).shape
-    assert cpu._algorithm(x.shape, w.shape, y_shape, case["stride"], case["padding"], case["groups"],
-                          case["dilation"]) == EXPECTED[name]
+    assert cpu.choose(x.shape, w.shape, y_shape, case["stride"], case["padding"], case["groups"],
+                      case["dilation"]).name == EXPECTED[name]
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -119,7 +119,7 @@ def test_winograd_matches_reference(hw, padding, dtype):
     x, w, b = randn(rng, 3, 16, *hw), randn(rng, 20, 16, 3, 3) / 12, randn(rng, 20)
     geometry = (1, 1), padding, (1, 1), 1
     expected_y = ref.conv2d_forward(x, w, b, *geometry)
-    assert cpu._algorithm(x.shape, w.shape, expected_y.shape, *geometry[:2], 1, (1, 1)) == "winograd"
+    assert cpu.choose(x.shape, w.shape, expected_y.shape, *geometry[:2], 1, (1, 1)).name == "winograd"
     y = cpu.conv2d_forward(x.astype(dtype), w.astype(dtype), b.astype(dtype), *geometry)
     scale = np.abs(expected_y).max()
     np.testing.assert_allclose(y, expected_y, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"] * scale)
@@ -137,7 +137,7 @@ def test_winograd_in_chunks_of_images(monkeypatch):
     x, w, dy = randn(rng, 3, 16, 6, 6), randn(rng, 16, 16, 3, 3), randn(rng, 3, 16, 6, 6)
     geometry = (1, 1), (1, 1), (1, 1), 1
     whole = cpu.conv2d_forward(x, w, None, *geometry), cpu.conv2d_backward(dy, x, w, *geometry, True, True, True)
-    monkeypatch.setattr(cpu, "COLS_BUDGET_BYTES", 1)
+    monkeypatch.setattr(cpu.im2col, "COLS_BUDGET_BYTES", 1)
     np.testing.assert_allclose(cpu.conv2d_forward(x, w, None, *geometry), whole[0], rtol=1e-12, atol=1e-12)
     for g, e in zip(cpu.conv2d_backward(dy, x, w, *geometry, True, True, True), whole[1]):
         np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12)
@@ -161,8 +161,8 @@ def test_winograd_in_small_pieces(piece_bytes, relu, monkeypatch):
         return (y, pooled) + tuple(g.copy() for g in grads)
 
     whole = run()
-    monkeypatch.setattr(cpu, "WINOGRAD_PIECE_BYTES", piece_bytes)
-    assert cpu._winograd_piece_rows(16, 20, 5, 4) == (1 if piece_bytes == 1 else 2)
+    monkeypatch.setattr(cpu.winograd, "WINOGRAD_PIECE_BYTES", piece_bytes)
+    assert cpu.winograd._winograd_piece_rows(16, 20, 5, 4) == (1 if piece_bytes == 1 else 2)
     for label, got, want in zip(("y", "pooled", "dx", "dw", "db"), run(), whole):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=label)
     expected = ref.conv2d_forward(x, w, b, *geometry)
