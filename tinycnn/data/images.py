@@ -55,10 +55,14 @@ def parse_size(img_size):
     return size
 
 
-def open_image(path):
-    """Read `path` with Pillow: first frame, pixels loaded, EXIF orientation applied. Raises ImageDecodeError."""
+def open_image(path, draft_size=None):
+    """Read `path` with Pillow: first frame, pixels loaded, EXIF orientation applied. Raises ImageDecodeError.
+    draft_size=(width, height): a JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale still at least that
+    big (Image.draft), much faster when the picture will be shrunk anyway; other formats ignore it."""
     try:
         with Image.open(path) as img:
+            if draft_size is not None and img.format == "JPEG":
+                img.draft(None, tuple(draft_size))
             img.load()                               # decode now: a truncated file fails here, not later
             upright = ImageOps.exif_transpose(img)   # a copy, rotated/flipped as the EXIF tag says
     except Image.DecompressionBombError as exc:
@@ -108,15 +112,16 @@ def _composite_on_white(img):
     return Image.alpha_composite(Image.new("RGBA", rgba.size, _WHITE), rgba).convert("RGB")
 
 
-def resize_image(img, size, resize="stretch"):
-    """Resize a Pillow image to size=(height, width), bilinear, by "stretch", "crop" or "pad"."""
+def resize_image(img, size, resize="stretch", resample=_BILINEAR):
+    """Resize a Pillow image to size=(height, width), by "stretch", "crop" or "pad" (bilinear unless resample
+    names another Pillow filter)."""
     height, width = size
     if resize == "stretch":
-        return img.resize((width, height), _BILINEAR)
+        return img.resize((width, height), resample)
     if resize == "crop":
-        return ImageOps.fit(img, (width, height), method=_BILINEAR)
+        return ImageOps.fit(img, (width, height), method=resample)
     if resize == "pad":
-        return ImageOps.pad(img, (width, height), method=_BILINEAR, color=0)
+        return ImageOps.pad(img, (width, height), method=resample, color=0)
     raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
 
 
