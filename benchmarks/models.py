@@ -123,9 +123,9 @@ def _tinycnn_classes():
             self.bn = layers.BatchNormalization(momentum=0.9, epsilon=BN_EPS, activation=activation,
                                                 axis=-1 if data_format == "channels_last" else 1)
 
+        fusable = (("conv", "bn"),)
+
         def forward(self, x):
-            if self.conv.folds(self.bn):  # inference: the batch norm folded into the conv's weights
-                return self.conv(x, lambda x: self.conv.forward_folded(x, self.bn))
             return self.bn(self.conv(x))
 
     class BenchInvertedResidual(tinycnn.Module):

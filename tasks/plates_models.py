@@ -38,6 +38,7 @@ def scaled_channels(channels, width, divisor=8):
 class ConvBNReLU6(tinycnn.Module):
     """Conv (no bias: batch norm has one), batch norm, then ReLU6 unless `activation` is False; on
     (N, H, W, C) maps when data_format is "channels_last"."""
+    fusable = (("conv", "bn"),)  # predict folds the batch norm into the conv (tinycnn/fuse.py)
 
     def __init__(self, filters, kernel_size=1, strides=1, depthwise=False, activation=True,
                  data_format="channels_first"):
@@ -53,8 +54,6 @@ class ConvBNReLU6(tinycnn.Module):
                                             axis=-1 if data_format == "channels_last" else 1)
 
     def forward(self, x):
-        if self.conv.folds(self.bn):  # inference: the batch norm folded into the conv (Conv2D.forward_folded)
-            return self.conv(x, lambda x: self.conv.forward_folded(x, self.bn))
         return self.bn(self.conv(x))
 
 
@@ -132,6 +131,7 @@ class PlateBoxRegressor(tinycnn.Module):
 
 class ConvBlock(tinycnn.Module):
     """`convs` times: 3x3 conv ('same', no bias), batch norm, ReLU."""
+    fusable = (("convs", "norms"),)  # predict folds each batch norm into its conv (tinycnn/fuse.py)
 
     def __init__(self, filters, convs=2):
         super().__init__()
@@ -141,10 +141,7 @@ class ConvBlock(tinycnn.Module):
 
     def forward(self, x):
         for conv, norm in zip(self.convs, self.norms):
-            if conv.folds(norm):  # inference: the batch norm folded into the conv, ReLU in its pass
-                x = conv(x, lambda x, conv=conv, norm=norm: conv.forward_folded(x, norm))
-            else:
-                x = norm(conv(x))
+            x = norm(conv(x))
         return x
 
 

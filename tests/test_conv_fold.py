@@ -12,10 +12,11 @@ import tinycnn
 import tinycnn.functional as F
 from gradcheck import check_gradients
 from test_conv import TOL, conv_cases, randn
-from tinycnn import layers
+from tinycnn import fuse, layers
 from tinycnn.device import kernels_for
 from tinycnn.kernels.cpu import conv as cpu
 from tinycnn.kernels.reference import conv as ref
+from tinycnn.ops.batchnorm import fold_into_conv
 from tinycnn.ops.conv import Conv2d, Conv2dBiasReLU6, conv2d_activation
 
 DTYPES = [np.float32, np.float64]
@@ -183,6 +184,15 @@ def _trained_batch_norm(bn, channels, rng):
     bn.beta.data[...] = rng.standard_normal(channels)
     bn.moving_mean.data[...] = rng.standard_normal(channels)
     bn.moving_variance.data[...] = rng.uniform(0.2, 3.0, channels)
+    for tensor in (bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance):
+        tensor.bump_version()  # written in place: the inference pass folds them again
+
+
+def _count_folds(monkeypatch):
+    """A list that grows by one each time the inference pass folds a batch norm into a conv."""
+    calls = []
+    monkeypatch.setattr(fuse, "fold_into_conv", lambda *a: calls.append(a) or fold_into_conv(*a))
+    return calls
 
 
 @pytest.mark.parametrize("conv, after", [
@@ -198,15 +208,16 @@ def test_sequential_folds_batch_norm_at_inference(conv, after, monkeypatch):
     model.predict(x)  # builds the layers
     _trained_batch_norm(stack[1], stack[1].gamma.shape[0], rng)
     model.eval()
-    expected = model(tinycnn.Tensor(x.transpose(0, 3, 1, 2).copy())).numpy()  # gradients on: layer by layer
+    expected = model(tinycnn.Tensor(x.transpose(0, 3, 1, 2).copy())).numpy()  # layer by layer
 
-    calls = []
-    original = layers.Conv2D.forward_folded
-    monkeypatch.setattr(layers.Conv2D, "forward_folded", lambda self, *a: calls.append(a) or original(self, *a))
+    calls = _count_folds(monkeypatch)
+    form = fuse.inference_form(model)
+    assert [type(step) for step in form._steps] == [fuse.FoldedConv, layers.Flatten]
     with tinycnn.no_grad():
-        folded = model(tinycnn.Tensor(x.transpose(0, 3, 1, 2).copy())).numpy()
-    assert len(calls) == 1
+        folded = form(tinycnn.Tensor(x.transpose(0, 3, 1, 2).copy())).numpy()
     np.testing.assert_allclose(folded, expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.predict(x), expected.reshape(len(x), -1), rtol=1e-4, atol=1e-5)
+    assert len(calls) == 1  # folded once: predict found the form in the cache
 
 
 def _with_trained_batch_norms(model, x, rng):
@@ -218,18 +229,21 @@ def _with_trained_batch_norms(model, x, rng):
 
 
 def test_no_fold_while_training():
-    conv, bn = layers.Conv2D(2, 1), layers.BatchNormalization()
-    x = tinycnn.Tensor(np.ones((1, 2, 3, 3), np.float32))
-    bn(conv(x))
-    with tinycnn.no_grad():
-        assert not conv.folds(bn)  # a module starts in training mode: the batch statistics are used
-        bn.eval()
-        assert conv.folds(bn)
-    assert not conv.folds(bn)  # gradients recorded: the layers run one by one
-    assert not layers.Conv2D(2, 1, activation="relu").folds(bn)
+    """Training runs the layers (batch norm + ReLU fused, its backward included); only the inference form
+    folds, and only a conv without an activation of its own into a built batch norm on its channels."""
+    model = tinycnn.Sequential([layers.Conv2D(2, 1, input_shape=(3, 3, 2)), layers.BatchNormalization(),
+                                layers.ReLU()])
+    assert [type(step) for step in model._steps] == [layers.Conv2D, fuse.BatchNormActivation]
+    assert [type(step) for step in fuse.inference_form(model)._steps] == [layers.Conv2D, fuse.BatchNormActivation]
+    model.predict(np.zeros((1, 3, 3, 2), np.float32))  # builds the layers: now the batch norm folds
+    assert [type(step) for step in fuse.inference_form(model)._steps] == [fuse.FoldedConv]
+    assert not fuse._folds(layers.Conv2D(2, 1), layers.BatchNormalization())  # not built
+    conv, bn = model.layers[:2]
+    assert not fuse._folds(layers.Conv2D(2, 1, activation="relu"), bn)
+    assert not fuse._folds(conv, layers.BatchNormalization(axis=-1))
 
 
-def test_plate_model_predicts_the_same_folded():
+def test_plate_model_predicts_the_same_folded(monkeypatch):
     from tasks.plates_models import PlateBoxRegressor
     tinycnn.manual_seed(5)
     rng = np.random.default_rng(5)
@@ -238,8 +252,11 @@ def test_plate_model_predicts_the_same_folded():
     _with_trained_batch_norms(model, x, rng)
     model.eval()
     expected = model(x).numpy()
+    calls = _count_folds(monkeypatch)
     with tinycnn.no_grad():
-        folded = model(x).numpy()
+        folded = fuse.inference_form(model)(x).numpy()
+    convs = sum(isinstance(m, layers.Conv2D) for _, m in model.named_modules())
+    assert len(calls) == convs  # every conv of the regressor has a batch norm after it
     np.testing.assert_allclose(folded, expected, rtol=1e-4, atol=1e-5)
 
 
@@ -254,11 +271,9 @@ def test_plate_segmenter_predicts_the_same_folded(monkeypatch):
     _with_trained_batch_norms(model, x, rng)
     model.eval()
     expected = model(x).numpy()
-    calls = []
-    original = layers.Conv2D.forward_folded
-    monkeypatch.setattr(layers.Conv2D, "forward_folded", lambda self, *a: calls.append(a) or original(self, *a))
+    calls = _count_folds(monkeypatch)
     with tinycnn.no_grad():
-        folded = model(x).numpy()
+        folded = fuse.inference_form(model)(x).numpy()
     assert len(calls) == 5 * 2  # two convs in each of the five blocks: 2 down, the bottom, 2 up
     np.testing.assert_allclose(folded, expected, rtol=1e-4, atol=1e-5)
 

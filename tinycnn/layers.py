@@ -9,16 +9,17 @@ input (`build`), so only the first layer of a Sequential needs `input_shape`.
 
 Weights start as in Keras: Glorot-uniform kernels, zero biases, batch norm γ = 1, β = 0.
 """
+import contextlib
 import math
 
 import numpy as np
 
 from . import functional as F
 from .nn import Module, Parameter
-from .ops.batchnorm import batch_norm_activation, fold_into_conv
+from .ops.batchnorm import batch_norm_activation
 from .ops.conv import conv2d_activation, conv2d_channels_last, conv2d_relu, conv2d_relu_maxpool2
 from .random import generator
-from .tensor import Tensor, is_grad_enabled
+from .tensor import Tensor
 
 ACTIVATIONS = {
     None: None, "linear": None,
@@ -67,8 +68,12 @@ def same_padding(size, kernel, stride, dilation=1):
 
 
 class Layer(Module):
-    """A Module built lazily from its first input's shape; errors name the layer."""
+    """A Module built lazily from its first input's shape; errors name the layer.
+
+    `fuses_as` says what the inference pass (fuse.py) may fuse this layer as: "conv", "batch_norm",
+    "max_pool", "activation" or None. A subclass is fused only if it declares it again (its forward may differ)."""
     _counts = {}
+    fuses_as = None
 
     def __init__(self, name=None, input_shape=None):
         super().__init__()
@@ -81,22 +86,27 @@ class Layer(Module):
     def build(self, input_shape):
         """Create the weights for an NCHW (or (N, features)) input shape."""
 
-    def __call__(self, x, forward=None):
-        """Build on the first input, then run `forward` (self.forward, or one of this layer's fused
-        variants), naming the layer in any error."""
+    def __call__(self, x, **kwargs):
+        """Build on the first input, then forward(x, **kwargs), naming this layer in any error."""
         if not isinstance(x, Tensor):
             x = Tensor(x)
-        try:
+        with self.errors_named(x.shape):
             if not self.built:
                 self.build(x.shape)
                 self.built = True
                 if self.device != "cpu":
                     self.to(self.device)
-            return (forward or self.forward)(x)
+            return self.forward(x, **kwargs)
+
+    @contextlib.contextmanager
+    def errors_named(self, input_shape):
+        """Re-raise a ValueError or TypeError inside the block with this layer's name and input shape."""
+        try:
+            yield
         except (ValueError, TypeError) as error:
             if getattr(error, "_layer_named", False):
                 raise
-            wrapped = type(error)(f"layer '{self.name}' ({type(self).__name__}), input shape {x.shape}: {error}")
+            wrapped = type(error)(f"layer '{self.name}' ({type(self).__name__}), input shape {input_shape}: {error}")
             wrapped._layer_named = True
             raise wrapped from error
 
@@ -115,6 +125,7 @@ class Conv2D(Layer):
     """2-D convolution: (N, C, H, W) -> (N, filters, H', W'), then the activation; with
     data_format="channels_last", (N, H, W, C) -> (N, H', W', filters). The kernel is (filters, C/groups, KH, KW)
     in both layouts."""
+    fuses_as = "conv"  # fuse.py: folds a batch norm after it; with ReLU, fuses a 2×2 max-pool after it
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None, use_bias=True,
                  dilation_rate=1, groups=1, kernel_initializer="glorot_uniform", data_format="channels_first",
@@ -157,37 +168,16 @@ class Conv2D(Layer):
         y = F.conv2d(x, self.kernel, self.bias, self.strides, padding, self.dilation_rate, self.groups)
         return activate(self.activation, y)
 
-    def folds(self, layer):
-        """Whether `layer` is a batch norm this layer can absorb (forward_folded): at inference only (no
-        gradient recorded, the batch norm in eval mode), this layer without an activation of its own."""
-        return (self.activation is None and isinstance(layer, BatchNormalization) and not layer.training
-                and not is_grad_enabled() and self.built and layer.built
-                and (layer.axis != 1) == self.channels_last)  # the batch norm's channels are this layer's
-
-    def forward_folded(self, x, bn, activation=None):
-        """This layer, then the batch norm `bn` in eval mode, then `activation` (bn's own when None), as one
-        conv: with scale = γ / √(moving_var + ε) per filter f,
-
-            bn(conv(x)) = scale · (w ∗ x + b − moving_mean) + β = w' ∗ x + b',
-            w'[f] = scale[f] · w[f],   b' = scale · (b − moving_mean) + β
-
-        The batch norm's pass over the conv's output is gone, and the activation is applied in the conv's
-        own pass (the Sequential model and the plate models use it for inference)."""
-        kernel, bias = fold_into_conv(self.kernel, self.bias, bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance,
-                                      bn.epsilon)
+    def forward_fused(self, x, kernel, bias, activation):
+        """This layer's convolution with the weights given (a batch norm folded in, fuse.py), then
+        `activation` (None, "relu" or "relu6") in the conv's own pass."""
         x, padding = _apply_padding(x, self.padding, self.kernel_size, self.strides, self.dilation_rate,
                                     channels_last=self.channels_last)
         fused = conv2d_channels_last if self.channels_last else conv2d_activation
-        return fused(x, kernel, bias, self.strides, padding, self.dilation_rate, self.groups, activation or bn.activation)
-
-    def pools_into(self, layer):
-        """Whether this layer, then `layer`, can run as one fused conv + ReLU + 2×2 max-pool op."""
-        return (self.activation == "relu" and not self.channels_last and isinstance(layer, MaxPooling2D)
-                and layer.pool_size == (2, 2)
-                and layer.strides == (2, 2) and layer.padding == "valid")
+        return fused(x, kernel, bias, self.strides, padding, self.dilation_rate, self.groups, activation)
 
     def forward_pooled(self, x):
-        """This layer, then MaxPooling2D(2), as one op (ops/conv.py): the Sequential model's inference path."""
+        """This layer (ReLU), then MaxPooling2D(2), as one op (ops/conv.py): an inference step of fuse.py."""
         x, padding = _apply_padding(x, self.padding, self.kernel_size, self.strides, self.dilation_rate)
         return conv2d_relu_maxpool2(x, self.kernel, self.bias, self.strides, padding, self.dilation_rate, self.groups)
 
@@ -200,6 +190,7 @@ class Conv2D(Layer):
 
 class DepthwiseConv2D(Conv2D):
     """Depthwise convolution (one filter per input channel, MobileNet): Conv2D with groups = channels."""
+    fuses_as = "conv"
 
     def __init__(self, kernel_size, strides=1, padding="valid", depth_multiplier=1, activation=None,
                  use_bias=True, dilation_rate=1, kernel_initializer="glorot_uniform", data_format="channels_first",
@@ -230,6 +221,9 @@ class Conv2DTranspose(Layer):
         self.filters, self.kernel_size, self.strides = int(filters), _pair(kernel_size), _pair(strides)
         self.padding, self.use_bias = _check_padding(padding), bool(use_bias)
         self.output_padding = None if output_padding is None else _pair(output_padding)
+        if self.output_padding is not None and any(not 0 <= p < s for p, s in zip(self.output_padding, self.strides)):
+            raise ValueError(f"Conv2DTranspose: output_padding {self.output_padding} must be ≥ 0 and smaller than "
+                             f"the strides {self.strides}")
         self.activation, self.kernel_initializer = _check_activation(activation), kernel_initializer
 
     def build(self, shape):
@@ -239,24 +233,52 @@ class Conv2DTranspose(Layer):
         self.kernel = Parameter(_initializer(self.kernel_initializer, w_shape, self.filters * kh * kw, shape[1] * kh * kw))
         self.bias = Parameter(np.zeros(self.filters, np.float32)) if self.use_bias else None
 
-    def _geometry(self):
-        """Keras semantics: 'valid' gives (H−1)·s + k; 'same' gives H·s (padding trimmed from the output)."""
-        (kh, kw), (sh, sw) = self.kernel_size, self.strides
-        if self.padding == "valid":
-            padding, extra = (0, 0), (0, 0)
+    def _geometry(self, size, axis):
+        """Keras' output length along `axis` for an input of length `size`, and where it starts in the full
+        transposed conv (length F = (size − 1)·s + k): output[j] = full[j + start], 0 past F (then the bias).
+
+            output_padding None:  'valid' size·s + max(k − s, 0),   'same' size·s
+            output_padding p:     (size − 1)·s + k − 2·pad + p,    pad = 0 ('valid') or k // 2 ('same')
+
+        'same' starts where TensorFlow's gradient of a 'same' conv does: max(F − length, 0) // 2."""
+        k, s = self.kernel_size[axis], self.strides[axis]
+        full = (size - 1) * s + k
+        if self.output_padding is None:
+            length = size * s + max(k - s, 0) if self.padding == "valid" else size * s
         else:
-            padding = (max(kh - sh, 0) // 2, max(kw - sw, 0) // 2)
-            extra = (sh - kh + 2 * padding[0], sw - kw + 2 * padding[1])
-        output_padding = self.output_padding or extra
-        return padding, output_padding
+            pad = 0 if self.padding == "valid" else k // 2
+            length = full - 2 * pad + self.output_padding[axis]
+        start = max(full - length, 0) // 2 if self.padding == "same" else 0
+        return length, start
 
     def forward(self, x):
-        padding, output_padding = self._geometry()
-        if any(p < 0 or p >= s for p, s in zip(output_padding, self.strides)) and self.padding == "same":
-            raise ValueError(f"'same' padding with kernel {self.kernel_size} and strides {self.strides} is not "
-                             "supported; use a kernel ≥ strides")
-        y = F.conv_transpose2d(x, self.kernel, self.bias, self.strides, padding, output_padding)
+        """One conv_transpose2d with torch's (padding, output_padding) when they express Keras' window;
+        otherwise (e.g. kernel 3, stride 2, 'same': the full output's last row dropped) the nearest such
+        window, cropped or zero-extended at the bottom/right, then the bias."""
+        (length_h, start_h), (length_w, start_w) = (self._geometry(x.shape[2], 0), self._geometry(x.shape[3], 1))
+        if min(length_h, length_w) < 1:
+            raise ValueError(f"the output would be {length_h}×{length_w} (kernel {self.kernel_size}, strides "
+                             f"{self.strides}, padding '{self.padding}', output_padding {self.output_padding})")
+        padding, extra, direct = (start_h, start_w), [], True
+        for length, start, size, axis in ((length_h, start_h, x.shape[2], 0), (length_w, start_w, x.shape[3], 1)):
+            k, s = self.kernel_size[axis], self.strides[axis]
+            needed = length - ((size - 1) * s + k - 2 * start)  # torch's output_padding for this window
+            extra.append(min(max(needed, 0), s - 1))
+            direct = direct and 0 <= needed < s
+        y = F.conv_transpose2d(x, self.kernel, self.bias if direct else None, self.strides, padding, tuple(extra))
+        if not direct:
+            y = self._fit_bottom_right(y, length_h, length_w)
+            if self.bias is not None:
+                y = y + self.bias.reshape(1, -1, 1, 1)
         return activate(self.activation, y)
+
+    @staticmethod
+    def _fit_bottom_right(y, height, width):
+        """An (N, C, H, W) tensor cut or zero-extended at the bottom and right to (N, C, height, width)."""
+        y = y[:, :, :min(height, y.shape[2]), :min(width, y.shape[3])]
+        if y.shape[2] < height or y.shape[3] < width:
+            y = F.pad(y, (0, width - y.shape[3], 0, height - y.shape[2]))
+        return y
 
     def config(self):
         return dict(super().config(), filters=self.filters, kernel_size=list(self.kernel_size),
@@ -278,6 +300,8 @@ class _Pooling2D(Layer):
 
 
 class MaxPooling2D(_Pooling2D):
+    fuses_as = "max_pool"
+
     def forward(self, x):
         _require_rank(x.shape, 4, self)
         x, padding = _apply_padding(x, self.padding, self.pool_size, self.strides, (1, 1), fill=-np.inf)
@@ -364,6 +388,7 @@ class BatchNormalization(Layer):
     activation (a tinycnn extension: None, "relu" or "relu6") applies the activation in the batch norm's own
     passes, forward and backward (kernels/cpu/batchnorm.py): the same as BatchNormalization() followed
     by ReLU(), which a Sequential model fuses by itself."""
+    fuses_as = "batch_norm"
 
     def __init__(self, momentum=0.99, epsilon=1e-3, activation=None, axis=1, name=None, input_shape=None):
         super().__init__(name, input_shape)
@@ -392,13 +417,10 @@ class BatchNormalization(Layer):
         rows = x.reshape(-1, x.shape[3]) if channels_last else x  # (N·H·W, C): the channel axis second
         y = batch_norm_activation(rows, self.moving_mean, self.moving_variance, self.gamma, self.beta,
                                   self.training, 1.0 - self.momentum, self.epsilon, activation or self.activation)
+        if self.training:  # the running statistics moved, in place: values folded from them are stale
+            self.moving_mean.bump_version()
+            self.moving_variance.bump_version()
         return y.reshape(x.shape) if channels_last else y
-
-    def activation_after(self, layer):
-        """The activation of `layer` when this layer (without one) and `layer` can run as one fused op."""
-        if self.activation is None and type(layer) in (Activation, ReLU) and layer.activation in ("relu", "relu6"):
-            return layer.activation
-        return None
 
     def config(self):
         config = dict(super().config(), momentum=self.momentum, epsilon=self.epsilon)
@@ -429,6 +451,8 @@ class UpSampling2D(Layer):
 
 
 class Activation(Layer):
+    fuses_as = "activation"
+
     def __init__(self, activation, name=None, input_shape=None):
         super().__init__(name, input_shape)
         self.activation = _check_activation(activation)
@@ -441,6 +465,8 @@ class Activation(Layer):
 
 
 class ReLU(Activation):
+    fuses_as = "activation"
+
     def __init__(self, max_value=None, name=None, input_shape=None):
         if max_value not in (None, 6, 6.0):
             raise ValueError("ReLU supports max_value None or 6 (ReLU6)")
@@ -501,3 +527,13 @@ def _apply_padding(x, padding, kernel, strides, dilation, fill=0.0, channels_las
     if fill == 0.0:
         return x, ((top, bottom), (left, right))
     return F.pad(x, (left, right, top, bottom), value=fill), (0, 0)
+
+
+# ---------------------------------------------------------------------- Keras' other layers, one family per file
+from .layers_activation import LeakyReLU, Softmax  # noqa: E402,F401
+from .layers_merge import (Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract, add, average,  # noqa: E402,F401
+                           concatenate, maximum, minimum, multiply, subtract)
+from .layers_preprocessing import RandomFlip, Rescaling  # noqa: E402,F401
+from .layers_reshape import Cropping2D, Permute, Reshape, ZeroPadding2D  # noqa: E402,F401
+from .layers_separable_conv import SeparableConv2D  # noqa: E402,F401
+from .layers_input import Input, InputLayer  # noqa: E402,F401

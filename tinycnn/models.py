@@ -8,17 +8,20 @@ It takes channels-last arrays (N, H, W, C) in fit/evaluate/predict, like Keras, 
 """
 import numpy as np
 
+from .fuse import training_steps
 from .nn import Module
-from .tensor import Tensor, is_grad_enabled, no_grad
+from .tensor import Tensor, no_grad
 
 
 class Sequential(Module):
     input_format = "channels_last"
+    sequence = "layers"  # fuse.py fuses neighbouring layers for inference (conv + batch norm, conv + pool)
 
     def __init__(self, layers=None, name="sequential"):
         super().__init__()
         self.name = name
         self.layers = []
+        object.__setattr__(self, "_steps", [])
         self.build_input_shape = None
         for layer in layers or []:
             self.add(layer)
@@ -36,31 +39,12 @@ class Sequential(Module):
                 shape = (shape[2], shape[0], shape[1])
             self.build_input_shape = shape
         self.layers = self.layers + [layer]  # re-assign so that __setattr__ registers it
+        object.__setattr__(self, "_steps", training_steps(self.layers))  # not registered: the layers are
         self._weights_built = False
 
     def forward(self, x):
-        layers, i = self.layers, 0
-        while i < len(layers):
-            layer = layers[i]
-            if i + 1 < len(layers) and not is_grad_enabled() and getattr(layer, "pools_into", None) \
-                    and layer.pools_into(layers[i + 1]):
-                # inference: Conv2D(relu) + MaxPooling2D(2) as one op, the conv's full-size output never
-                # written (the tutorial's net: 8 % faster predict); with gradients, the two layers as usual
-                x, i = layer(x, layer.forward_pooled), i + 2
-            elif i + 1 < len(layers) and getattr(layer, "folds", None) and layer.folds(layers[i + 1]):
-                # inference: Conv2D + BatchNormalization (+ ReLU) as one conv, the batch norm folded into the
-                # conv's weights and bias (layers.Conv2D.forward_folded)
-                bn, after = layers[i + 1], layers[i + 2] if i + 2 < len(layers) else None
-                act = bn.activation_after(after) if after is not None else None
-                x = layer(x, lambda x: layer.forward_folded(x, bn, act))
-                i += 3 if act else 2
-            elif i + 1 < len(layers) and getattr(layer, "activation_after", None) \
-                    and layer.activation_after(layers[i + 1]):
-                # BatchNormalization + ReLU as one op (training too: the fused op has its backward)
-                act = layer.activation_after(layers[i + 1])
-                x, i = layer(x, lambda x: layer.forward(x, act)), i + 2
-            else:
-                x, i = layer(x), i + 1
+        for step in self._steps:  # the layers, batch norm + ReLU as one op (fuse.training_steps)
+            x = step(x)
         return x
 
     def get_config(self):

@@ -30,6 +30,11 @@ class Parameter(Tensor):
 class Module(TrainingAPI):
     registry = {}  # class name -> class, for load_model (never unpickles: it rebuilds from a config)
     input_format = "channels_first"  # fit/predict take (N, C, H, W) arrays; Sequential says channels_last
+    # What the inference pass (tinycnn/fuse.py) may fuse, declared: `fusable`, (conv, batch norm[, activation])
+    # attribute names whose layers forward applies one straight after the other; `sequence`, the attribute of
+    # a list of layers that forward runs in order through `self._steps` (Sequential's "layers").
+    fusable = ()
+    sequence = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -130,6 +135,7 @@ class Module(TrainingAPI):
                 raise ValueError(f"{name}: saved shape {array.shape} != model shape {tensor.shape}")
             tensor.data = Tensor(array.astype(tensor.dtype), device=tensor.device).data
             tensor.grad = None
+            tensor.bump_version()
 
     def to(self, device):
         """Move every parameter and buffer to `device` ('cpu', 'cuda' or 'auto'), in place."""
@@ -140,5 +146,6 @@ class Module(TrainingAPI):
                 tensor.data = tensor.to(device).data
                 tensor.device = device
                 tensor.grad = None
+                tensor.bump_version()
             object.__setattr__(module, "device", device)
         return self

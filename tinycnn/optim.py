@@ -56,6 +56,7 @@ class Optimizer:
                     state["step"] = 0
                 state["step"] += 1
                 self._update(kernels_for(p.device).optim, p.data, _grad_array(p), state)
+                p.bump_version()
 
     def _update(self, k_optim, param, grad, state):
         raise NotImplementedError

@@ -82,6 +82,7 @@ class Tensor:
     """An n-dimensional array with an optional gradient. float32 by default; float64 is kept when given."""
 
     __array_priority__ = 100  # so that `ndarray * Tensor` calls Tensor.__rmul__
+    version = 0  # counts in-place changes of `.data` (bump_version): cached derived values (fuse.py) check it
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None, _device=None):
         if isinstance(data, Tensor):
@@ -174,6 +175,11 @@ class Tensor:
 
     def zero_grad(self):
         self.grad = None
+
+    def bump_version(self):
+        """Say that `.data` changed in place (an optimizer step, loaded weights, new batch-norm statistics),
+        so that values computed from it (a batch norm folded into a conv, fuse.py) are computed again."""
+        self.version += 1
 
     # ------------------------------------------------------------------ operators (see ops/basic.py)
     def __add__(self, other): return _basic().add(self, other)

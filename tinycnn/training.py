@@ -19,6 +19,7 @@ import numpy as np
 
 from .device import kernels_for
 from .distributed import SingleProcess
+from .fuse import inference_form
 from .random import generator
 from .tensor import Tensor, no_grad
 
@@ -235,7 +236,7 @@ class TrainingAPI:
             with no_grad():
                 for begin in range(0, len(x), batch_size):
                     xb, yb = x[begin:begin + batch_size], y[begin:begin + batch_size]
-                    out = self(self._to_input_tensor(xb))
+                    out = inference_form(self)(self._to_input_tensor(xb))
                     loss = float(self.loss(out, self._targets_for_loss(yb)).item())
                     sums += len(xb) * np.array([1.0, loss] + _metric_values(self.metrics, yb, out))
         finally:
@@ -253,7 +254,7 @@ class TrainingAPI:
         try:
             with no_grad():
                 for begin in range(0, len(x), batch_size):
-                    out = self(self._to_input_tensor(x[begin:begin + batch_size]))
+                    out = inference_form(self)(self._to_input_tensor(x[begin:begin + batch_size]))
                     outputs.append(self._to_user_layout(out.numpy()))
         finally:
             self.train(was_training)
