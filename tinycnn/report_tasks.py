@@ -134,7 +134,7 @@ def _box_sections(page, photos, outputs, where):
                             integer_x=False, limits=(0, 1, 0, 1.02))
     panel.mark = (0.5, metrics["share_iou_ge_0.5"], f"IoU 0.5: {metrics['share_iou_ge_0.5']:.0%} of photos")
     page.section("photos", "Photos, worst IoU first", f"<p>{html.escape(where)}. " + _metrics_text(metrics)
-                 + "</p>" + page.figure("photos", visualize.image_grid(pictures, captions, columns=4, tile=260),
+                 + "</p>" + page.figure("photos", visualize.image_grid(pictures, captions, columns=4, tile=(280, 210)),
                                         "Predicted box red, true boxes green (the model is trained on the largest "
                                         "plate; IoU is against it), in the photo's own pixels."))
     page.section("precision-recall", "Precision and recall against the IoU threshold", page.figure(
@@ -158,7 +158,7 @@ def _seg_sections(page, model, photos, outputs, where):
     captions = [f"IoU {ious[i]:.2f}  Dice {dices[i]:.2f}\n{Path(photos.records[i].path).name}" for i in order]
     page.section("photos", "Photos, worst IoU first", f"<p>{html.escape(where)}. "
                  + _metrics_text(evaluate_on(model, photos)) + "</p>"
-                 + page.figure("photos", visualize.image_grid(pictures, captions, columns=4, tile=260),
+                 + page.figure("photos", visualize.image_grid(pictures, captions, columns=4, tile=(280, 210)),
                                "Predicted plate pixels tinted red (probability above 0.5), the true mask's outline "
                                "green; IoU and Dice of each photo at its own resolution."))
     scores = np.concatenate([photo.map_to_photo(output[1]).ravel() for photo, output in zip(photos.photos, outputs)])

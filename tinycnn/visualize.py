@@ -398,7 +398,7 @@ def _channels_first(array, layer):
     return array
 
 
-def feature_map_grid(maps, path=None, max_channels=16, tile=64, columns=8):
+def feature_map_grid(maps, path=None, max_channels=16, tile=64, columns=16):
     """(C, H, W) maps as tiles (the first max_channels), each scaled to its own range and coloured (viridis)."""
     maps = np.asarray(maps, np.float32)
     if maps.ndim != 3:
@@ -490,25 +490,35 @@ def mask_outline(mask):
 
 
 def image_grid(pictures, captions=(), path=None, columns=4, tile=200):
-    """Pictures in a grid, each fitted into a tile x tile square (aspect kept), with its caption lines below."""
+    """Pictures in a grid, each fitted into a tile (an int: a square; or (width, height)) with its aspect kept,
+    and its caption lines below. Pictures much smaller than the tile (model inputs) are enlarged pixel by
+    pixel (nearest), others smoothly."""
+    tile_w, tile_h = (tile, tile) if isinstance(tile, int) else tile
     font = _font(13)
     captions = list(captions) + [""] * (len(pictures) - len(captions))
     lines = max((len(str(c).splitlines()) for c in captions), default=0)
-    cell_w, cell_h = tile + 10, tile + 10 + 17 * lines
+    cell_w, cell_h = tile_w + 10, tile_h + 12 + 17 * lines
     columns = max(1, min(columns, len(pictures)))
     rows = math.ceil(len(pictures) / columns) if pictures else 0
     grid = Image.new("RGB", (columns * cell_w, max(rows, 1) * cell_h), "white")
     draw = ImageDraw.Draw(grid)
     for index, (picture, caption) in enumerate(zip(pictures, captions)):
-        fitted = as_picture(picture)
-        fitted.thumbnail((tile, tile)) if max(fitted.size) > tile else None
-        if max(fitted.size) < tile / 2:  # small model inputs: enlarge so a person can see them
-            factor = tile // max(fitted.size)
-            fitted = fitted.resize((fitted.width * factor, fitted.height * factor), Image.Resampling.NEAREST)
+        fitted = fit_picture(as_picture(picture), tile_w, tile_h)
         x, y = (index % columns) * cell_w + 5, (index // columns) * cell_h + 5
-        grid.paste(fitted, (x + (tile - fitted.width) // 2, y + (tile - fitted.height) // 2))
-        draw.multiline_text((x, y + tile + 4), str(caption), fill="black", font=font, spacing=3)
+        grid.paste(fitted, (x + (tile_w - fitted.width) // 2, y + tile_h - fitted.height))
+        draw.multiline_text((x, y + tile_h + 4), str(caption), fill="black", font=font, spacing=3)
     return _finish(grid, path)
+
+
+def fit_picture(picture, width, height):
+    """The picture scaled to fit width x height with its aspect kept: nearest-neighbour by a whole factor when
+    it is under half that size (so pixels stay pixels), else smoothly."""
+    scale = min(width / picture.width, height / picture.height)
+    if scale >= 2:
+        factor = int(scale)
+        return picture.resize((picture.width * factor, picture.height * factor), Image.Resampling.NEAREST)
+    size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+    return picture.resize(size, Image.Resampling.LANCZOS) if size != picture.size else picture
 
 
 def as_picture(image):
