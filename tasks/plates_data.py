@@ -39,7 +39,9 @@ Masks: `DIR/masks/<split>/<filename with suffix .png>` when it exists; otherwise
 (a split whose mask folder exists but lacks some masks gets a warning). Image sizes are those after the EXIF
 orientation is applied, the way `load_image` decodes them.
 """
+import codecs
 import csv
+import io
 import re
 import warnings
 from dataclasses import dataclass
@@ -49,6 +51,7 @@ from xml.parsers import expat
 import numpy as np
 from PIL import Image
 
+from tinycnn.checks import UserInputError
 from tinycnn.data.images import open_image, to_gray_or_rgb
 
 from .box_ops import box_areas, clip_boxes, fill_mask_from_boxes
@@ -62,7 +65,7 @@ _EXIF_ORIENTATION = 0x0112
 _SHOWN = 10  # how many names a warning spells out
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserInputError):
     """Annotations that cannot be used. `.problems` holds one Problem per bad row (empty for a layout error)."""
 
     def __init__(self, message, problems=()):
@@ -247,7 +250,7 @@ def _read_annotation_rows(root, splits):
 def _read_csv(path, split):
     """The rows of one tutorial CSV file. A header without the five columns is an error for the whole file."""
     rows, problems = [], []
-    with open(path, newline="", encoding="utf-8-sig") as file:
+    with io.StringIO(_decode_text(path), newline="") as file:
         reader = csv.reader(file)
         header = [name.strip().lower() for name in next(reader, [])]
         missing = [name for name in CSV_COLUMNS if name not in header]
@@ -266,11 +269,39 @@ def _read_csv(path, split):
     return rows, problems
 
 
+_BYTE_ORDER_MARKS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def _decode_text(path):
+    """The text of an annotation CSV: UTF-8 with or without a byte-order mark, or UTF-16 with one.
+    Anything else (Latin-1, UTF-16 without a mark, a binary file) is an AnnotationError naming the line."""
+    data = path.read_bytes()
+    encoding = next((name for mark, name in _BYTE_ORDER_MARKS if data.startswith(mark)), "utf-8")
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1 if encoding != "utf-16" else None
+        where = f"{path}:{line}" if line else f"{path}"
+        raise AnnotationError(f"{where}: not {encoding.upper().removesuffix('-SIG')} text (byte "
+                              f"{data[error.start:error.start + 1]!r} at offset {error.start}): save the CSV as "
+                              f"UTF-8, or as UTF-16 with a byte-order mark") from None
+    if "\0" in text:  # UTF-16 without its mark decodes as UTF-8 full of NUL characters
+        raise AnnotationError(f"{path}:{text[:text.index(chr(0))].count(chr(10)) + 1}: not UTF-8 text (it holds "
+                              f"NUL characters: UTF-16 without a byte-order mark?): save the CSV as UTF-8, or as "
+                              f"UTF-16 with a byte-order mark")
+    return text
+
+
 class _XmlNode:
     """An XML element with the line it starts on (ElementTree's C parser does not keep line numbers)."""
 
     def __init__(self, tag, line):
-        self.tag, self.line, self.text, self.children = tag, line, "", []
+        self.tag, self.line, self.children = tag, line, []
+        self.chunks = []  # the text as expat hands it over, joined once at the end (linear time)
+
+    @property
+    def text(self):
+        return "".join(self.chunks)
 
     def find(self, tag):
         return next((child for child in self.children if child.tag == tag), None)
@@ -279,10 +310,23 @@ class _XmlNode:
         return [child for child in self.children if child.tag == tag]
 
 
+class _EntityDeclared(ValueError):
+    """An XML file declares an entity: refused (a few hundred bytes of nested entities expand to gigabytes)."""
+
+    def __init__(self, line):
+        super().__init__("declares an XML entity (<!ENTITY ...>), which annotation files never need: refused")
+        self.lineno = line
+
+
 def _parse_xml(path):
-    """The root element of an XML file as an _XmlNode tree. Raises expat.ExpatError (with .lineno)."""
+    """The root element of an XML file as an _XmlNode tree, in time linear in the file's size. Raises
+    expat.ExpatError or _EntityDeclared (both with .lineno); external entities are never fetched."""
     parser = expat.ParserCreate()
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     stack = [_XmlNode("document", 0)]
+
+    def entity_declared(*_declaration):
+        raise _EntityDeclared(parser.CurrentLineNumber)
 
     def start(tag, _attributes):
         node = _XmlNode(tag, parser.CurrentLineNumber)
@@ -290,8 +334,10 @@ def _parse_xml(path):
         stack.append(node)
 
     def text(data):
-        stack[-1].text += data
+        stack[-1].chunks.append(data)
 
+    parser.EntityDeclHandler = entity_declared
+    parser.UnparsedEntityDeclHandler = entity_declared
     parser.StartElementHandler = start
     parser.EndElementHandler = lambda _tag: stack.pop()
     parser.CharacterDataHandler = text
@@ -306,6 +352,8 @@ def _read_voc(path, split):
         root = _parse_xml(path)
     except expat.ExpatError as error:
         return [], [Problem(path, error.lineno, f"not valid XML ({expat.ErrorString(error.code)})")]
+    except _EntityDeclared as error:
+        return [], [Problem(path, error.lineno, str(error))]
     filename = root.find("filename")
     if filename is None:
         return [], [Problem(path, root.line, "no <filename> element")]

@@ -44,7 +44,7 @@ MAX_HEADER_BYTES = 64 << 20    # the JSON header
 MAX_INPUT_ELEMENTS = 1 << 26   # of the declared input shape (one sample): 64 Mi, e.g. 3 x 4096 x 4096 and more
 STALE_TMP_SECONDS = 60         # a temporary file untouched this long, whose writer is gone, is removed
 _ARRAY_KINDS = {"param": "f", "optim": "f"}  # what each kind of member may hold: floating point only
-_TMP = re.compile(r"^\.tmp-(?:(\d+)-)?.*\.npz$")
+_TMP = re.compile(r"^\.tmp-(?:(\d+)-)?.*\.(npz|npy|json)$")  # model files and the image-folder cache
 
 
 class ModelFileError(UserInputError):

@@ -37,13 +37,14 @@ reported with a CacheWarning and rebuilt, and a cache that cannot be written is 
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..checks import UserInputError
+from ..saving import write_atomically
 from .images import ImageDecodeError, RESIZE_MODES, load_image_uint8, parse_size
 
 PARALLEL_MIN_FILES = 64     # below this many files, decode serially (a pool costs more than it saves)
@@ -138,7 +139,7 @@ def load_split_folders(root, img_size, grayscale=True, resize="stretch", cache_d
     train, val = (load_image_folder(os.path.join(root, part), img_size, grayscale, resize, cache_dir, workers)
                   for part in ("train", "val"))
     if train.class_names != val.class_names:
-        raise ValueError(f"{root}: train/ and val/ have different class folders: "
+        raise UserInputError(f"{root}: train/ and val/ have different class folders: "
                          f"train {train.class_names}, val {val.class_names}")
     return train, val
 
@@ -172,13 +173,13 @@ def find_class_folders(root):
     """The sorted names of the visible sub-folders of `root`; at least two, else a ValueError naming root."""
     names = sorted(n for n in os.listdir(root) if _visible(n) and os.path.isdir(os.path.join(root, n)))
     if set(names) >= {"train", "val"}:
-        raise ValueError(f"{root} holds train/ and val/ folders: load them with load_split_folders(root, ...) "
+        raise UserInputError(f"{root} holds train/ and val/ folders: load them with load_split_folders(root, ...) "
                          f"or load_train_val(root, ...) instead of taking 'train' and 'val' for classes")
     if not names:
-        raise ValueError(f"no class folders in {root}: expected one sub-folder per class, "
+        raise UserInputError(f"no class folders in {root}: expected one sub-folder per class, "
                          f"e.g. {os.path.join(root, 'cat')} and {os.path.join(root, 'dog')}")
     if len(names) == 1:
-        raise ValueError(f"only one class folder ({names[0]!r}) in {root}: a classifier needs at least two")
+        raise UserInputError(f"only one class folder ({names[0]!r}) in {root}: a classifier needs at least two")
     return names
 
 
@@ -192,7 +193,7 @@ def list_class_files(root, class_names):
     for label, name in enumerate(class_names):
         found = _walk_visible_files(root, name)
         if not found:
-            raise ValueError(f"class folder {os.path.join(root, name)} is empty: it holds no (visible) files")
+            raise UserInputError(f"class folder {os.path.join(root, name)} is empty: it holds no (visible) files")
         files += found
         labels += [label] * len(found)
     stray = sorted(n for n in os.listdir(root) if _visible(n) and os.path.isfile(os.path.join(root, n)))
@@ -241,11 +242,11 @@ def _check_every_class_read(root, class_names, files, labels, kept, skipped):
     def first_reasons():
         return "; ".join(f"{rel}: {reason}" for rel, reason in skipped[:3])
     if not kept:
-        raise ValueError(f"no readable image under {root}: all {len(files)} files failed ({first_reasons()})")
+        raise UserInputError(f"no readable image under {root}: all {len(files)} files failed ({first_reasons()})")
     read_per_class = np.bincount([labels[i] for i in kept], minlength=len(class_names))
     for label, count in enumerate(read_per_class):
         if count == 0:
-            raise ValueError(f"no readable image in class folder {os.path.join(root, class_names[label])}: "
+            raise UserInputError(f"no readable image in class folder {os.path.join(root, class_names[label])}: "
                              f"every file failed to decode ({first_reasons()})")
 
 
@@ -278,7 +279,8 @@ def _cache_key(root, rel_files, settings):
     digest = hashlib.sha256(json.dumps([CACHE_FORMAT, root, settings]).encode())
     for rel in rel_files:
         stat = os.stat(os.path.join(root, rel))
-        digest.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        # os.fsencode: a file name that is not valid UTF-8 (its bytes kept as surrogates) hashes by its bytes
+        digest.update(os.fsencode(rel) + f"\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 
@@ -323,16 +325,9 @@ def _write_cache(cache, key, root, settings, class_names, pixels, kept, skipped)
 
 
 def _write_atomically(path, write):
-    """Write through `write(file)` to a temporary file beside `path`, then rename it over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write through `write(file)` to a temporary file beside `path`, then rename it over `path` (following
+    the umask; saving.write_atomically)."""
+    write_atomically(path, write, suffix=os.path.splitext(path)[1])
 
 
 def _remove_outdated_entries(cache, root, settings):

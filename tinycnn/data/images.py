@@ -30,6 +30,8 @@ The steps, each a small function below:
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..checks import UserInputError
+
 RESIZE_MODES = ("stretch", "crop", "pad")
 _BILINEAR = Image.Resampling.BILINEAR
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -37,7 +39,7 @@ _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _WHITE = (255, 255, 255, 255)
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(UserInputError):
     """A file could not be read as an image; the message names the file and Pillow's reason."""
 
 
