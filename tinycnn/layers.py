@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from . import functional as F
+from .keras_tensor import call_symbolic, is_symbolic
 from .nn import Module, Parameter
 from .ops.batchnorm import batch_norm_activation
 from .ops.conv import conv2d_activation, conv2d_channels_last, conv2d_relu, conv2d_relu_maxpool2
@@ -88,6 +89,8 @@ class Layer(Module):
 
     def __call__(self, x, **kwargs):
         """Build on the first input, then forward(x, **kwargs), naming this layer in any error."""
+        if is_symbolic(x):  # the functional API: record the call (tinycnn/keras_tensor.py)
+            return call_symbolic(self, x)
         if not isinstance(x, Tensor):
             x = Tensor(x)
         with self.errors_named(x.shape):

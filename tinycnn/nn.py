@@ -16,6 +16,7 @@ Keras-style training API (`compile`, `fit`, `evaluate`, `predict`, `save`) from 
 """
 import numpy as np
 
+from .keras_tensor import call_symbolic, is_symbolic
 from .tensor import Tensor
 from .training import TrainingAPI
 
@@ -71,6 +72,8 @@ class Module(TrainingAPI):
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args, **kwargs):
+        if args and is_symbolic(args[0]):  # the functional API: record the call (tinycnn/keras_tensor.py)
+            return call_symbolic(self, args[0])
         return self.forward(*args, **kwargs)
 
     def get_config(self):

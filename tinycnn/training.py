@@ -19,6 +19,7 @@ import numpy as np
 
 from .device import kernels_for
 from .distributed import SingleProcess
+from .metrics import Mean, batch_value, final_value, reset_states
 from .fuse import inference_form
 from .random import generator
 from .tensor import Tensor, no_grad
@@ -47,7 +48,7 @@ class TrainingAPI:
         from . import losses, metrics as metrics_module, optimizers
         self._ensure_built()
         self.loss = losses.get(loss)
-        self.metrics = [metrics_module.get(m) for m in (metrics or [])]
+        self.metrics = [metrics_module.get(m, loss=self.loss) for m in (metrics or [])]
         if hasattr(optimizer, "step") and hasattr(optimizer, "zero_grad"):
             self.optimizer, self._optimizer_spec = optimizer, None
         else:  # built now, or at the start of fit once a first batch has created the weights
@@ -219,10 +220,11 @@ class TrainingAPI:
         self._ensure_built()
         rows = dist.shard(range(len(x)))  # this rank's contiguous share: all of it for one process
         per_rank_batch = max(1, math.ceil(batch_size / dist.size))
+        reset_states(self.metrics)  # a Metric counts this evaluation's batches only
         sums = dist.sum_values(lambda: self._evaluation_sums(x[rows.start:rows.stop], y[rows.start:rows.stop],
                                                              per_rank_batch), 2 + len(self.metrics))
         results = {"loss": sums[1] / sums[0]}
-        results.update({name: total / sums[0] for (name, _), total in zip(self.metrics, sums[2:])})
+        results.update({name: final_value(fn, total / sums[0]) for (name, fn), total in zip(self.metrics, sums[2:])})
         if verbose and dist.is_root:
             print(" - ".join(_format(k, v) for k, v in results.items()))
         return results if return_dict else list(results.values())
@@ -299,8 +301,8 @@ def _check_arrays(x, y, where):
 
 
 def _new_means(metrics):
-    from .metrics import Mean
-    return Mean(), [Mean() for _ in metrics]
+    """The loss's running mean and each metric's (a Metric's own counts, reset: tinycnn/metrics.py)."""
+    return Mean(), [Mean.of(fn) for _, fn in metrics]
 
 
 def _metric_values(metrics, yb, out):
@@ -308,7 +310,7 @@ def _metric_values(metrics, yb, out):
     if not metrics:
         return []
     pred = out.numpy()
-    return [float(fn(yb, pred)) for _, fn in metrics]
+    return [batch_value(fn, yb, pred) for _, fn in metrics]
 
 
 def _call_each(callbacks, method, *args):

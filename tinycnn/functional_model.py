@@ -1,0 +1,211 @@
+"""The Keras functional API: `Input`, layers called on symbolic tensors, `Model(inputs, outputs)`.
+
+    inputs = tinycnn.Input((64, 64, 3))
+    x = layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    skip = x
+    x = layers.MaxPooling2D()(x)
+    x = layers.Conv2DTranspose(16, 3, strides=2, padding="same")(x)
+    x = layers.concatenate([x, skip])
+    outputs = layers.Conv2D(2, 1, activation="softmax")(x)
+    model = tinycnn.Model(inputs, outputs)
+
+Each layer call on a KerasTensor is recorded as a Node (tinycnn/keras_tensor.py); the Model replays its Nodes
+in the order they were made (an order in which every Node's inputs come before it). Several inputs and outputs
+(lists), a layer called more than once (shared weights) and a Model or Sequential called as a layer all work.
+
+Shapes at the API are Keras' (H, W, C); like Sequential, the Model takes (N, H, W, C) arrays in fit/evaluate/
+predict, runs NCHW inside and returns channels-last image outputs. A layer built for channels-last tensors
+(data_format="channels_last", BatchNormalization(axis=-1)) is given them: the Model transposes around it.
+
+Weights are named by layer: `state_dict()` keys are "<layer name>.<weight>" ("block_1_expand.kernel"), so
+converted weights find their layer. `count_params()` counts as Keras: the batch norms' moving statistics too.
+"""
+import itertools
+
+from .keras_layout import keras_shape
+from .keras_tensor import KerasTensor, Node, call_in_layout
+from .layers import Input, InputLayer  # noqa: F401  (tinycnn.Input: the graph's sources, tinycnn/layers_input.py)
+from .nn import Module
+
+_model_numbers = itertools.count(1)
+
+
+class Model(Module):
+    input_format = "channels_last"
+
+    def __init__(self, inputs, outputs, name=None):
+        super().__init__()
+        self.name = name or f"model_{next(_model_numbers)}"
+        self._inputs_as_list = isinstance(inputs, (list, tuple))
+        self._outputs_as_list = isinstance(outputs, (list, tuple))
+        object.__setattr__(self, "inputs", list(inputs) if self._inputs_as_list else [inputs])
+        object.__setattr__(self, "outputs", list(outputs) if self._outputs_as_list else [outputs])
+        for t in self.inputs + self.outputs:
+            if not isinstance(t, KerasTensor):
+                raise TypeError(f"Model inputs and outputs must be symbolic tensors (from tinycnn.Input and layer "
+                                f"calls), got {type(t).__name__}")
+        object.__setattr__(self, "_nodes", _graph_nodes(self.inputs, self.outputs))
+        object.__setattr__(self, "layers", _unique_layers(self._nodes))
+        for layer in self.layers:
+            self._modules[layer.name] = layer
+        self.built, self._weights_built = True, True
+        self.build_input_shape = self.inputs[0].tensor_shape if len(self.inputs) == 1 else None
+
+    # ------------------------------------------------------------------ Keras' attributes
+    @property
+    def input(self):
+        return self.inputs if self._inputs_as_list else self.inputs[0]
+
+    @property
+    def output(self):
+        return self.outputs if self._outputs_as_list else self.outputs[0]
+
+    def get_layer(self, name=None, index=None):
+        if index is not None:
+            return self.layers[index]
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"model '{self.name}' has no layer named {name!r}")
+
+    # ------------------------------------------------------------------ running
+    def forward(self, *args):
+        values = list(args[0]) if len(args) == 1 and isinstance(args[0], (list, tuple)) else list(args)
+        if len(values) != len(self.inputs):
+            raise ValueError(f"model '{self.name}' takes {len(self.inputs)} input(s), got {len(values)}")
+        env = {}
+        for t, value in zip(self.inputs, values):
+            if tuple(value.shape[1:]) != t.tensor_shape:
+                raise ValueError(f"model '{self.name}': input '{t.node.layer.name}' expects samples of shape "
+                                 f"{keras_shape(t.tensor_shape)} (channels last), got "
+                                 f"{keras_shape(value.shape[1:])}")
+            env[id(t)] = value
+        for node in self._nodes:
+            if node.inputs is None:  # an InputLayer: its tensor is given
+                continue
+            out = call_in_layout(node.layer, node.arguments(env))
+            for t, value in zip(node.outputs, out if isinstance(out, (list, tuple)) else [out]):
+                env[id(t)] = value
+        outs = [env[id(t)] for t in self.outputs]
+        return outs if self._outputs_as_list else outs[0]
+
+    # ------------------------------------------------------------------ counting, summary
+    def count_params(self):
+        """Every weight, as Keras counts it: trainable parameters and the batch norms' moving statistics."""
+        return int(sum(p.size for p in self.parameters()) + sum(b.size for _, b in self.named_buffers()))
+
+    def summary(self, print_fn=print):
+        calls = {}  # node -> which call of its layer it is (Keras' "conv2d[1][0]": the second call)
+        for node in self._nodes:
+            calls[id(node)] = sum(n.layer is node.layer for n in self._nodes[:self._nodes.index(node)])
+        rows = [_summary_row(node, calls, self._nodes) for node in self._nodes]
+        widths = (max(len(r[0]) for r in rows) + 2, max(len(r[1]) for r in rows) + 2, 12)
+        rule = "_" * (sum(widths) + 30)
+        print_fn(f'Model: "{self.name}"')
+        print_fn(rule)
+        print_fn(f"{'Layer (type)':<{widths[0]}}{'Output Shape':<{widths[1]}}{'Param #':>{widths[2]}}  Connected to")
+        print_fn("=" * len(rule))
+        for name, shape, params, connected in rows:
+            print_fn(f"{name:<{widths[0]}}{shape:<{widths[1]}}{params:>{widths[2]}}  {connected}")
+        trainable = sum(p.size for p in self.parameters())
+        print_fn("=" * len(rule))
+        print_fn(f"Total params: {self.count_params():,}")
+        print_fn(f"Trainable params: {trainable:,}")
+        print_fn(f"Non-trainable params: {self.count_params() - trainable:,}")
+        print_fn(rule)
+
+    # ------------------------------------------------------------------ saving
+    def get_config(self):
+        """Layers (class + config, in order) and the graph: each node's layer and inputs as [node, tensor]
+        positions in the model's node list."""
+        position = {id(node): i for i, node in enumerate(self._nodes)}
+
+        def ref(t):
+            return [position[id(t.node)], t.index]
+
+        def refs(inputs):
+            return [ref(t) for t in inputs] if isinstance(inputs, list) else ref(inputs)
+
+        return {
+            "name": self.name,
+            "layers": [{"class": type(layer).__name__, "config": layer.get_config()} for layer in self.layers],
+            "nodes": [{"layer": node.layer.name, "inputs": None if node.inputs is None else refs(node.inputs)}
+                      for node in self._nodes],
+            "inputs": [ref(t) for t in self.inputs], "outputs": [ref(t) for t in self.outputs],
+            "inputs_as_list": self._inputs_as_list, "outputs_as_list": self._outputs_as_list,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        layers = {}
+        for spec in config["layers"]:
+            layer_class = Module.registry.get(spec["class"])
+            if layer_class is None:
+                raise ValueError(f"unknown layer class {spec['class']!r} in the model file (a user layer: import "
+                                 "the module that defines it before loading)")
+            layer = layer_class.from_config(spec["config"]) if hasattr(layer_class, "from_config") \
+                else layer_class(**spec["config"])
+            layers[spec["config"].get("name", getattr(layer, "name", None))] = layer
+        made = []  # each node's output tensors, in order
+        for spec in config["nodes"]:
+            layer = layers[spec["layer"]]
+            if spec["inputs"] is None:
+                made.append([layer.output])
+                continue
+            inputs = spec["inputs"]
+            args = [made[n][i] for n, i in inputs] if isinstance(inputs[0], list) else made[inputs[0]][inputs[1]]
+            out = layer(args)
+            made.append(out if isinstance(out, list) else [out])
+        inputs = [made[n][i] for n, i in config["inputs"]]
+        outputs = [made[n][i] for n, i in config["outputs"]]
+        return cls(inputs if config["inputs_as_list"] else inputs[0],
+                   outputs if config["outputs_as_list"] else outputs[0], name=config.get("name"))
+
+
+# ---------------------------------------------------------------------- graph helpers
+
+def _graph_nodes(inputs, outputs):
+    """The Nodes that lead from `inputs` to `outputs`, in creation order (a topological order)."""
+    given = {id(t) for t in inputs}
+    seen, stack = {}, list(outputs)
+    while stack:
+        t = stack.pop()
+        node = t.node
+        if id(node) in seen:
+            continue
+        seen[id(node)] = node
+        if node.inputs is None:
+            if id(t) not in given:
+                raise ValueError(f"graph disconnected: an output needs input '{node.layer.name}' (shape {t.shape}), "
+                                 "which is not among the model's inputs")
+            continue
+        stack.extend(node.input_list)
+    for t in inputs:
+        if id(t.node) not in seen:
+            seen[id(t.node)] = t.node  # an input no output uses: still a model input
+    return sorted(seen.values(), key=lambda node: node.id)
+
+
+def _unique_layers(nodes):
+    layers, names = [], {}
+    for node in nodes:
+        layer = node.layer
+        if any(layer is known for known in layers):
+            continue
+        name = getattr(layer, "name", None) or type(layer).__name__.lower()
+        if name in names:
+            raise ValueError(f"two different layers are named {name!r} in one model: layer names must be unique")
+        names[name] = layer
+        layers.append(layer)
+    return layers
+
+
+def _summary_row(node, calls, nodes):
+    layer = node.layer
+    params = 0
+    if calls[id(node)] == 0 and isinstance(layer, Module):
+        params = sum(p.size for p in layer.parameters()) + sum(b.size for _, b in layer.named_buffers())
+    shapes = [t.shape for t in node.outputs]
+    shape = str(shapes[0]) if len(shapes) == 1 else str(shapes)
+    connected = ", ".join(f"{t.node.layer.name}[{calls[id(t.node)]}][{t.index}]" for t in node.input_list)
+    return f"{layer.name} ({type(layer).__name__})", shape, f"{params:,}", connected
