@@ -82,7 +82,7 @@ def test_gradient_of_the_affine_parameters_only():
     batch_norm(x, None, None, w, b, training=True).backward(dy)
     x3 = x.numpy().reshape(4, 2, 9)
     _, mean, invstd, _ = ref.batch_norm_train_forward(x3, np.ones(2), np.zeros(2), 1e-5)
-    _, dgamma, dbeta = ref.batch_norm_backward(dy.reshape(4, 2, 9), x3, w.numpy(), mean, invstd)
+    _, dgamma, dbeta = ref.batch_norm_backward(dy.reshape(4, 2, 9), x3, w.numpy(), mean, invstd, True, True, True)
     np.testing.assert_allclose(w.grad, dgamma, rtol=1e-10)
     np.testing.assert_allclose(b.grad, dbeta, rtol=1e-10)
     assert x.grad is None
@@ -109,7 +109,7 @@ def test_train_forward_and_backward_kernels_match_reference(shape, dtype, seed):
         np.testing.assert_allclose(g, w, **tolerances(dtype), err_msg=name)
     mean, invstd = got[1], got[2]
     got = cpu.batch_norm_backward(dy3, x3, gamma, mean, invstd, True, True, True)
-    want = ref.batch_norm_backward(dy3.astype(np.float64), x3.astype(np.float64), gamma, mean, invstd)
+    want = ref.batch_norm_backward(dy3.astype(np.float64), x3.astype(np.float64), gamma, mean, invstd, True, True, True)
     for g, w, name in zip(got, want, ("dx3", "dgamma", "dbeta")):
         assert g.dtype == dtype, name
         np.testing.assert_allclose(g, w, rtol=1e-4 if dtype == np.float32 else 1e-9,
@@ -263,7 +263,7 @@ def test_fused_activation_kernels_match_reference(activation, dtype):
     np.testing.assert_allclose(y3, np.clip(z, 0, top), **tolerances(dtype))
     assert ((z > 0) & (z < top)).any() and (z < 0).any()
     dz = dy3 * ((z > 0) & (z < top))
-    expected = ref.batch_norm_backward(dz, x3, gamma, mean, invstd)
+    expected = ref.batch_norm_backward(dz, x3, gamma, mean, invstd, True, True, True)
     got = cpu.batch_norm_backward(dy3, x3, gamma, mean, invstd, True, True, True, y3=y3, activation=activation)
     for e, g in zip(expected, got):
         np.testing.assert_allclose(g, e, **tolerances(dtype))

@@ -55,7 +55,7 @@ def test_kernels_match_reference(dtype, case, activation, seed):
     np.testing.assert_allclose(y, to_last(ACTIVATIONS[activation](z)), **TOL[dtype])
 
     dy = rng.standard_normal(y.shape)
-    dxp, dw, db = ref.conv2d_backward(to_first(dy), xp, w, stride, (0, 0), dilation, groups)
+    dxp, dw, db = ref.conv2d_backward(to_first(dy), xp, w, stride, (0, 0), dilation, groups, True, True, True)
     top, _, left, _ = padding
     H, W = x.shape[2:]
     got = cpu.conv2d_channels_last_backward(dy.astype(dtype), to_last(x).astype(dtype), w.astype(dtype), stride,
@@ -93,7 +93,7 @@ def test_depthwise_many_channels_match_reference(dtype, C, stride, padding, dila
                                          padding, dilation, C, "relu6")
     np.testing.assert_allclose(y, to_last(np.clip(z, 0, 6)), **TOL[dtype])
     dy = rng.standard_normal(y.shape)
-    dxp, dw, db = ref.conv2d_backward(to_first(dy), xp, w, stride, (0, 0), dilation, C)
+    dxp, dw, db = ref.conv2d_backward(to_first(dy), xp, w, stride, (0, 0), dilation, C, True, True, True)
     top, _, left, _ = padding
     got = cpu.conv2d_channels_last_backward(dy.astype(dtype), to_last(x).astype(dtype), w.astype(dtype), stride,
                                             padding, dilation, C, True, True, True)
@@ -166,7 +166,7 @@ def test_batch_norm_rows_match_reference(dtype, rows, channels, activation, seed
 
     dy = rng.standard_normal(x.shape)
     dz = dy if activation is None else dy * ((y > 0) & (y < (6 if activation == "relu6" else np.inf)))
-    expected = ref_bn.batch_norm_backward(dz, x, gamma, mean, invstd)
+    expected = ref_bn.batch_norm_backward(dz, x, gamma, mean, invstd, True, True, True)
     for beta_given in (None, cast[2]):  # the mask read from y, or recomputed from x (γ x̂ + β)
         got = cpu_bn.batch_norm_backward(dy.astype(dtype), cast[0], cast[1], got_mean, got_invstd, True, True, True,
                                          y3=y, activation=activation, beta=beta_given)

@@ -198,7 +198,7 @@ def test_each_algorithm_matches_reference(algorithm, relu, dtype):
         got = algorithm.backward(dy.astype(dtype), y if relu else None, x.astype(dtype), x.shape, w.astype(dtype),
                                  w.shape, case["stride"], case["padding"], case["dilation"], case["groups"],
                                  True, True, True)
-        want = ref.conv2d_backward(dy * (z > 0) if relu else dy, x, w, *geometry)
+        want = ref.conv2d_backward(dy * (z > 0) if relu else dy, x, w, *geometry, True, True, True)
         for label, g, e in zip(("dx", "dw", "db"), got, want):
             assert g.dtype == dtype and g.shape == e.shape, (name, label)
             np.testing.assert_allclose(g, e, err_msg=f"{name}: {label}", **TOL[dtype])
@@ -271,7 +271,7 @@ def test_conv2d_kernels_match_reference(dtype, case, seed):
 
     dy = randn(rng, *y.shape).astype(dtype)
     got = cpu.conv2d_backward(dy, x, w, *_geometry(case), True, True, True)
-    expected = ref.conv2d_backward(dy, x, w, *_geometry(case))
+    expected = ref.conv2d_backward(dy, x, w, *_geometry(case), True, True, True)
     for name, g, e in zip(("dx", "dw", "db"), got, expected):
         assert g.dtype == dtype and g.shape == e.shape, name
         np.testing.assert_allclose(g, e, err_msg=name, **TOL[dtype])
@@ -320,7 +320,8 @@ def test_gemm_path_in_several_chunks_of_images(monkeypatch):
     monkeypatch.setattr(cpu.im2col, "COLS_BUDGET_BYTES", 1)
     assert cpu.im2col._image_chunks(3, 1000) == [(0, 1), (1, 2), (2, 3)]
     np.testing.assert_allclose(cpu.conv2d_forward(x, w, None, *geometry), ref.conv2d_forward(x, w, None, *geometry))
-    for g, e in zip(cpu.conv2d_backward(dy, x, w, *geometry, True, True, True), ref.conv2d_backward(dy, x, w, *geometry)):
+    needs = True, True, True
+    for g, e in zip(cpu.conv2d_backward(dy, x, w, *geometry, *needs), ref.conv2d_backward(dy, x, w, *geometry, *needs)):
         np.testing.assert_allclose(g, e, atol=1e-12)
 
 

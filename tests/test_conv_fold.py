@@ -54,7 +54,7 @@ def test_uneven_padding_kernels_match_reference(dtype, case, seed):
     np.testing.assert_allclose(y, expected, **TOL[dtype])
 
     dy = randn(rng, *y.shape)
-    dxp, dw, db = ref.conv2d_backward(dy, xp, w, stride, (0, 0), dilation, groups)
+    dxp, dw, db = ref.conv2d_backward(dy, xp, w, stride, (0, 0), dilation, groups, True, True, True)
     top, _, left, _ = padding
     H, W = x.shape[2:]
     got = cpu.conv2d_backward(dy.astype(dtype), x.astype(dtype), w.astype(dtype), stride, padding, dilation, groups,

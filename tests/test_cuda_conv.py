@@ -63,7 +63,7 @@ def check_conv2d(case, seed):
     assert_close(host(y), want, dtype, K)
     dy = rng.standard_normal(want.shape).astype(dtype)
     got = gpu.conv2d_backward(dev(dy), dev(x), dev(w), *geometry, True, True, case["bias"])
-    expected = ref.conv2d_backward(f64(dy), f64(x), f64(w), *geometry)
+    expected = ref.conv2d_backward(f64(dy), f64(x), f64(w), *geometry, True, True, True)
     N, F, OH, OW = want.shape
     for g, r, terms in zip(got, expected, (F * K, N * OH * OW, N * OH * OW)):
         if g is None:

@@ -85,7 +85,8 @@ def test_fused_kernels_match_reference(name, dtype):
     np.testing.assert_allclose(y, np.maximum(z, 0), **TOL[dtype])
     dy = randn(rng, *y.shape)
     got = cpu.conv2d_bias_relu_backward(dy.astype(dtype), y, x, w, *geometry, True, True, True)
-    expected = ref.conv2d_backward(dy * (z > 0), x.astype(np.float64), w.astype(np.float64), *geometry)
+    expected = ref.conv2d_backward(dy * (z > 0), x.astype(np.float64), w.astype(np.float64), *geometry,
+                                   True, True, True)
     for label, g, e in zip(("dx", "dw", "db"), got, expected):
         assert g.dtype == dtype and g.shape == e.shape, label
         np.testing.assert_allclose(g, e, err_msg=label, **TOL[dtype])
@@ -106,7 +107,8 @@ def test_fused_kernels_match_reference_random(dtype, case, seed):
     dy = randn(rng, *y.shape)
     got = cpu.conv2d_bias_relu_backward(dy.astype(dtype), y, x.astype(dtype), w.astype(dtype), *geometry,
                                         True, True, True)
-    for label, g, e in zip(("dx", "dw", "db"), got, ref.conv2d_backward(dy * (z > 0), x, w, *geometry)):
+    want = ref.conv2d_backward(dy * (z > 0), x, w, *geometry, True, True, True)
+    for label, g, e in zip(("dx", "dw", "db"), got, want):
         np.testing.assert_allclose(g, e, err_msg=label, **TOL[dtype])
 
 
@@ -125,7 +127,7 @@ def test_winograd_matches_reference(hw, padding, dtype):
     np.testing.assert_allclose(y, expected_y, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"] * scale)
     dy = randn(rng, *y.shape)
     got = cpu.conv2d_backward(dy.astype(dtype), x.astype(dtype), w.astype(dtype), *geometry, True, True, True)
-    for label, g, e in zip(("dx", "dw", "db"), got, ref.conv2d_backward(dy, x, w, *geometry)):
+    for label, g, e in zip(("dx", "dw", "db"), got, ref.conv2d_backward(dy, x, w, *geometry, True, True, True)):
         assert g.dtype == dtype, label
         np.testing.assert_allclose(g, e, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"] * np.abs(e).max(),
                                    err_msg=label)

@@ -1,1 +1,16 @@
-"""CPU kernels: Numba `@njit(cache=True)` functions, one file per op family (see kernels/README.md)."""
+"""CPU kernels: Numba `@njit(cache=True)` functions, one file per op family (see kernels/README.md).
+
+CAPABILITIES: the kernel families this backend provides and the optional parts of the contract
+(kernels/contract.py) each one implements, declared here rather than probed.
+"""
+from tinycnn import _start_cpu_thread_pool
+
+_start_cpu_thread_pool()  # with tinycnn's thread settings, before a kernel can start it (tinycnn/__init__.py)
+
+CAPABILITIES = {
+    "elementwise": set(), "reduce": set(), "linear": set(),
+    "conv": {"asymmetric_padding", "fused_relu", "fused_activation", "fused_relu_maxpool2", "channels_last"},
+    "pool": set(), "interpolate": set(), "activation": set(), "softmax": set(),
+    "batchnorm": {"fused_activation"},
+    "dropout": set(), "loss": set(), "optim": set(),
+}

@@ -26,14 +26,17 @@ def batch_norm_eval_forward(x3, gamma, beta, running_mean, running_var, eps):
     return x_hat * _per_channel(gamma) + _per_channel(beta)
 
 
-def batch_norm_backward(dy3, x3, gamma, mean, invstd):
+def batch_norm_backward(dy3, x3, gamma, mean, invstd, need_dx, need_dgamma, need_dbeta):
+    """(dx3, dgamma, dbeta), None for what is not needed (the kernel contract's `need_*` flags)."""
     count = x3.shape[0] * x3.shape[2]
     x_hat = (x3 - _per_channel(mean)) * _per_channel(invstd)
     dbeta = dy3.sum(axis=(0, 2))
     dgamma = (dy3 * x_hat).sum(axis=(0, 2))
     dx3 = _per_channel(gamma * invstd) * (dy3 - _per_channel(dbeta) / count - x_hat * _per_channel(dgamma) / count)
-    return dx3, dgamma, dbeta
+    return tuple(g if need else None for g, need in zip((dx3, dgamma, dbeta), (need_dx, need_dgamma, need_dbeta)))
 
 
 def update_running(running, batch_value, momentum):
-    return (1 - momentum) * running + momentum * batch_value
+    """running = (1 − momentum)·running + momentum·batch_value, in place (also returned)."""
+    running[...] = (1 - momentum) * running + momentum * batch_value
+    return running

@@ -57,8 +57,9 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups):
     return y
 
 
-def conv2d_backward(dy, x, w, stride, padding, dilation, groups):
-    """Returns (dx, dw, db): each product of the forward sends its gradient back to both factors."""
+def conv2d_backward(dy, x, w, stride, padding, dilation, groups, need_dx, need_dw, need_db):
+    """Returns (dx, dw, db), None for what is not needed: each product of the forward sends its gradient back
+    to both factors."""
     F, Cg, KH, KW = w.shape
     Fg = F // groups
     OH, OW = dy.shape[2:]
@@ -74,7 +75,11 @@ def conv2d_backward(dy, x, w, stride, padding, dilation, groups):
                 dw[fs, :, i, j] = np.einsum("nfhw,nchw->fc", dy[:, fs], xp[:, xs, rows, cols])
     ph, pw = padding
     dx = dxp[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]]
-    return dx, dw, dy.sum(axis=(0, 2, 3))
+    return _needed((dx, dw, dy.sum(axis=(0, 2, 3))), (need_dx, need_dw, need_db))
+
+
+def _needed(grads, needs):
+    return tuple(g if need else None for g, need in zip(grads, needs))
 
 
 def conv_transpose2d_forward(x, w, b, stride, padding, output_padding, dilation, groups):
@@ -96,6 +101,16 @@ def conv_transpose2d_forward(x, w, b, stride, padding, output_padding, dilation,
     if b is not None:
         y += b[None, :, None, None]
     return y
+
+
+def conv_transpose2d_backward(dy, x, w, stride, padding, output_padding, dilation, groups, need_dx, need_dw, need_db):
+    """The transposed conv is the adjoint of conv2d(·, w): y = conv2dᵀ x. So dx = conv2d(dy, w) (its rows past
+    x's size, which output_padding ≥ stride can give, dropped), and dw is conv2d's weight gradient with the
+    roles of input and output gradient swapped: conv2d of input dy, output gradient x."""
+    N, C, H, W = x.shape
+    dx = conv2d_forward(dy, w, None, stride, padding, dilation, groups)[:, :, :H, :W]
+    dw = conv2d_backward(x, dy, w, stride, padding, dilation, groups, False, True, False)[1]
+    return _needed((dx, dw, dy.sum(axis=(0, 2, 3))), (need_dx, need_dw, need_db))
 
 
 def pad2d_forward(x, pad, value):
