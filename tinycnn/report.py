@@ -141,6 +141,7 @@ table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.92em; }
 td, th { border: 1px solid #ddd; padding: 3px 10px; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+.row { display: flex; flex-wrap: wrap; gap: 2em; align-items: flex-start; } .row figcaption { max-width: 460px; }
 .note { background: #fff8e0; padding: 0.5em 0.8em; border-left: 4px solid #e0b000; }
 """
 
@@ -152,8 +153,8 @@ def _table(header, rows):
         if isinstance(value, int):
             return f'<td class="num">{value}</td>'
         return f"<td>{html.escape(str(value))}</td>"
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    return f"<table><tr>{head}</tr>" + "".join("<tr>" + "".join(map(cell, r)) + "</tr>" for r in rows) + "</table>"
+    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" if header else ""
+    return f"<table>{head}" + "".join("<tr>" + "".join(map(cell, r)) + "</tr>" for r in rows) + "</table>"
 
 
 def _history(run, meta):
@@ -169,7 +170,7 @@ def overview(page, model_path, meta, history):
             ["epochs trained", len(history)], ["epoch of this model", best_epoch if best_epoch is not None else "?"]]
     if best:
         rows += [[key, value] for key, value in best.items() if key.startswith("val_")]
-    page.section("overview", "Overview", _table(["", ""], rows))
+    page.section("overview", "Overview", _table(None, rows))
 
 
 def filters_section(page, model):
@@ -186,7 +187,8 @@ def filters_section(page, model):
 def maps_section(page, model, example):
     """example: (one model input, a caption naming it)."""
     x, name = example
-    figures = []
+    picture = visualize.as_picture(x if model.input_format == "channels_last" else np.transpose(x, (1, 2, 0)))
+    figures = [page.figure("maps_input", visualize.fit_picture(picture, 192, 192), "the input")]
     for index, (block, maps) in enumerate(visualize.feature_maps(model, x)):
         shown = min(len(maps), 16)
         figures.append(page.figure(f"maps_{index:02d}", visualize.feature_map_grid(maps, max_channels=shown),

@@ -33,18 +33,20 @@ def classifier_sections(page, model, meta, data):
     margin = ranked[:, -1] - ranked[:, -2]   # 0 on the decision boundary
 
     per_class = [[n, m["precision"], m["recall"], m["f1"], m["support"]] for n, m in report["per_class"].items()]
-    body = (f"<p>{len(images)} images: {html.escape(source)}. Accuracy <b>{report['accuracy']:.4f}</b>.</p>"
-            + page.figure("confusion", visualize.confusion_matrix_image(report["confusion_matrix"], names),
+    matrix = (page.figure("confusion", visualize.confusion_matrix_image(report["confusion_matrix"], names),
                           "Rows: the true class; columns: the predicted one. Shade and percentage: the share of "
                           "the row (so the diagonal reads as each class's recall).")
-            + _table(["class", "precision", "recall", "F1", "images"], per_class))
+              + _table(["class", "precision", "recall", "F1", "images"], per_class))
+    curve = ""
     if len(names) == 2:
         precision, recall, thresholds = precision_recall(probabilities[:, 1], images.labels == 1)
-        body += page.figure("precision_recall", visualize.plot_curves(pr_panel(precision, recall, thresholds,
+        curve = page.figure("precision_recall", visualize.plot_curves(pr_panel(precision, recall, thresholds,
                                                                                f"{names[1]} as positive")),
                             f"Precision and recall of <i>{html.escape(names[1])}</i> as the score threshold "
                             "moves; the star is the threshold 0.5 the model's predictions use.")
-    page.section("classification", "Confusion matrix and per-class precision / recall", body)
+    page.section("classification", "Confusion matrix and per-class precision / recall",
+                 f"<p>{len(images)} images: {html.escape(source)}. Accuracy <b>{report['accuracy']:.4f}</b>.</p>"
+                 f'<div class="row"><div>{matrix}</div>{curve}</div>')
 
     wrong = np.flatnonzero(predicted != images.labels)
     wrong = wrong[np.argsort(-confidence[wrong], kind="stable")][:GRID_SIZE]

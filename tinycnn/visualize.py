@@ -403,7 +403,10 @@ def feature_map_grid(maps, path=None, max_channels=16, tile=64, columns=16):
     maps = np.asarray(maps, np.float32)
     if maps.ndim != 3:
         raise ValueError(f"feature_map_grid takes (C, H, W) maps, got shape {maps.shape}")
-    tiles = [Image.fromarray(colour_map(channel)) for channel in maps[:max_channels]]
+    height = max(1, round(tile * maps.shape[1] / max(maps.shape[1:])))
+    width = max(1, round(tile * maps.shape[2] / max(maps.shape[1:])))
+    tiles = [Image.fromarray(colour_map(channel)).resize((width, height), Image.Resampling.NEAREST)
+             for channel in maps[:max_channels]]
     return _finish(_tile_grid(tiles, columns, tile), path)
 
 
