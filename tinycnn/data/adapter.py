@@ -137,6 +137,8 @@ class BatchStream:
 
     def epoch(self):
         """One epoch's batches, each (x, y, sample_weight) (y and sample_weight may be None)."""
+        if not self.steps_given and self._first is None:
+            self._pending = None        # each epoch a fresh pass (the first one may have begun with first())
         count = 0
         while self.steps is None or count < self.steps:
             batch = self._next_raw(restart=self.steps_given)

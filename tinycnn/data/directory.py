@@ -65,6 +65,9 @@ def image_dataset_from_directory(directory, labels="inferred", label_mode="int",
     _check_arguments(root, labels, label_mode, class_names, color_mode, batch_size, image_size, shuffle, seed,
                      validation_split, subset, interpolation)
     files, label_ids, class_names, stray = _list_files(root, labels, class_names, label_mode)
+    if label_mode == "binary" and len(class_names) != 2:
+        raise ValueError(f'{root}: label_mode="binary" needs exactly two classes, found {len(class_names)}: '
+                         f"{class_names[:5]}")
     if shuffle and seed is None:
         from ..random import generator
         seed = int(generator().integers(1_000_000))
