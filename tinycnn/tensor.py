@@ -5,6 +5,8 @@ from tensors that require a gradient, the `Function` that made it (`._ctx`). `ba
 from the output back to the leaves in reverse topological order, calling each Function's local `backward`
 and accumulating (`+=`) the gradients of every input, so a tensor used twice receives both contributions.
 
+Tensor's arithmetic (`a + b`, `a @ b`, `a.sum()`, ...) is defined in ops/basic.py, which attaches it here.
+
 An op is a `Function` subclass with a `forward(*arrays)` and, right beside it, its `backward(grad)` that
 returns one gradient per tensor input (or None). `self.k` is the kernel set of the inputs' device, so ops
 never test which device they run on.
@@ -181,34 +183,10 @@ class Tensor:
         so that values computed from it (a batch norm folded into a conv, fuse.py) are computed again."""
         self.version += 1
 
-    # ------------------------------------------------------------------ operators (see ops/basic.py)
-    def __add__(self, other): return _basic().add(self, other)
-    def __radd__(self, other): return _basic().add(other, self)
-    def __sub__(self, other): return _basic().sub(self, other)
-    def __rsub__(self, other): return _basic().sub(other, self)
-    def __mul__(self, other): return _basic().mul(self, other)
-    def __rmul__(self, other): return _basic().mul(other, self)
-    def __truediv__(self, other): return _basic().div(self, other)
-    def __rtruediv__(self, other): return _basic().div(other, self)
-    def __neg__(self): return _basic().neg(self)
-    def __pow__(self, p): return _basic().pow(self, p)
-    def __matmul__(self, other): return _basic().matmul(self, other)
-    def __getitem__(self, index): return _basic().getitem(self, index)
-
-    def exp(self): return _basic().exp(self)
-    def log(self): return _basic().log(self)
-    def sqrt(self): return _basic().sqrt(self)
-    def reshape(self, *shape): return _basic().reshape(self, shape[0] if len(shape) == 1 else shape)
-    def flatten(self, start_dim=1): return _basic().flatten(self, start_dim)
-    def transpose(self, *axes): return _basic().transpose(self, axes[0] if len(axes) == 1 else (axes or None))
-    def sum(self, axis=None, keepdims=False): return _basic().sum(self, axis, keepdims)
-    def mean(self, axis=None, keepdims=False): return _basic().mean(self, axis, keepdims)
-    def max(self, axis=None, keepdims=False): return _basic().max(self, axis, keepdims)
-
-
-def _basic():
-    from .ops import basic
-    return basic
+    # ------------------------------------------------------------------ operators
+    # + - * / ** @ [], exp, log, sqrt, reshape, flatten, transpose, sum, mean, max: the ops of ops/basic.py,
+    # which attaches them to Tensor when it is imported (tinycnn/__init__.py imports it before anything
+    # else can make a tensor). They live there, beside their backward, and this file needs no import of them.
 
 
 def _topological_order(root):

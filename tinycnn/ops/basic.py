@@ -278,3 +278,34 @@ def cat(tensors, axis=0):
 
 def getitem(a, index):
     return GetItem.apply(a, index)
+
+
+# ---------------------------------------------------------------------- Tensor's operators and methods
+# tensor.py defines the Tensor and its autograd and imports no op: the arithmetic on it is attached here, so
+# that the two modules do not import each other.
+
+TENSOR_METHODS = {
+    "__add__": lambda self, other: add(self, other),
+    "__radd__": lambda self, other: add(other, self),
+    "__sub__": lambda self, other: sub(self, other),
+    "__rsub__": lambda self, other: sub(other, self),
+    "__mul__": lambda self, other: mul(self, other),
+    "__rmul__": lambda self, other: mul(other, self),
+    "__truediv__": lambda self, other: div(self, other),
+    "__rtruediv__": lambda self, other: div(other, self),
+    "__neg__": neg,
+    "__pow__": pow,
+    "__matmul__": matmul,
+    "__getitem__": getitem,
+    "exp": exp,
+    "log": log,
+    "sqrt": sqrt,
+    "reshape": lambda self, *shape: reshape(self, shape[0] if len(shape) == 1 else shape),
+    "flatten": flatten,
+    "transpose": lambda self, *axes: transpose(self, axes[0] if len(axes) == 1 else (axes or None)),
+    "sum": sum,
+    "mean": mean,
+    "max": max,
+}
+for _name, _method in TENSOR_METHODS.items():
+    setattr(Tensor, _name, _method)
