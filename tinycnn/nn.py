@@ -17,6 +17,7 @@ Keras-style training API (`compile`, `fit`, `evaluate`, `predict`, `save`) from 
 import numpy as np
 
 from .keras_tensor import call_symbolic, is_symbolic
+from .registry import CLASSES
 from .tensor import Tensor
 from .training import TrainingAPI
 
@@ -29,7 +30,7 @@ class Parameter(Tensor):
 
 
 class Module(TrainingAPI):
-    registry = {}  # class name -> class, for load_model (never unpickles: it rebuilds from a config)
+    registry = CLASSES  # "module.Class" -> class, for load_model (it rebuilds from a config: registry.py)
     input_format = "channels_first"  # fit/predict take (N, C, H, W) arrays; Sequential says channels_last
     # What the inference pass (tinycnn/fuse.py) may fuse, declared: `fusable`, (conv, batch norm[, activation])
     # attribute names whose layers forward applies one straight after the other; `sequence`, the attribute of
@@ -39,7 +40,7 @@ class Module(TrainingAPI):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        Module.registry[cls.__name__] = cls
+        CLASSES.register(cls)
 
     def __init__(self):
         object.__setattr__(self, "_parameters", {})

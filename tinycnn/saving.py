@@ -34,6 +34,7 @@ import zipfile
 import numpy as np
 
 from .checks import UserInputError
+from .registry import CLASSES, AmbiguousClassError
 
 FORMAT = "tinycnn-model"
 VERSION = 1
@@ -148,10 +149,9 @@ def load_model(path, device="cpu", compile=True, allow_nonfinite=False, max_byte
     optimizer with its state, so that training can resume. See the module docstring for what is checked;
     allow_nonfinite=True loads weights holding NaN or inf (with a NonFiniteWeightsWarning)."""
     from . import losses
-    from .nn import Module
     path = os.fspath(path)
     header, arrays = _read(path, max_bytes=max_bytes, allow_nonfinite=allow_nonfinite)
-    model_class = _model_class(header, Module.registry, path)
+    model_class = _model_class(header, path)
     config = header.get("config") or {}
     with _field(path, "config", f"cannot build a {header['class']} from it"):
         model = model_class.from_config(config) if hasattr(model_class, "from_config") else model_class(**config)
@@ -437,17 +437,23 @@ def _checked_build(layer, prefix, weights, path):
     return checked
 
 
-def _model_class(header, registry, path):
+def _model_class(header, path):
+    """The registered class of the file's (module, class); a file that stores a bare class name (from before
+    the registry was keyed by module) finds it by that name alone when only one class has it."""
     name, module = header.get("class"), header.get("module", "")
-    if name not in registry and module.startswith("tinycnn."):
+    if module.startswith("tinycnn.") and f"{module}.{name}" not in CLASSES:
         try:  # the task models live in tinycnn.tasks.*: importing our own package runs no foreign code
             importlib.import_module(module)
         except ImportError:
             pass
-    if name not in registry:
+    try:
+        found = CLASSES.lookup(name, module)
+    except AmbiguousClassError as error:
+        raise ModelFileError(f"{path}: {error}") from None
+    if found is None:
         raise ModelFileError(f"{path}: unknown model class {name!r} (defined in {module!r}); import the module "
                              "that defines it before load_model")
-    return registry[name]
+    return found
 
 
 def _split_arrays(obj, prefix, arrays):
