@@ -127,7 +127,8 @@ def _box_sections(page, photos, outputs, where):
     ious = box_iou(boxes, truth)
     metrics = box_metrics(boxes, truth)
     order = np.argsort(ious, kind="stable")[:GRID_SIZE]
-    pictures = [visualize.draw_boxes(_photo(photos.records[i]), boxes[i], photos.records[i].boxes) for i in order]
+    pictures = [visualize.crop_around(visualize.draw_boxes(_photo(photos.records[i]), boxes[i], photos.records[i].boxes),
+                                      np.concatenate([boxes[i][None], photos.records[i].boxes])) for i in order]
     captions = [f"IoU {ious[i]:.2f}\n{Path(photos.records[i].path).name}" for i in order]
     thresholds = np.linspace(0, 1, 101)
     found = [float(np.mean(ious >= t)) for t in thresholds]
@@ -135,10 +136,11 @@ def _box_sections(page, photos, outputs, where):
                             found)], xlabel="IoU threshold", ylabel="share of photos (= precision = recall)",
                             integer_x=False, limits=(0, 1, 0, 1.02))
     panel.mark = (0.5, metrics["share_iou_ge_0.5"], f"IoU 0.5: {metrics['share_iou_ge_0.5']:.0%} of photos")
-    page.section("photos", "Photos, worst IoU first", f"<p>{html.escape(where)}. " + _metrics_text(metrics)
-                 + "</p>" + page.figure("photos", visualize.image_grid(pictures, captions, columns=4, tile=(280, 210)),
+    page.section("photos", "Photos, worst IoU first", f"<p>{html.escape(where)}.</p>" + _metrics_table(metrics)
+                 + page.figure("photos", visualize.image_grid(pictures, captions, columns=4, tile=(280, 210)),
                                         "Predicted box red, true boxes green (the model is trained on the largest "
-                                        "plate; IoU is against it), in the photo's own pixels."))
+                                        "plate; IoU is against it), in the photo's own pixels; each photo cut to "
+                                        "the part around its boxes."))
     page.section("precision-recall", "Precision and recall against the IoU threshold", page.figure(
         "iou_threshold", visualize.plot_curves(panel),
         "The box regressor predicts exactly one box per photo and gives it no score, so there is no score "
@@ -149,20 +151,23 @@ def _box_sections(page, photos, outputs, where):
 
 
 def _seg_sections(page, model, photos, outputs, where):
-    from .tasks.box_ops import mask_dice, mask_iou
+    from .tasks.box_ops import mask_dice, mask_iou, mask_to_box
     from .tasks.plates_seg import evaluate_on, plate_mask
     masks = [plate_mask(photo, output) for photo, output in zip(photos.photos, outputs)]
     truths = [photo.mask > 0 for photo in photos.photos]
     ious = np.array([float(mask_iou(m, t)) for m, t in zip(masks, truths)])
     dices = [float(mask_dice(m, t)) for m, t in zip(masks, truths)]
     order = np.argsort(ious, kind="stable")[:GRID_SIZE]
-    pictures = [visualize.overlay_mask(_photo(photos.records[i]), masks[i], truths[i]) for i in order]
+    pictures = [visualize.crop_around(visualize.overlay_mask(_photo(photos.records[i]), masks[i], truths[i]),
+                                      [b for b in (mask_to_box(masks[i]), mask_to_box(truths[i])) if b is not None])
+                for i in order]
     captions = [f"IoU {ious[i]:.2f}  Dice {dices[i]:.2f}\n{Path(photos.records[i].path).name}" for i in order]
-    page.section("photos", "Photos, worst IoU first", f"<p>{html.escape(where)}. "
-                 + _metrics_text(evaluate_on(model, photos)) + "</p>"
+    page.section("photos", "Photos, worst IoU first", f"<p>{html.escape(where)}.</p>"
+                 + _metrics_table(evaluate_on(model, photos))
                  + page.figure("photos", visualize.image_grid(pictures, captions, columns=4, tile=(280, 210)),
                                "Predicted plate pixels tinted red (probability above 0.5), the true mask's outline "
-                               "green; IoU and Dice of each photo at its own resolution."))
+                               "green; IoU and Dice of each photo at its own resolution; each photo cut to the "
+                               "part around its plates."))
     scores = np.concatenate([photo.map_to_photo(output[1]).ravel() for photo, output in zip(photos.photos, outputs)])
     precision, recall, thresholds = precision_recall(scores, np.concatenate([t.ravel() for t in truths]))
     page.section("precision-recall", "Pixel precision-recall", page.figure(
@@ -177,6 +182,7 @@ def _photo(record):
     return load_image(record.path)
 
 
-def _metrics_text(metrics):
-    shown = {k: v for k, v in metrics.items() if isinstance(v, float)}
-    return "; ".join(f"{k} <b>{v:.3f}</b>" for k, v in shown.items())
+def _metrics_table(metrics):
+    """The task's evaluate numbers as a table: python -m tinycnn.evaluate prints the same."""
+    return _table(["metric (as tinycnn.evaluate)", "value"],
+                  [[k, v] for k, v in metrics.items() if isinstance(v, (int, float))])

@@ -524,6 +524,23 @@ def fit_picture(picture, width, height):
     return picture.resize(size, Image.Resampling.LANCZOS) if size != picture.size else picture
 
 
+def crop_around(picture, boxes, margin=1.0, min_share=0.5):
+    """The part of a PIL picture around `boxes` (xmin, ymin, xmax, ymax): their union grown by `margin` times its
+    size on each side, at least `min_share` of the picture's side, with the picture's aspect ratio; the whole
+    picture when there is no box."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    if not len(boxes):
+        return picture
+    (x0, y0), (x1, y1) = boxes[:, :2].min(axis=0), boxes[:, 2:].max(axis=0)
+    width, height = picture.size
+    crop_w = max((x1 - x0) * (1 + 2 * margin), (y1 - y0) * (1 + 2 * margin) * width / height, width * min_share)
+    crop_w = min(crop_w, width)
+    crop_h = crop_w * height / width
+    left = min(max((x0 + x1 - crop_w) / 2, 0), width - crop_w)
+    top = min(max((y0 + y1 - crop_h) / 2, 0), height - crop_h)
+    return picture.crop((round(left), round(top), round(left + crop_w), round(top + crop_h)))
+
+
 def as_picture(image):
     """A PIL RGB image from a PIL image or an (H, W, 3) / (H, W, 1) / (H, W) array, float [0, 1] or uint8."""
     if isinstance(image, Image.Image):
