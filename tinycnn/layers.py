@@ -536,6 +536,7 @@ def _apply_padding(x, padding, kernel, strides, dilation, fill=0.0, channels_las
 from .layers_activation import LeakyReLU, Softmax  # noqa: E402,F401
 from .layers_merge import (Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract, add, average,  # noqa: E402,F401
                            concatenate, maximum, minimum, multiply, subtract)
+from .layers_pooling import GlobalMaxPooling2D  # noqa: E402,F401
 from .layers_preprocessing import RandomFlip, Rescaling  # noqa: E402,F401
 from .layers_reshape import Cropping2D, Permute, Reshape, ZeroPadding2D  # noqa: E402,F401
 from .layers_separable_conv import SeparableConv2D  # noqa: E402,F401
