@@ -16,9 +16,9 @@ from PIL import Image
 import tinycnn
 from tinycnn import evaluate as evaluate_cli
 from tinycnn import predict as predict_cli
-from tinycnn import redact as redact_cli
 from tinycnn import train as train_cli
 from tinycnn.tasks import plates_box, plates_pipeline, plates_seg
+from tinycnn.tasks import redact as redact_cli
 from tinycnn.tasks.box_ops import box_iou, boxes_to_letterbox, fill_mask_from_boxes, mask_iou
 from tinycnn.tasks.plates_data import AnnotationError, load_image, read_plates
 from tinycnn.tasks.plates_models import InvertedResidual, PlateBoxRegressor, PlateSegmenter, scaled_channels
@@ -159,7 +159,8 @@ def test_seg_predict_prints_pixel_count_and_writes_overlay(seg_run, plates, tmp_
 def test_redact_changes_only_the_plate_region(box_run, plates, tmp_path, mode):
     image = plates / "test" / "test_00003.jpg"
     model_path = box_run / "best.tcnn"
-    assert redact_cli.main([str(model_path), str(image), "--mode", mode, "--out", str(tmp_path)]) == 0
+    from tinycnn import redact as entry_point  # python -m tinycnn.redact: loads tasks/redact.py by name
+    assert entry_point.main([str(model_path), str(image), "--mode", mode, "--out", str(tmp_path)]) == 0
     redacted = np.asarray(Image.open(tmp_path / "test_00003.png"))
     original = redact_cli.photo_pixels(image)
     model = tinycnn.load_model(model_path, compile=False)
