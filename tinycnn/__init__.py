@@ -38,6 +38,7 @@ from .nn import Module, Parameter  # noqa: E402
 from .models import Sequential  # noqa: E402
 from .functional_model import Input, Model  # noqa: E402
 from . import layers, losses, metrics, optimizers, callbacks  # noqa: E402
+from . import applications  # noqa: E402
 from .saving import load_model, ModelFileError  # noqa: E402
 from .training import TrainingError  # noqa: E402
 
