@@ -147,7 +147,6 @@ OPTIONAL = {
 
 IMPLIES = {("conv", "channels_last"): ("conv", "asymmetric_padding")}
 
-FUSED_ACTIVATIONS = (None, "relu", "relu6")  # what the `activation` arguments of the fused functions take
 
 
 def has(capabilities, family, capability):

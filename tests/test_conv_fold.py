@@ -1,7 +1,6 @@
 """Uneven conv padding, the fused conv + bias + ReLU6 op, and a batch norm folded into the conv at inference:
 gradients against finite differences (float64), kernels against the NumPy reference, folded models against
 the same models run layer by layer."""
-import types
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ from gradcheck import check_gradients
 from test_conv import TOL, conv_cases, randn
 from tinycnn import fuse, layers
 from tinycnn.device import kernels_for
+from tinycnn.kernels import compose
 from tinycnn.kernels.cpu import conv as cpu
 from tinycnn.kernels.reference import conv as ref
 from tinycnn.ops.batchnorm import fold_into_conv
@@ -88,19 +88,19 @@ def test_keras_same_at_stride_2_needs_no_pad_op():
     np.testing.assert_allclose(y.numpy(), expected.numpy(), rtol=1e-6, atol=1e-6)
 
 
-def _without(monkeypatch, attribute):
-    """Make the CPU's conv kernels look like a backend that lacks `attribute`."""
-    conv = kernels_for("cpu").conv
-    stripped = types.SimpleNamespace(**{k: getattr(conv, k) for k in dir(conv)
-                                        if not k.startswith("__") and k != attribute})
-    monkeypatch.setattr(kernels_for("cpu"), "conv", stripped)
+def _without(monkeypatch, capability):
+    """Make the CPU's kernels look like a backend that lacks `capability` of its conv family
+    (kernels/contract.py): the kernel set's `conv` is rebuilt with the composed defaults (kernels/compose.py)."""
+    k, kept = kernels_for("cpu"), kernels_for("cpu").capabilities["conv"] - {capability}
+    monkeypatch.setattr(k, "capabilities", dict(k.capabilities, conv=kept))
+    monkeypatch.setattr(k, "conv", compose.with_defaults(k, "conv", cpu, kept))
 
 
 def test_uneven_padding_is_padded_first_where_the_kernels_take_only_symmetric(monkeypatch):
     rng = np.random.default_rng(2)
     x, w = tinycnn.Tensor(randn(rng, 1, 2, 5, 6), requires_grad=True), tinycnn.Tensor(randn(rng, 3, 2, 3, 2))
     direct = F.conv2d(x, w, padding=((0, 2), (1, 0)), stride=(2, 1))
-    _without(monkeypatch, "ASYMMETRIC_PADDING")
+    _without(monkeypatch, "asymmetric_padding")
     padded = F.conv2d(x, w, padding=((0, 2), (1, 0)), stride=(2, 1))
     assert padded._ctx.geometry[1] == (0, 0)
     np.testing.assert_allclose(padded.numpy(), direct.numpy(), rtol=1e-12, atol=1e-12)
@@ -168,9 +168,9 @@ def test_conv_relu6_falls_back_when_the_device_has_no_fused_kernel(monkeypatch):
     case, x, w, b = _relu6_case("matmul (1x1)")
     x, w, b = (tinycnn.Tensor(a, requires_grad=True) for a in (x, w, b))
     fused = conv2d_activation(x, w, b, activation="relu6")
-    _without(monkeypatch, "conv2d_bias_act_forward")
+    _without(monkeypatch, "fused_activation")
     two_ops = conv2d_activation(x, w, b, activation="relu6")
-    assert not isinstance(two_ops._ctx, Conv2dBiasReLU6)
+    assert kernels_for("cpu").conv.conv2d_bias_act_forward.func.__module__ == "tinycnn.kernels.compose"
     np.testing.assert_allclose(two_ops.numpy(), fused.numpy(), rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="activation"):
         conv2d_activation(x, w, b, activation="tanh")

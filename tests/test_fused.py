@@ -15,7 +15,7 @@ from tinycnn.kernels.cpu import pool as cpu_pool
 from tinycnn.kernels.cpu import workspace
 from tinycnn.kernels.reference import conv as ref
 from tinycnn.kernels.reference import pool as ref_pool
-from tinycnn.ops.conv import Conv2dBiasReLU, conv2d_relu
+from tinycnn.ops.conv import Conv2dBiasReLU, conv2d_relu, conv2d_relu_maxpool2
 
 DTYPES = [np.float32, np.float64]
 
@@ -183,22 +183,31 @@ def test_conv2d_layer_with_relu_uses_the_fused_op():
     np.testing.assert_allclose(y.numpy(), expected.numpy(), rtol=1e-6, atol=1e-6)
 
 
-def test_conv2d_relu_falls_back_when_the_device_has_no_fused_kernel(monkeypatch):
-    """A kernel set without conv2d_bias_relu_forward (a CUDA backend that lacks it) gets relu(conv2d(...))."""
-    import types
-
-    from tinycnn.ops import conv as conv_ops
-    cpu_set = conv_ops.kernels_for("cpu")
-    without = types.SimpleNamespace(conv=types.SimpleNamespace(
-        **{k: v for k, v in vars(cpu).items() if not k.startswith("conv2d_bias_relu")}))
-    monkeypatch.setattr(conv_ops, "kernels_for", lambda device: without)
+def test_conv2d_relu_runs_the_composition_when_the_device_has_no_fused_kernel(monkeypatch):
+    """A backend that does not declare "fused_relu" (the CUDA kernels) gets kernels/compose.py's relu(conv2d(...))
+    under the same op: the same values and gradients as the CPU's fused kernels."""
+    from tinycnn.device import kernels_for
+    from tinycnn.kernels import compose
+    k = kernels_for("cpu")
     rng = np.random.default_rng(6)
     x = tinycnn.Tensor(randn(rng, 1, 2, 5, 5))
     w = tinycnn.Tensor(randn(rng, 3, 2, 3, 3), requires_grad=True)
-    y = conv2d_relu(x, w)
-    assert type(y._ctx).__name__ == "ReLU"
-    monkeypatch.setattr(conv_ops, "kernels_for", lambda device: cpu_set)
-    np.testing.assert_allclose(y.numpy(), conv2d_relu(x, w).numpy(), rtol=1e-12)
+    fused = conv2d_relu(x, w)
+    fused.sum().backward()
+    fused_dw, w.grad = np.array(w.grad), None
+    kept = k.capabilities["conv"] - {"fused_relu", "fused_relu_maxpool2"}
+    monkeypatch.setattr(k, "capabilities", dict(k.capabilities, conv=kept))
+    monkeypatch.setattr(k, "conv", compose.with_defaults(k, "conv", cpu, kept))
+    calls = []
+    monkeypatch.setattr(cpu, "conv2d_bias_relu_forward", lambda *a: calls.append(a))  # must not be called
+    composed = conv2d_relu(x, w)
+    assert isinstance(composed._ctx, Conv2dBiasReLU) and calls == []
+    assert k.conv.conv2d_bias_relu_forward.func is compose.conv2d_bias_relu_forward
+    composed.sum().backward()
+    np.testing.assert_allclose(composed.numpy(), fused.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(w.grad, fused_dw, rtol=1e-12)
+    pooled = conv2d_relu_maxpool2(x, w)
+    np.testing.assert_allclose(pooled.numpy(), F.max_pool2d(fused, 2).numpy(), rtol=1e-12)
 
 
 def test_conv2d_relu_checks_its_arguments_as_conv2d():
@@ -285,7 +294,6 @@ def test_conv_relu_maxpool_kernel_matches_reference(name, dtype):
 @pytest.mark.parametrize("name", ["direct, one input channel", "winograd, odd output", "im2col, strided"])
 def test_conv_relu_maxpool_gradients(name):
     """The fused op's backward (which recomputes the conv) against finite differences."""
-    from tinycnn.ops.conv import conv2d_relu_maxpool2
     case = _case(name)
     x, w, b = _arrays(case, np.random.default_rng(6))
 

@@ -3,6 +3,7 @@ tests/conftest.py switches on) declares CAPABILITIES and has every function of i
 declared capabilities, with the contract's signature (inspect.signature); the check itself catches a missing
 function, a renamed or reordered parameter, a changed default and an undeclared family."""
 import importlib
+import inspect
 import types
 
 import numpy as np
@@ -105,3 +106,71 @@ def test_signature_parses_the_tables():
     sig = contract.signature("dy3, x3, need_dx, y3=None, activation='relu'")
     assert list(sig.parameters) == ["dy3", "x3", "need_dx", "y3", "activation"]
     assert sig.parameters["y3"].default is None and sig.parameters["activation"].default == "relu"
+
+
+# ---------------------------------------------------------------------- the composed defaults (kernels/compose.py)
+
+def test_every_optional_capability_has_a_default_or_is_handled_by_the_op_layer():
+    from tinycnn.kernels import compose
+    for family, capabilities in contract.OPTIONAL.items():
+        for capability, functions in capabilities.items():
+            if (family, capability) in compose.NOT_COMPOSED:
+                assert family not in compose.DEFAULTS or capability not in compose.DEFAULTS[family]
+                continue
+            defaults = {f.__name__: f for f in compose.DEFAULTS[family][capability]}
+            assert set(defaults) == set(functions), (family, capability)
+            for name, wanted in functions.items():  # the contract's signature after (kernels, native)
+                params = list(inspect.signature(defaults[name]).parameters.values())[2:]
+                assert contract.signature_mismatch(_with_signature(params), wanted) is None, name
+
+
+def _with_signature(params):
+    def function(*args, **kwargs):
+        pass
+    function.__signature__ = inspect.Signature(params)
+    return function
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_composed_defaults_match_the_cpu_fused_kernels(dtype):
+    """The CPU's kernel families seen without their fused capabilities: the compositions give the fused
+    kernels' values (conv + bias + relu / relu6, its gradients, the pooled form; batch norm + activation)."""
+    from tinycnn.device import kernels_for
+    from tinycnn.kernels import compose
+    from tinycnn.kernels.cpu import batchnorm, conv
+    k = kernels_for("cpu")
+    plain_conv = compose.with_defaults(k, "conv", conv, {"asymmetric_padding", "channels_last"})
+    plain_bn = compose.with_defaults(k, "batchnorm", batchnorm, set())
+    assert isinstance(plain_conv, compose.FamilyWithDefaults) and compose.with_defaults(
+        k, "conv", conv, k.capabilities["conv"]) is conv
+    rng = np.random.default_rng(3)
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((2, 3, 6, 7), (4, 3, 3, 3), (4,)))
+    geometry = (1, 1), (1, 1), (1, 1), 1
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    y = conv.conv2d_bias_relu_forward(x, w, b, *geometry).copy()
+    np.testing.assert_allclose(plain_conv.conv2d_bias_relu_forward(x, w, b, *geometry), y, **tol)
+    for activation in (None, "relu", "relu6"):
+        np.testing.assert_allclose(plain_conv.conv2d_bias_act_forward(x, w, b, *geometry, activation),
+                                   conv.conv2d_bias_act_forward(x, w, b, *geometry, activation), **tol)
+    np.testing.assert_allclose(plain_conv.conv2d_bias_relu_maxpool2_forward(x, w, b, *geometry),
+                               conv.conv2d_bias_relu_maxpool2_forward(x, w, b, *geometry), **tol)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    want = [g.copy() for g in conv.conv2d_bias_relu_backward(dy, y, x, w, *geometry, True, True, True)]
+    for got, expected in zip(plain_conv.conv2d_bias_relu_backward(dy, y, x, w, *geometry, True, True, True), want):
+        np.testing.assert_allclose(got, expected, **tol)
+    x3, gamma, beta = rng.standard_normal((4, 3, 5)).astype(dtype), np.full(3, 1.5, dtype), np.full(3, 0.2, dtype)
+    for activation in ("relu", "relu6"):
+        fused = [a.copy() for a in batchnorm.batch_norm_train_forward(x3, gamma, beta, 1e-5, activation=activation)]
+        composed = plain_bn.batch_norm_train_forward(x3, gamma, beta, 1e-5, activation=activation)
+        for got, expected in zip(composed, fused):
+            np.testing.assert_allclose(got, expected, **tol)
+        dy3 = rng.standard_normal(x3.shape).astype(dtype)
+        want = [g.copy() for g in batchnorm.batch_norm_backward(dy3, x3, gamma, fused[1], fused[2], True, True, True,
+                                                                y3=fused[0], activation=activation)]
+        got = plain_bn.batch_norm_backward(dy3, x3, gamma, fused[1], fused[2], True, True, True, y3=fused[0],
+                                           activation=activation, beta=beta)
+        for g, e in zip(got, want):
+            np.testing.assert_allclose(g, e, **tol)
+        np.testing.assert_allclose(
+            plain_bn.batch_norm_eval_forward(x3, gamma, beta, fused[1], fused[3], 1e-5, activation=activation),
+            batchnorm.batch_norm_eval_forward(x3, gamma, beta, fused[1], fused[3], 1e-5, activation=activation), **tol)

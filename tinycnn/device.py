@@ -7,6 +7,8 @@ is the only place in the engine that knows which devices exist.
 """
 import importlib
 
+from .kernels import compose
+
 _FAMILIES = ("elementwise", "reduce", "linear", "conv", "pool", "interpolate", "activation",
              "softmax", "batchnorm", "dropout", "loss", "optim")
 _kernel_sets = {}
@@ -50,17 +52,24 @@ def kernels_for(device):
 
 
 class KernelSet:
-    """`k.conv` imports tinycnn.kernels.<device>.conv on first use (so numba compiles only what runs)."""
+    """`k.conv` imports tinycnn.kernels.<device>.conv on first use (so numba compiles only what runs), with the
+    composed defaults (kernels/compose.py) of the fused kernels that the backend does not declare.
+    `k.has(family, capability)` reads the backend's declared CAPABILITIES (kernels/contract.py)."""
 
     def __init__(self, device):
         self.device = device
+        self.capabilities = importlib.import_module(f"tinycnn.kernels.{device}").CAPABILITIES
+
+    def has(self, family, capability):
+        return capability in self.capabilities.get(family, ())
 
     def __getattr__(self, family):
         if family not in _FAMILIES:
             raise AttributeError(f"no kernel family {family!r}")
         module = importlib.import_module(f"tinycnn.kernels.{self.device}.{family}")
-        setattr(self, family, module)
-        return module
+        kernels = compose.with_defaults(self, family, module, self.capabilities.get(family, set()))
+        setattr(self, family, kernels)
+        return kernels
 
 
 def device_of(array):

@@ -23,7 +23,8 @@ tolerances of a float32 network. The per-channel scalars are kept in the data's 
 workspace (recycled arrays, kernels/cpu/workspace.py): a fresh one page-faults in, ~8 ms per step for the
 regressor's 96 MB of batch-norm outputs.
 
-Fused activation (optional in the kernel contract, FUSED_ACTIVATIONS): with activation "relu" or "relu6"
+Fused activation (the optional capability "fused_activation" of kernels/contract.py, declared in
+kernels/cpu/__init__.py): with activation "relu" or "relu6"
 the forward writes act(y) in its own pass, and the backward takes dz = dy · act'(·) from that output
 (relu: [out > 0], relu6: [0 < out < 6], the same masks as on the pre-activation) as it reads dy: two
 passes over the activations fewer per layer, forward and backward, than batch norm then ReLU6. Given beta,
@@ -35,8 +36,6 @@ from numba import njit, prange
 
 from .activation import FUSED_CODES, fused_activate, fused_passes
 from .workspace import output
-
-FUSED_ACTIVATIONS = ("relu", "relu6")
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})

@@ -19,7 +19,6 @@ normalises with its own batch's statistics.
 """
 import numpy as np
 
-from ..device import kernels_for
 from ..tensor import Function, Tensor
 
 sync_sums = None
@@ -218,15 +217,14 @@ def _check_arguments(input, running_mean, running_var, weight, bias, training, m
 
 def batch_norm_activation(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
                           eps=1e-5, activation=None):
-    """activation(batch_norm(...)) for activation None, "relu" or "relu6", as one fused op where the device's
-    kernels have it (their FUSED_ACTIVATIONS; not with synchronised batch norm), else the two ops: the
-    same values and gradients either way. Used by layers.BatchNormalization(activation=...)."""
+    """activation(batch_norm(...)) for activation None, "relu" or "relu6", as one fused op (the device's
+    kernels with the capability "fused_activation", or their composition from kernels/compose.py); with
+    synchronised batch norm, the two ops: the same values and gradients either way. Used by
+    layers.BatchNormalization(activation=...)."""
     from . import activation as act_ops
     if activation not in (None, "relu", "relu6"):
         raise ValueError(f"batch_norm_activation: activation must be None, 'relu' or 'relu6', got {activation!r}")
-    fused = (activation is not None and sync_sums is None and isinstance(input, Tensor)
-             and activation in getattr(kernels_for(input.device).batchnorm, "FUSED_ACTIVATIONS", ()))
-    if activation is None or not fused:
+    if activation is None or sync_sums is not None:
         y = batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
         return y if activation is None else getattr(act_ops, activation)(y)
     _check_arguments(input, running_mean, running_var, weight, bias, training, momentum)

@@ -6,7 +6,7 @@
               x (N, C, H, W), w (C, F/G, KH, KW);  OH = (H − 1)·s − 2p + d·(KH − 1) + output_padding + 1
     pad:      constant padding of the last two axes, (left, right, top, bottom)
     conv2d_channels_last: conv2d on (N, H, W, C) inputs, Keras' data_format="channels_last" (MobileNet's
-              blocks run faster so: kernels/cpu/conv.py, "channels-last")
+              blocks run faster so: kernels/cpu/conv/channels_last.py)
 
 Each Function's forward calls the kernels (`self.k.conv`) and its backward sits right beside it. The public
 functions check their arguments first, so that a mistake reads as an error naming the op and the shapes.
@@ -146,38 +146,28 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 def conv2d_relu(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """relu(conv2d(input, weight, bias, ...)), the same arguments as conv2d, computed as one fused op.
 
-    A device whose kernels have no fused conv (`conv2d_bias_relu_forward`, see kernels/README.md) gets the
-    two ops, relu(conv2d(...)): the same values and gradients."""
-    from .activation import relu
-    if not isinstance(input, Tensor) or not hasattr(kernels_for(input.device).conv, "conv2d_bias_relu_forward"):
-        return relu(conv2d(input, weight, bias, stride, padding, dilation, groups))
+    A device whose kernels have no fused conv (the capability "fused_relu", kernels/contract.py) runs the
+    composition of kernels/compose.py, relu(conv2d(...)): the same values and gradients."""
     input, args, geometry = _conv2d_arguments("conv2d", input, weight, bias, stride, padding, dilation, groups)
     return Conv2dBiasReLU.apply(input, *args, **geometry)
 
 
 def conv2d_activation(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, activation=None):
-    """activation(conv2d(input, weight, bias, ...)) for activation None, "relu" or "relu6": one fused op where
-    the device's kernels have it (`conv2d_bias_relu_forward`, `conv2d_bias_act_forward`), else the ops one
-    after the other: the same values and gradients either way."""
-    from .activation import relu6
+    """activation(conv2d(input, weight, bias, ...)) for activation None, "relu" or "relu6", as one fused op
+    (the device's fused kernels, or their composition from kernels/compose.py: the same values and gradients)."""
     if activation is None:
         return conv2d(input, weight, bias, stride, padding, dilation, groups)
     if activation == "relu":
         return conv2d_relu(input, weight, bias, stride, padding, dilation, groups)
     if activation != "relu6":
         raise ValueError(f"conv2d_activation: activation must be None, 'relu' or 'relu6', got {activation!r}")
-    if not isinstance(input, Tensor) or not hasattr(kernels_for(input.device).conv, "conv2d_bias_act_forward"):
-        return relu6(conv2d(input, weight, bias, stride, padding, dilation, groups))
     input, args, geometry = _conv2d_arguments("conv2d", input, weight, bias, stride, padding, dilation, groups)
     return Conv2dBiasReLU6.apply(input, *args, **geometry)
 
 
 def conv2d_relu_maxpool2(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """max_pool2d(relu(conv2d(input, weight, bias, ...)), 2): one fused op where the device's kernels have
-    it (`conv2d_bias_relu_maxpool2_forward`), else the ops one after the other: the same values either way."""
-    from .pool import max_pool2d
-    if not isinstance(input, Tensor) or not hasattr(kernels_for(input.device).conv, "conv2d_bias_relu_maxpool2_forward"):
-        return max_pool2d(conv2d_relu(input, weight, bias, stride, padding, dilation, groups), 2)
+    """max_pool2d(relu(conv2d(input, weight, bias, ...)), 2) as one op: the device's fused kernel, or its
+    composition (kernels/compose.py), the two ops' kernels one after the other: the same values either way."""
     input, args, geometry = _conv2d_arguments("conv2d", input, weight, bias, stride, padding, dilation, groups)
     return Conv2dBiasReLUMaxPool2.apply(input, *args, **geometry)
 
@@ -187,13 +177,12 @@ def conv2d_channels_last(input, weight, bias=None, stride=1, padding=0, dilation
     input (N, H, W, C) -> (N, OH, OW, F); weight (F, C/groups, KH, KW) and the other arguments as in conv2d;
     activation None, "relu" or "relu6".
 
-    Where the device's kernels have it (`CHANNELS_LAST`, kernels/README.md: groups = 1 and depthwise convs)
-    it is one op on the NHWC arrays; otherwise the NCHW conv between two transposes: the same values and
-    gradients either way."""
+    Where the device's kernels have it (the capability "channels_last", kernels/contract.py: groups = 1 and
+    depthwise convs) it is one op on the NHWC arrays; otherwise the NCHW conv between two transposes: the same
+    values and gradients either way."""
     if activation not in (None, "relu", "relu6"):
         raise ValueError(f"conv2d_channels_last: activation must be None, 'relu' or 'relu6', got {activation!r}")
-    k = kernels_for(input.device).conv if isinstance(input, Tensor) else None
-    kernels_take_it = getattr(k, "CHANNELS_LAST", False) and getattr(k, "ASYMMETRIC_PADDING", False)
+    kernels_take_it = isinstance(input, Tensor) and kernels_for(input.device).has("conv", "channels_last")
     checked, args, geometry = _conv2d_arguments("conv2d_channels_last", input, weight, bias, stride, padding,
                                                 dilation, groups, channels_last=True)  # errors name this op
     C, F, per_group = input.shape[3], weight.shape[0], weight.shape[1]
@@ -231,7 +220,7 @@ def _conv2d_arguments(op, input, weight, bias, stride, padding, dilation, groups
                          f"(input {input.shape}, padding {padding})")
     if top == bottom and left == right:
         padding = (top, left)
-    elif channels_last or getattr(kernels_for(input.device).conv, "ASYMMETRIC_PADDING", False):
+    elif channels_last or kernels_for(input.device).has("conv", "asymmetric_padding"):
         padding = (top, bottom, left, right)  # the kernels take it as it is (kernels/README.md; channels last:
         # conv2d_channels_last gives it only to kernels that take it)
     else:  # a device whose kernels take only a symmetric padding: pad first

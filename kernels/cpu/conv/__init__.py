@@ -50,10 +50,6 @@ from .geometry import _geometry, _top_left, conv_output_size, conv_transpose_out
 from .padding import pad2d_backward, pad2d_forward
 from .transpose import conv_transpose2d_backward, conv_transpose2d_forward
 
-ASYMMETRIC_PADDING = True
-CHANNELS_LAST = True
-
-
 def conv2d_forward(x, w, b, stride, padding, dilation, groups):
     """x (N, C, H, W), w (F, C/G, KH, KW), b (F,) or None -> y (N, F, OH, OW)."""
     return conv2d_bias_act_forward(x, w, b, stride, padding, dilation, groups, None)
