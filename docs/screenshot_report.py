@@ -1,10 +1,11 @@
 """Screenshots of run reports opened in a real browser (headless Chromium), for the docs and for reviewing.
 
-    python docs/screenshot_report.py RUN [RUN ...] --out shots/ [--height 4000] [--thumbnail 700]
+    python docs/screenshot_report.py RUN [RUN ...] --out shots/ [--height 6000] [--thumbnail 700 --top 2000]
 
 For each RUN (a run folder with report.html; write one first with `python -m tinycnn.report RUN`) it saves
 OUT/<run name>.png: the page at 1200 px wide, the blank space below the page cut off, and with --thumbnail W
-also OUT/<run name>-small.png scaled to W px wide (small enough to commit). Not part of the tests: it needs
+also OUT/<run name>-small.png: the top --top px of the page (default all of it) scaled to W px wide, in 256
+colours (small enough to commit). Not part of the tests: it needs
 Chromium (Debian: `apt-get install chromium`), found as `chromium`, `chromium-browser` or $CHROMIUM.
 """
 import argparse
@@ -50,8 +51,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run folders holding report.html")
     parser.add_argument("--out", required=True, help="folder for the PNGs")
-    parser.add_argument("--height", type=int, default=4000, help="browser window height in px (default 4000)")
+    parser.add_argument("--height", type=int, default=6000, help="browser window height in px (default 6000)")
     parser.add_argument("--thumbnail", type=int, default=0, help="also save a copy this many px wide")
+    parser.add_argument("--top", type=int, default=0, help="the small copy shows only the top TOP px of the page")
     args = parser.parse_args(argv)
     chromium = find_chromium()
     out = Path(args.out)
@@ -65,9 +67,10 @@ def main(argv=None):
         page = screenshot(chromium, html_path, out / f"{name}.png", args.height)
         print(f"{out / f'{name}.png'}: {page.width}x{page.height}")
         if args.thumbnail:
-            small = page.resize((args.thumbnail, round(page.height * args.thumbnail / page.width)),
-                                Image.Resampling.LANCZOS)
-            small.save(out / f"{name}-small.png", optimize=True)
+            top = page.crop((0, 0, page.width, min(page.height, args.top or page.height)))
+            small = top.resize((args.thumbnail, round(top.height * args.thumbnail / top.width)),
+                               Image.Resampling.LANCZOS)
+            small.quantize(256).save(out / f"{name}-small.png", optimize=True)
             print(f"{out / f'{name}-small.png'}: {small.width}x{small.height}")
     return 0
 

@@ -6,6 +6,7 @@ The tiny runs are the task tests' own fixtures (tests/test_catdog_task.py, tests
 import base64
 import io
 import json
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from PIL import Image
 from test_catdog_task import _builtin, tiny_run  # noqa: F401 - fixtures
 from test_plates_tasks import box_run, plates, seg_run  # noqa: F401 - fixtures
 
-from tinycnn import evaluate, report, visualize
+from tinycnn import evaluate, report, train, visualize
 
 COMMON_SECTIONS = {"overview", "curves", "filters", "feature-maps", "summary", "recipe"}
 
@@ -125,3 +126,35 @@ def test_precision_recall_by_hand():
     assert at[0.2] == (2 / 3, 1.0)
     assert at[0.0] == (0.5, 1.0)
     assert report.average_precision(np.array([1.0, 0.5]), np.array([1.0, 0.5])) == pytest.approx(0.75)
+
+
+def test_three_class_report_has_no_binary_curve(tmp_path):
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(("ant", "bee", "cow")):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(10):
+            pixels = rng.integers(0, 80, (16, 16, 3)) + 80 * k
+            Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "data" / name / f"{i}.png")
+    run = tmp_path / "run"
+    assert train.main(["catdog", "--data", str(tmp_path / "data"), "--epochs", "1", "--img-size", "16",
+                       "--val-split", "0.3", "--quiet", "--out", str(run)]) == 0
+    assert report.main([str(run), "--data", str(tmp_path / "data")]) == 0
+    parsed = parse_report(run)
+    assert {"classification", "wrong", "boundary"} <= set(parsed.sections)
+    check_pictures(run, parsed)
+    counts = json.loads(Image.open(run / "report" / "confusion.png").text["tinycnn:confusion"])["counts"]
+    assert np.array(counts).shape == (3, 3) and np.sum(counts) == 30
+    assert not (run / "report" / "precision_recall.png").exists()
+
+
+def test_without_matplotlib_the_report_still_has_its_curves(box_run, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setattr(visualize, "_fallback_warned", False)
+    run = tmp_path / "copy"
+    run.mkdir()
+    for name in ("best.tcnn", "history.csv"):
+        (run / name).write_bytes((box_run / name).read_bytes())
+    with pytest.warns(UserWarning, match="matplotlib is not installed"):
+        report.write_report(run, minimal=True)
+    with Image.open(run / "report" / "curves.png") as curves:
+        assert curves.size == (2 * 450, 360)   # the Pillow picture: loss and iou

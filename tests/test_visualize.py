@@ -161,3 +161,11 @@ def test_image_grid_enlarges_small_inputs_pixel_by_pixel():
     grid = np.asarray(visualize.image_grid([tiny, tiny], ["a", "b"], tile=40))
     assert grid.shape[1] == 2 * 50
     assert tuple(grid[5, 5 + 9]) == (255, 255, 255) and tuple(grid[5 + 10, 5 + 10]) == (0, 0, 0)
+
+
+def test_crop_around_keeps_the_boxes_and_the_aspect():
+    picture = visualize.as_picture(np.zeros((300, 400, 3), np.uint8))
+    crop = visualize.crop_around(picture, [[390, 10, 400, 20]])   # a small box in the top-right corner
+    assert crop.size == (200, 150)                                 # min_share 0.5, aspect 4:3
+    assert visualize.crop_around(picture, []).size == (400, 300)
+    assert visualize.crop_around(picture, [[0, 0, 300, 10]]).size == (400, 300)   # wide boxes: the whole width

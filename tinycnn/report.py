@@ -65,7 +65,7 @@ def write_report(run, data=None, split=None, minimal=False):
         raise FileNotFoundError(f"{run} holds no best.tcnn or last.tcnn (is it a run folder of tinycnn.train?)")
     model = load_model(model_path, compile=False)
     meta = model.metadata
-    page = Page(run, f"{run.name}: {meta.get('task', 'model')}")
+    page = Page(run, f"{run.name} ({meta.get('task', 'unknown task')}): tinycnn run report")
     history = _history(run, meta)
     overview(page, model_path, meta, history)
     if history:
