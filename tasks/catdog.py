@@ -29,7 +29,7 @@ from tinycnn.data.augment import Augment
 from tinycnn.data.folder import balanced_class_weights, class_counts, load_image_folder, load_train_val
 from tinycnn.data.images import load_image
 
-from .common import add_common_train_arguments, print_json, run_folder, train_in_folder
+from .common import Training, add_common_train_arguments, print_json
 from .synthetic_catdog import ensure_builtin_catdog
 
 TASK = "catdog"
@@ -96,45 +96,64 @@ def add_train_arguments(parser):
                         help="images per class of the built-in data (when no --data)")
 
 
-def train(args):
-    tinycnn.manual_seed(args.seed)
-    folder = run_folder(args, TASK)
-    if args.resume:
-        model = tinycnn.load_model(os.path.join(folder, "last.tcnn"), device=args.device)
+class CatDogTraining(Training):
+    """catdog's run: a folder of class subfolders (or the built-in images), the preset's net, accuracy."""
+    task, monitor, main_metric = TASK, "val_accuracy", "accuracy"
+
+    def settings(self, args):
+        if not args.resume:
+            return None, _settings(args)
+        model = tinycnn.load_model(os.path.join(args.resume, "last.tcnn"), device=args.device)
         settings = model.metadata
         settings["epochs"] = args.epochs or settings["epochs"]
-        print(f"resuming {folder} after {settings['epochs_done']} of {settings['epochs']} epoch(s)")
-    else:
-        settings = _settings(args)
-    data_root = settings["data"] or ensure_builtin_catdog(n_per_class=args.builtin_size, seed=BUILTIN_TRAIN["seed"])
-    train_set, val_set = load_train_val(data_root, settings["img_size"], settings["grayscale"], settings["resize"],
-                                        val_fraction=args.val_split, seed=args.seed)
-    _report_counts(train_set, val_set)
-    classes = len(train_set.class_names)
-    if not args.resume:
+        print(f"resuming {args.resume} after {settings['epochs_done']} of {settings['epochs']} epoch(s)")
+        return model, settings
+
+    def data(self, settings, args, folder):
+        data_root = settings["data"] or ensure_builtin_catdog(n_per_class=args.builtin_size,
+                                                              seed=BUILTIN_TRAIN["seed"])
+        settings["data"] = data_root
+        train_set, val_set = load_train_val(data_root, settings["img_size"], settings["grayscale"],
+                                            settings["resize"], val_fraction=args.val_split, seed=args.seed)
+        _report_counts(train_set, val_set)
+        return train_set, val_set
+
+    def model(self, resumed, settings, args, train_set):
+        if resumed is not None:
+            return resumed
+        classes = len(train_set.class_names)
         build = seed_model if settings["preset"] == "seed" else strong_model
         model = build(settings["img_size"], 1 if settings["grayscale"] else 3, classes).to(args.device)
-        model.metadata = dict(settings, task=TASK, class_names=train_set.class_names, data=data_root)
+        model.metadata = dict(settings, task=TASK, class_names=train_set.class_names)
         model.compile(loss=loss_for(classes), metrics=["accuracy"], optimizer=_optimizer(settings))
         if not args.quiet:
             model.summary()
-    callbacks = []
-    if settings["preset"] == "strong":
-        callbacks.append(LearningRateScheduler(_cosine(settings["lr"], settings["epochs"])))
-    augment = None
-    if settings["augment"]:
-        augmenter = Augment(flip=True, crop_scale=(0.7, 1.0), brightness=0.15, contrast=0.15)
-        augment = lambda xb, yb: (augmenter(xb), yb)  # noqa: E731
-    fit = dict(x=train_set.images, y=train_set.labels, batch_size=settings["batch_size"],
-               epochs=settings["epochs"], validation_data=(val_set.images, val_set.labels),
-               verbose=0 if args.quiet else 1, augment=augment, callbacks=callbacks,
-               class_weight=balanced_class_weights(train_set.labels) if args.class_weight == "balanced" else None)
-    start = time.perf_counter()
-    rows = train_in_folder(model, folder, fit, monitor="val_accuracy", main_metric="accuracy")
-    best = max(rows, key=lambda r: r.get("val_accuracy", -1)) if rows else {}
-    print(f"done in {time.perf_counter() - start:.0f} s: best val_accuracy {best.get('val_accuracy', float('nan')):.4f} "
-          f"(epoch {best.get('epoch', '-')}); models in {folder}/best.tcnn and last.tcnn")
-    return 0
+        return model
+
+    def fit_arguments(self, settings, args, train_set, val_set):
+        callbacks = []
+        if settings["preset"] == "strong":
+            callbacks.append(LearningRateScheduler(_cosine(settings["lr"], settings["epochs"])))
+        augment = None
+        if settings["augment"]:
+            augmenter = Augment(flip=True, crop_scale=(0.7, 1.0), brightness=0.15, contrast=0.15)
+            augment = lambda xb, yb: (augmenter(xb), yb)  # noqa: E731
+        balanced = args.class_weight == "balanced"
+        self.started = time.perf_counter()
+        return dict(x=train_set.images, y=train_set.labels, batch_size=settings["batch_size"],
+                    epochs=settings["epochs"], validation_data=(val_set.images, val_set.labels),
+                    verbose=0 if args.quiet else 1, augment=augment, callbacks=callbacks,
+                    class_weight=balanced_class_weights(train_set.labels) if balanced else None)
+
+    def report(self, folder, args, rows, val_set):
+        best = max(rows, key=lambda r: r.get("val_accuracy", -1)) if rows else {}
+        print(f"done in {time.perf_counter() - self.started:.0f} s: best val_accuracy "
+              f"{best.get('val_accuracy', float('nan')):.4f} (epoch {best.get('epoch', '-')}); "
+              f"models in {folder}/best.tcnn and last.tcnn")
+
+
+def train(args):
+    return CatDogTraining().run(args)
 
 
 def _settings(args):

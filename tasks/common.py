@@ -1,4 +1,10 @@
-"""What the three tasks share: the run folder, resuming, Ctrl-C, history.csv and curves.png.
+"""What the three tasks share: the task protocol, the train skeleton, the run folder, resuming, Ctrl-C,
+history.csv and curves.png.
+
+A task is a module (tasks/catdog.py, plates_box.py, plates_seg.py) that `python -m tinycnn.train TASK`,
+`tinycnn.evaluate` and `tinycnn.predict` find by name (tinycnn/train.py TASKS) and call as `TaskModule` says.
+Its `train` is `Training.run`: seed, settings (or the resumed run's), run folder, data, model, fit with
+checkpoints, report; a task's Training subclass says how it does each step.
 
 A run folder holds:
     last.tcnn      the model after the latest finished epoch (with optimizer state and the epoch count)
@@ -18,6 +24,7 @@ import math
 import os
 import sys
 import time
+from typing import Protocol
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -26,6 +33,62 @@ import tinycnn
 import tinycnn.distributed
 from tinycnn.callbacks import Callback, ModelCheckpoint
 from tinycnn.device import cuda_available
+
+
+class TaskModule(Protocol):
+    """What a task module provides (each returns the process's exit status)."""
+    TASK: str  # its name on the command line: "catdog", "plates-box", "plates-seg"
+
+    def add_train_arguments(self, parser):
+        """Add the task's `python -m tinycnn.train TASK` options to an argparse parser."""
+
+    def train(self, args):
+        """Train from the parsed options; write the run folder."""
+
+    def evaluate(self, args):
+        """`python -m tinycnn.evaluate MODEL`: the saved model's metrics on a split."""
+
+    def predict(self, args):
+        """`python -m tinycnn.predict MODEL IMAGE...`: predictions for photos."""
+
+
+class Training:
+    """One task's training run. `run(args)` is the skeleton every task shares; a subclass says how it does
+    each step, and what model.fit monitors."""
+    task = None          # the task's name: the run folder's prefix
+    monitor = None       # the validation value that picks best.tcnn ("val_loss", "val_dice", ...)
+    main_metric = None   # the metric drawn in curves.png
+
+    def settings(self, args):
+        """(the resumed model or None, the run's settings): kept in the model file for later runs."""
+        raise NotImplementedError
+
+    def data(self, settings, args, folder):
+        """(training set, validation set); says what it read."""
+        raise NotImplementedError
+
+    def model(self, resumed, settings, args, train_set):
+        """The model to train (the resumed one, or a new one), on args.device and compiled."""
+        raise NotImplementedError
+
+    def fit_arguments(self, settings, args, train_set, val_set):
+        """model.fit's keyword arguments (x, y, validation_data, epochs, ...)."""
+        raise NotImplementedError
+
+    def report(self, folder, args, rows, val_set):
+        """Say how the run went (rows: the history, one dict per epoch)."""
+        raise NotImplementedError
+
+    def run(self, args):
+        tinycnn.manual_seed(args.seed)
+        resumed, settings = self.settings(args)
+        folder = run_folder(args, self.task)
+        train_set, val_set = self.data(settings, args, folder)
+        model = self.model(resumed, settings, args, train_set)
+        rows = train_in_folder(model, folder, self.fit_arguments(settings, args, train_set, val_set),
+                               monitor=self.monitor, main_metric=self.main_metric)
+        self.report(folder, args, rows, val_set)
+        return 0
 
 
 def add_common_train_arguments(parser, epochs, batch_size):

@@ -23,15 +23,13 @@ import numpy as np
 
 import tinycnn
 from tinycnn import functional as F
-from tinycnn.callbacks import EarlyStopping
 
 from .box_ops import box_iou, centre_error, fill_mask_from_boxes
-from .common import print_json, run_folder, train_in_folder
+from .common import print_json
 from .plates_data import largest_box
 from .plates_models import PlateBoxRegressor
-from .plates_pipeline import (CanvasAugmenter, add_plate_train_arguments, data_source, draw_boxes,
-                              letterbox_records, output_path, predict_photos, read_annotation_csv, read_source,
-                              read_training_splits, run_settings, start_from)
+from .plates_pipeline import (PlateTraining, add_plate_train_arguments, data_source, draw_boxes, letterbox_records,
+                              output_path, predict_photos, read_annotation_csv, read_source)
 
 TASK = "plates-box"
 DEFAULT_IMG_SIZE = 128
@@ -129,38 +127,32 @@ def _settings(args):
             "init": args.init, "target": "the largest plate of each photo"}
 
 
+class BoxTraining(PlateTraining):
+    """plates-box's run (tasks/plates_pipeline.py PlateTraining): the largest plate's box as the target."""
+    task, monitor, main_metric = TASK, "val_loss", "iou"
+
+    def new_settings(self, args):
+        return _settings(args)
+
+    def build(self, settings):
+        return PlateBoxRegressor(width=settings["width"])
+
+    def compile(self, model, settings):
+        compile_model(model, settings["loss"], settings["lr"])
+
+    def targets(self, data):
+        return data.boxes
+
+    def evaluate_on(self, model, data, batch_size):
+        return evaluate_on(model, data, batch_size)
+
+    def describe(self, metrics):
+        return _describe(metrics)
+
+
 def train(args):
     """python -m tinycnn.train plates-box: train, keep last/best checkpoints, print the best model's val metrics."""
-    tinycnn.manual_seed(args.seed)
-    model, settings = run_settings(args, _settings)
-    folder = run_folder(args, TASK)
-    splits = read_training_splits(settings["source"], settings["skip_bad_rows"])
-    train_set = letterbox_records(splits["train"], settings["img_size"])
-    val_set = letterbox_records(splits["val"], settings["img_size"])
-    print(f"plates-box: {len(train_set.records)} training and {len(val_set.records)} validation photos, "
-          f"letterboxed to {settings['img_size']} px; run folder {folder}")
-    model = _compiled_model(model, settings, args, train_set.x[:1])
-    fit_kwargs = dict(x=train_set.x, y=train_set.boxes, validation_data=(val_set.x, val_set.boxes),
-                      batch_size=args.batch_size, epochs=args.epochs, verbose=0 if args.quiet else 1,
-                      augment=CanvasAugmenter(settings["seed"]) if settings["augment"] else None,
-                      callbacks=[EarlyStopping(monitor="val_loss", patience=settings["patience"], verbose=1)])
-    train_in_folder(model, folder, fit_kwargs, monitor="val_loss", main_metric="iou")
-    best = tinycnn.load_model(f"{folder}/best.tcnn", device=args.device, compile=False)
-    metrics = evaluate_on(best, val_set, args.batch_size)
-    print(f"best.tcnn on val ({metrics['n_images']} photos, original pixels): " + _describe(metrics))
-    return 0
-
-
-def _compiled_model(resumed, settings, args, sample_input):
-    """The resumed model, or a new one (from --init's weights where they fit), on the device and compiled."""
-    model = resumed
-    if model is None:
-        model = PlateBoxRegressor(width=settings["width"]).to(args.device)
-        if args.init:
-            start_from(model, args.init, sample_input)
-        model.metadata = dict(settings)
-    compile_model(model.to(args.device), settings["loss"], settings["lr"])
-    return model
+    return BoxTraining().run(args)
 
 
 # ------------------------------------------------------------------------------------------ evaluate

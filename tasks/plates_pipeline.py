@@ -21,9 +21,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import tinycnn
+from tinycnn.callbacks import EarlyStopping
 
 from .box_ops import augment_sample, boxes_from_letterbox, boxes_to_letterbox, letterbox, letterbox_mask
-from .common import add_common_train_arguments
+from .common import Training, add_common_train_arguments
 from .plates_data import largest_box, load_image, load_sample, read_plates
 from .synthetic_plates import ensure_builtin_plates
 
@@ -265,6 +266,57 @@ def run_settings(args, new_settings):
         return None, new_settings(args)
     model, metadata = resume_model(args.resume)
     return model, {key: value for key, value in metadata.items() if key not in ("history", "epochs_done")}
+
+
+class PlateTraining(Training):
+    """The training run both plate tasks share: letterboxed photos, boxes or masks as targets, early stopping
+    on `monitor`, and the best model's metrics on the validation photos at the end. A subclass gives the
+    task's settings (`new_settings`), `build` (a new model), `compile`, `targets` and `evaluate_on`."""
+    keep_photo_masks = False  # the validation set keeps each photo's full-size mask (the segmenter's metrics)
+
+    def new_settings(self, args):
+        raise NotImplementedError
+
+    def settings(self, args):
+        return run_settings(args, self.new_settings)
+
+    def data(self, settings, args, folder):
+        splits = read_training_splits(settings["source"], settings["skip_bad_rows"])
+        train_set = letterbox_records(splits["train"], settings["img_size"])
+        val_set = letterbox_records(splits["val"], settings["img_size"], keep_photo_masks=self.keep_photo_masks)
+        print(f"{self.task}: {len(train_set.records)} training and {len(val_set.records)} validation photos, "
+              f"letterboxed to {settings['img_size']} px{self.describe_settings(settings, train_set)}; "
+              f"run folder {folder}")
+        return train_set, val_set
+
+    def describe_settings(self, settings, train_set):
+        """More words for the line `data` prints (", ..."), after settling settings drawn from the data."""
+        return ""
+
+    def model(self, resumed, settings, args, train_set):
+        """The resumed model, or a new one (from --init's weights where they fit), on the device and compiled."""
+        model = resumed
+        if model is None:
+            model = self.build(settings).to(args.device)
+            if args.init:
+                start_from(model, args.init, train_set.x[:1])
+            model.metadata = dict(settings)
+        self.compile(model.to(args.device), settings)
+        return model
+
+    def fit_arguments(self, settings, args, train_set, val_set):
+        return dict(x=train_set.x, y=self.targets(train_set), validation_data=(val_set.x, self.targets(val_set)),
+                    batch_size=args.batch_size, epochs=args.epochs, verbose=0 if args.quiet else 1,
+                    augment=self.augmenter(settings),
+                    callbacks=[EarlyStopping(monitor=self.monitor, patience=settings["patience"], verbose=1)])
+
+    def augmenter(self, settings):
+        return CanvasAugmenter(settings["seed"]) if settings["augment"] else None
+
+    def report(self, folder, args, rows, val_set):
+        best = tinycnn.load_model(f"{folder}/best.tcnn", device=args.device, compile=False)
+        metrics = self.evaluate_on(best, val_set, args.batch_size)
+        print(f"best.tcnn on val ({metrics['n_images']} photos, original pixels): " + self.describe(metrics))
 
 
 def resume_model(run_dir):

@@ -25,15 +25,14 @@ from pathlib import Path
 import numpy as np
 
 import tinycnn
-from tinycnn.callbacks import EarlyStopping
 
 from .box_ops import box_iou, centre_error, mask_dice, mask_iou
-from .common import print_json, run_folder, train_in_folder
+from .common import print_json
 from .plates_data import largest_box
 from .plates_models import PlateSegmenter
-from .plates_pipeline import (CanvasAugmenter, add_plate_train_arguments, component_boxes, data_source,
-                              draw_boxes, letterbox_records, output_path, overlay_mask, predict_photos,
-                              read_annotation_csv, read_source, read_training_splits, run_settings, start_from)
+from .plates_pipeline import (CanvasAugmenter, PlateTraining, add_plate_train_arguments, component_boxes,
+                              data_source, draw_boxes, letterbox_records, output_path, overlay_mask, predict_photos,
+                              read_annotation_csv, read_source)
 
 TASK = "plates-seg"
 DEFAULT_IMG_SIZE = 256
@@ -156,49 +155,44 @@ def _settings(args):
             "skip_bad_rows": args.skip_bad_rows, "init": args.init}
 
 
+class SegmentationTraining(PlateTraining):
+    """plates-seg's run (tasks/plates_pipeline.py PlateTraining): per-pixel plate masks as the target."""
+    task, monitor, main_metric = TASK, "val_dice", "dice"
+    keep_photo_masks = True
+
+    def new_settings(self, args):
+        return _settings(args)
+
+    def describe_settings(self, settings, train_set):
+        if settings["plate_weight"] is None:
+            settings["plate_weight"] = plate_weight_for(train_set.masks)
+        return f", plate class weight {settings['plate_weight']:.2f}"
+
+    def build(self, settings):
+        return PlateSegmenter(settings["filters"], settings["depth"], settings["upsample"], settings["convs"])
+
+    def compile(self, model, settings):
+        compile_model(model, settings["dice"], settings["plate_weight"], settings["lr"])
+
+    def targets(self, data):
+        return data.masks
+
+    def augmenter(self, settings):
+        """Geometry and colours unless --no-augment, then the --crop windows; None when neither."""
+        if not settings["augment"] and not settings["crop"]:
+            return None
+        return CanvasAugmenter(settings["seed"], geometry=settings["augment"], crop=settings["crop"])
+
+    def evaluate_on(self, model, data, batch_size):
+        return evaluate_on(model, data, batch_size)
+
+    def describe(self, metrics):
+        return _describe(metrics)
+
+
 def train(args):
     """python -m tinycnn.train plates-seg: train, keep last/best checkpoints, print the best model's val metrics."""
-    tinycnn.manual_seed(args.seed)
-    model, settings = run_settings(args, _settings)
-    folder = run_folder(args, TASK)
-    splits = read_training_splits(settings["source"], settings["skip_bad_rows"])
-    train_set = letterbox_records(splits["train"], settings["img_size"])
-    val_set = letterbox_records(splits["val"], settings["img_size"], keep_photo_masks=True)
-    if settings["plate_weight"] is None:
-        settings["plate_weight"] = plate_weight_for(train_set.masks)
-    print(f"plates-seg: {len(train_set.records)} training and {len(val_set.records)} validation photos, "
-          f"letterboxed to {settings['img_size']} px, plate class weight {settings['plate_weight']:.2f}; "
-          f"run folder {folder}")
-    model = _compiled_model(model, settings, args, train_set.x[:1])
-    fit_kwargs = dict(x=train_set.x, y=train_set.masks, validation_data=(val_set.x, val_set.masks),
-                      batch_size=args.batch_size, epochs=args.epochs, verbose=0 if args.quiet else 1,
-                      augment=_augmenter(settings),
-                      callbacks=[EarlyStopping(monitor="val_dice", patience=settings["patience"], verbose=1)])
-    train_in_folder(model, folder, fit_kwargs, monitor="val_dice", main_metric="dice")
-    best = tinycnn.load_model(f"{folder}/best.tcnn", device=args.device, compile=False)
-    metrics = evaluate_on(best, val_set, args.batch_size)
-    print(f"best.tcnn on val ({metrics['n_images']} photos, original pixels): " + _describe(metrics))
-    return 0
-
-
-def _compiled_model(resumed, settings, args, sample_input):
-    """The resumed model, or a new one (from --init's weights where they fit), on the device and compiled."""
-    model = resumed
-    if model is None:
-        model = PlateSegmenter(settings["filters"], settings["depth"], settings["upsample"],
-                               settings["convs"]).to(args.device)
-        if args.init:
-            start_from(model, args.init, sample_input)
-        model.metadata = dict(settings)
-    compile_model(model.to(args.device), settings["dice"], settings["plate_weight"], settings["lr"])
-    return model
-
-
-def _augmenter(settings):
-    """fit's augment: geometry and colours unless --no-augment, then the --crop windows; None when neither."""
-    if not settings["augment"] and not settings["crop"]:
-        return None
-    return CanvasAugmenter(settings["seed"], geometry=settings["augment"], crop=settings["crop"])
+    return SegmentationTraining().run(args)
 
 
 # ------------------------------------------------------------------------------------------ evaluate
