@@ -4,6 +4,13 @@ A loss is called as `loss(pred, y, sample_weight=None)` with the model's output 
 outputs) and the targets as a NumPy array; it returns a scalar tensor. When the model's last activation is
 a sigmoid or softmax, the loss reads the logits kept on the output (`pred._logits`) and uses the fused,
 numerically stable form (log-sum-exp), as Keras does, so large logits never give inf or NaN.
+
+Keras' arguments: `from_logits` (the output is a logit, no activation applied) for the cross-entropies;
+`label_smoothing` ε for the binary and categorical ones, which train on softened targets
+    binary:       y' = y·(1 − ε) + ε/2            categorical:  y' = y·(1 − ε) + ε/C   (C classes)
+and Huber(delta δ): per element e = pred − y, 0.5·e² where |e| ≤ δ, δ·(|e| − 0.5·δ) beyond (written as
+q = min(|e|, δ), 0.5·q² + δ·(|e| − q), so the engine's relu gives the gradient). Names: "binary_crossentropy",
+"categorical_crossentropy", "sparse_categorical_crossentropy", "mse", "mae", "huber" (and Keras' long forms).
 """
 import numpy as np
 
@@ -38,11 +45,15 @@ class BinaryCrossentropy(Loss):
     """−[y log p + (1 − y) log(1 − p)], mean over elements; y shaped like p, or (N,) for p (N, 1)."""
     name = "binary_crossentropy"
 
-    def __init__(self, from_logits=False):
+    def __init__(self, from_logits=False, label_smoothing=0.0):
         self.from_logits = bool(from_logits)
+        self.label_smoothing = _check_smoothing(label_smoothing, self.name)
 
     def __call__(self, pred, y, sample_weight=None):
-        y = _targets(np.reshape(y, pred.shape) if np.size(y) == pred.size else y, pred)
+        y = np.reshape(y, pred.shape) if np.size(y) == pred.size else np.asarray(y)
+        if self.label_smoothing:
+            y = y * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
+        y = _targets(y, pred)
         if tuple(y.shape) != pred.shape:
             raise ValueError(f"binary_crossentropy: targets of shape {y.shape} do not fit predictions {pred.shape}")
         weight = None if sample_weight is None else _targets(
@@ -53,7 +64,7 @@ class BinaryCrossentropy(Loss):
         return F.binary_cross_entropy(pred, y, weight=weight)
 
     def get_config(self):
-        return {"from_logits": self.from_logits}
+        return {"from_logits": self.from_logits, "label_smoothing": self.label_smoothing}
 
 
 class SparseCategoricalCrossentropy(Loss):
@@ -95,20 +106,24 @@ class CategoricalCrossentropy(Loss):
     """−Σ y log p for one-hot (or soft) targets shaped like the output."""
     name = "categorical_crossentropy"
 
-    def __init__(self, from_logits=False):
+    def __init__(self, from_logits=False, label_smoothing=0.0):
         self.from_logits = bool(from_logits)
+        self.label_smoothing = _check_smoothing(label_smoothing, self.name)
 
     def __call__(self, pred, y, sample_weight=None):
-        y = _targets(y, pred)
-        if tuple(y.shape) != pred.shape:
+        y = np.asarray(y.numpy() if isinstance(y, Tensor) else y)
+        if y.shape != pred.shape:
             raise ValueError(f"categorical_crossentropy: targets {y.shape} do not match predictions {pred.shape}")
+        if self.label_smoothing:  # the classes lie on axis 1 (NCHW inside, or (N, C))
+            y = y * (1.0 - self.label_smoothing) + self.label_smoothing / pred.shape[1]
+        y = _targets(y, pred)
         logits = pred if self.from_logits else _logits(pred, "softmax")
         log_p = F.log_softmax(logits, dim=1) if logits is not None else (pred + 1e-7).log()
         per_sample = -(y * log_p).sum(axis=1)
         return per_sample.mean()
 
     def get_config(self):
-        return {"from_logits": self.from_logits}
+        return {"from_logits": self.from_logits, "label_smoothing": self.label_smoothing}
 
 
 class MeanSquaredError(Loss):
@@ -121,11 +136,55 @@ class MeanSquaredError(Loss):
         return F.mse_loss(pred, y)
 
 
+class MeanAbsoluteError(Loss):
+    """mean |pred − y| (|e| = relu(e) + relu(−e): the engine's relu gives the gradient)."""
+    name = "mae"
+
+    def __call__(self, pred, y, sample_weight=None):
+        error = pred - _same_shape_targets(y, pred, self.name)
+        return (F.relu(error) + F.relu(-error)).mean()
+
+
+class Huber(Loss):
+    """Keras' Huber loss, mean over elements: quadratic within `delta` of the target, linear beyond."""
+    name = "huber"
+
+    def __init__(self, delta=1.0):
+        self.delta = float(delta)
+        if self.delta <= 0:
+            raise ValueError(f"huber: delta must be positive, got {delta}")
+
+    def __call__(self, pred, y, sample_weight=None):
+        error = pred - _same_shape_targets(y, pred, self.name)
+        absolute = F.relu(error) + F.relu(-error)
+        quadratic = absolute - F.relu(absolute - self.delta)  # min(|e|, δ)
+        return (quadratic * quadratic * 0.5 + (absolute - quadratic) * self.delta).mean()
+
+    def get_config(self):
+        return {"delta": self.delta}
+
+
+def _same_shape_targets(y, pred, name):
+    y = _targets(np.reshape(y, pred.shape) if np.size(y) == pred.size else y, pred)
+    if tuple(y.shape) != pred.shape:
+        raise ValueError(f"{name}: targets of shape {y.shape} do not match predictions {pred.shape}")
+    return y
+
+
+def _check_smoothing(value, name):
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name}: label_smoothing must be in [0, 1], got {value}")
+    return value
+
+
 _ALIASES = {
     "binary_crossentropy": BinaryCrossentropy, "bce": BinaryCrossentropy,
     "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
     "categorical_crossentropy": CategoricalCrossentropy,
     "mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
+    "mae": MeanAbsoluteError, "mean_absolute_error": MeanAbsoluteError,
+    "huber": Huber, "huber_loss": Huber,
 }
 
 
@@ -141,7 +200,7 @@ def get(loss):
 
 
 _BUILTIN_CLASSES = {c.__name__: c for c in (BinaryCrossentropy, SparseCategoricalCrossentropy,
-                                            CategoricalCrossentropy, MeanSquaredError)}
+                                            CategoricalCrossentropy, MeanSquaredError, MeanAbsoluteError, Huber)}
 
 
 def to_config(loss):
