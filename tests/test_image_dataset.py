@@ -38,7 +38,22 @@ def test_batches_have_keras_shapes_dtypes_and_unscaled_values(pets):
     xb, yb = batches[0]
     assert xb.shape == (5, 8, 10, 3) and xb.dtype == np.float32 and yb.dtype == np.int32
     assert xb.max() > 1.5 and xb.max() <= 255                            # 0..255, not rescaled
-    assert labels_of(ds) == [0] * 6 + [1] * 6
+    assert labels_of(ds) == [0] * 6 + [1] * 6 and ds.labels.tolist() == [0] * 6 + [1] * 6
+
+
+@pytest.mark.parametrize("keep_aspect", ["crop_to_aspect_ratio", "pad_to_aspect_ratio"])
+def test_crop_or_pad_to_the_aspect_ratio(tmp_path, keep_aspect):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        pixels = np.full((10, 30, 3), 200, np.uint8)
+        pixels[:, :10] = 0                                               # a black left third
+        Image.fromarray(pixels).save(tmp_path / name / "wide.png")
+    xb, _ = next(iter(image_dataset_from_directory(tmp_path, image_size=(10, 10), shuffle=False,
+                                                   **{keep_aspect: True})))
+    if keep_aspect == "crop_to_aspect_ratio":
+        assert xb[0].min() == 200                                        # the centre 10x10: no black
+    else:
+        assert xb[0, 0].max() == 0 and xb[0, 5, 5].max() > 0             # black bands above and below
 
 
 @pytest.mark.parametrize("label_mode, shape, dtype", [("categorical", (12, 2), np.float32),

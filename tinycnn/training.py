@@ -248,7 +248,7 @@ class TrainingAPI:
         xb, yb = x[index], y[index]
         if augment is not None:
             xb, yb = augment(xb, yb)
-        weights = None if class_weight is None else np.array([class_weight[int(v)] for v in np.ravel(yb)[:len(yb)]],
+        weights = None if class_weight is None else np.array([class_weight[int(v)] for v in _class_indices(yb)],
                                                             np.float32)
         if sample_weight is not None:
             weights = sample_weight[index] if weights is None else weights * sample_weight[index]
@@ -400,6 +400,13 @@ def _global_batches(stream, dist):
         if batch is None:
             batch = tuple(None if v is None else v[:0] for v in template) + (0,)
         yield batch[:3] + (int(total),)
+
+
+def _class_indices(yb):
+    """Each sample's class, for class_weight: the argmax of one-hot rows, else the (first) label."""
+    if yb.ndim == 2 and yb.shape[1] > 1:
+        return yb.argmax(axis=1)
+    return np.ravel(yb)[:len(yb)] if yb.ndim == 1 or yb.size == len(yb) else yb.reshape(len(yb), -1)[:, 0]
 
 
 def _new_means(metrics):

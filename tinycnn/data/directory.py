@@ -17,7 +17,8 @@ Elements: batches of float32 (batch, height, width, channels) images with values
 Keras gives them: put a Rescaling layer or a map in front to scale), then the labels. color_mode "grayscale",
 "rgb" or "rgba" gives 1, 3 or 4 channels. Every image is resized to image_size=(height, width) with the
 `interpolation` filter (Pillow's, which averages every source pixel under an output pixel when it shrinks);
-crop_to_aspect_ratio cuts the largest centred region of the target's aspect ratio first. image_size=None keeps
+crop_to_aspect_ratio cuts the largest centred region of the target's aspect ratio first, pad_to_aspect_ratio
+pads the image with black to that aspect ratio instead (Keras 3). image_size=None keeps
 each image's own size: the images then must all have one size (else a one-line error naming the folder), or
 batch_size=None must ask for single images.
 
@@ -32,7 +33,8 @@ prefetch thread keeps two batches ready, so decoding overlaps training; memory h
 folder. A file that is not a readable image (a text file, a truncated JPEG, Thumbs.db) is left out: after
 the first complete pass they are reported together in one SkippedFilesWarning, as the folder loader does, and
 listed in `.skipped`; an epoch then has fewer elements than len() counted. `.file_paths` lists the subset's
-files in their (first) order.
+files in their (first) order, `.labels` their integer labels (tinycnn's addition, e.g. for
+`balanced_class_weights`).
 
 To decode a folder once and read it back fast in every later epoch and run, cache the decoded images before
 shuffling: `image_dataset_from_directory(root, batch_size=None, shuffle=False, ...)
@@ -59,9 +61,11 @@ SUBSETS = ("training", "validation", "both")
 def image_dataset_from_directory(directory, labels="inferred", label_mode="int", class_names=None,
                                  color_mode="rgb", batch_size=32, image_size=(256, 256), shuffle=True, seed=None,
                                  validation_split=None, subset=None, interpolation="bilinear",
-                                 crop_to_aspect_ratio=False, num_parallel_calls=AUTOTUNE):
+                                 crop_to_aspect_ratio=False, pad_to_aspect_ratio=False, num_parallel_calls=AUTOTUNE):
     """A Dataset of (images, labels) batches streamed from `directory`; see the module docstring."""
     root = _check_root(directory)
+    if crop_to_aspect_ratio and pad_to_aspect_ratio:
+        raise ValueError("crop_to_aspect_ratio and pad_to_aspect_ratio cannot both be True")
     _check_arguments(root, labels, label_mode, class_names, color_mode, batch_size, image_size, shuffle, seed,
                      validation_split, subset, interpolation)
     files, label_ids, class_names, stray = _list_files(root, labels, class_names, label_mode)
@@ -74,8 +78,8 @@ def image_dataset_from_directory(directory, labels="inferred", label_mode="int",
     order = np.random.default_rng(seed).permutation(len(files)) if shuffle else np.arange(len(files))
     parts = _split(root, order, validation_split, subset)
     settings = dict(color_mode=color_mode, image_size=None if image_size is None else [int(s) for s in image_size],
-                    interpolation=interpolation, crop_to_aspect_ratio=bool(crop_to_aspect_ratio),
-                    label_mode=label_mode, class_names=class_names)
+                    interpolation=interpolation, label_mode=label_mode, class_names=class_names,
+                    resize="crop" if crop_to_aspect_ratio else "pad" if pad_to_aspect_ratio else "stretch")
     folder_key = _memo(lambda: _cache_key(root, files, settings))
     made = [_subset_dataset(root, files, label_ids, len(class_names), rows, settings, folder_key, name,
                             batch_size, shuffle and name == "training", seed, num_parallel_calls, stray)
@@ -174,6 +178,7 @@ def _subset_dataset(root, files, label_ids, n_classes, rows, settings, folder_ke
         ds = ds.batch(batch_size)
     ds = _reported(ds.prefetch(2), report)
     ds.file_paths = [os.path.join(root, files[i]) for i in rows]
+    ds.labels = None if label_ids is None else label_ids[rows]       # e.g. for balanced_class_weights
     ds.skipped = report.skipped
     return ds
 
@@ -183,7 +188,7 @@ def _decoder(root, files, label_ids, n_classes, settings):
     size, mode = settings["image_size"], settings["color_mode"]
     draft = None if size is None else (max(size),) * 2       # either orientation (EXIF) still big enough
     resample = INTERPOLATIONS[settings["interpolation"]]
-    resize = "crop" if settings["crop_to_aspect_ratio"] else "stretch"
+    resize = settings["resize"]
     label_mode = settings["label_mode"]
 
     def decode(row):
