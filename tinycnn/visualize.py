@@ -281,10 +281,36 @@ def feature_maps(model, x):
 
     x: one input as the model's predict takes it ((H, W, C) for a Sequential, (C, H, W) for other Modules), or a
     batch of one. Runs in inference mode without gradients; the model's own outputs are unchanged."""
+    def blocks(tensor):
+        if isinstance(model, Sequential):
+            return _sequential_blocks(model, tensor)
+        return _recorded_children(model, tensor, only_conv=True)
+    return _run_one_input(model, x, blocks, "feature_maps")
+
+
+def block_outputs(model, x):
+    """[(name, type name, output shape, parameter count)] of each top-level sub-module (each layer of a
+    Sequential) for one input x, as the model's predict takes it: the rows of a model summary."""
+    def rows(tensor):
+        if isinstance(model, Sequential):
+            found = []
+            for layer in model.layers:
+                tensor = layer(tensor)
+                found.append((layer.name, type(layer).__name__, tuple(tensor.shape[1:]), layer.count_params()))
+            return found
+        children = dict(model._modules)
+        outputs = _recorded_children(model, tensor, only_conv=False, keep_layout=True)
+        return [(name, type(children[name]).__name__, out.shape, children[name].count_params())
+                for name, out in outputs]
+    return _run_one_input(model, x, rows, "block_outputs")
+
+
+def _run_one_input(model, x, run, caller):
+    """run(tensor) on one input x (as predict takes it; NCHW inside) in inference mode without gradients."""
     x = np.asarray(x, np.float32)
     x = x[None] if x.ndim == 3 else x
     if x.ndim != 4 or len(x) != 1:
-        raise ValueError(f"feature_maps takes one image (3 axes) or a batch of one, got shape {x.shape}")
+        raise ValueError(f"{caller} takes one image (3 axes) or a batch of one, got shape {x.shape}")
     model._record_input_shape(x)
     if model.input_format == "channels_last":
         x = x.transpose(0, 3, 1, 2)
@@ -293,37 +319,7 @@ def feature_maps(model, x):
     model.eval()
     try:
         with no_grad():
-            tensor = Tensor(np.ascontiguousarray(x), device=model.device)
-            if isinstance(model, Sequential):
-                return _sequential_blocks(model, tensor)
-            return _recorded_children(model, tensor, only_conv=True)
-    finally:
-        model.train(was_training)
-
-
-def block_outputs(model, x):
-    """[(name, type name, output shape, parameter count)] of each top-level sub-module (each layer of a
-    Sequential) for one input x, as the model's predict takes it: the rows of a model summary."""
-    x = np.asarray(x, np.float32)
-    x = x[None] if x.ndim == 3 else x
-    if model.input_format == "channels_last":
-        x = x.transpose(0, 3, 1, 2)
-    model._ensure_built()
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            tensor = Tensor(np.ascontiguousarray(x), device=model.device)
-            if isinstance(model, Sequential):
-                rows = []
-                for layer in model.layers:
-                    tensor = layer(tensor)
-                    rows.append((layer.name, type(layer).__name__, tuple(tensor.shape[1:]), layer.count_params()))
-                return rows
-            children = dict(model._modules)
-            outputs = _recorded_children(model, tensor, only_conv=False, keep_layout=True)
-            return [(name, type(children[name]).__name__, out.shape, children[name].count_params())
-                    for name, out in outputs]
+            return run(Tensor(np.ascontiguousarray(x), device=model.device))
     finally:
         model.train(was_training)
 
