@@ -128,7 +128,8 @@ class Model(Module):
 
         return {
             "name": self.name,
-            "layers": [{"class": type(layer).__name__, "config": layer.get_config()} for layer in self.layers],
+            "layers": [{"class": type(layer).__name__, "module": type(layer).__module__, "config": layer.get_config()}
+                       for layer in self.layers],
             "nodes": [{"layer": node.layer.name, "inputs": None if node.inputs is None else refs(node.inputs)}
                       for node in self._nodes],
             "inputs": [ref(t) for t in self.inputs], "outputs": [ref(t) for t in self.outputs],
@@ -139,7 +140,7 @@ class Model(Module):
     def from_config(cls, config):
         layers = {}
         for spec in config["layers"]:
-            layer_class = Module.registry.get(spec["class"])
+            layer_class = Module.registry.lookup(spec["class"], spec.get("module", ""))
             if layer_class is None:
                 raise ValueError(f"unknown layer class {spec['class']!r} in the model file (a user layer: import "
                                  "the module that defines it before loading)")

@@ -10,6 +10,7 @@ import numpy as np
 
 from .fuse import training_steps
 from .nn import Module
+from .saving import load_model  # noqa: F401  (tinycnn.models.load_model, as Keras has it)
 from .tensor import Tensor, no_grad
 
 
