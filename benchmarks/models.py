@@ -8,19 +8,22 @@
 Each builder imports its framework only when called: this file is imported by the benchmark's children in
 all environments (tinycnn's, which has no torch, and a peer's, which need not have numba).
 
-The models (the tasks' shapes, written for the benchmark; tasks/plates_models.py holds the real task models):
+The models (tinycnn's are the task models of tasks/plates_models.py; the PyTorch and Keras twins are written
+here to match them):
 
 - catdog    the tutorial's net, batch 32, 1×100×100: Conv64 3×3 + ReLU, MaxPool 2, Conv64 3×3 + ReLU,
             MaxPool 2, Flatten, Dense 64 + ReLU, Dense 1 + sigmoid; binary cross-entropy (on the logits).
 - mobilenet MobileNetV2-style box regressor, batch 16, 3×128×128: stem conv 3×3 stride 2 → 32 (no bias) + BN +
             ReLU6; inverted residual blocks (t, c, s) = (1,16,1) (6,24,2) (6,24,1) (6,32,2) (6,64,2) (6,128,1)
             (1×1 expand + BN + ReLU6 when t > 1, 3×3 depthwise + BN + ReLU6, 1×1 project + BN, residual add
-            when the shape is kept); global average pooling, Linear 4 + sigmoid; MSE. tinycnn's twin runs
-            channels-last inside (as the task model), transposing the NCHW batch in its forward.
+            when the shape is kept); global average pooling, Linear 4 + sigmoid; MSE. tinycnn's model is
+            PlateBoxRegressor without its head conv and dropout: channels-last inside, transposing the NCHW
+            batch in its forward.
 - fcn       U-Net-style segmenter, batch 8, 3×128×128: encoder blocks of two (conv 3×3 'same' no bias + BN +
             ReLU) with 16, 32, 64 channels and 2×2 max pooling between them; decoder: transposed conv 2×2
             stride 2 (64→32, 32→16), concatenation with the encoder's map of that scale, a block of two
-            conv+BN+ReLU; 1×1 conv to 2 classes; per-pixel cross-entropy (on the logits).
+            conv+BN+ReLU; 1×1 conv to 2 classes; per-pixel cross-entropy (on the logits). tinycnn's model is
+            PlateSegmenter(16, depth=2, convs_per_block=2), whose softmax output keeps the logits the loss reads.
 
 Batch norm: ε = 1e-3 in all three (Keras' default, which tinycnn's layer uses), momentum 0.9 (PyTorch's 0.1).
 Convolutions before a batch norm have no bias. tinycnn's 'same' padding follows Keras: for the stride-2 3×3
@@ -92,104 +95,16 @@ def build_tinycnn(name):
             layers.Dense(1, activation="sigmoid"),
         ])
         return model, tinycnn.losses.BinaryCrossentropy()  # reads the logits kept on the sigmoid's output
-    classes = _tinycnn_classes()
-    if name == "mobilenet":
-        return classes["MobileNet"](), tinycnn.losses.MeanSquaredError()
-    if name == "fcn":
-        return classes["FCN"](), tinycnn.losses.SparseCategoricalCrossentropy(from_logits=True)
+    from tinycnn.tasks.plates_models import PlateBoxRegressor, PlateSegmenter
+    if name == "mobilenet":  # the plate regressor, without its head conv and dropout (as the twins)
+        blocks = [(t, c, 1, s) for t, c, s in MOBILENET_BLOCKS]
+        model = PlateBoxRegressor(width=1.0, blocks=blocks, dropout=0.0, head_channels=0)
+        return model, tinycnn.losses.MeanSquaredError()
+    if name == "fcn":  # the plate segmenter; the loss reads the logits kept on its softmax output
+        model = PlateSegmenter(filters=FCN_WIDTHS[0], depth=len(FCN_WIDTHS) - 1, upsample="transpose",
+                               convs_per_block=2, classes=2)
+        return model, tinycnn.losses.SparseCategoricalCrossentropy()
     raise ValueError(f"unknown model {name!r}: {MODELS}")
-
-
-_TINYCNN_CLASSES = {}
-
-
-def _tinycnn_classes():
-    if _TINYCNN_CLASSES:
-        return _TINYCNN_CLASSES
-    import tinycnn
-    from tinycnn import layers
-    F = tinycnn.functional
-
-    class BenchConvBN(tinycnn.Module):
-        def __init__(self, filters, kernel, strides=1, depthwise=False, activation="relu6", data_format="channels_first"):
-            super().__init__()
-            if depthwise:
-                self.conv = layers.DepthwiseConv2D(kernel, strides=strides, padding="same", use_bias=False,
-                                                   data_format=data_format)
-            else:
-                self.conv = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
-                                          data_format=data_format)
-            # the activation fused into the batch norm's passes (layers.BatchNormalization(activation=...))
-            self.bn = layers.BatchNormalization(momentum=0.9, epsilon=BN_EPS, activation=activation,
-                                                axis=-1 if data_format == "channels_last" else 1)
-
-        fusable = (("conv", "bn"),)
-
-        def forward(self, x):
-            return self.bn(self.conv(x))
-
-    class BenchInvertedResidual(tinycnn.Module):
-        def __init__(self, cin, cout, stride, t):
-            super().__init__()
-            hidden = cin * t
-            last = "channels_last"  # as tasks/plates_models.py's regressor
-            self.expand = BenchConvBN(hidden, 1, data_format=last) if t != 1 else None
-            self.depthwise = BenchConvBN(hidden, 3, strides=stride, depthwise=True, data_format=last)
-            self.project = BenchConvBN(cout, 1, activation=None, data_format=last)
-            self.residual = stride == 1 and cin == cout
-
-        def forward(self, x):
-            y = self.expand(x) if self.expand is not None else x
-            y = self.project(self.depthwise(y))
-            return x + y if self.residual else y
-
-    class MobileNet(tinycnn.Module):
-        def __init__(self):
-            super().__init__()
-            self.stem = BenchConvBN(MOBILENET_STEM, 3, strides=2, data_format="channels_last")
-            blocks, cin = [], MOBILENET_STEM
-            for t, c, s in MOBILENET_BLOCKS:
-                blocks.append(BenchInvertedResidual(cin, c, s, t))
-                cin = c
-            self.blocks = blocks
-            self.pool = layers.GlobalAveragePooling2D(data_format="channels_last")
-            self.box = layers.Dense(4, activation="sigmoid")
-
-        def forward(self, x):
-            x = self.stem(x.transpose(0, 2, 3, 1))  # NCHW batch -> channels last (NHWC) inside, as the task model
-            for block in self.blocks:
-                x = block(x)
-            return self.box(self.pool(x))
-
-    class FCN(tinycnn.Module):
-        def __init__(self, classes=2):
-            super().__init__()
-            w1, w2, w3 = FCN_WIDTHS
-            self.enc1 = [BenchConvBN(w1, 3, activation="relu"), BenchConvBN(w1, 3, activation="relu")]
-            self.enc2 = [BenchConvBN(w2, 3, activation="relu"), BenchConvBN(w2, 3, activation="relu")]
-            self.bottom = [BenchConvBN(w3, 3, activation="relu"), BenchConvBN(w3, 3, activation="relu")]
-            self.up2 = layers.Conv2DTranspose(w2, 2, strides=2)
-            self.dec2 = [BenchConvBN(w2, 3, activation="relu"), BenchConvBN(w2, 3, activation="relu")]
-            self.up1 = layers.Conv2DTranspose(w1, 2, strides=2)
-            self.dec1 = [BenchConvBN(w1, 3, activation="relu"), BenchConvBN(w1, 3, activation="relu")]
-            self.classify = layers.Conv2D(classes, 1)
-
-        @staticmethod
-        def _block(convs, x):
-            for conv in convs:
-                x = conv(x)
-            return x
-
-        def forward(self, x):
-            s1 = self._block(self.enc1, x)
-            s2 = self._block(self.enc2, F.max_pool2d(s1, 2))
-            x = self._block(self.bottom, F.max_pool2d(s2, 2))
-            x = self._block(self.dec2, tinycnn.cat([self.up2(x), s2], axis=1))
-            x = self._block(self.dec1, tinycnn.cat([self.up1(x), s1], axis=1))
-            return self.classify(x)
-
-    _TINYCNN_CLASSES.update(MobileNet=MobileNet, FCN=FCN)
-    return _TINYCNN_CLASSES
 
 
 # ---------------------------------------------------------------------- PyTorch twins

@@ -7,7 +7,8 @@ PlateBoxRegressor is a MobileNetV2-style network (Sandler et al., 2018): a strid
 residual blocks (1x1 expand, 3x3 depthwise, 1x1 linear project, batch norm after each, ReLU6 after the
 first two; the input is added back when the block keeps its shape), a 1x1 head conv, global average
 pooling and Dense(4) + sigmoid, as in the Keras tutorial's regressor. `width` multiplies every channel count
-(rounded to a multiple of 8, as MobileNet does).
+(rounded to a multiple of 8, as MobileNet does); head_channels=0 leaves the head conv out (the benchmark's
+twin, benchmarks/models.py).
 
 PlateSegmenter is a U-Net-style fully convolutional encoder-decoder: conv blocks and 2x2 max pooling down,
 transposed convolutions (or bilinear upsampling + 1x1 conv) up, the encoder's maps concatenated onto the
@@ -100,14 +101,16 @@ class PlateBoxRegressor(tinycnn.Module):
     in either.
     """
 
-    def __init__(self, width=1.0, blocks=DEFAULT_BLOCKS, dropout=0.2, data_format="channels_last"):
+    def __init__(self, width=1.0, blocks=DEFAULT_BLOCKS, dropout=0.2, data_format="channels_last",
+                 head_channels=HEAD_CHANNELS):
         super().__init__()
         self.width, self.blocks, self.dropout_rate = float(width), [list(b) for b in blocks], float(dropout)
-        self.data_format = data_format
+        self.data_format, self.head_channels = data_format, int(head_channels or 0)
         stem_channels = scaled_channels(STEM_CHANNELS, self.width)
         self.stem = ConvBNReLU6(stem_channels, 3, strides=2, data_format=data_format)
         self.features, channels = inverted_residual_stack(stem_channels, self.blocks, self.width, data_format)
-        self.head = ConvBNReLU6(scaled_channels(HEAD_CHANNELS, max(self.width, 1.0)), 1, data_format=data_format)
+        self.head = ConvBNReLU6(scaled_channels(self.head_channels, max(self.width, 1.0)), 1,
+                                data_format=data_format) if self.head_channels else None
         self.pool = layers.GlobalAveragePooling2D(data_format=data_format)
         self.dropout = layers.Dropout(self.dropout_rate)
         self.box = layers.Dense(4, activation="sigmoid")
@@ -119,14 +122,14 @@ class PlateBoxRegressor(tinycnn.Module):
         x = self.stem(x)
         for block in self.features:
             x = block(x)
-        return self.head(x)
+        return self.head(x) if self.head is not None else x
 
     def forward(self, x):
         return self.box(self.dropout(self.pool(self.backbone(x))))
 
     def get_config(self):
         return {"width": self.width, "blocks": self.blocks, "dropout": self.dropout_rate,
-                "data_format": self.data_format}
+                "data_format": self.data_format, "head_channels": self.head_channels}
 
 
 class ConvBlock(tinycnn.Module):
