@@ -174,3 +174,101 @@ def test_composed_defaults_match_the_cpu_fused_kernels(dtype):
         np.testing.assert_allclose(
             plain_bn.batch_norm_eval_forward(x3, gamma, beta, fused[1], fused[3], 1e-5, activation=activation),
             batchnorm.batch_norm_eval_forward(x3, gamma, beta, fused[1], fused[3], 1e-5, activation=activation), **tol)
+
+
+# ---------------------------------------------------------------------- no import cycle in kernels/ and the op layer
+#
+# The import graph read from the source with `ast` (nothing is imported): every `import` and `from ... import`,
+# at module level or inside a function (a function-level import defers a cycle, it does not remove it). An
+# edge goes to each module named: `from . import reduce` and `from .ops import basic` name the submodules,
+# `from .layout import full` names layout. kernels/ installs as tinycnn.kernels. Covered: kernels/,
+# tinycnn/ops/ and tinycnn/device.py (the rest of tinycnn/ has tests/test_import_cycles.py).
+
+import ast  # noqa: E402
+import os  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COVERED = {"tinycnn.kernels": "kernels", "tinycnn.ops": os.path.join("tinycnn", "ops")}
+
+
+def _covered_modules():
+    """{dotted name: (path, is_package)} of every module under COVERED, and tinycnn.device."""
+    found = {"tinycnn.device": (os.path.join(ROOT, "tinycnn", "device.py"), False)}
+    for package, folder in COVERED.items():
+        for directory, _, files in os.walk(os.path.join(ROOT, folder)):
+            for file in (f for f in files if f.endswith(".py")):
+                parts = os.path.relpath(os.path.join(directory, file), os.path.join(ROOT, folder))[:-3].split(os.sep)
+                is_package = parts[-1] == "__init__"
+                name = ".".join([package] + (parts[:-1] if is_package else parts))
+                found[name] = (os.path.join(directory, file), is_package)
+    return found
+
+
+def imported_modules(name, is_package, source, known):
+    """The modules of `known` that the module `name` (its source text) imports."""
+    package = name if is_package else name.rpartition(".")[0]
+    targets = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            targets.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([node.module] if node.module else []))
+            for alias in node.names:  # a submodule by name, else the module itself
+                targets.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
+    return {t for t in targets if t in known and t != name}
+
+
+def cycles(graph):
+    """The strongly connected components of more than one module (Tarjan), each as a sorted list."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycle_in_the_kernels_and_the_op_layer():
+    modules = _covered_modules()
+    assert "tinycnn.kernels.cpu.conv.winograd" in modules and "tinycnn.ops.conv" in modules
+    graph = {name: imported_modules(name, is_package, open(path, encoding="utf-8").read(), modules)
+             for name, (path, is_package) in modules.items()}
+    assert "tinycnn.kernels.cuda.layout" in graph["tinycnn.kernels.cuda.reduce"]
+    assert cycles(graph) == []
+
+
+def test_the_cycle_check_finds_a_cycle():
+    known = {"tinycnn.kernels.cuda", "tinycnn.kernels.cuda.elementwise", "tinycnn.kernels.cuda.reduce"}
+    elementwise = "def sum_to_shape(g, shape):\n    from . import reduce\n"  # the cycle this replaced
+    reduce = "from .elementwise import full, padded\n"
+    graph = {"tinycnn.kernels.cuda.elementwise": imported_modules("tinycnn.kernels.cuda.elementwise", False,
+                                                                   elementwise, known),
+             "tinycnn.kernels.cuda.reduce": imported_modules("tinycnn.kernels.cuda.reduce", False, reduce, known)}
+    assert cycles(graph) == [["tinycnn.kernels.cuda.elementwise", "tinycnn.kernels.cuda.reduce"]]
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": set(), "d": {"d"}}) == []
+    assert imported_modules("tinycnn.kernels.cpu.conv.im2col", False, "from ..gemm import matmul\n",
+                            {"tinycnn.kernels.cpu.gemm"}) == {"tinycnn.kernels.cpu.gemm"}

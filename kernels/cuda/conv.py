@@ -23,6 +23,7 @@ import numpy as np
 from numba import cuda, int64
 
 from . import _launch as L
+from . import reduce
 from ._launch import BK, BM, BMP, BN, BNP, GEMM_THREADS, RM, RN, TM, TN
 from .linear import splitk_sum_kernel, tile_mma
 
@@ -350,7 +351,6 @@ def _dw(dy, x, w_shape, stride, padding, dilation, groups):
 
 
 def _bias_grad(dy):
-    from . import reduce
     return reduce.sum(dy, (0, 2, 3), False)
 
 

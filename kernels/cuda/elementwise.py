@@ -3,11 +3,8 @@
 Every kernel here is a grid-stride loop: thread t of a grid of T threads handles the elements t, t + T,
 t + 2T, ... of the output, so one launch of a bounded grid covers any size.
 
-Broadcasting and strided copies share one piece of index arithmetic, `strided_offset`: the i-th element of a
-C-ordered `shape` sits at Σ_d idx_d · stride_d in an array with element `strides`, where idx is i written in
-the mixed radix of `shape`. A broadcast operand has stride 0 along its stretched axes, a transpose permutes
-the strides, a slice adds an offset. Shapes are padded on the left to MAXDIM dimensions (size 1, stride 0),
-so one compiled kernel serves every rank.
+Broadcasting and strided copies share one piece of index arithmetic, `strided_offset` (layout.py, with
+`full`: the layer below this module and reduce.py, which both use it).
 """
 import math
 
@@ -15,57 +12,11 @@ import numpy as np
 from numba import cuda
 
 from . import _launch as L
-from ._launch import MAXDIM
-
-# ------------------------------------------------------------------------------------------ index math
-
-
-@cuda.jit(device=True)
-def strided_offset(i, shape, strides):
-    """Element offset of the i-th element (C order over `shape`) of an array with element `strides`."""
-    off = 0
-    for d in range(MAXDIM - 1, -1, -1):
-        if i == 0:      # the remaining (outer) indices are all 0
-            break
-        n = shape[d]
-        off += (i % n) * strides[d]
-        i //= n
-    return off
-
-
-def contiguous_strides(shape):
-    strides, s = [], 1
-    for n in reversed(shape):
-        strides.append(s)
-        s *= n
-    return tuple(reversed(strides))
-
-
-def padded(shape, strides=None):
-    """(shape, strides) padded on the left to MAXDIM dimensions, as int64 tuples for the kernels."""
-    shape = tuple(int(s) for s in shape)
-    strides = contiguous_strides(shape) if strides is None else tuple(int(s) for s in strides)
-    if len(shape) > MAXDIM:
-        raise ValueError(f"at most {MAXDIM} dimensions are supported on cuda, got shape {shape}")
-    pad = MAXDIM - len(shape)
-    return (1,) * pad + shape, (0,) * pad + strides
-
-
-def broadcast_strides(shape, out_shape):
-    """Element strides that read a C-contiguous `shape` as if broadcast to `out_shape` (0 on stretched axes)."""
-    strides = contiguous_strides(shape)
-    lead = len(out_shape) - len(shape)
-    return tuple(0 if i < lead or shape[i - lead] == 1 else strides[i - lead] for i in range(len(out_shape)))
-
+from . import reduce
+# fill_kernel is used by tests and benchmarks/gpu_bench.py as E.fill_kernel
+from .layout import broadcast_strides, contiguous_strides, fill_kernel, full, padded, strided_offset  # noqa: F401
 
 # ------------------------------------------------------------------------------------------ kernels
-
-
-@cuda.jit(cache=True)
-def fill_kernel(out, value):
-    """out[i] = value. out: 1-D."""
-    for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        out[i] = value
 
 
 @cuda.jit(cache=True)
@@ -215,13 +166,6 @@ def asarray(a, dtype):
 
 def to_numpy(a):
     return a.copy_to_host()
-
-
-def full(shape, value, dtype):
-    out = L.empty(shape, dtype)
-    if out.size:
-        L.launch1d(fill_kernel, out.size, L.flat(out), L.scalar(value, out.dtype))
-    return out
 
 
 def zeros(shape, dtype):
@@ -486,7 +430,6 @@ def where_positive(cond, a, b):
 
 def sum_to_shape(g, shape):
     """Sum g over the axes that broadcasting stretched, so that the result has `shape`."""
-    from . import reduce
     shape = tuple(shape)
     if tuple(g.shape) == shape:
         return g

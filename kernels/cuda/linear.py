@@ -23,6 +23,7 @@ import numpy as np
 from numba import cuda
 
 from . import _launch as L
+from . import reduce
 from ._launch import BK, BM, BMP, BN, BNP, GEMM_THREADS, RM, RN, TM, TN
 
 
@@ -153,7 +154,6 @@ def linear_forward(x, w, b):
 
 
 def linear_backward(dy, x, w, need_dx, need_dw, need_db):
-    from . import reduce
     (N, I), O = x.shape, w.shape[0]
     dx = gemm(L.flat(dy), O, 1, L.flat(w), I, 1, N, I, O) if need_dx else None     # dy (N×O) · W (O×I)
     dw = gemm(L.flat(dy), 1, O, L.flat(x), I, 1, O, I, N) if need_dw else None     # dyᵀ (O×N) · x (N×I)

@@ -17,7 +17,7 @@ from numba import cuda
 
 from . import _launch as L
 from ._launch import RED
-from .elementwise import contiguous_strides, full, padded, strided_offset
+from .layout import contiguous_strides, full, padded, strided_offset
 
 SUM, MAX = 0, 1
 
