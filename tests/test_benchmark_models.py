@@ -28,6 +28,8 @@ def test_twin_trains_and_predicts(name):
 def test_the_twins_are_the_task_models():
     from tinycnn.tasks.plates_models import PlateBoxRegressor, PlateSegmenter
     mobilenet, fcn = build_tinycnn("mobilenet")[0], build_tinycnn("fcn")[0]
+    for model, name in ((mobilenet, "mobilenet"), (fcn, "fcn")):
+        model(tinycnn.Tensor(make_batch(name, 1)[0]))  # builds the weights
     assert type(mobilenet) is PlateBoxRegressor and mobilenet.head is None
     assert type(fcn) is PlateSegmenter and fcn.depth == 2
     assert mobilenet.count_params() == 126_340 and fcn.count_params() == 117_378  # the benchmark's networks
