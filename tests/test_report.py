@@ -17,6 +17,7 @@ from test_catdog_task import _builtin, tiny_run  # noqa: F401 - fixtures
 from test_plates_tasks import box_run, plates, seg_run  # noqa: F401 - fixtures
 
 from tinycnn import evaluate, report, train, visualize
+from tinycnn.cli import run_cli
 
 COMMON_SECTIONS = {"overview", "curves", "filters", "feature-maps", "summary", "recipe"}
 
@@ -110,9 +111,7 @@ def test_minimal_report_needs_no_data(box_run, tmp_path):  # noqa: F811
 
 
 def test_a_folder_without_a_model_is_a_one_line_error(tmp_path, capsys):
-    with pytest.raises(SystemExit) as stop:
-        report.main([str(tmp_path)])
-    assert stop.value.code == 2
+    assert run_cli("report", report.main, [str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "best.tcnn" in err and str(tmp_path) in err
 

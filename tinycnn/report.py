@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from . import visualize
+from .checks import UserInputError
+from .cli import Parser, run_cli
 from .saving import load_model
 
 GRID_SIZE = 12       # photos per grid
@@ -43,17 +45,12 @@ PICTURES = "report"  # RUN/report/: the pictures beside report.html
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tinycnn.report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser("report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="a run folder written by tinycnn.train (holds best.tcnn or last.tcnn)")
     parser.add_argument("--data", help="data to show the model on (default: the data it was trained on)")
     parser.add_argument("--split", default=None, help="plate tasks: which split of the data (default val)")
     args = parser.parse_args(argv)
-    try:
-        path = write_report(args.run, data=args.data, split=args.split)
-    except (FileNotFoundError, ValueError) as error:
-        parser.exit(2, f"error: {error}\n")
-    print(f"wrote {path}")
+    print(f"wrote {write_report(args.run, data=args.data, split=args.split)}")
     return 0
 
 
@@ -62,7 +59,7 @@ def write_report(run, data=None, split=None, minimal=False):
     run = Path(run)
     model_path = next((run / name for name in ("best.tcnn", "last.tcnn") if (run / name).is_file()), None)
     if model_path is None:
-        raise FileNotFoundError(f"{run} holds no best.tcnn or last.tcnn (is it a run folder of tinycnn.train?)")
+        raise UserInputError(f"{run} holds no best.tcnn or last.tcnn (is it a run folder of tinycnn.train?)")
     model = load_model(model_path, compile=False)
     meta = model.metadata
     page = Page(run, f"{run.name} ({meta.get('task', 'unknown task')}): tinycnn run report")
@@ -104,7 +101,7 @@ class Page:
     def figure(self, name, image, caption):
         """Save `image` as RUN/report/<name>.png; HTML showing it inlined, linked to the file."""
         path = self.run / PICTURES / f"{name}.png"
-        visualize._finish(image, path)
+        visualize.save_picture(image, path)
         data = base64.b64encode(path.read_bytes()).decode("ascii")
         return (f'<figure><a href="{PICTURES}/{name}.png"><img src="data:image/png;base64,{data}" '
                 f'alt="{html.escape(name)}" data-file="{PICTURES}/{name}.png"></a>'
@@ -244,4 +241,4 @@ def pr_panel(precision, recall, thresholds, label, at=0.5):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli("report", main))

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import visualize
+from .checks import UserInputError
 from .data.folder import load_image_folder, load_train_val
 from .report import GRID_SIZE, _table, pr_panel, precision_recall
 
@@ -83,10 +84,10 @@ def _classifier_data(meta, data):
         root = ensure_builtin_catdog(**BUILTIN_TEST)
         images, source = load_image_folder(root, *settings), f"the built-in test set {root}"
     if images.class_names != meta["class_names"]:
-        raise ValueError(f"{data or meta.get('data')} has classes {images.class_names}, the model knows "
+        raise UserInputError(f"{data or meta.get('data')} has classes {images.class_names}, the model knows "
                          f"{meta['class_names']}")
     if not len(images):
-        raise ValueError(f"{data or meta.get('data')}: no image to show the model")
+        raise UserInputError(f"{data or meta.get('data')}: no image to show the model")
     return images, source
 
 
@@ -102,7 +103,7 @@ def plate_sections(page, model, meta, data, split):
     from .tasks.plates_pipeline import letterbox_records, read_source
     records = read_source(meta["source"], [split], data=data)[split]
     if not records:
-        raise ValueError(f"the {split} split of {data or 'the run data'} holds no annotated photo")
+        raise UserInputError(f"the {split} split of {data or 'the run data'} holds no annotated photo")
     photos = letterbox_records(records, meta["img_size"], keep_photo_masks=True)
     outputs = model.predict(photos.x, batch_size=16)
     where = f"{len(records)} photos of the {split} split of {data or _source_name(meta['source'])}"

@@ -41,6 +41,7 @@ from .tensor import Tensor, no_grad
 
 LOG_SCALE_RATIO = 50        # a panel whose positive values span more than this ratio gets a log y axis
 TRAIN_COLOUR, VAL_COLOUR = (31, 119, 180), (255, 127, 14)
+COLOUR_NAMES = {TRAIN_COLOUR: "blue", VAL_COLOUR: "orange"}   # the Pillow picture has no legend: its title says
 PREDICTED_COLOUR, TRUE_COLOUR = (255, 0, 0), (0, 200, 0)
 NOT_METRICS = ("lr", "learning_rate", "images_per_sec")   # history columns that are no metric of the model
 CONV_LAYERS = (Conv2D, Conv2DTranspose)
@@ -233,9 +234,8 @@ def _panels_pillow(panels, panel_size=(450, 360)):
             x_low, x_high, y_low, y_high = panel.limits
         scale = lambda x, y: (left + (x - x_low) / (x_high - x_low) * (right - left),  # noqa: E731
                               bottom - (y - y_low) / (y_high - y_low) * (bottom - top))
-        names = ", ".join(f"{s.label} {'blue' if s.colour == TRAIN_COLOUR else 'orange' if s.colour == VAL_COLOUR else ''}"
-                          for s in panel.series)
-        draw.text((left, 10), f"{panel.title} ({names.strip()})  [{y_low:.3g}, {y_high:.3g}]", fill="black")
+        names = ", ".join(f"{s.label} {COLOUR_NAMES.get(s.colour, '')}".strip() for s in panel.series)
+        draw.text((left, 10), f"{panel.title} ({names})  [{y_low:.3g}, {y_high:.3g}]", fill="black")
         for s in panel.series:
             xy = [scale(x, y) for x, y in zip(s.x, s.y)]
             if len(xy) > 1:
@@ -579,14 +579,19 @@ def _font(size):
         return ImageFont.load_default()
 
 
+def save_picture(image, path):
+    """Save a picture as PNG (keeping its tinycnn:* text entries), atomically: a reader never sees half a file."""
+    info = PngInfo()
+    for key, value in image.info.items():
+        if key.startswith("tinycnn:"):
+            info.add_text(key, value)
+    tmp = f"{os.fspath(path)}.tmp.png"
+    image.save(tmp, pnginfo=info)
+    os.replace(tmp, path)
+
+
 def _finish(image, path):
-    """Save to `path` (PNG, keeping the image's tinycnn:* text entries) when given; return the image."""
+    """Save to `path` when given one; return the image."""
     if path is not None:
-        info = PngInfo()
-        for key, value in image.info.items():
-            if key.startswith("tinycnn:"):
-                info.add_text(key, value)
-        tmp = f"{os.fspath(path)}.tmp.png"
-        image.save(tmp, pnginfo=info)
-        os.replace(tmp, path)
+        save_picture(image, path)
     return image
