@@ -27,6 +27,7 @@ import math
 import os
 import re
 import tempfile
+import threading
 import time
 import warnings
 import zipfile
@@ -153,13 +154,13 @@ def load_model(path, device="cpu", compile=True, allow_nonfinite=False, max_byte
     header, arrays = _read(path, max_bytes=max_bytes, allow_nonfinite=allow_nonfinite)
     model_class = _model_class(header, path)
     config = header.get("config") or {}
-    with _field(path, "config", f"cannot build a {header['class']} from it"):
-        model = model_class.from_config(config) if hasattr(model_class, "from_config") else model_class(**config)
     weights = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
-    if header.get("input_shape"):
-        model.build_input_shape = tuple(header["input_shape"])
-        model._weights_built = False
-        with _building_against(model, weights, path):
+    with _building_against(weights, path):
+        with _field(path, "config", f"cannot build a {header['class']} from it"):
+            model = model_class.from_config(config) if hasattr(model_class, "from_config") else model_class(**config)
+        if header.get("input_shape"):
+            model.build_input_shape = tuple(header["input_shape"])
+            model._weights_built = False
             model._ensure_built()
     try:
         model.load_state_dict(weights)
@@ -289,8 +290,24 @@ def _check_header(header, path):
         if math.prod(shape) > MAX_INPUT_ELEMENTS:
             raise ModelFileError(f"{path}: header field 'input_shape' {shape} declares {math.prod(shape):,} values "
                                  f"per sample, more than the {MAX_INPUT_ELEMENTS:,} a model file may")
+    _check_config_shapes(header.get("config"), path)
     if not all(isinstance(name, str) for name in header.get("metrics") or []):
         raise ModelFileError(f"{path}: header field 'metrics' must list metric names")
+
+
+def _check_config_shapes(config, path, where="config"):
+    """Every list of whole numbers under a key ending in "shape" (an Input's shape, a layer's input_shape, a
+    Reshape's target) is at most MAX_INPUT_ELEMENTS values: the model is built by running such shapes."""
+    items = config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, list) else ()
+    for key, value in items:
+        here = f"{where}.{key}"
+        if isinstance(key, str) and key.endswith("shape") and isinstance(value, list):
+            sizes = [n for n in value if n is not None]
+            if not all(type(n) is int for n in sizes) or math.prod(abs(n) for n in sizes) > MAX_INPUT_ELEMENTS:
+                raise ModelFileError(f"{path}: header field {here!r} declares the shape {str(value)[:80]}: "
+                                     f"whole numbers, at most {MAX_INPUT_ELEMENTS:,} values in all")
+        elif isinstance(value, (dict, list)):
+            _check_config_shapes(value, path, here)
 
 
 def _index_arrays(archive, path, max_bytes):
@@ -391,49 +408,52 @@ def _field(path, field, what):
 # ------------------------------------------------------------------------------------------- building
 
 @contextlib.contextmanager
-def _building_against(model, weights, path):
-    """While the model builds its layers: each layer's weights start as zeros (no random draws, and memory
-    never written until the file's values replace them), and as soon as a layer is built its parameters and
-    buffers are compared with the file's arrays, so that a config declaring a layer bigger than the file's
-    weights is refused before the layer runs."""
-    patched = []
-    for prefix, module in model.named_modules():
-        if not callable(getattr(module, "build", None)) or getattr(module, "built", True):
-            continue
-        module.__dict__["build"] = _checked_build(module, prefix, weights, path)
-        patched.append(module)
+def _building_against(weights, path):
+    """While load_model builds the model (its from_config, and the first call that builds the layers): each
+    layer's weights start as zeros (no random draws, and memory that is never written before the file's values
+    replace it), and as soon as a layer is built each of its weights must match, by shape, an array of the file
+    not yet matched; so a config that declares more or bigger weights than the file holds is refused at its
+    first such layer, before that layer runs. Only this thread's layer calls are checked."""
+    from collections import Counter
+    Layer = CLASSES.lookup("Layer", "tinycnn.layers")  # noqa: N806  (the registry, not an import: no cycle)
+    unmatched = Counter(tuple(array.shape) for array in weights.values())
+    original, thread = Layer.__dict__["__call__"], threading.get_ident()
+
+    def call(layer, *args, **kwargs):
+        if threading.get_ident() == thread and not layer.built and "build" not in layer.__dict__:
+            layer.__dict__["build"] = _checked_build(layer, unmatched, path)
+        return original(layer, *args, **kwargs)
+
+    Layer.__call__ = call
     try:
         yield
     finally:
-        for module in patched:
-            module.__dict__.pop("build", None)
+        Layer.__call__ = original
 
 
-def _checked_build(layer, prefix, weights, path):
-    build = type(layer).build.__get__(layer)
-
+def _checked_build(layer, unmatched, path):
+    """The layer's build, once, with zero-initialised weights, each then matched against `unmatched` shapes."""
     def checked(input_shape):
+        build = layer.__dict__.pop("build")  # noqa: F841  (this wrapper, used once)
         initializer = layer.__dict__.get("kernel_initializer")
         if initializer is not None:
             object.__setattr__(layer, "kernel_initializer", "zeros")
         try:
-            build(input_shape)
+            type(layer).build(layer, input_shape)
         finally:
             if initializer is not None:
                 object.__setattr__(layer, "kernel_initializer", initializer)
-        made = dict(layer._parameters, **layer._buffers)
-        for name, tensor in made.items():
-            key = prefix + name
-            held = weights.get(key)
-            if held is None or tuple(held.shape) != tuple(tensor.shape):
-                found = f"holds {tuple(held.shape)}" if held is not None else "has no such array"
-                error = ModelFileError(f"{path}: layer '{getattr(layer, 'name', prefix.rstrip('.'))}' "
-                                       f"({type(layer).__name__}) makes {key} of shape {tuple(tensor.shape)}, "
-                                       f"but the file {found}: its config does not fit its weights")
+        for name, tensor in {**layer._parameters, **layer._buffers}.items():
+            shape = tuple(tensor.shape)
+            if unmatched[shape] < 1:
+                layer._parameters.clear()  # let the zeros go now
+                error = ModelFileError(f"{path}: layer '{getattr(layer, 'name', '?')}' ({type(layer).__name__}) "
+                                       f"makes its weight {name!r} of shape {shape} from the header field 'config', "
+                                       f"but the file holds no (further) array of that shape: the config does "
+                                       f"not fit the weights")
                 error._layer_named = True
-                for made_name in made:  # let the zeros go now
-                    layer._parameters.pop(made_name, None)
                 raise error
+            unmatched[shape] -= 1
     return checked
 
 

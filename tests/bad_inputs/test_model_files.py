@@ -65,6 +65,14 @@ def _attack_files(small_model_file, tmp_path):
     files["Dense(10000, 10000) in a 1 KB file"] = write_model_file(
         tmp_path / "dense.tcnn", _then(header, dense_10000),
         {"param/layers.0.kernel": np.zeros((2, 3), np.float32), "param/layers.0.bias": np.zeros(2, np.float32)})
+    files["functional Dense(10000, 10000)"] = write_model_file(tmp_path / "functional.tcnn", {
+        "format": "tinycnn-model", "version": 1, "class": "Model", "module": "tinycnn.functional_model",
+        "input_shape": [10000], "config": {
+            "name": "m", "layers": [{"class": "InputLayer", "config": {"name": "in", "shape": [10000]}},
+                                    {"class": "Dense", "config": {"name": "big", "units": 10000}}],
+            "nodes": [{"layer": "in", "inputs": None}, {"layer": "big", "inputs": [0, 0]}],
+            "inputs": [[0, 0]], "outputs": [[1, 0]], "inputs_as_list": False, "outputs_as_list": False}},
+        {"param/big.kernel": np.zeros((2, 3), np.float32), "param/big.bias": np.zeros(2, np.float32)})
     files["huge input shape"] = write_model_file(
         tmp_path / "input.tcnn", _then(header, lambda h: h.update(input_shape=[3, 100_000, 100_000])), arrays)
     return files
@@ -108,7 +116,15 @@ print(json.dumps(report))
     assert "zip bomb" in report["zip bomb"]["outcome"]
     assert "(100000, 100000)" in report["huge declared shape"]["outcome"]
     assert "layer 'big' (Dense)" in report["Dense(10000, 10000) in a 1 KB file"]["outcome"]
+    assert "layer 'big' (Dense)" in report["functional Dense(10000, 10000)"]["outcome"]
     assert "input_shape" in report["huge input shape"]["outcome"]
+
+
+def test_a_huge_shape_anywhere_in_the_config_is_refused(small_model_file, tmp_path):
+    def huge_input(header):
+        header["config"]["layers"][0]["config"]["input_shape"] = [100_000, 100_000, 3]
+    with pytest.raises(ModelFileError, match=r"config\.layers\.0\.config\.input_shape"):
+        load_model(_edited(small_model_file, tmp_path, "huge.tcnn", edit_header=huge_input))
 
 
 def test_a_file_that_is_not_a_zip_is_a_clear_error(tmp_path):
@@ -202,7 +218,7 @@ def test_damaged_headers_and_truncated_files(small_model_file, tmp_path):
 def test_weights_of_the_wrong_shape_name_the_layer(small_model_file, tmp_path):
     def widen(header):
         header["config"]["layers"][2]["config"]["units"] = 3
-    with pytest.raises(ModelFileError, match=r"layer '.*' \(Dense\) makes layers\.2\.kernel of shape \(3, 32\)"):
+    with pytest.raises(ModelFileError, match=r"layer '.*' \(Dense\) makes its weight 'kernel' of shape \(3, 32\)"):
         load_model(_edited(small_model_file, tmp_path, "wide.tcnn", edit_header=widen))
 
 
