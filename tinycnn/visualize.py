@@ -175,7 +175,7 @@ def _matplotlib():
         if not _fallback_warned:
             _fallback_warned = True
             warnings.warn("matplotlib is not installed: curves are drawn plainly with Pillow (no ticks, linear "
-                          "scale); pip install 'tinycnn[plot]' for proper plots", stacklevel=3)
+                          "scale); pip install 'tinycnn[plot]' for proper plots", stacklevel=4)
         return None
 
 
@@ -242,7 +242,7 @@ def _panels_pillow(panels, panel_size=(450, 360)):
                 draw.line(xy, fill=s.colour, width=2)
             for x, y in xy:
                 draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=s.colour)
-        draw.text((left, bottom + 8), f"{panel.xlabel} {x_low:.3g}..{x_high:.3g}", fill="black")
+        draw.text((left, bottom + 8), f"{panel.xlabel} {x_low:.3g} to {x_high:.3g}", fill="black")
     return image
 
 
