@@ -262,3 +262,20 @@ def test_wrong_layout_fails_at_build_naming_layer_and_shapes():
         layers.Cropping2D(3)(Input((6, 6, 1)))
     with pytest.raises(ValueError, match="list of at least 2"):
         layers.Add()(Tensor(np.zeros((1, 3), np.float32)))
+
+
+def test_new_layers_in_a_sequential_train_save_and_load(tmp_path):
+    tinycnn.manual_seed(0)
+    model = tinycnn.Sequential([
+        layers.Rescaling(1 / 255, input_shape=(8, 8, 3)), layers.RandomFlip("horizontal"), layers.ZeroPadding2D(1),
+        layers.Conv2D(4, 3), layers.LeakyReLU(), layers.Cropping2D(1), layers.SeparableConv2D(4, 3, padding="same"),
+        layers.Reshape((6 * 6 * 4,)), layers.Dense(3), layers.Softmax()])
+    model.compile(loss="sparse_categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+    x = (np.random.default_rng(0).random((6, 8, 8, 3)) * 255).astype(np.float32)
+    y = np.array([0, 1, 2, 0, 1, 2])
+    history = model.fit(x, y, batch_size=3, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    model.save(tmp_path / "seq.tcnn")
+    np.testing.assert_allclose(tinycnn.load_model(tmp_path / "seq.tcnn").predict(x), model.predict(x), rtol=1e-5)
+    with pytest.raises(ValueError, match="channels-last"):
+        tinycnn.Sequential([layers.BatchNormalization(axis=-1)])

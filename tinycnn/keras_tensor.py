@@ -90,14 +90,16 @@ def call_symbolic(layer, inputs):
     return node.outputs if isinstance(out, (list, tuple)) else node.outputs[0]
 
 
-def _wants_channels_last(layer):
+def wants_channels_last(layer):
+    """Whether a layer takes (N, H, W, C) image maps: a data_format="channels_last" conv or pooling, or a
+    BatchNormalization(axis=-1). Layers with Keras axes of their own (Softmax, Concatenate) take NCHW maps."""
     return getattr(layer, "data_format", None) == "channels_last" or \
         (type(layer).__name__ == "BatchNormalization" and getattr(layer, "axis", 1) in (-1, 3))
 
 
 def call_in_layout(layer, args):
     """Call a layer on NCHW image maps; a channels-last layer gets them as NHWC and gives NCHW back."""
-    if not _wants_channels_last(layer) or getattr(args, "ndim", 0) != 4:
+    if not wants_channels_last(layer) or getattr(args, "ndim", 0) != 4:
         return layer(args)
     out = layer(args.transpose(0, 2, 3, 1))
     return out.transpose(0, 3, 1, 2) if out.ndim == 4 else out

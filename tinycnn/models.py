@@ -9,6 +9,7 @@ It takes channels-last arrays (N, H, W, C) in fit/evaluate/predict, like Keras, 
 import numpy as np
 
 from .fuse import training_steps
+from .keras_tensor import wants_channels_last
 from .nn import Module
 from .saving import load_model  # noqa: F401  (tinycnn.models.load_model, as Keras has it)
 from .tensor import Tensor, no_grad
@@ -30,7 +31,7 @@ class Sequential(Module):
     def add(self, layer):
         if not isinstance(layer, Module):
             raise TypeError(f"Sequential.add expects a layer, got {type(layer).__name__}")
-        if getattr(layer, "data_format", "channels_first") != "channels_first" or getattr(layer, "axis", 1) != 1:
+        if wants_channels_last(layer):
             raise ValueError(f"Sequential runs NCHW inside (it transposes the (N, H, W, C) arrays it is given): "
                              f"layer '{getattr(layer, 'name', type(layer).__name__)}' has a channels-last "
                              f"data_format or axis; leave it at its default here, or use it in a tinycnn.Module")
