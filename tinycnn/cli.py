@@ -149,6 +149,23 @@ def task_of_model(path):
     return task_module(task)
 
 
+def resume_checkpoint(run_dir, task):
+    """RUN_DIR/last.tcnn for `train TASK --resume RUN_DIR`, after checking that it exists and that it was
+    trained for TASK (resuming another task's run would fail deep inside the task with a KeyError)."""
+    from .saving import read_metadata
+    last = os.path.join(run_dir, "last.tcnn")
+    if not os.path.isdir(run_dir):
+        raise UserInputError(f"--resume {run_dir}: no such run folder")
+    if not os.path.isfile(last):
+        raise UserInputError(f"--resume {run_dir}: no last.tcnn in it (not a run folder of tinycnn.train, or "
+                             f"stopped before its first epoch)")
+    trained = read_metadata(last).get("task")
+    if trained != task:
+        raise UserInputError(f"--resume {run_dir}: that run trained the task {trained!r}, not {task!r}; go on with "
+                             f"python -m tinycnn.train {trained} --resume {run_dir}")
+    return last
+
+
 # ---------------------------------------------------------------------------------------- outputs
 
 def refuse_overwriting_inputs(inputs, outputs, overwrite=False, flag="--out"):

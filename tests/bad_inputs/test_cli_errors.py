@@ -3,7 +3,8 @@
 import pytest
 
 from tinycnn import evaluate, predict
-from tinycnn.cli import EXIT_BUG, EXIT_MISTAKE, Parser, run_cli
+from tinycnn.checks import UserInputError
+from tinycnn.cli import EXIT_BUG, EXIT_MISTAKE, Parser, resume_checkpoint, run_cli
 
 from bad_input_helpers import run_module
 
@@ -103,3 +104,15 @@ def test_parser_error_names_the_command_and_help(capsys):
     assert stop.value.code == EXIT_MISTAKE
     line = _one_error_line(capsys.readouterr().err, "redact")
     assert "--amount" in line and "python -m tinycnn.redact --help" in line
+
+
+def test_resuming_another_tasks_run_names_both_tasks(catdog_model_file, tmp_path):
+    run = catdog_model_file.parent
+    (run / "last.tcnn").write_bytes(catdog_model_file.read_bytes())
+    assert resume_checkpoint(str(run), "catdog") == str(run / "last.tcnn")
+    with pytest.raises(UserInputError, match=r"trained the task 'catdog', not 'plates-box'"):
+        resume_checkpoint(str(run), "plates-box")
+    with pytest.raises(UserInputError, match="no last.tcnn"):
+        resume_checkpoint(str(tmp_path), "catdog")
+    with pytest.raises(UserInputError, match="no such run folder"):
+        resume_checkpoint(str(tmp_path / "gone"), "catdog")
