@@ -11,7 +11,8 @@ A user's mistake prints ONE line on stderr, `tinycnn <command>: error: <what is 
 argument or layer>`, and exits with status 2 (the status argparse gives a bad argument). These are mistakes:
 - a UserInputError (tinycnn/checks.py; ModelFileError, ImageDecodeError and AnnotationError are ones);
 - an OSError about a file the user named: not found, not a folder, a folder, no permission, disk full;
-- a bad argument (Parser.error, argparse's type checks, and the argument types below).
+- a bad argument (Parser.error, argparse's type checks, and the argument types below);
+- SystemExit with a message (how some tasks refuse an input).
 Any other exception is a bug in tinycnn: its traceback is printed, then a line asking to report it (status 1).
 With `--debug` (or the environment variable TINYCNN_DEBUG=1) a mistake's traceback is printed too. Ctrl-C
 prints one line and exits with status 130.
@@ -60,6 +61,11 @@ def run_cli(command, main, argv=None):
     except KeyboardInterrupt:
         print(f"tinycnn {command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except SystemExit as stop:  # SystemExit("message"): a task's own way of refusing, made one error line
+        if not isinstance(stop.code, str):
+            raise
+        print(f"tinycnn {command}: error: {stop.code.removeprefix('error: ')}", file=sys.stderr)
+        return EXIT_MISTAKE
     except BrokenPipeError:  # `... | head`: the reader is gone, nothing more to say
         sys.stderr.close()
         return EXIT_BUG

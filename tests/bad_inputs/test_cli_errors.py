@@ -89,6 +89,16 @@ def test_a_bug_keeps_its_traceback_and_asks_for_a_report(capsys):
     assert "Traceback" in err and "KeyError" in err and "please report it" in err
 
 
+def test_a_task_that_exits_with_a_message_gives_the_error_line(capsys):
+    def refuses(argv):
+        raise SystemExit("error: data/ has classes ['a'], the model knows ['cat', 'dog']")
+    assert run_cli("evaluate", refuses, []) == EXIT_MISTAKE
+    assert _one_error_line(capsys.readouterr().err, "evaluate").endswith("the model knows ['cat', 'dog']")
+    with pytest.raises(SystemExit) as stop:
+        run_cli("train", lambda argv: exit(130), [])
+    assert stop.value.code == 130
+
+
 def test_ctrl_c_is_one_line_and_status_130(capsys):
     def interrupted(argv):
         raise KeyboardInterrupt
