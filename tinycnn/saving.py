@@ -44,6 +44,7 @@ MAX_MODEL_BYTES = 8 << 30      # the arrays of one model file, inflated (load_mo
 MAX_INFLATION = 20             # a compressed member may inflate at most this many times (float weights: ~1.1)
 MAX_HEADER_BYTES = 64 << 20    # the JSON header
 MAX_INPUT_ELEMENTS = 1 << 26   # of the declared input shape (one sample): 64 Mi, e.g. 3 x 4096 x 4096 and more
+MAX_MEMBERS = 100_000          # arrays in one file (a large net with its optimizer state: a few thousand)
 STALE_TMP_SECONDS = 60         # a temporary file untouched this long, whose writer is gone, is removed
 _ARRAY_KINDS = {"param": "f", "optim": "f"}  # what each kind of member may hold: floating point only
 _TMP = re.compile(r"^\.tmp-(?:(\d+)-)?.*\.(npz|npy|json)$")  # model files and the image-folder cache
@@ -166,12 +167,12 @@ def load_model(path, device="cpu", compile=True, allow_nonfinite=False, max_byte
         model.load_state_dict(weights)
     except ValueError as error:
         raise ModelFileError(f"{path}: weights do not fit the saved architecture: {error}") from None
-    model.metadata = header.get("metadata", {})
+    model.metadata = header.get("metadata") or {}
     model.to(device)
     if compile and header.get("loss"):
         with _field(path, "loss", "not a loss this tinycnn knows"):
             loss = losses.from_config(header["loss"])
-        with _field(path, "optimizer", "not an optimizer this tinycnn knows"):
+        with _field(path, "optimizer", "not an optimizer (or metrics) this tinycnn knows"):
             model.compile(loss=loss, optimizer=header.get("optimizer") or "adam", metrics=header.get("metrics") or [])
         state = header.get("optimizer_state")
         if state is not None and hasattr(model.optimizer, "load_state_dict"):
@@ -185,7 +186,7 @@ def read_metadata(path):
     reading its weights."""
     path = os.fspath(path)
     with _open_archive(path) as archive:
-        return _read_header(archive, path).get("metadata", {})
+        return _read_header(archive, path).get("metadata") or {}
 
 
 # -------------------------------------------------------------------------------------------- reading
@@ -227,6 +228,9 @@ def _members(archive, path):
     """{member name without .npy: ZipInfo}, with the zip-level checks of every member."""
     members = {}
     own_size = os.path.getsize(path)
+    if len(archive.infolist()) > MAX_MEMBERS:
+        raise ModelFileError(f"{path}: {len(archive.infolist()):,} members, more than the {MAX_MEMBERS:,} a model "
+                             f"file may hold")
     for info in archive.infolist():
         name = info.filename.removesuffix(".npy")
         if not info.filename.endswith(".npy") or name in members:
