@@ -341,3 +341,39 @@ def test_schedule_arguments_are_checked():
         optim.StepLR(make_optimizer(0.1), step_size=0)
     with pytest.raises(ValueError, match="warmup_steps"):
         optim.CosineWithWarmup(make_optimizer(0.1), total_steps=5, warmup_steps=6)
+
+
+# ---------------------------------------------------------------------- one optimizer class, two conventions
+
+def test_optim_and_optimizers_are_one_module():
+    from tinycnn import optimizers
+    assert optim.Adam is optimizers.Adam and optim.SGD is optimizers.SGD and optim.StepLR is optimizers.StepLR
+
+
+def test_keras_style_optimizer_is_built_by_compile():
+    import tinycnn
+    from tinycnn import layers, optimizers
+    adam = optimizers.Adam(learning_rate=0.01, beta_1=0.8, epsilon=1e-6)
+    assert not adam.built and adam.betas == (0.8, 0.999) and adam.eps == 1e-6 and adam.learning_rate == 0.01
+    with pytest.raises(RuntimeError, match="no parameters yet"):
+        adam.step()
+    model = tinycnn.Sequential([layers.Dense(2, input_shape=(3,))])
+    model.compile(loss="mse", optimizer=adam)
+    assert model.optimizer is adam and adam.params == list(model.parameters())
+    assert optimizers.to_config(adam) == {"name": "adam", "config": dict(learning_rate=0.01, beta_1=0.8,
+                                                                          beta_2=0.999, epsilon=1e-6, weight_decay=0)}
+    assert optimizers.SGD(0.5).lr == 0.5 and not optimizers.SGD(0.5).built  # Keras' positional learning rate
+    with pytest.raises(ValueError, match="learning rate once"):
+        optimizers.Adam(lr=0.1, learning_rate=0.1)
+
+
+def test_pytorch_style_optimizer_is_used_as_given():
+    import tinycnn
+    from tinycnn import layers
+    model = tinycnn.Sequential([layers.Dense(2, input_shape=(3,))])
+    model._ensure_built()
+    sgd = optim.SGD(model.parameters(), lr=0.1)
+    model.compile(loss="mse", optimizer=sgd)
+    assert model.optimizer is sgd and sgd.built
+    model.fit(np.ones((4, 3), np.float32), np.zeros((4, 2), np.float32), epochs=1, batch_size=4, verbose=0)
+    assert all(p.version > 0 for p in model.parameters())  # stepped: the inference form's cache sees it

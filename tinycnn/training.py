@@ -57,7 +57,7 @@ class TrainingAPI:
         self._ensure_built()
         self.loss = losses.get(loss)
         self.metrics = [metrics_module.get(m, loss=self.loss) for m in (metrics or [])]
-        if hasattr(optimizer, "step") and hasattr(optimizer, "zero_grad"):
+        if getattr(optimizer, "built", True) and hasattr(optimizer, "step") and hasattr(optimizer, "zero_grad"):
             self.optimizer, self._optimizer_spec = optimizer, None
         else:  # built now, or at the start of fit once a first batch has created the weights
             self._optimizer_spec, self.optimizer = optimizers.get(optimizer), None
