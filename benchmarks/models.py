@@ -42,7 +42,7 @@ MOBILENET_STEM = 32
 FCN_WIDTHS = (16, 32, 64)
 BN_EPS = 1e-3
 
-# The conv layers timed alone: name -> (N, C, H, W, F, K, stride, padding, groups, need_dx).
+# The conv layers timed alone: name -> (N, C, H, W, filters, K, stride, padding, groups, need_dx).
 # need_dx is False for a first layer (training never needs the gradient of the image).
 CONV_CASES = {
     "catdog conv1 1→64 3×3": (32, 1, 100, 100, 64, 3, 1, 0, 1, False),
@@ -58,9 +58,9 @@ def conv_output(size, k, stride, padding):
 
 def conv_flops(case):
     """Multiply-adds × 2 of the forward; the backward does this once per gradient (dx, dw)."""
-    N, C, H, W, F, K, s, p, g, _ = case
+    N, C, H, W, filters, K, s, p, g, _ = case
     OH, OW = conv_output(H, K, s, p), conv_output(W, K, s, p)
-    return 2.0 * N * F * OH * OW * (C // g) * K * K
+    return 2.0 * N * filters * OH * OW * (C // g) * K * K
 
 
 def make_batch(name, n, seed=0):

@@ -286,9 +286,10 @@ def test_fold_into_conv_values_and_gradients(shape, with_bias, seed):
     their gradients (w, b, γ, β, mean, var) against finite differences."""
     from tinycnn.ops.batchnorm import fold_into_conv
     rng = np.random.default_rng(seed)
-    F = shape[0]
-    w, b = randn(rng, *shape), randn(rng, F)
-    gamma, beta, mean, var = rng.uniform(0.5, 2, F), randn(rng, F), randn(rng, F), rng.uniform(0.2, 3, F)
+    filters = shape[0]
+    w, b = randn(rng, *shape), randn(rng, filters)
+    gamma, beta, mean, var = (rng.uniform(0.5, 2, filters), randn(rng, filters), randn(rng, filters),
+                              rng.uniform(0.2, 3, filters))
     eps = 1e-3
     tensors = [tinycnn.Tensor(a) for a in (w, b, gamma, beta, mean, var)]
     if not with_bias:

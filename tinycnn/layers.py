@@ -238,12 +238,12 @@ class Conv2DTranspose(Layer):
 
     def _geometry(self, size, axis):
         """Keras' output length along `axis` for an input of length `size`, and where it starts in the full
-        transposed conv (length F = (size − 1)·s + k): output[j] = full[j + start], 0 past F (then the bias).
+        transposed conv (its length full = (size − 1)·s + k): output[j] = full[j + start], 0 past it (then the bias).
 
             output_padding None:  'valid' size·s + max(k − s, 0),   'same' size·s
             output_padding p:     (size − 1)·s + k − 2·pad + p,    pad = 0 ('valid') or k // 2 ('same')
 
-        'same' starts where TensorFlow's gradient of a 'same' conv does: max(F − length, 0) // 2."""
+        'same' starts where TensorFlow's gradient of a 'same' conv does: max(full − length, 0) // 2."""
         k, s = self.kernel_size[axis], self.strides[axis]
         full = (size - 1) * s + k
         if self.output_padding is None:
@@ -384,7 +384,7 @@ class Dropout(Layer):
 
 
 class BatchNormalization(Layer):
-    """Batch norm over the channel axis: `axis` 1 (NCHW, or the features of (N, F)), or -1 (the last axis:
+    """Batch norm over the channel axis: `axis` 1 (NCHW, or the features of (N, features)), or -1 (the last axis:
     (N, H, W, C) channels-last maps; the kernels see them as (N·H·W, C)).
 
     Keras' momentum m keeps m of the old running statistics: running = m·running + (1 − m)·batch.
@@ -406,7 +406,7 @@ class BatchNormalization(Layer):
     def build(self, shape):
         if len(shape) not in (2, 4):
             layout = "(N, C, H, W)" if self.axis == 1 else "(N, H, W, C)"
-            raise ValueError(f"BatchNormalization(axis={self.axis}) expects {layout} or (N, F) inputs, got {shape}")
+            raise ValueError(f"BatchNormalization(axis={self.axis}) expects {layout} or (N, features) inputs, got {shape}")
         if self.axis == 3 and len(shape) != 4:
             raise ValueError(f"BatchNormalization(axis=3) expects (N, H, W, C) inputs, got {shape}")
         channels = shape[self.axis]
