@@ -161,3 +161,16 @@ def test_shard_and_distribute_split_the_elements_between_ranks():
     assert [len(b) for b in batches[0]] == [2, 2, 2]                 # the global batch 4 split into 2 + 2
     assert sorted(sum(sum(batches, []), [])) == list(range(12))
     assert len(ranks[0]) == 3
+
+
+def test_shuffle_and_batch_over_row_access_match_the_element_path(tmp_path):
+    by_rows = numbers(30).shuffle(30, seed=3).batch(4)                   # row numbers shuffled, rows gathered
+    by_elements = numbers(30).map(lambda a, b: (a, b), 1).shuffle(30, seed=3).batch(4)
+    for _ in range(2):
+        assert [xb.tolist() for xb, _ in by_rows] == [xb.tolist() for xb, _ in by_elements]
+    images = np.arange(60, dtype=np.float32).reshape(15, 2, 2)
+    cached = Dataset.from_tensor_slices((images, np.arange(15))).map(lambda x, y: (x, y), 1).cache(tmp_path / "c")
+    batches = list(cached.shuffle(15, seed=1).batch(4, drop_remainder=True))
+    assert [len(xb) for xb, _ in batches] == [4, 4, 4]
+    for xb, yb in batches:
+        assert xb.dtype == np.float32 and np.array_equal(xb, images[yb])

@@ -23,6 +23,9 @@ Steps (each returns a new Dataset; the original is unchanged):
   number), so every epoch has another order and a run repeats exactly; seed=None draws each epoch's seed
   from tinycnn's generator (`tinycnn.manual_seed` makes it repeatable).
 - `batch(batch_size, drop_remainder=False)`: stacks consecutive elements along a new first axis, part by part.
+  Where the elements can be fetched by row number (`from_tensor_slices`, a `cache(path)` file of equally
+  shaped elements, and `shuffle` right after either), shuffle permutes row numbers (no buffer of elements)
+  and batch gathers each batch's rows in one indexing operation, as fit does with arrays.
 - `prefetch(buffer_size)`: a background thread runs the pipeline above it and keeps up to buffer_size
   elements ready in a bounded queue, so decoding overlaps the training step.
 - `cache()`: the first complete pass is kept in memory and replayed. `cache(path)`: the first iteration writes
@@ -74,6 +77,7 @@ class Dataset:
         self._fingerprint = fingerprint       # () -> str describing the pipeline, or None where it can't
         self._parent = parent                 # the Dataset this step reads from (None for a source)
         self._derive = derive                 # (new parent, num_shards, index) -> this step on new parent
+        self._rows = None                     # RowAccess where elements can be gathered by index (see below)
 
     # ------------------------------------------------------------------ sources
     @staticmethod
@@ -93,7 +97,10 @@ class Dataset:
             for i in range(count):
                 yield tuple(a[i] for a in arrays) if as_tuple else arrays[0][i]
 
-        return Dataset(elements, count, _memo(lambda: "slices:" + _hash_arrays(arrays)))
+        ds = Dataset(elements, count, _memo(lambda: "slices:" + _hash_arrays(arrays)))
+        ds._rows = RowAccess(lambda: iter(range(count)),
+                             lambda rows: tuple(a[rows] for a in arrays) if as_tuple else arrays[0][rows])
+        return ds
 
     @staticmethod
     def from_generator(generator, length=None):
@@ -128,8 +135,12 @@ class Dataset:
             epoch = next(epochs) if reshuffle_each_iteration else 0
             return _shuffled(it, buffer_size, _epoch_generator(seed, epoch))
 
-        return self._then(step, self._length, f"shuffle:{buffer_size}:{seed}",
-                          lambda parent, n, i: parent.shuffle(buffer_size, seed, reshuffle_each_iteration))
+        ds = self._then(step, self._length, f"shuffle:{buffer_size}:{seed}",
+                        lambda parent, n, i: parent.shuffle(buffer_size, seed, reshuffle_each_iteration))
+        if self._rows is not None:          # shuffle the row numbers, not the elements: no buffer of elements
+            parent_rows = self._rows
+            ds._rows = RowAccess(lambda: step(parent_rows.order()), parent_rows.gather, parent_rows.available)
+        return ds
 
     def batch(self, batch_size, drop_remainder=False):
         """Consecutive elements stacked into batches of batch_size (the last one smaller unless dropped)."""
@@ -142,8 +153,15 @@ class Dataset:
             share = batch_size // num_shards + (1 if index < batch_size % num_shards else 0)
             return parent.batch(max(share, 1), drop_remainder)
 
-        return self._then(lambda it: _batched(it, batch_size, drop_remainder), length,
-                          f"batch:{batch_size}:{drop_remainder}", derive)
+        rows = self._rows
+
+        def epoch():
+            if rows is not None and rows.available():   # gather each batch's rows at once
+                return _gathered(rows, batch_size, drop_remainder)
+            return _batched(iter(self), batch_size, drop_remainder)
+
+        return Dataset(epoch, length, _extend(self._fingerprint, f"batch:{batch_size}:{drop_remainder}"), self,
+                       derive)
 
     def prefetch(self, buffer_size=2):
         """Run the pipeline in a background thread, up to buffer_size elements ahead (AUTOTUNE: 2)."""
@@ -158,8 +176,10 @@ class Dataset:
         from .disk_cache import DiskCache
         path = os.fspath(path)
         disk = DiskCache(path, self)
-        return Dataset(disk.elements, self._length, self._fingerprint, self,
-                       lambda parent, n, i: parent.cache(f"{path}.shard-{i}-of-{n}"))
+        ds = Dataset(disk.elements, self._length, self._fingerprint, self,
+                     lambda parent, n, i: parent.cache(f"{path}.shard-{i}-of-{n}"))
+        ds._rows = RowAccess(disk.order, disk.gather, disk.has_rows)
+        return ds
 
     def take(self, count):
         """The first `count` elements (all of them if count is -1)."""
@@ -233,6 +253,27 @@ class Dataset:
     def __repr__(self):
         length = {None: "unknown", math.inf: "infinite"}.get(self._length, self._length)
         return f"<Dataset length={length}>"
+
+
+class RowAccess:
+    """Elements that can be fetched by row number (arrays, a cache file of equally shaped elements): shuffle
+    then permutes row numbers instead of holding elements in a buffer, and batch gathers a batch's rows in
+    one indexing operation, as fit does with arrays. order() -> the epoch's row numbers; gather(rows) -> the
+    batch of those rows; available() -> whether it can be used now."""
+
+    def __init__(self, order, gather, available=lambda: True):
+        self.order, self.gather, self.available = order, gather, available
+
+
+def _gathered(rows, batch_size, drop_remainder):
+    chunk = []
+    for row in rows.order():
+        chunk.append(row)
+        if len(chunk) == batch_size:
+            yield rows.gather(np.asarray(chunk, np.int64))
+            chunk = []
+    if chunk and not drop_remainder:
+        yield rows.gather(np.asarray(chunk, np.int64))
 
 
 # ---------------------------------------------------------------------------------------------- steps

@@ -8,7 +8,10 @@ per element}. A float part whose values are all whole numbers in 0..255 (a decod
 The key is the pipeline's fingerprint (Dataset.fingerprint()); an entry with another key is written afresh.
 Both files are written under temporary names and renamed (the .json last), so an interrupted build leaves no
 half cache. Reading maps the file in windows of about WINDOW_BYTES and copies each element out, so the
-process holds at most one window of the file in memory whatever its size.
+process holds at most one window of the file in memory whatever its size. When every element has the same
+parts, shapes and dtypes, the file is a table of equal rows, and `gather(rows)` reads a whole batch of rows
+with one fancy index (the Dataset's shuffle-then-batch path), mapping the file afresh every REMAP_EVERY
+batches so that the pages read so far leave the process.
 """
 import json
 import os
@@ -18,6 +21,7 @@ import numpy as np
 
 CACHE_FORMAT = 1
 WINDOW_BYTES = 64 << 20
+REMAP_EVERY = 64          # gathers between two fresh maps of the file (bounds the pages held)
 
 
 class DiskCache:
@@ -32,6 +36,30 @@ class DiskCache:
         if index is None:
             index = self._write()
         return self._read(index)
+
+    # ------------------------------------------------------------------ access by row
+    def has_rows(self):
+        """True when every element has the same parts, shapes and dtypes (the file is written if missing):
+        the file is then a table of equal rows that order() and gather() read by row number."""
+        index = self._read_index() or self._write()
+        self._table = _table_layout(index)
+        self._gathers = 0
+        return self._table is not None
+
+    def order(self):
+        return iter(range(self._table["count"]))
+
+    def gather(self, rows):
+        """The elements at `rows`, stacked part by part (one fancy-indexing read of the file)."""
+        table = self._table
+        if self._gathers % REMAP_EVERY == 0:      # a fresh map now and then: read pages leave this process
+            table["map"] = np.memmap(self.path, np.uint8, "r", shape=(table["count"], table["row_bytes"]))
+        self._gathers += 1
+        data = table["map"][rows]
+        values = tuple(data[:, begin:begin + _nbytes(stored, shape)].view(np.dtype(stored))
+                       .reshape((len(rows),) + tuple(shape)).astype(np.dtype(dtype))
+                       for begin, stored, dtype, shape in table["parts"])
+        return values if table["tuple"] else values[0]
 
     # ------------------------------------------------------------------ key and index
     def _key(self):
@@ -104,6 +132,24 @@ class DiskCache:
                 yield values if as_tuple else values[0]
             del window      # unmapped: its pages leave this process
             start = stop
+
+
+def _table_layout(index):
+    """{"count", "row_bytes", "parts": [(offset in row, stored, dtype, shape)], "tuple"} when the elements lie
+    in the file as equal rows one after the other; None otherwise (e.g. batches with a smaller last one)."""
+    rows = index["parts"]
+    if not rows:
+        return None
+    first = rows[0]
+    row_bytes = _row_end(first) - first[0][0]
+    signature = [(offset - first[0][0], stored, dtype, shape) for offset, stored, dtype, shape in first]
+    for i, row in enumerate(rows):
+        if [(offset - i * row_bytes - first[0][0], stored, dtype, shape)
+                for offset, stored, dtype, shape in row] != signature:
+            return None
+    if first[0][0] != 0:
+        return None
+    return {"count": len(rows), "row_bytes": row_bytes, "parts": signature, "tuple": index["tuple"]}
 
 
 def _part(window, begin, offset, stored, dtype, shape):
