@@ -25,7 +25,8 @@ from numba import cuda, int64
 from . import _launch as L
 from . import reduce
 from ._launch import BK, BM, BMP, BN, BNP, GEMM_THREADS, RM, RN, TM, TN
-from .linear import splitk_sum_kernel, tile_mma
+from .gemm_tiles import clear, load_rows_along_k, multiply_tiles, store_nchw, store_rows, thread_in_block, tile_origin
+from .linear import splitk_sum_kernel
 
 OUTSIDE = -(1 << 40)   # a row offset that puts every position outside the image: the row is padding
 
@@ -40,21 +41,17 @@ def conv2d_forward_kernel(x, w, b, has_bias, y, N, C, H, W, F, KH, KW, OH, OW, s
     Koff = cuda.shared.array(BK, dtype=int64)   # offset of row k = (c, kh, kw) of X̂ from x[n, g·Cg, ih0, iw0]
     Kh = cuda.shared.array(BK, dtype=int64)     # kh·dh (OUTSIDE past the last row)
     Kw = cuda.shared.array(BK, dtype=int64)     # kw·dw
+    Kwrow = cuda.shared.array(BK, dtype=int64)  # offset of w[g·Fg, k] (filter f's row k is at + f·Kdim)
     acc = cuda.local.array((RM, RN), dtype=y.dtype)
     ra = cuda.local.array(RM, dtype=y.dtype)
     rb = cuda.local.array(RN, dtype=y.dtype)
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    tid = ty * TN + tx
+    tx, ty, tid = thread_in_block()
     g = cuda.blockIdx.z
-    Cg = C // G
-    Fg = F // G
-    KK = KH * KW
+    Cg, Fg, KK = C // G, F // G, KH * KW  # channels and filters per group, taps per filter
     Kdim = Cg * KK
     P = OH * OW
     cols = N * P
-    m0 = cuda.blockIdx.y * BM
-    j0 = cuda.blockIdx.x * BN
+    m0, j0 = tile_origin()
     # This thread always loads the same column j of X̂ (BN divides the thread count): decompose it once.
     jj = tid % BN
     j = j0 + jj
@@ -63,9 +60,7 @@ def conv2d_forward_kernel(x, w, b, has_bias, y, N, C, H, W, F, KH, KW, OH, OW, s
     ih0 = (p // OW) * sh - ph
     iw0 = (p % OW) * sw - pw
     xrow = ((n * C + g * Cg) * H + ih0) * W + iw0
-    for i in range(RM):
-        for q in range(RN):
-            acc[i, q] = 0
+    clear(acc)
     for k0 in range(0, Kdim, BK):
         if tid < BK:                        # the tile's row table
             k = k0 + tid
@@ -74,16 +69,10 @@ def conv2d_forward_kernel(x, w, b, has_bias, y, N, C, H, W, F, KH, KW, OH, OW, s
             Kh[tid] = (r // KW) * dh if k < Kdim else OUTSIDE
             Kw[tid] = (r % KW) * dw
             Koff[tid] = (c * H + (r // KW) * dh) * W + (r % KW) * dw
+            Kwrow[tid] = g * Fg * Kdim + k
         cuda.syncthreads()
         # A tile: As[kk, mm] = w[g·Fg + m0 + mm, k0 + kk] (w is contiguous along k: threads walk along k)
-        for e in range(tid, BM * BK, GEMM_THREADS):
-            kk = e % BK
-            f = m0 + e // BK
-            k = k0 + kk
-            if f < Fg and k < Kdim:
-                As[kk, e // BK] = w[(g * Fg + f) * Kdim + k]
-            else:
-                As[kk, e // BK] = 0
+        load_rows_along_k(As, w, Kwrow, m0, Fg, Kdim, k0, Kdim, tid)
         # B tile: Bs[kk, jj] = X̂[k0 + kk, j] (threads walk along j: along ow in memory)
         for e in range(tid, BN * BK, GEMM_THREADS):
             kk = e // BN
@@ -93,19 +82,8 @@ def conv2d_forward_kernel(x, w, b, has_bias, y, N, C, H, W, F, KH, KW, OH, OW, s
                 Bs[kk, jj] = x[xrow + Koff[kk]]
             else:
                 Bs[kk, jj] = 0
-        cuda.syncthreads()
-        tile_mma(As, Bs, acc, ra, rb, ty, tx)
-        cuda.syncthreads()
-    for i in range(RM):
-        f = m0 + ty + i * TM
-        if f < Fg:
-            for q in range(RN):
-                jc = j0 + tx + q * TN
-                if jc < cols:
-                    v = acc[i, q]
-                    if has_bias:
-                        v += b[g * Fg + f]
-                    y[((jc // P) * F + g * Fg + f) * P + jc % P] = v
+        multiply_tiles(As, Bs, acc, ra, rb, ty, tx)
+    store_nchw(y, acc, g * Fg, F, m0, Fg, j0, cols, P, b, has_bias, ty, tx)
 
 
 @cuda.jit(cache=True)
@@ -123,27 +101,20 @@ def conv2d_dx_kernel(dy, w, b, has_bias, dx, N, C, H, W, F, KH, KW, OH, OW, sh, 
     acc = cuda.local.array((RM, RN), dtype=dx.dtype)
     ra = cuda.local.array(RM, dtype=dx.dtype)
     rb = cuda.local.array(RN, dtype=dx.dtype)
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    tid = ty * TN + tx
+    tx, ty, tid = thread_in_block()
     g = cuda.blockIdx.z
-    Cg = C // G
-    Fg = F // G
-    KK = KH * KW
+    Cg, Fg, KK = C // G, F // G, KH * KW  # channels and filters per group, taps per filter
     Kdim = Fg * KK
     HW = H * W
     cols = N * HW
-    m0 = cuda.blockIdx.y * BM
-    j0 = cuda.blockIdx.x * BN
+    m0, j0 = tile_origin()
     jj = tid % BN                   # this thread's column j = (n, h, x) of D̂, fixed
     j = j0 + jj
     n = j // HW
     hp = (j % HW) // W + ph         # h + ph
     xp = (j % W) + pw               # x + pw
     dybase = (n * F + g * Fg) * OH * OW
-    for i in range(RM):
-        for q in range(RN):
-            acc[i, q] = 0
+    clear(acc)
     for k0 in range(0, Kdim, BK):
         if tid < BK:
             k = k0 + tid
@@ -155,13 +126,7 @@ def conv2d_dx_kernel(dy, w, b, has_bias, dx, N, C, H, W, F, KH, KW, OH, OW, sh, 
             Kw[tid] = (r % KW) * dw
         cuda.syncthreads()
         # A tile: As[kk, mm] = w[g·Fg + f, m0 + mm, kh, kw] for row k0 + kk = (f, kh, kw)
-        for e in range(tid, BM * BK, GEMM_THREADS):
-            kk = e % BK
-            c = m0 + e // BK
-            if c < Cg and k0 + kk < Kdim:
-                As[kk, e // BK] = w[Kwo[kk] + c * KK]
-            else:
-                As[kk, e // BK] = 0
+        load_rows_along_k(As, w, Kwo, m0, Cg, KK, k0, Kdim, tid)
         # B tile: Bs[kk, jj] = D̂[k0 + kk, j]
         for e in range(tid, BN * BK, GEMM_THREADS):
             kk = e // BN
@@ -179,19 +144,8 @@ def conv2d_dx_kernel(dy, w, b, has_bias, dx, N, C, H, W, F, KH, KW, OH, OW, sh, 
                 Bs[kk, jj] = dy[dybase + Kf[kk] + oh * OW + ow]
             else:
                 Bs[kk, jj] = 0
-        cuda.syncthreads()
-        tile_mma(As, Bs, acc, ra, rb, ty, tx)
-        cuda.syncthreads()
-    for i in range(RM):
-        c = m0 + ty + i * TM
-        if c < Cg:
-            for q in range(RN):
-                jc = j0 + tx + q * TN
-                if jc < cols:
-                    v = acc[i, q]
-                    if has_bias:
-                        v += b[g * Cg + c]
-                    dx[((jc // HW) * C + g * Cg + c) * HW + jc % HW] = v
+        multiply_tiles(As, Bs, acc, ra, rb, ty, tx)
+    store_nchw(dx, acc, g * Cg, C, m0, Cg, j0, cols, HW, b, has_bias, ty, tx)
 
 
 @cuda.jit(cache=True)
@@ -212,20 +166,15 @@ def conv2d_dw_kernel(dy, x, out, N, C, H, W, F, KH, KW, OH, OW, sh, sw, ph, pw, 
     acc = cuda.local.array((RM, RN), dtype=out.dtype)
     ra = cuda.local.array(RM, dtype=out.dtype)
     rb = cuda.local.array(RN, dtype=out.dtype)
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    tid = ty * TN + tx
+    tx, ty, tid = thread_in_block()
     g = cuda.blockIdx.z // slices
     s = cuda.blockIdx.z % slices
-    Cg = C // G
-    Fg = F // G
-    KK = KH * KW
+    Cg, Fg, KK = C // G, F // G, KH * KW  # channels and filters per group, taps per filter
     Jdim = Cg * KK
     P = OH * OW
     k_lo = s * k_per_slice
     k_hi = min(N * P, k_lo + k_per_slice)
-    m0 = cuda.blockIdx.y * BM
-    j0 = cuda.blockIdx.x * BN
+    m0, j0 = tile_origin()
     if tid < BN:                    # the block's column table, fixed for the whole kernel
         jc = j0 + tid
         c = jc // KK
@@ -233,9 +182,7 @@ def conv2d_dw_kernel(dy, x, out, N, C, H, W, F, KH, KW, OH, OW, sh, sw, ph, pw, 
         Joff[tid] = (c * H + (r // KW) * dh) * W + (r % KW) * dw
         Jh[tid] = (r // KW) * dh
         Jw[tid] = (r % KW) * dw
-    for i in range(RM):
-        for q in range(RN):
-            acc[i, q] = 0
+    clear(acc)
     for k0 in range(k_lo, k_hi, BK):
         if tid < BK:
             k = k0 + tid
@@ -247,13 +194,7 @@ def conv2d_dw_kernel(dy, x, out, N, C, H, W, F, KH, KW, OH, OW, sh, sw, ph, pw, 
             Kx[tid] = ((n * C + g * Cg) * H + (p // OW) * sh - ph) * W + (p % OW) * sw - pw
         cuda.syncthreads()
         # A tile: As[kk, mm] = dy[n, g·Fg + m0 + mm, oh, ow] for row k0 + kk = (n, oh, ow) (threads along k)
-        for e in range(tid, BM * BK, GEMM_THREADS):
-            kk = e % BK
-            f = m0 + e // BK
-            if f < Fg and k0 + kk < k_hi:
-                As[kk, e // BK] = dy[Kdy[kk] + f * P]
-            else:
-                As[kk, e // BK] = 0
+        load_rows_along_k(As, dy, Kdy, m0, Fg, P, k0, k_hi, tid)
         # B tile: Bs[kk, jj] = X̂[(c, kh, kw) = j0 + jj, k0 + kk] (threads along k: along x in memory)
         for e in range(tid, BN * BK, GEMM_THREADS):
             kk = e % BK
@@ -264,16 +205,8 @@ def conv2d_dw_kernel(dy, x, out, N, C, H, W, F, KH, KW, OH, OW, sh, sw, ph, pw, 
                 Bs[kk, jj] = x[Kx[kk] + Joff[jj]]
             else:
                 Bs[kk, jj] = 0
-        cuda.syncthreads()
-        tile_mma(As, Bs, acc, ra, rb, ty, tx)
-        cuda.syncthreads()
-    for i in range(RM):
-        f = m0 + ty + i * TM
-        if f < Fg:
-            for q in range(RN):
-                jc = j0 + tx + q * TN
-                if jc < Jdim:
-                    out[(s * F + g * Fg + f) * Jdim + jc] = acc[i, q]
+        multiply_tiles(As, Bs, acc, ra, rb, ty, tx)
+    store_rows(out, acc, s * F + g * Fg, m0, Fg, j0, Jdim, out, False, ty, tx)
 
 
 @cuda.jit(cache=True)
@@ -305,13 +238,8 @@ def _forward(x, w, b, y, stride, padding, dilation, groups):
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
     OH, OW = y.shape[2], y.shape[3]
-    if y.size == 0:
-        return y
-    has_bias = b is not None
-    grid = (L.cdiv(N * OH * OW, BN), L.cdiv(F // groups, BM), groups)
-    L.launch(conv2d_forward_kernel, grid, (TN, TM), L.flat(x), L.flat(w), L.flat(b if has_bias else w), has_bias,
-             L.flat(y), N, C, H, W, F, KH, KW, OH, OW, *stride, *padding, *dilation, groups)
-    return y
+    return _run_nchw(conv2d_forward_kernel, x, w, b, y, F // groups, N * OH * OW,
+                     (N, C, H, W, F, KH, KW, OH, OW), stride, padding, dilation, groups)
 
 
 def _dx(dy, w, b, dx, stride, padding, dilation, groups):
@@ -319,13 +247,20 @@ def _dx(dy, w, b, dx, stride, padding, dilation, groups):
     N, F, OH, OW = dy.shape
     _, C, H, W = dx.shape
     KH, KW = w.shape[2], w.shape[3]
-    if dx.size == 0:
-        return dx
+    return _run_nchw(conv2d_dx_kernel, dy, w, b, dx, C // groups, N * H * W,
+                     (N, C, H, W, F, KH, KW, OH, OW), stride, padding, dilation, groups)
+
+
+def _run_nchw(kernel, source, w, b, out, rows, columns, sizes, stride, padding, dilation, groups):
+    """Launch an implicit-GEMM kernel that writes the NCHW array `out` (allocated): per group a rows × columns
+    product, one block per BM × BN tile. sizes: (N, C, H, W, F, KH, KW, OH, OW)."""
+    if out.size == 0:
+        return out
     has_bias = b is not None
-    grid = (L.cdiv(N * H * W, BN), L.cdiv(C // groups, BM), groups)
-    L.launch(conv2d_dx_kernel, grid, (TN, TM), L.flat(dy), L.flat(w), L.flat(b if has_bias else w), has_bias,
-             L.flat(dx), N, C, H, W, F, KH, KW, OH, OW, *stride, *padding, *dilation, groups)
-    return dx
+    grid = (L.cdiv(columns, BN), L.cdiv(rows, BM), groups)
+    L.launch(kernel, grid, (TN, TM), L.flat(source), L.flat(w), L.flat(b if has_bias else w), has_bias,
+             L.flat(out), *sizes, *stride, *padding, *dilation, groups)
+    return out
 
 
 def _dw(dy, x, w_shape, stride, padding, dilation, groups):

@@ -17,28 +17,15 @@ The tiling (sizes in _launch.py; real GPU: BM = BN = 64, BK = 16, RM = RN = 4):
 - split-K: when M × N has too few tiles to fill the GPU (the first dense layer of the tutorial: 32 × 64
   outputs, K = 33,856), the K range is cut into slices, one per grid.z: each block writes its partial tile to a
   workspace, and `splitk_sum_kernel` adds the slices (and the bias) in a second pass.
-The conv kernels (conv.py) reuse `tile_mma` with their own tile loaders (implicit GEMM).
+The pieces the conv kernels (conv.py, implicit GEMM) share with it are in gemm_tiles.py.
 """
 import numpy as np
 from numba import cuda
 
 from . import _launch as L
 from . import reduce
-from ._launch import BK, BM, BMP, BN, BNP, GEMM_THREADS, RM, RN, TM, TN
-
-
-@cuda.jit(device=True)
-def tile_mma(As, Bs, acc, ra, rb, ty, tx):
-    """acc[i, j] += Σ_kk As[kk, ty + i·TM] · Bs[kk, tx + j·TN]: the thread's RM × RN outputs of the tile.
-    ra, rb: the thread's registers for one column of A and one row of B."""
-    for kk in range(BK):
-        for i in range(RM):
-            ra[i] = As[kk, ty + i * TM]
-        for j in range(RN):
-            rb[j] = Bs[kk, tx + j * TN]
-        for i in range(RM):
-            for j in range(RN):
-                acc[i, j] += ra[i] * rb[j]
+from ._launch import BK, BM, BMP, BN, BNP, RM, RN, TM, TN
+from .gemm_tiles import clear, load_strided, multiply_tiles, store_rows, thread_in_block, tile_origin
 
 
 @cuda.jit(cache=True)
@@ -53,59 +40,17 @@ def gemm_kernel(a, a_rs, a_cs, b, b_rs, b_cs, c, M, N, K, k_per_slice, bias, has
     acc = cuda.local.array((RM, RN), dtype=c.dtype)
     ra = cuda.local.array(RM, dtype=c.dtype)
     rb = cuda.local.array(RN, dtype=c.dtype)
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    tid = ty * TN + tx
-    m0 = cuda.blockIdx.y * BM
-    n0 = cuda.blockIdx.x * BN
+    tx, ty, tid = thread_in_block()
+    m0, n0 = tile_origin()
     z = cuda.blockIdx.z
     k_lo = z * k_per_slice
     k_hi = min(K, k_lo + k_per_slice)
-    for i in range(RM):
-        for j in range(RN):
-            acc[i, j] = 0
+    clear(acc)
     for k0 in range(k_lo, k_hi, BK):
-        # A tile -> As[kk, mm] = a[m0 + mm, k0 + kk] (0 outside A or the slice)
-        for e in range(tid, BM * BK, GEMM_THREADS):
-            if a_cs == 1:            # a contiguous along k: neighbouring threads take neighbouring k
-                kk = e % BK
-                mm = e // BK
-            else:                    # otherwise along m
-                mm = e % BM
-                kk = e // BM
-            m = m0 + mm
-            k = k0 + kk
-            if m < M and k < k_hi:
-                As[kk, mm] = a[m * a_rs + k * a_cs]
-            else:
-                As[kk, mm] = 0
-        # B tile -> Bs[kk, nn] = b[k0 + kk, n0 + nn]
-        for e in range(tid, BN * BK, GEMM_THREADS):
-            if b_rs == 1:            # b contiguous along k
-                kk = e % BK
-                nn = e // BK
-            else:
-                nn = e % BN
-                kk = e // BN
-            n = n0 + nn
-            k = k0 + kk
-            if n < N and k < k_hi:
-                Bs[kk, nn] = b[k * b_rs + n * b_cs]
-            else:
-                Bs[kk, nn] = 0
-        cuda.syncthreads()
-        tile_mma(As, Bs, acc, ra, rb, ty, tx)
-        cuda.syncthreads()
-    for i in range(RM):
-        m = m0 + ty + i * TM
-        if m < M:
-            for j in range(RN):
-                n = n0 + tx + j * TN
-                if n < N:
-                    v = acc[i, j]
-                    if has_bias:
-                        v += bias[n]
-                    c[(z * M + m) * N + n] = v
+        load_strided(As, a, a_rs, a_cs, m0, M, k0, k_hi, BM, tid)  # As[kk, mm] = a[m0 + mm, k0 + kk]
+        load_strided(Bs, b, b_cs, b_rs, n0, N, k0, k_hi, BN, tid)  # Bs[kk, nn] = b[k0 + kk, n0 + nn]
+        multiply_tiles(As, Bs, acc, ra, rb, ty, tx)
+    store_rows(c, acc, z * M, m0, M, n0, N, bias, has_bias, ty, tx)
 
 
 @cuda.jit(cache=True)
