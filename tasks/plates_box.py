@@ -25,11 +25,10 @@ import tinycnn
 from tinycnn import functional as F
 
 from .box_ops import box_iou, centre_error, fill_mask_from_boxes
-from .common import print_json
 from .plates_data import largest_box
 from .plates_models import PlateBoxRegressor
-from .plates_pipeline import (PlateTraining, add_plate_train_arguments, data_source, draw_boxes, letterbox_records,
-                              output_path, predict_photos, read_annotation_csv, read_source)
+from .plates_pipeline import (PlateTraining, add_plate_train_arguments, data_source, draw_boxes, evaluate_split,
+                              output_path, predict_photos, read_annotation_csv)
 
 TASK = "plates-box"
 DEFAULT_IMG_SIZE = 128
@@ -164,18 +163,7 @@ def _describe(metrics):
 
 def evaluate(args):
     """python -m tinycnn.evaluate MODEL [--data DIR] [--split test] [--json]."""
-    model = tinycnn.load_model(args.model, device=args.device, compile=False)
-    split = args.split or "test"
-    records = read_source(model.metadata["source"], [split], data=args.data)[split]
-    if not records:
-        raise SystemExit(f"the {split} split holds no annotated photo")
-    metrics = evaluate_on(model, letterbox_records(records, model.metadata["img_size"]), args.batch_size)
-    metrics["split"] = split
-    if args.json:
-        print_json(metrics)
-    else:
-        print(f"{args.model} on the {split} split ({metrics['n_images']} photos): " + _describe(metrics))
-    return 0
+    return evaluate_split(args, evaluate_on, _describe)
 
 
 # ------------------------------------------------------------------------------------------ predict, redact

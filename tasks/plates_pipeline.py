@@ -24,7 +24,7 @@ import tinycnn
 from tinycnn.callbacks import EarlyStopping
 
 from .box_ops import augment_sample, boxes_from_letterbox, boxes_to_letterbox, letterbox, letterbox_mask
-from .common import Training, add_common_train_arguments
+from .common import Training, add_common_train_arguments, print_json
 from .plates_data import largest_box, load_image, load_sample, read_plates
 from .synthetic_plates import ensure_builtin_plates
 
@@ -317,6 +317,24 @@ class PlateTraining(Training):
         best = tinycnn.load_model(f"{folder}/best.tcnn", device=args.device, compile=False)
         metrics = self.evaluate_on(best, val_set, args.batch_size)
         print(f"best.tcnn on val ({metrics['n_images']} photos, original pixels): " + self.describe(metrics))
+
+
+def evaluate_split(args, evaluate_on, describe, keep_photo_masks=False):
+    """`python -m tinycnn.evaluate MODEL` for a plate task: the saved model's metrics (`evaluate_on(model,
+    data, batch_size)`) on --split (default test) of its data source or of --data; printed, or --json."""
+    model = tinycnn.load_model(args.model, device=args.device, compile=False)
+    split = args.split or "test"
+    records = read_source(model.metadata["source"], [split], data=args.data)[split]
+    if not records:
+        raise SystemExit(f"the {split} split holds no annotated photo")
+    data = letterbox_records(records, model.metadata["img_size"], keep_photo_masks=keep_photo_masks)
+    metrics = evaluate_on(model, data, args.batch_size)
+    metrics["split"] = split
+    if args.json:
+        print_json(metrics)
+    else:
+        print(f"{args.model} on the {split} split ({metrics['n_images']} photos): " + describe(metrics))
+    return 0
 
 
 def resume_model(run_dir):

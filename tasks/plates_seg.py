@@ -27,12 +27,11 @@ import numpy as np
 import tinycnn
 
 from .box_ops import box_iou, centre_error, mask_dice, mask_iou
-from .common import print_json
 from .plates_data import largest_box
 from .plates_models import PlateSegmenter
 from .plates_pipeline import (CanvasAugmenter, PlateTraining, add_plate_train_arguments, component_boxes,
-                              data_source, draw_boxes, letterbox_records, output_path, overlay_mask, predict_photos,
-                              read_annotation_csv, read_source)
+                              data_source, draw_boxes, evaluate_split, output_path, overlay_mask, predict_photos,
+                              read_annotation_csv)
 
 TASK = "plates-seg"
 DEFAULT_IMG_SIZE = 256
@@ -205,19 +204,7 @@ def _describe(metrics):
 
 def evaluate(args):
     """python -m tinycnn.evaluate MODEL [--data DIR] [--split test] [--json]."""
-    model = tinycnn.load_model(args.model, device=args.device, compile=False)
-    split = args.split or "test"
-    records = read_source(model.metadata["source"], [split], data=args.data)[split]
-    if not records:
-        raise SystemExit(f"the {split} split holds no annotated photo")
-    data = letterbox_records(records, model.metadata["img_size"], keep_photo_masks=True)
-    metrics = evaluate_on(model, data, args.batch_size)
-    metrics["split"] = split
-    if args.json:
-        print_json(metrics)
-    else:
-        print(f"{args.model} on the {split} split ({metrics['n_images']} photos): " + _describe(metrics))
-    return 0
+    return evaluate_split(args, evaluate_on, _describe, keep_photo_masks=True)
 
 
 # ------------------------------------------------------------------------------------------ predict, redact

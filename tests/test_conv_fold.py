@@ -243,30 +243,18 @@ def test_no_fold_while_training():
     assert not fuse._folds(conv, layers.BatchNormalization(axis=-1))
 
 
-def test_plate_model_predicts_the_same_folded(monkeypatch):
-    from tasks.plates_models import PlateBoxRegressor
+@pytest.mark.parametrize("name, folds", [
+    ("regressor", 1 + 2 + 2 * 3 + 1),  # the stem; a block without expansion (2 convs), two with (3); the head
+    ("segmenter", 5 * 2),              # two convs in each of the five blocks: 2 down, the bottom, 2 up
+])
+def test_plate_models_predict_the_same_folded(name, folds, monkeypatch):
+    """The plate models' conv + batch norm (+ ReLU6 / ReLU) pairs, folded by the inference pass, against the
+    same layers run one by one (gradients on)."""
+    from tasks.plates_models import PlateBoxRegressor, PlateSegmenter
     tinycnn.manual_seed(5)
     rng = np.random.default_rng(5)
-    model = PlateBoxRegressor(width=0.5)
-    x = tinycnn.Tensor(randn(rng, 2, 3, 32, 32).astype(np.float32))
-    _with_trained_batch_norms(model, x, rng)
-    model.eval()
-    expected = model(x).numpy()
-    calls = _count_folds(monkeypatch)
-    with tinycnn.no_grad():
-        folded = fuse.inference_form(model)(x).numpy()
-    convs = sum(isinstance(m, layers.Conv2D) for _, m in model.named_modules())
-    assert len(calls) == convs  # every conv of the regressor has a batch norm after it
-    np.testing.assert_allclose(folded, expected, rtol=1e-4, atol=1e-5)
-
-
-def test_plate_segmenter_predicts_the_same_folded(monkeypatch):
-    """The U-Net's conv + batch norm + ReLU blocks, folded at inference, against the same blocks run layer
-    by layer (gradients on)."""
-    from tasks.plates_models import PlateSegmenter
-    tinycnn.manual_seed(6)
-    rng = np.random.default_rng(6)
-    model = PlateSegmenter(filters=4, depth=2)
+    model = PlateBoxRegressor(width=0.5, blocks=((1, 16, 1, 1), (6, 24, 2, 2))) if name == "regressor" \
+        else PlateSegmenter(filters=4, depth=2)
     x = tinycnn.Tensor(randn(rng, 2, 3, 16, 16).astype(np.float32))
     _with_trained_batch_norms(model, x, rng)
     model.eval()
@@ -274,7 +262,7 @@ def test_plate_segmenter_predicts_the_same_folded(monkeypatch):
     calls = _count_folds(monkeypatch)
     with tinycnn.no_grad():
         folded = fuse.inference_form(model)(x).numpy()
-    assert len(calls) == 5 * 2  # two convs in each of the five blocks: 2 down, the bottom, 2 up
+    assert len(calls) == folds
     np.testing.assert_allclose(folded, expected, rtol=1e-4, atol=1e-5)
 
 
