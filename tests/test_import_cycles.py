@@ -20,6 +20,8 @@ name at run time (`importlib.import_module`), the way a plugin is loaded: no imp
 import ast
 import os
 
+from test_kernel_contract import cycles  # Tarjan's strongly connected components, shared with the kernels' check
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCES = {"tinycnn": os.path.join(ROOT, "tinycnn"), "tinycnn.tasks": os.path.join(ROOT, "tasks")}
 
@@ -82,49 +84,6 @@ def import_graph():
     return {name: _edges(name, path, modules) for name, path in modules.items()}
 
 
-def _cycles(graph):
-    """Every strongly connected component of more than one module (Tarjan's algorithm, iterative)."""
-    index, low, on_stack, stack, components, counter = {}, {}, set(), [], [], [0]
-
-    def visit(root):
-        work = [(root, iter(sorted(graph[root])))]
-        index[root] = low[root] = counter[0]
-        counter[0] += 1
-        stack.append(root)
-        on_stack.add(root)
-        while work:
-            node, children = work[-1]
-            child = next(children, None)
-            if child is not None:
-                if child not in index:
-                    index[child] = low[child] = counter[0]
-                    counter[0] += 1
-                    stack.append(child)
-                    on_stack.add(child)
-                    work.append((child, iter(sorted(graph[child]))))
-                elif child in on_stack:
-                    low[node] = min(low[node], index[child])
-                continue
-            work.pop()
-            if work:
-                low[work[-1][0]] = min(low[work[-1][0]], low[node])
-            if low[node] == index[node]:
-                component = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component.append(member)
-                    if member == node:
-                        break
-                if len(component) > 1:
-                    components.append(sorted(component))
-
-    for name in sorted(graph):
-        if name not in index:
-            visit(name)
-    return components
-
-
 def test_the_graph_is_read():
     graph = import_graph()
     assert "tinycnn.ops.basic" in graph["tinycnn.functional"]
@@ -134,13 +93,13 @@ def test_the_graph_is_read():
 
 
 def test_cycles_are_found():
-    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
-    assert _cycles({"a": {"b"}, "b": set()}) == []
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
 
 
 def test_no_import_cycles():
-    cycles = _cycles(import_graph())
-    assert cycles == [], "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
+    found = cycles(import_graph())
+    assert found == [], "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
 
 
 def test_the_engine_does_not_import_the_tasks():
