@@ -169,3 +169,25 @@ def test_summary_shows_keras_shapes_and_counts():
     text = "\n".join(lines)
     assert "(None, 16, 16, 3)" in text and "(None, 8, 8, 16)" in text
     assert "concatenate" in text and "Total params" in text and "Non-trainable params: 0" in text
+
+
+def test_channels_last_chain_stays_channels_last():
+    """Convs, batch norms, ReLUs and Adds of a channels-last chain all run NHWC: no transpose between them."""
+    from tinycnn.functional_model import _plan_layouts
+    inputs = Input((6, 6, 4))
+    x = layers.Conv2D(4, 1, data_format="channels_last")(inputs)
+    y = layers.ReLU(6.0)(layers.BatchNormalization(axis=-1)(x))
+    y = layers.add([x, y])
+    out = layers.Softmax()(layers.ZeroPadding2D(1, data_format="channels_last")(y))  # softmax: back to NCHW
+    model = Model(inputs, out)
+    runs_in, _ = _plan_layouts(model.inputs, model._nodes)
+    layouts = [runs_in[id(node)] for node in model._nodes if node.inputs is not None]
+    assert layouts == ["channels_last"] * 5 + ["channels_first"]
+    x = np.random.default_rng(0).random((2, 6, 6, 4)).astype(np.float32)
+    twin_in = Input((6, 6, 4))
+    conv = layers.Conv2D(4, 1)
+    a = conv(twin_in)
+    b = layers.add([a, layers.ReLU(6.0)(layers.BatchNormalization()(a))])
+    twin = Model(twin_in, layers.Softmax()(layers.ZeroPadding2D(1)(b)))
+    conv.kernel.data[:] = model.layers[1].kernel.data
+    np.testing.assert_allclose(model.predict(x), twin.predict(x), rtol=1e-5, atol=1e-6)

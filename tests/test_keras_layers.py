@@ -279,3 +279,16 @@ def test_new_layers_in_a_sequential_train_save_and_load(tmp_path):
     np.testing.assert_allclose(tinycnn.load_model(tmp_path / "seq.tcnn").predict(x), model.predict(x), rtol=1e-5)
     with pytest.raises(ValueError, match="channels-last"):
         tinycnn.Sequential([layers.BatchNormalization(axis=-1)])
+
+
+def test_channels_last_padding_and_cropping():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 4, 5, 3))  # (N, H, W, C)
+    pad = layers.ZeroPadding2D(((1, 2), (0, 3)), data_format="channels_last")
+    np.testing.assert_array_equal(pad(Tensor(x)).numpy(), np.pad(x, ((0, 0), (1, 2), (0, 3), (0, 0))))
+    crop = layers.Cropping2D(((1, 0), (2, 1)), data_format="channels_last")
+    np.testing.assert_array_equal(crop(Tensor(x)).numpy(), x[:, 1:, 2:4])
+    check_gradients(lambda t: pad(t), [x])
+    check_gradients(lambda t: crop(t), [x])
+    inputs = Input((4, 5, 3))
+    assert layers.ZeroPadding2D(1, data_format="channels_last")(inputs).shape == (None, 6, 7, 3)

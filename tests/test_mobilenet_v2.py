@@ -84,3 +84,27 @@ def test_weights_from_a_file_and_imagenet_refused(tmp_path):
         MobileNetV2(input_shape=(32, 32, 3), alpha=0.5, classes=3, weights=str(tmp_path / "mnv2.tcnn"))
     with pytest.raises(FileNotFoundError):
         MobileNetV2(weights=str(tmp_path / "missing.tcnn"))
+
+
+def test_channels_last_and_channels_first_layouts_agree():
+    """The default runs its convs on NHWC maps (one transpose in, one out); the NCHW build with the same
+    weights gives the same outputs, in training mode (batch statistics) too, and the same gradients."""
+    tinycnn.manual_seed(2)
+    last = MobileNetV2(input_shape=(64, 64, 3), alpha=0.35, classes=5, classifier_activation=None)
+    first = MobileNetV2(input_shape=(64, 64, 3), alpha=0.35, classes=5, classifier_activation=None,
+                        layout="channels_first")
+    first.load_state_dict(last.state_dict())
+    assert last.get_layer("block_1_depthwise").data_format == "channels_last"
+    x = np.random.default_rng(2).random((4, 64, 64, 3)).astype(np.float32)
+    np.testing.assert_allclose(last.predict(x), first.predict(x), rtol=1e-3, atol=1e-4)
+    inputs = tinycnn.Tensor(x.transpose(0, 3, 1, 2).copy())
+    outputs = []
+    for model in (last, first):
+        model.train()
+        model.zero_grad()
+        out = model(inputs)
+        (out * out).sum().backward()
+        outputs.append((out.numpy(), model.get_layer("block_2_expand").kernel.grad.copy()))
+    np.testing.assert_allclose(outputs[0][0], outputs[1][0], rtol=1e-3, atol=1e-4)
+    scale = np.abs(outputs[1][1]).max()  # float32 sums in another order, through 50 layers and batch norms
+    np.testing.assert_allclose(outputs[0][1], outputs[1][1], rtol=1e-2, atol=1e-3 * scale)

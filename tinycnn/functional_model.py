@@ -15,7 +15,11 @@ in the order they were made (an order in which every Node's inputs come before i
 
 Shapes at the API are Keras' (H, W, C); like Sequential, the Model takes (N, H, W, C) arrays in fit/evaluate/
 predict, runs NCHW inside and returns channels-last image outputs. A layer built for channels-last tensors
-(data_format="channels_last", BatchNormalization(axis=-1)) is given them: the Model transposes around it.
+(data_format="channels_last", BatchNormalization(axis=-1)) is given (N, H, W, C) maps. Each image map is kept
+in the layout of the layer that made it, and changed (a transpose) only where a layer needs the other one:
+elementwise layers (activations but softmax, Add, Multiply, Dropout, Rescaling, ...) run in the layout they
+are given, so a chain of channels-last convs, batch norms, ReLUs and residual Adds (MobileNetV2) runs
+channels-last from its first conv to its last (`_plan_layouts`).
 
 Weights are named by layer: `state_dict()` keys are "<layer name>.<weight>" ("block_1_expand.kernel"), so
 converted weights find their layer. `count_params()` counts as Keras: the batch norms' moving statistics too.
@@ -23,8 +27,9 @@ converted weights find their layer. `count_params()` counts as Keras: the batch 
 import itertools
 
 from .keras_layout import keras_shape
-from .keras_tensor import KerasTensor, Node, call_in_layout
-from .layers import Input, InputLayer  # noqa: F401  (tinycnn.Input: the graph's sources, tinycnn/layers_input.py)
+from .keras_tensor import KerasTensor, Node, wants_channels_last
+from .layers import Activation, Dropout, Input, InputLayer, LeakyReLU, Rescaling  # noqa: F401  (Input: layers_input.py)
+from .layers_merge import _ElementwiseMerge
 from .nn import Module
 
 _model_numbers = itertools.count(1)
@@ -46,6 +51,7 @@ class Model(Module):
                                 f"calls), got {type(t).__name__}")
         object.__setattr__(self, "_nodes", _graph_nodes(self.inputs, self.outputs))
         object.__setattr__(self, "layers", _unique_layers(self._nodes))
+        object.__setattr__(self, "_layouts", _plan_layouts(self.inputs, self._nodes))
         for layer in self.layers:
             self._modules[layer.name] = layer
         self.built, self._weights_built = True, True
@@ -73,7 +79,7 @@ class Model(Module):
         values = list(args[0]) if len(args) == 1 and isinstance(args[0], (list, tuple)) else list(args)
         if len(values) != len(self.inputs):
             raise ValueError(f"model '{self.name}' takes {len(self.inputs)} input(s), got {len(values)}")
-        env = {}
+        env, runs_in, kept_in = {}, *self._layouts
         for t, value in zip(self.inputs, values):
             if tuple(value.shape[1:]) != t.tensor_shape:
                 raise ValueError(f"model '{self.name}': input '{t.node.layer.name}' expects samples of shape "
@@ -83,10 +89,14 @@ class Model(Module):
         for node in self._nodes:
             if node.inputs is None:  # an InputLayer: its tensor is given
                 continue
-            out = call_in_layout(node.layer, node.arguments(env))
+            layout = runs_in[id(node)]
+            if isinstance(node.inputs, list):
+                out = node.layer([_value_in(env, t, kept_in, layout) for t in node.inputs])
+            else:
+                out = node.layer(_value_in(env, node.inputs, kept_in, layout))
             for t, value in zip(node.outputs, out if isinstance(out, (list, tuple)) else [out]):
                 env[id(t)] = value
-        outs = [env[id(t)] for t in self.outputs]
+        outs = [_value_in(env, t, kept_in, CHANNELS_FIRST) for t in self.outputs]
         return outs if self._outputs_as_list else outs[0]
 
     # ------------------------------------------------------------------ counting, summary
@@ -199,6 +209,48 @@ def _unique_layers(nodes):
         names[name] = layer
         layers.append(layer)
     return layers
+
+
+CHANNELS_FIRST, CHANNELS_LAST = "channels_first", "channels_last"
+
+
+def _runs_as_given(layer):
+    """Layers that act on each element alone: the layout of their input does not matter to them."""
+    if isinstance(layer, Activation):
+        return layer.activation != "softmax"  # softmax runs over the channel axis, axis 1 in NCHW
+    return isinstance(layer, (_ElementwiseMerge, Dropout, LeakyReLU, Rescaling))
+
+
+def _plan_layouts(inputs, nodes):
+    """({node: the layout its layer runs in}, {tensor: the layout its image map is kept in}), by id: inputs
+    come NCHW; a channels-last layer runs NHWC; an elementwise layer runs in its inputs' layout when they agree;
+    every other layer runs NCHW."""
+    runs_in, kept_in = {}, {id(t): CHANNELS_FIRST for t in inputs}
+    for node in nodes:
+        if node.inputs is None:
+            continue
+        given = {kept_in[id(t)] for t in node.input_list if t.ndim == 4}
+        if wants_channels_last(node.layer):
+            layout = CHANNELS_LAST
+        elif _runs_as_given(node.layer) and len(given) == 1:
+            layout = given.pop()
+        else:
+            layout = CHANNELS_FIRST
+        runs_in[id(node)] = layout
+        for t in node.outputs:
+            kept_in[id(t)] = layout if t.ndim == 4 else CHANNELS_FIRST
+    return runs_in, kept_in
+
+
+def _value_in(env, t, kept_in, layout):
+    """The value of KerasTensor t in `layout` (an image map transposed once, then remembered in env)."""
+    value = env[id(t)]
+    if value.ndim != 4 or kept_in[id(t)] == layout:
+        return value
+    key = (id(t), layout)
+    if key not in env:
+        env[key] = value.transpose(0, 2, 3, 1) if layout == CHANNELS_LAST else value.transpose(0, 3, 1, 2)
+    return env[key]
 
 
 def _summary_row(node, calls, nodes):

@@ -10,13 +10,15 @@ result back to NCHW: the elements come out in Keras' order, so weights converted
     Cropping2D(cropping)      (N, H, W, C) -> (N, H − top − bottom, W − left − right, C)
 
 `padding`/`cropping`: an int (all four sides), (rows, cols) (symmetric), or ((top, bottom), (left, right)).
+ZeroPadding2D and Cropping2D also take data_format="channels_last": then the tensors they see are (N, H, W, C)
+(as in a functional model running channels-last convs, tinycnn/functional_model.py).
 Gradients come from the engine's reshape, transpose, pad and slicing ops.
 """
 import math
 
 from . import functional as F
 from .keras_layout import from_keras_order, to_keras_order
-from .layers import Layer, _require_rank
+from .layers import Layer, _check_data_format, _data_format_config, _require_rank
 
 
 class Reshape(Layer):
@@ -76,35 +78,48 @@ def _sides(value, what):
 
 
 class ZeroPadding2D(Layer):
-    def __init__(self, padding=(1, 1), name=None, input_shape=None):
+    def __init__(self, padding=(1, 1), data_format="channels_first", name=None, input_shape=None):
         super().__init__(name, input_shape)
         self.padding = _sides(padding, "ZeroPadding2D padding")
+        self.data_format = _check_data_format(data_format)
 
     def build(self, shape):
         _require_rank(shape, 4, self)
 
     def forward(self, x):
         (top, bottom), (left, right) = self.padding
-        return F.pad(x, (left, right, top, bottom))
+        if self.data_format == "channels_first":
+            return F.pad(x, (left, right, top, bottom))
+        # (N, H, W, C): F.pad pads the last two axes, so pad W as the 3rd of (N·H, 1, W, C), H as the 3rd of
+        # (N, 1, H, W'·C) (reshapes of a contiguous tensor: no copy)
+        n, h, w, c = x.shape
+        x = F.pad(x.reshape(n * h, 1, w, c), (0, 0, left, right)).reshape(n, 1, h, (w + left + right) * c)
+        return F.pad(x, (0, 0, top, bottom)).reshape(n, h + top + bottom, w + left + right, c)
 
     def config(self):
-        return dict(super().config(), padding=[list(p) for p in self.padding])
+        return dict(super().config(), padding=[list(p) for p in self.padding],
+                    **_data_format_config(self.data_format))
 
 
 class Cropping2D(Layer):
-    def __init__(self, cropping=((0, 0), (0, 0)), name=None, input_shape=None):
+    def __init__(self, cropping=((0, 0), (0, 0)), data_format="channels_first", name=None, input_shape=None):
         super().__init__(name, input_shape)
         self.cropping = _sides(cropping, "Cropping2D cropping")
+        self.data_format = _check_data_format(data_format)
 
     def build(self, shape):
         _require_rank(shape, 4, self)
         (top, bottom), (left, right) = self.cropping
-        if top + bottom >= shape[2] or left + right >= shape[3]:
-            raise ValueError(f"Cropping2D: cropping {self.cropping} leaves nothing of a {shape[2]}×{shape[3]} map")
+        h, w = shape[2:4] if self.data_format == "channels_first" else shape[1:3]
+        if top + bottom >= h or left + right >= w:
+            raise ValueError(f"Cropping2D: cropping {self.cropping} leaves nothing of a {h}×{w} map")
 
     def forward(self, x):
         (top, bottom), (left, right) = self.cropping
-        return x[:, :, top:x.shape[2] - bottom, left:x.shape[3] - right]
+        if self.data_format == "channels_first":
+            return x[:, :, top:x.shape[2] - bottom, left:x.shape[3] - right]
+        return x[:, top:x.shape[1] - bottom, left:x.shape[2] - right, :]
 
     def config(self):
-        return dict(super().config(), cropping=[list(p) for p in self.cropping])
+        return dict(super().config(), cropping=[list(p) for p in self.cropping],
+                    **_data_format_config(self.data_format))
