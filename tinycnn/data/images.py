@@ -51,9 +51,9 @@ def parse_size(img_size):
             isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in img_size):
         size = (int(img_size[0]), int(img_size[1]))
     else:
-        raise ValueError(f"img_size must be an int or a (height, width) pair of ints, got {img_size!r}")
+        raise UserInputError(f"img_size must be an int or a (height, width) pair of ints, got {img_size!r}")
     if min(size) < 1:
-        raise ValueError(f"img_size must be positive, got {img_size!r}")
+        raise UserInputError(f"img_size must be positive, got {img_size!r}")
     return size
 
 
