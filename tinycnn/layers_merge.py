@@ -107,28 +107,17 @@ class Concatenate(_Merge):
         return dict(super().config(), axis=self.axis)
 
 
-def add(inputs, **kwargs):
-    return Add(**kwargs)(inputs)
+def _function_of(layer_class):
+    """keras.layers.add & co.: `add(inputs, **kwargs)` is `Add(**kwargs)(inputs)`."""
+    def merge(inputs, **kwargs):
+        return layer_class(**kwargs)(inputs)
+    merge.__name__ = merge.__qualname__ = layer_class.__name__.lower()
+    merge.__doc__ = f"{layer_class.__name__}(**kwargs)(inputs)"
+    return merge
 
 
-def subtract(inputs, **kwargs):
-    return Subtract(**kwargs)(inputs)
-
-
-def multiply(inputs, **kwargs):
-    return Multiply(**kwargs)(inputs)
-
-
-def average(inputs, **kwargs):
-    return Average(**kwargs)(inputs)
-
-
-def maximum(inputs, **kwargs):
-    return Maximum(**kwargs)(inputs)
-
-
-def minimum(inputs, **kwargs):
-    return Minimum(**kwargs)(inputs)
+add, subtract, multiply, average, maximum, minimum = (
+    _function_of(c) for c in (Add, Subtract, Multiply, Average, Maximum, Minimum))
 
 
 def concatenate(inputs, axis=-1, **kwargs):
