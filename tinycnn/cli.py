@@ -10,7 +10,8 @@
 A user's mistake prints ONE line on stderr, `tinycnn <command>: error: <what is wrong, naming the file, row,
 argument or layer>`, and exits with status 2 (the status argparse gives a bad argument). These are mistakes:
 - a UserInputError (tinycnn/checks.py; ModelFileError, ImageDecodeError and AnnotationError are ones);
-- an OSError about a file the user named: not found, not a folder, a folder, no permission, disk full;
+- an OSError about a file the user named (not found, not a folder, a folder, no permission), a full or
+  read-only disk, and running out of memory;
 - a bad argument (Parser.error, argparse's type checks, and the argument types below);
 - SystemExit with a message (how some tasks refuse an input).
 Any other exception is a bug in tinycnn: its traceback is printed, then a line asking to report it (status 1).
@@ -21,6 +22,7 @@ Also here: argument types that check their value where it is parsed (`positive_i
 `refuse_overwriting_inputs`, which every command that writes files calls before writing one.
 """
 import argparse
+import errno
 import os
 import sys
 import traceback
@@ -66,8 +68,8 @@ def run_cli(command, main, argv=None):
             raise
         print(f"tinycnn {command}: error: {stop.code.removeprefix('error: ')}", file=sys.stderr)
         return EXIT_MISTAKE
-    except BrokenPipeError:  # `... | head`: the reader is gone, nothing more to say
-        sys.stderr.close()
+    except BrokenPipeError:  # `... | head`: the reader is gone, nothing more to say (nor to flush at exit)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BUG
     except Exception as error:  # noqa: BLE001  (sorted into mistakes and bugs right here)
         message = user_mistake_message(error)
@@ -86,6 +88,10 @@ def user_mistake_message(error):
     """The one-line message of an exception that is the user's mistake, or None for a bug."""
     if isinstance(error, UserInputError):
         return str(error)
+    if isinstance(error, MemoryError):
+        return f"out of memory ({error or 'MemoryError'}): a smaller --batch-size or image size needs less"
+    if isinstance(error, OSError) and error.errno in _DISK_ERRNOS:
+        return f"{error.filename or 'writing'}: {error.strerror or error}"
     if isinstance(error, OSError) and (error.filename is not None or type(error) in _PATH_ERRORS):
         if error.filename is None:  # raised by tinycnn with its own message naming the path
             return str(error)
@@ -95,6 +101,7 @@ def user_mistake_message(error):
 
 
 _PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, FileExistsError)
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # the disk is full or read-only: not a bug either
 
 
 # ---------------------------------------------------------------------------------------- argument types
