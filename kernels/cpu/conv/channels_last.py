@@ -249,25 +249,44 @@ def _output_row(ih, i, top, dil_h, sh, OH):
 @njit(cache=True, parallel=True)
 def _col2im_last(dcols, KH, KW, stride, padding, dilation, dx):
     """dx[n, ih, iw, c] = Σ dcols[n, oh, ow, (i, j, c)] over the (oh, ow, i, j) that read (ih, iw).
-    Parallel over the input rows (n, ih): a row gathers from the output rows oh with oh·sh + i·dil_h − top = ih,
-    so each thread writes only its own rows of dx."""
+    Parallel over the input rows (n, ih), each gathered by `_gather_input_row`: each thread writes only its
+    own rows of dx."""
     N, H, W, C = dx.shape
-    _, OH, OW, _ = dcols.shape
-    (sh, sw), (top, left), (dil_h, dil_w) = stride, padding, dilation
+    no_taps = np.empty((KH, KW, 0), dx.dtype)
     for r in prange(N * H):
         n, ih = r // H, r % H
-        row = dx[n, ih]
-        row[:] = 0
-        for i in range(KH):
-            oh = _output_row(ih, i, top, dil_h, sh, OH)
-            if oh < 0:
-                continue
-            for j in range(KW):
-                lo, hi = _valid_range(j * dil_w - left, sw, W, OW)
+        _gather_input_row(dx[n, ih], dcols[n], no_taps, False, ih, KH, KW, C, stride, padding, dilation)
+
+
+@njit(cache=True, fastmath={"contract"})
+def _gather_input_row(row, src, taps, weighted, ih, KH, KW, C, stride, padding, dilation):
+    """row (W, C) = input row ih's gradient, gathered from the outputs that read it: Σ over the (oh, ow, i, j)
+    with oh·sh + i·dil_h − top = ih and ow·sw + j·dil_w − left = iw of
+      - src[oh, ow, (i, j, c)], when not weighted (src: the columns' gradient, col2im),
+      - taps[i, j, c] · src[oh, ow, c], when weighted (src: dy of a depthwise conv).
+    The backward of both channels-last layouts' convs, one image row at a time."""
+    OH, OW = src.shape[0], src.shape[1]
+    W = row.shape[0]
+    (sh, sw), (top, left), (dil_h, dil_w) = stride, padding, dilation
+    row[:] = 0
+    for i in range(KH):
+        oh = _output_row(ih, i, top, dil_h, sh, OH)
+        if oh < 0:
+            continue
+        for j in range(KW):
+            lo, hi = _valid_range(j * dil_w - left, sw, W, OW)
+            if weighted:  # (the test outside the pixel loop, so that its channel loop vectorizes)
+                tap = taps[i, j]
+                for ow in range(lo, hi):
+                    grad, acc = src[oh, ow], row[ow * sw + j * dil_w - left]
+                    for c in range(C):
+                        acc[c] += grad[c] * tap[c]
+            else:
                 k = (i * KW + j) * C
                 for ow in range(lo, hi):
-                    iw = ow * sw + j * dil_w - left
-                    row[iw] += dcols[n, oh, ow, k:k + C]
+                    grad, acc = src[oh, ow, k:k + C], row[ow * sw + j * dil_w - left]
+                    for c in range(C):
+                        acc[c] += grad[c]
 
 
 @njit(cache=True, parallel=True)
@@ -315,26 +334,13 @@ def _depthwise_last_forward(x, taps, b, stride, padding, dilation, y, act):
 @njit(cache=True, parallel=True, fastmath={"contract"})
 def _depthwise_last_input_grad(dy, taps, stride, padding, dilation, dx):
     """dx[n, ih, iw, c] = Σ taps[i, j, c] · dy[n, oh, ow, c] over the (oh, ow, i, j) with oh·sh + i·dil_h − top = ih
-    and ow·sw + j·dil_w − left = iw. Parallel over the input rows (n, ih), each gathering from its output rows."""
+    and ow·sw + j·dil_w − left = iw. Parallel over the input rows (n, ih), each gathering from its output rows
+    (`_gather_input_row`)."""
     N, H, W, C = dx.shape
-    _, OH, OW, _ = dy.shape
     KH, KW, _ = taps.shape
-    (sh, sw), (top, left), (dil_h, dil_w) = stride, padding, dilation
     for r in prange(N * H):
         n, ih = r // H, r % H
-        row = dx[n, ih]
-        row[:] = 0
-        for i in range(KH):
-            oh = _output_row(ih, i, top, dil_h, sh, OH)
-            if oh < 0:
-                continue
-            for j in range(KW):
-                tap = taps[i, j]
-                lo, hi = _valid_range(j * dil_w - left, sw, W, OW)
-                for ow in range(lo, hi):
-                    grad, acc = dy[n, oh, ow], row[ow * sw + j * dil_w - left]
-                    for c in range(C):
-                        acc[c] += grad[c] * tap[c]
+        _gather_input_row(dx[n, ih], dy[n], taps, True, ih, KH, KW, C, stride, padding, dilation)
 
 
 @njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
