@@ -199,3 +199,24 @@ def refuse_overwriting_inputs(inputs, outputs, overwrite=False, flag="--out"):
         if real in folders:
             raise UserInputError(f"{flag} {output} is the folder of the input {folders[real]}: the outputs "
                                  f"could replace the originals; choose another folder, or pass --overwrite")
+
+
+RUN_FILES = ("last.tcnn", "best.tcnn", "history.csv")
+
+
+def refuse_overwriting_run(folder, overwrite=False, flag="--out"):
+    """UserInputError if `folder` holds another training run (its last/best model or history), unless
+    overwrite: a new run would replace them."""
+    found = [name for name in RUN_FILES if os.path.exists(os.path.join(folder, name))]
+    if found and not overwrite:
+        raise UserInputError(f"{flag} {folder} holds a run already ({', '.join(found)}): choose another folder, "
+                             f"go on with --resume {folder}, or pass --overwrite")
+
+
+def fresh_folder(path):
+    """`path` if nothing is there yet, else the first of path-2, path-3, ... that is free (not created here)."""
+    candidate, n = path, 1
+    while os.path.exists(candidate):
+        n += 1
+        candidate = f"{path}-{n}"
+    return candidate

@@ -6,7 +6,7 @@ import pytest
 
 from tinycnn import predict
 from tinycnn.checks import UserInputError
-from tinycnn.cli import EXIT_MISTAKE, refuse_overwriting_inputs, run_cli
+from tinycnn.cli import EXIT_MISTAKE, fresh_folder, refuse_overwriting_inputs, refuse_overwriting_run, run_cli
 
 
 @pytest.mark.parametrize("out", ["folder", "folder/.", "file", "link"])
@@ -39,3 +39,32 @@ def test_refuse_overwriting_inputs(tmp_path):
     with pytest.raises(UserInputError, match="is the folder of the input"):
         refuse_overwriting_inputs([image], [tmp_path / "in"], flag="--out")
     refuse_overwriting_inputs([image], [image], overwrite=True)
+
+
+def test_another_runs_folder_is_refused_and_default_names_stay_fresh(tmp_path):
+    run = tmp_path / "run"
+    refuse_overwriting_run(run)                   # nothing there yet
+    run.mkdir()
+    refuse_overwriting_run(run)                   # an empty folder holds no run
+    (run / "history.csv").write_text("epoch\n")
+    with pytest.raises(UserInputError, match=r"holds a run already \(history\.csv\).*--resume"):
+        refuse_overwriting_run(run)
+    refuse_overwriting_run(run, overwrite=True)
+    assert fresh_folder(str(tmp_path / "new")) == str(tmp_path / "new")
+    assert fresh_folder(str(run)) == str(run) + "-2"
+
+
+def test_saved_caches_follow_the_umask(tmp_path):
+    from PIL import Image
+
+    from tinycnn.data.folder import load_image_folder
+    for name in ("a", "b"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        Image.new("L", (4, 4), 50).save(tmp_path / "data" / name / "x.png")
+    previous = os.umask(0o022)
+    try:
+        load_image_folder(tmp_path / "data", img_size=4, cache_dir=tmp_path / "cache")
+    finally:
+        os.umask(previous)
+    modes = {path.suffix: oct(path.stat().st_mode & 0o777) for path in (tmp_path / "cache").iterdir()}
+    assert modes == {".npy": "0o644", ".json": "0o644"}
