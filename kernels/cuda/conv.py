@@ -25,7 +25,7 @@ from numba import cuda, int64
 from . import _launch as L
 from . import reduce
 from ._launch import BK, BM, BMP, BN, BNP, GEMM_THREADS, RM, RN, TM, TN
-from .gemm_tiles import clear, load_rows_along_k, multiply_tiles, store_nchw, store_rows, thread_in_block, tile_origin
+from .gemm_tiles import clear, load_rows_along_k, multiply_tiles, store_tile, thread_in_block, tile_origin
 from .linear import splitk_sum_kernel
 
 OUTSIDE = -(1 << 40)   # a row offset that puts every position outside the image: the row is padding
@@ -83,7 +83,7 @@ def conv2d_forward_kernel(x, w, b, has_bias, y, N, C, H, W, F, KH, KW, OH, OW, s
             else:
                 Bs[kk, jj] = 0
         multiply_tiles(As, Bs, acc, ra, rb, ty, tx)
-    store_nchw(y, acc, g * Fg, F, m0, Fg, j0, cols, P, b, has_bias, ty, tx)
+    store_tile(y, acc, g * Fg, F, m0, Fg, j0, cols, P, b, has_bias, True, ty, tx)
 
 
 @cuda.jit(cache=True)
@@ -145,7 +145,7 @@ def conv2d_dx_kernel(dy, w, b, has_bias, dx, N, C, H, W, F, KH, KW, OH, OW, sh, 
             else:
                 Bs[kk, jj] = 0
         multiply_tiles(As, Bs, acc, ra, rb, ty, tx)
-    store_nchw(dx, acc, g * Cg, C, m0, Cg, j0, cols, HW, b, has_bias, ty, tx)
+    store_tile(dx, acc, g * Cg, C, m0, Cg, j0, cols, HW, b, has_bias, True, ty, tx)
 
 
 @cuda.jit(cache=True)
@@ -206,7 +206,7 @@ def conv2d_dw_kernel(dy, x, out, N, C, H, W, F, KH, KW, OH, OW, sh, sw, ph, pw, 
             else:
                 Bs[kk, jj] = 0
         multiply_tiles(As, Bs, acc, ra, rb, ty, tx)
-    store_rows(out, acc, s * F + g * Fg, m0, Fg, j0, Jdim, out, False, ty, tx)
+    store_tile(out, acc, s * F + g * Fg, 0, m0, Fg, j0, Jdim, Jdim, out, False, False, ty, tx)
 
 
 @cuda.jit(cache=True)

@@ -93,26 +93,13 @@ def load_rows_along_k(As, src, row_offsets, m0, M, m_stride, k0, k_end, tid):
 
 
 @cuda.jit(device=True)
-def store_rows(out, acc, row_base, m0, M, n0, N, bias, has_bias, ty, tx):
-    """out[(row_base + m)·N + n] = acc (+ bias[n]) for the thread's outputs (m, n) of the tile inside the
-    M × N matrix: a row-major C (linear.py's GEMM, the conv weight gradient)."""
-    for i in range(RM):
-        m = m0 + ty + i * TM
-        if m < M:
-            for j in range(RN):
-                n = n0 + tx + j * TN
-                if n < N:
-                    v = acc[i, j]
-                    if has_bias:
-                        v += bias[n]
-                    out[(row_base + m) * N + n] = v
-
-
-@cuda.jit(device=True)
-def store_nchw(out, acc, channel_base, channels, m0, M, j0, cols, pixels, bias, has_bias, ty, tx):
-    """out[n, channel_base + m, p] = acc (+ bias[channel_base + m]) for the thread's outputs (m, column
-    j = n·pixels + p) of the tile inside the M × cols matrix: an implicit-GEMM conv's NCHW output, `channels`
-    channels of `pixels` pixels per image (the forward's y, the input gradient dx)."""
+def store_tile(out, acc, row_base, rows, m0, M, j0, cols, pixels, bias, has_bias, bias_per_row, ty, tx):
+    """out[n, row_base + m, p] = acc (+ the bias) for the thread's outputs (m, column j = n·pixels + p) of the
+    tile inside the M × cols matrix, out being (images, rows, pixels):
+    - an implicit-GEMM conv's NCHW output (y, dx): `rows` channels of `pixels` pixels per image, the bias per
+      channel (bias_per_row: bias[row_base + m]);
+    - a row-major C (linear.py's GEMM, the conv weight gradient): pixels = cols, one "image", so that
+      out[(row_base + m)·cols + j], the bias per column (bias[j])."""
     for i in range(RM):
         m = m0 + ty + i * TM
         if m < M:
@@ -121,5 +108,5 @@ def store_nchw(out, acc, channel_base, channels, m0, M, j0, cols, pixels, bias, 
                 if jc < cols:
                     v = acc[i, j]
                     if has_bias:
-                        v += bias[channel_base + m]
-                    out[((jc // pixels) * channels + channel_base + m) * pixels + jc % pixels] = v
+                        v += bias[row_base + m] if bias_per_row else bias[jc]
+                    out[((jc // pixels) * rows + row_base + m) * pixels + jc % pixels] = v

@@ -25,7 +25,7 @@ from numba import cuda
 from . import _launch as L
 from . import reduce
 from ._launch import BK, BM, BMP, BN, BNP, RM, RN, TM, TN
-from .gemm_tiles import clear, load_strided, multiply_tiles, store_rows, thread_in_block, tile_origin
+from .gemm_tiles import clear, load_strided, multiply_tiles, store_tile, thread_in_block, tile_origin
 
 
 @cuda.jit(cache=True)
@@ -50,7 +50,7 @@ def gemm_kernel(a, a_rs, a_cs, b, b_rs, b_cs, c, M, N, K, k_per_slice, bias, has
         load_strided(As, a, a_rs, a_cs, m0, M, k0, k_hi, BM, tid)  # As[kk, mm] = a[m0 + mm, k0 + kk]
         load_strided(Bs, b, b_cs, b_rs, n0, N, k0, k_hi, BN, tid)  # Bs[kk, nn] = b[k0 + kk, n0 + nn]
         multiply_tiles(As, Bs, acc, ra, rb, ty, tx)
-    store_rows(c, acc, z * M, m0, M, n0, N, bias, has_bias, ty, tx)
+    store_tile(c, acc, z * M, 0, m0, M, n0, N, N, bias, has_bias, False, ty, tx)
 
 
 @cuda.jit(cache=True)

@@ -36,8 +36,6 @@ def forward_maxpool2(x, w, b, act, stride, padding, dilation, y_shape, pooled):
 
 def backward(dy, y, x, x_shape, w, w_shape, stride, padding, dilation, groups, need_dx, need_dw, need_db):
     """conv2d's gradients (dz = dy · [y > 0] when y is given) -> (dx, dw, db), None for what is not needed."""
-    N, F, OH, OW = dy.shape
-    P = OH * OW
     dtype = dy.dtype
     dx, dw, bias_sums = _gradient_buffers(dy, x_shape, w_shape, need_dx, need_dw)
     masked = y is not None
@@ -51,7 +49,8 @@ def backward(dy, y, x, x_shape, w, w_shape, stride, padding, dilation, groups, n
         dz = dy
         if masked:
             dz = scratch("conv.dz", dy.shape, dtype)
-            _relu_grad_planes(dy.reshape(N, F, P), y.reshape(N, F, P), dz.reshape(N, F, P), bias_sums)
+            planes = dy.shape[0], dy.shape[1], -1  # (N, F, OH·OW)
+            _relu_grad_planes(dy.reshape(planes), y.reshape(planes), dz.reshape(planes), bias_sums)
         _direct_input_grad(dz, w, stride, padding, dilation, dx)
     return dx, dw, db
 
