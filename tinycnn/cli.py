@@ -18,8 +18,10 @@ Any other exception is a bug in tinycnn: its traceback is printed, then a line a
 With `--debug` (or the environment variable TINYCNN_DEBUG=1) a mistake's traceback is printed too. Ctrl-C
 prints one line and exits with status 130.
 
-Also here: argument types that check their value where it is parsed (`positive_int`, `fraction`, `device`), and
-`refuse_overwriting_inputs`, which every command that writes files calls before writing one.
+Also here: argument types that check their value where it is parsed (`positive_int`, `fraction`, `device`);
+the checks of the files a command reads (`task_of_model`, `resume_checkpoint`: the run of another task is named
+as such); and of those it writes, before it writes one (`refuse_overwriting_inputs`: outputs never replace
+inputs; `refuse_overwriting_run`, `fresh_folder`: a run never replaces another run).
 """
 import argparse
 import errno
