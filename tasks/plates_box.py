@@ -126,12 +126,16 @@ def _settings(args):
             "init": args.init, "target": "the largest plate of each photo"}
 
 
+def _describe(metrics):
+    return (f"mean IoU {metrics['mean_iou']:.3f}, IoU>=0.5 {metrics['share_iou_ge_0.5']:.1%}, "
+            f"IoU>=0.75 {metrics['share_iou_ge_0.75']:.1%}, centre error {metrics['mean_centre_error_px']:.1f} px")
+
+
 class BoxTraining(PlateTraining):
     """plates-box's run (tasks/plates_pipeline.py PlateTraining): the largest plate's box as the target."""
     task, monitor, main_metric = TASK, "val_loss", "iou"
 
-    def new_settings(self, args):
-        return _settings(args)
+    new_settings = staticmethod(_settings)
 
     def build(self, settings):
         return PlateBoxRegressor(width=settings["width"])
@@ -142,11 +146,7 @@ class BoxTraining(PlateTraining):
     def targets(self, data):
         return data.boxes
 
-    def evaluate_on(self, model, data, batch_size):
-        return evaluate_on(model, data, batch_size)
-
-    def describe(self, metrics):
-        return _describe(metrics)
+    evaluate_on, describe = staticmethod(evaluate_on), staticmethod(_describe)
 
 
 def train(args):
@@ -155,11 +155,6 @@ def train(args):
 
 
 # ------------------------------------------------------------------------------------------ evaluate
-
-def _describe(metrics):
-    return (f"mean IoU {metrics['mean_iou']:.3f}, IoU>=0.5 {metrics['share_iou_ge_0.5']:.1%}, "
-            f"IoU>=0.75 {metrics['share_iou_ge_0.75']:.1%}, centre error {metrics['mean_centre_error_px']:.1f} px")
-
 
 def evaluate(args):
     """python -m tinycnn.evaluate MODEL [--data DIR] [--split test] [--json]."""

@@ -154,13 +154,18 @@ def _settings(args):
             "skip_bad_rows": args.skip_bad_rows, "init": args.init}
 
 
+def _describe(metrics):
+    return (f"Dice {metrics['dice']:.3f}, IoU {metrics['iou']:.3f}, pixel accuracy {metrics['pixel_accuracy']:.4f}; "
+            f"largest region's box: mean IoU {metrics['box_mean_iou']:.3f}, "
+            f"IoU>=0.5 {metrics['box_share_iou_ge_0.5']:.1%}")
+
+
 class SegmentationTraining(PlateTraining):
     """plates-seg's run (tasks/plates_pipeline.py PlateTraining): per-pixel plate masks as the target."""
     task, monitor, main_metric = TASK, "val_dice", "dice"
     keep_photo_masks = True
 
-    def new_settings(self, args):
-        return _settings(args)
+    new_settings = staticmethod(_settings)
 
     def describe_settings(self, settings, train_set):
         if settings["plate_weight"] is None:
@@ -182,11 +187,7 @@ class SegmentationTraining(PlateTraining):
             return None
         return CanvasAugmenter(settings["seed"], geometry=settings["augment"], crop=settings["crop"])
 
-    def evaluate_on(self, model, data, batch_size):
-        return evaluate_on(model, data, batch_size)
-
-    def describe(self, metrics):
-        return _describe(metrics)
+    evaluate_on, describe = staticmethod(evaluate_on), staticmethod(_describe)
 
 
 def train(args):
@@ -195,12 +196,6 @@ def train(args):
 
 
 # ------------------------------------------------------------------------------------------ evaluate
-
-def _describe(metrics):
-    return (f"Dice {metrics['dice']:.3f}, IoU {metrics['iou']:.3f}, pixel accuracy {metrics['pixel_accuracy']:.4f}; "
-            f"largest region's box: mean IoU {metrics['box_mean_iou']:.3f}, "
-            f"IoU>=0.5 {metrics['box_share_iou_ge_0.5']:.1%}")
-
 
 def evaluate(args):
     """python -m tinycnn.evaluate MODEL [--data DIR] [--split test] [--json]."""
