@@ -169,3 +169,11 @@ def test_crop_around_keeps_the_boxes_and_the_aspect():
     assert crop.size == (200, 150)                                 # min_share 0.5, aspect 4:3
     assert visualize.crop_around(picture, []).size == (400, 300)
     assert visualize.crop_around(picture, [[0, 0, 300, 10]]).size == (400, 300)   # wide boxes: the whole width
+
+
+def test_long_captions_are_shortened_to_the_tile():
+    font = visualize._font(13)
+    name = "us_37170dd1_2802_4e38_b982_c5d07c64ff67.jpg"
+    short = visualize.fit_text(name, font, 120)
+    assert font.getlength(short) <= 120 and short.startswith("us_") and short.endswith(".jpg") and "..." in short
+    assert visualize.fit_text("IoU 0.5", font, 120) == "IoU 0.5"

@@ -9,6 +9,7 @@ import html
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from . import visualize
 from .checks import UserInputError
@@ -54,15 +55,15 @@ def classifier_sections(page, model, meta, data):
     captions = [f"true {names[images.labels[i]]}\npredicted {names[predicted[i]]} {confidence[i]:.2f}\n"
                 f"{Path(images.paths[i]).name}" for i in wrong]
     page.section("wrong", "Most confidently wrong", page.figure(
-        "wrong", visualize.image_grid([images.images[i] for i in wrong], captions), "The wrong predictions the "
-        "model was surest of, surest first, with the probability it gave its (wrong) class.")
+        "wrong", visualize.image_grid([_original(images, i) for i in wrong], captions), "The wrong predictions "
+        "the model was surest of, surest first, with the probability it gave its (wrong) class.")
         if len(wrong) else "<p>No image is classified wrongly.</p>")
 
     near = np.argsort(margin, kind="stable")[:GRID_SIZE]
     captions = [f"true {names[images.labels[i]]}\n" + " ".join(f"{n} {p:.2f}" for n, p in zip(names, probabilities[i]))
                 + f"\n{Path(images.paths[i]).name}" for i in near]
     page.section("boundary", "Nearest the decision boundary", page.figure(
-        "boundary", visualize.image_grid([images.images[i] for i in near], captions),
+        "boundary", visualize.image_grid([_original(images, i) for i in near], captions),
         "The images whose two most likely classes are closest in probability."))
     shown = wrong[0] if len(wrong) else near[0]
     return images.images[shown], f"{Path(images.paths[shown]).name} (true {names[images.labels[shown]]})"
@@ -89,6 +90,15 @@ def _classifier_data(meta, data):
     if not len(images):
         raise UserInputError(f"{data or meta.get('data')}: no image to show the model")
     return images, source
+
+
+def _original(images, index):
+    """The image file as a person sees it (the model saw it resized): its decoded input if the file is gone."""
+    try:
+        with Image.open(images.paths[index]) as picture:
+            return picture.convert("RGB")
+    except OSError:
+        return images.images[index]
 
 
 def _class_probabilities(outputs):

@@ -505,8 +505,19 @@ def image_grid(pictures, captions=(), path=None, columns=4, tile=200):
         fitted = fit_picture(as_picture(picture), tile_w, tile_h)
         x, y = (index % columns) * cell_w + 5, (index // columns) * cell_h + 5
         grid.paste(fitted, (x + (tile_w - fitted.width) // 2, y + tile_h - fitted.height))
-        draw.multiline_text((x, y + tile_h + 4), str(caption), fill="black", font=font, spacing=3)
+        lines = [fit_text(line, font, tile_w) for line in str(caption).splitlines()]
+        draw.multiline_text((x, y + tile_h + 4), "\n".join(lines), fill="black", font=font, spacing=3)
     return _finish(grid, path)
+
+
+def fit_text(text, font, width):
+    """`text`, shortened in the middle with an ellipsis until it is at most `width` px wide in `font`."""
+    if font.getlength(text) <= width:
+        return text
+    keep = len(text)
+    while keep > 2 and font.getlength(f"{text[:keep // 2]}...{text[len(text) - keep // 2:]}") > width:
+        keep -= 2
+    return f"{text[:keep // 2]}...{text[len(text) - keep // 2:]}"
 
 
 def fit_picture(picture, width, height):
