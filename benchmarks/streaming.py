@@ -14,8 +14,10 @@
      from the file (the build time is reported apart);
    - arrays: the folder decoded whole into a float32 array first (what the tasks do today), then fit(x, y).
    Each mode first trains a few steps (Numba compiles, threads start), then times `--steps` steps.
-3. Printed per mode: peak RSS, training images/s, the ratio to arrays, and the share of the timed steps spent
-   waiting for the next batch (time blocked in the data iterator / wall time).
+3. `--rounds` rounds, the modes in a rotated order each round (a shared machine's load then falls on every
+   mode alike). Printed per mode: peak RSS (the largest of its rounds), training images/s (the median), the
+   ratio to arrays (the median of each round's ratio), and the share of the timed steps spent waiting for the
+   next batch (time blocked in the data iterator / wall time; the median); and the load average.
 """
 import argparse
 import json
@@ -145,6 +147,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=200, help="timed training steps per mode")
     parser.add_argument("--folder", help="the photo folder (built there if missing; default: a temporary one)")
     parser.add_argument("--modes", default="stream,cached,arrays")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every mode, in rotated orders")
     parser.add_argument("--mode", help=argparse.SUPPRESS)           # a child process: run this mode only
     parser.add_argument("--cache", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -156,31 +159,37 @@ def main(argv=None):
     try:
         if not os.path.isdir(folder):
             build_folder(folder, args.count)
-        results = {}
-        for mode in args.modes.split(","):
-            child = subprocess.run([sys.executable, "-m", "benchmarks.streaming", "--mode", mode, "--folder", folder,
-                                    "--steps", str(args.steps), "--cache", os.path.join(scratch, "cache")],
-                                   capture_output=True, text=True, check=True)
-            results[mode] = json.loads(child.stdout.strip().splitlines()[-1])
-            print(json.dumps(results[mode]), flush=True)
-        report(results, args, folder)
+        modes, loads = args.modes.split(","), [os.getloadavg()[0]]
+        results = {mode: [] for mode in modes}
+        for round_number in range(args.rounds):
+            for mode in modes[round_number % len(modes):] + modes[:round_number % len(modes)]:
+                child = subprocess.run([sys.executable, "-m", "benchmarks.streaming", "--mode", mode, "--folder",
+                                        folder, "--steps", str(args.steps), "--cache", os.path.join(scratch, "cache")],
+                                       capture_output=True, text=True, check=True)
+                results[mode].append(json.loads(child.stdout.strip().splitlines()[-1]))
+                print(json.dumps(results[mode][-1]), flush=True)
+        loads.append(os.getloadavg()[0])
+        report(results, args, folder, loads)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 
-def report(results, args, folder):
+def report(results, args, folder, loads):
     count = sum(len(files) for _, _, files in os.walk(folder))
     print(f"\n{count} photos, cat/dog strong model at {IMG_SIZE}x{IMG_SIZE}, batch {BATCH}, {args.steps} timed "
-          f"steps, {len(os.sched_getaffinity(0))} cores\n")
-    print("| mode | peak RSS (MB) | images/s | vs arrays | waiting for data | prepare (s) |")
+          f"steps x {args.rounds} rounds, {len(os.sched_getaffinity(0))} cores, load average {loads[0]:.1f} at the "
+          f"start, {loads[1]:.1f} at the end\n")
+    print("| mode | peak RSS (MB) | images/s (median) | vs arrays (median of rounds) | waiting for data | "
+          "prepare (s) |")
     print("|---|---:|---:|---:|---:|---:|")
-    base = results.get("arrays", {}).get("images_per_s")
-    for mode, r in results.items():
-        ratio = f"{r['images_per_s'] / base:.2f}x" if base else "-"
-        prepare = f"{r['prepare_s']:.0f}" if "prepare_s" in r else "-"
-        print(f"| {mode} | {r['peak_rss_mb']:.0f} | {r['images_per_s']:.1f} | {ratio} | {100 * r['wait_share']:.1f} % "
-              f"| {prepare} |")
+    arrays = results.get("arrays")
+    for mode, runs in results.items():
+        speed = [r["images_per_s"] for r in runs]
+        ratio = f"{np.median([r / a['images_per_s'] for r, a in zip(speed, arrays)]):.2f}x" if arrays else "-"
+        prepare = f"{max(r['prepare_s'] for r in runs):.0f}" if "prepare_s" in runs[0] else "-"
+        print(f"| {mode} | {max(r['peak_rss_mb'] for r in runs):.0f} | {np.median(speed):.1f} | {ratio} | "
+              f"{100 * np.median([r['wait_share'] for r in runs]):.1f} % | {prepare} |")
 
 
 if __name__ == "__main__":
