@@ -12,7 +12,7 @@ from hypothesis.extra import numpy as hnp
 from numba import cuda
 
 from tinycnn.kernels.cpu import elementwise as cpu_e, linear as cpu_lin, reduce as cpu_r
-from tinycnn.kernels.cuda import _launch as L, elementwise as E, linear as LIN, reduce as R
+from tinycnn.kernels.cuda import _launch as gpu, elementwise as E, linear as LIN, reduce as R
 
 pytestmark = [pytest.mark.skipif(not cuda.is_available(), reason="no CUDA device or simulator"),
               pytest.mark.filterwarnings("error::numba.cuda.core.errors.NumbaPerformanceWarning")]
@@ -218,7 +218,7 @@ def test_linear_forward_backward(n, i, o, bias, dtype, seed):
 
 def test_split_k_is_used_for_long_products():
     """Few output tiles and a long K: the product is cut into K slices summed by a second kernel."""
-    assert L.split_k(1, 1000)[0] > 1
+    assert gpu.split_k(1, 1000)[0] > 1
     rng = np.random.default_rng(6)
     x, w, b = randn(rng, (3, 300), np.float32), randn(rng, (5, 300), np.float32), randn(rng, (5,), np.float32)
     assert_close(host(LIN.linear_forward(dev(x), dev(w), dev(b))),
@@ -228,4 +228,4 @@ def test_split_k_is_used_for_long_products():
 def test_host_arrays_are_refused():
     """A NumPy array passed to a kernel would be an implicit copy per launch: _launch refuses it."""
     with pytest.raises(TypeError, match="host array"):
-        L.launch1d(E.fill_kernel, 4, np.zeros(4, np.float32), np.float32(1))
+        gpu.launch1d(E.fill_kernel, 4, np.zeros(4, np.float32), np.float32(1))

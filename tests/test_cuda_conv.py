@@ -9,7 +9,7 @@ from numba import cuda
 
 from strategies import conv_transpose_cases
 from tinycnn.kernels.cpu import conv as cpu
-from tinycnn.kernels.cuda import _launch as L, conv as gpu
+from tinycnn.kernels.cuda import _launch as gpu, conv as cuda_conv
 from tinycnn.kernels.reference import conv as ref
 
 pytestmark = [pytest.mark.skipif(not cuda.is_available(), reason="no CUDA device or simulator"),
@@ -59,11 +59,11 @@ def check_conv2d(case, seed):
     b = rng.standard_normal(case["w_shape"][0]).astype(dtype) if case["bias"] else None
     geometry = case["geometry"]
     K = int(np.prod(case["w_shape"][1:]))
-    y = gpu.conv2d_forward(dev(x), dev(w), dev(b), *geometry)
+    y = cuda_conv.conv2d_forward(dev(x), dev(w), dev(b), *geometry)
     want = ref.conv2d_forward(f64(x), f64(w), f64(b), *geometry)
     assert_close(host(y), want, dtype, K)
     dy = rng.standard_normal(want.shape).astype(dtype)
-    got = gpu.conv2d_backward(dev(dy), dev(x), dev(w), *geometry, True, True, case["bias"])
+    got = cuda_conv.conv2d_backward(dev(dy), dev(x), dev(w), *geometry, True, True, case["bias"])
     expected = ref.conv2d_backward(f64(dy), f64(x), f64(w), *geometry, True, True, True)
     N, F, OH, OW = want.shape
     for g, r, terms in zip(got, expected, (F * K, N * OH * OW, N * OH * OW)):
@@ -99,10 +99,10 @@ def test_conv2d_named_problems(name):
 
 def test_weight_gradient_is_split():
     """The 'long weight-gradient sum' case really runs with several K slices under the simulator."""
-    if not L.SIM:
+    if not gpu.SIM:
         pytest.skip("slice counts depend on the GPU's size")
-    tiles = L.cdiv(2 * 2 * 2, L.BN) * L.cdiv(3, L.BM)
-    assert L.split_k(tiles, 3 * 13 * 10)[0] > 1
+    tiles = gpu.cdiv(2 * 2 * 2, gpu.BN) * gpu.cdiv(3, gpu.BM)
+    assert gpu.split_k(tiles, 3 * 13 * 10)[0] > 1
 
 
 @st.composite
@@ -125,9 +125,9 @@ def test_conv_transpose2d(case, seed):
     b = rng.standard_normal(case["w_shape"][1] * groups).astype(dtype) if case["bias"] else None
     want = cpu.conv_transpose2d_forward(f64(x), f64(w), f64(b), *geometry)
     K = case["w_shape"][0] * int(np.prod(case["w_shape"][2:]))
-    assert_close(host(gpu.conv_transpose2d_forward(dev(x), dev(w), dev(b), *geometry)), want, dtype, K)
+    assert_close(host(cuda_conv.conv_transpose2d_forward(dev(x), dev(w), dev(b), *geometry)), want, dtype, K)
     dy = rng.standard_normal(want.shape).astype(dtype)
-    got = gpu.conv_transpose2d_backward(dev(dy), dev(x), dev(w), *geometry, True, True, case["bias"])
+    got = cuda_conv.conv_transpose2d_backward(dev(dy), dev(x), dev(w), *geometry, True, True, case["bias"])
     ref = cpu.conv_transpose2d_backward(f64(dy), f64(x), f64(w), *geometry, True, True, case["bias"])
     terms = want[0].size
     for g, r in zip(got, ref):
@@ -140,7 +140,7 @@ def test_conv_transpose2d(case, seed):
 @pytest.mark.parametrize("pad, value", [((1, 2, 0, 3), 0.0), ((0, 0, 2, 1), -1.5), ((3, 0, 1, 1), 2.0)])
 def test_pad2d(pad, value):
     x = np.random.default_rng(8).standard_normal((2, 3, 4, 5)).astype(np.float32)
-    y = gpu.pad2d_forward(dev(x), pad, value)
+    y = cuda_conv.pad2d_forward(dev(x), pad, value)
     np.testing.assert_array_equal(host(y), cpu.pad2d_forward(x, pad, value))
     dy = np.random.default_rng(9).standard_normal(y.shape).astype(np.float32)
-    np.testing.assert_array_equal(host(gpu.pad2d_backward(dev(dy), pad)), cpu.pad2d_backward(dy, pad))
+    np.testing.assert_array_equal(host(cuda_conv.pad2d_backward(dev(dy), pad)), cpu.pad2d_backward(dy, pad))

@@ -17,7 +17,7 @@ import weakref
 import numpy as np
 import pytest
 
-from tinycnn.kernels.cuda import _launch as L
+from tinycnn.kernels.cuda import _launch as gpu
 from tinycnn.kernels.cuda._launch import BlockPool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -266,12 +266,12 @@ except Exception as e:
     print(json.dumps({"skip": f"numba-cuda's driver module: {type(e).__name__}: {e}"}))
     sys.exit(0)
 from numba import cuda
-from tinycnn.kernels.cuda import _launch as L
+from tinycnn.kernels.cuda import _launch as gpu
 
-out = {"sim": L.SIM, "POOL": L.POOL, "registered": drv._memory_manager is L.caching_memory_manager()}
+out = {"sim": gpu.SIM, "POOL": gpu.POOL, "registered": drv._memory_manager is gpu.caching_memory_manager()}
 allocated, freed = {}, []
 
-class Fake(L.caching_memory_manager()):
+class Fake(gpu.caching_memory_manager()):
     def _driver_alloc(self, nbytes):
         addr = (len(allocated) + 1) << 24
         allocated[addr] = nbytes
@@ -343,7 +343,7 @@ def test_emm_plugin_with_numba_cuda_classes():
 # ---------------------------------------------------------------------------------------------- real GPU
 
 
-@pytest.mark.skipif(L.SIM or os.environ.get("TINYCNN_CUDA_POOL") != "1",
+@pytest.mark.skipif(gpu.SIM or os.environ.get("TINYCNN_CUDA_POOL") != "1",
                     reason="needs a GPU (TINYCNN_REAL_CUDA=1) and TINYCNN_CUDA_POOL=1")
 def test_pool_on_the_gpu():
     from numba import cuda
@@ -353,21 +353,21 @@ def test_pool_on_the_gpu():
     def ptr(a):
         return a.device_ctypes_pointer.value
 
-    assert L.POOL and L.pool_active()
-    L.release_pool()
-    x = L.to_device(np.arange(1000, dtype=np.float32))
+    assert gpu.POOL and gpu.pool_active()
+    gpu.release_pool()
+    x = gpu.to_device(np.arange(1000, dtype=np.float32))
     np.testing.assert_array_equal(x.copy_to_host(), np.arange(1000, dtype=np.float32))
     addr = ptr(x)
     sl = x[100:200]
     del x
-    y = L.empty((1000,), np.float32)
+    y = gpu.empty((1000,), np.float32)
     assert ptr(y) != addr
     np.testing.assert_array_equal(sl.copy_to_host(), np.arange(100, 200, dtype=np.float32))
     del sl
-    z = L.empty((1000,), np.float32)
+    z = gpu.empty((1000,), np.float32)
     assert ptr(z) == addr
     cuda.synchronize()
     del y, z
-    stats = L.pool_stats()
+    stats = gpu.pool_stats()
     assert stats["live_blocks"] >= 0 and stats["cached_blocks"] >= 2
-    assert L.release_pool() >= 2 * 4096 and L.pool_stats()["cached_blocks"] == 0
+    assert gpu.release_pool() >= 2 * 4096 and gpu.pool_stats()["cached_blocks"] == 0

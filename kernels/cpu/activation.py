@@ -38,7 +38,7 @@ def _elementwise(kernel, *arrays):
 
 # ---------------------------------------------------------------------- activations fused into other kernels
 #
-# The conv and batch-norm kernels apply an activation in their own passes (kernels/cpu/conv.py,
+# The conv and batch-norm kernels apply an activation in their own passes (kernels/cpu/conv/epilogue.py,
 # batchnorm.py). They are told which by a code, and use these two per-value functions.
 
 FUSED_CODES = {None: 0, "relu": 1, "relu6": 2}

@@ -1,14 +1,14 @@
 """Launch glue of the CUDA kernels: block and tile sizes, grids, allocation, scalars, workspaces, the stream.
 
 Every numba-cuda detail that is not a kernel lives here, so that the kernel files read as kernels and a move
-to another CUDA binding stays local:
+to another CUDA binding stays local. The kernel files import it as `gpu` (`gpu.launch(...)`, `gpu.empty(...)`):
 
 - the sizes: `THREADS` per 1-D block, the GEMM tile (`BM` × `BN` outputs per block, `BK` deep, each thread
   computing an `RM` × `RN` micro-tile), `RED` threads for block reductions. Under the simulator
   (`NUMBA_ENABLE_CUDASIM=1`) they are tiny, so that the tests' tiny shapes still cover several blocks and
   partial tiles.
 - `launch(kernel, grid, block, *args)`: every kernel goes through here, on one stream.
-- `empty(shape, dtype)`: a device allocation (never a host copy; elementwise.zeros/full fill it with a
+- `empty(shape, dtype)`: a device allocation (never a host copy; layout.full fills it with a
   kernel); `to_device(host_array)`: the one explicit host -> device copy; `flat(a)`: the 1-D view the kernels
   take; `scalar(v, dtype)` turns Python numbers into the array's dtype, so a float32 kernel computes in float32.
 - `workspace(name, shape, dtype)`: scratch buffers (split-K partial sums, reduction partials) reused across

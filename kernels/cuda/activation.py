@@ -13,7 +13,7 @@ import math
 
 from numba import cuda
 
-from . import _launch as L
+from . import _launch as gpu
 
 # Constants are made in the array's dtype (`y.dtype.type(1)`): a bare 1 is an int64, and an int64 or a
 # Python float next to a float32 value makes the arithmetic float64, slow on a GPU.
@@ -98,12 +98,12 @@ def tanh_backward_kernel(dy, y, dx):
 
 def _map(kernel, *arrays, scalar=None):
     """out = kernel(*arrays[, scalar]), out shaped like arrays[0]."""
-    out = L.empty(arrays[0].shape, arrays[0].dtype)
+    out = gpu.empty(arrays[0].shape, arrays[0].dtype)
     if out.size:
-        args = [L.flat(a) for a in arrays]
+        args = [gpu.flat(a) for a in arrays]
         if scalar is not None:
-            args.append(L.scalar(scalar, out.dtype))
-        L.launch1d(kernel, out.size, *args, L.flat(out))
+            args.append(gpu.scalar(scalar, out.dtype))
+        gpu.launch1d(kernel, out.size, *args, gpu.flat(out))
     return out
 
 

@@ -15,7 +15,7 @@ import math
 
 from numba import cuda, float32
 
-from . import _launch as L
+from . import _launch as gpu
 from ._launch import RED
 from .reduce import SUM, block_reduce
 
@@ -107,34 +107,34 @@ def blend_kernel(running, batch_value, momentum):
 
 def batch_norm_train_forward(x3, gamma, beta, eps):
     N, C, inner = x3.shape
-    y3 = L.empty(x3.shape, x3.dtype)
-    mean, invstd, var_unbiased = (L.empty((C,), x3.dtype) for _ in range(3))
+    y3 = gpu.empty(x3.shape, x3.dtype)
+    mean, invstd, var_unbiased = (gpu.empty((C,), x3.dtype) for _ in range(3))
     if x3.size:
-        L.launch(stats_kernel, C, RED, L.flat(x3), C, inner, L.scalar(eps, x3.dtype), mean, invstd, var_unbiased)
-        L.launch1d(affine_kernel, x3.size, L.flat(x3), C, inner, gamma, beta, mean, invstd, L.flat(y3))
+        gpu.launch(stats_kernel, C, RED, gpu.flat(x3), C, inner, gpu.scalar(eps, x3.dtype), mean, invstd, var_unbiased)
+        gpu.launch1d(affine_kernel, x3.size, gpu.flat(x3), C, inner, gamma, beta, mean, invstd, gpu.flat(y3))
     return y3, mean, invstd, var_unbiased
 
 
 def batch_norm_eval_forward(x3, gamma, beta, running_mean, running_var, eps):
     N, C, inner = x3.shape
-    y3 = L.empty(x3.shape, x3.dtype)
+    y3 = gpu.empty(x3.shape, x3.dtype)
     if x3.size:
-        L.launch1d(eval_affine_kernel, x3.size, L.flat(x3), C, inner, gamma, beta, running_mean, running_var,
-                   L.scalar(eps, x3.dtype), L.flat(y3))
+        gpu.launch1d(eval_affine_kernel, x3.size, gpu.flat(x3), C, inner, gamma, beta, running_mean, running_var,
+                     gpu.scalar(eps, x3.dtype), gpu.flat(y3))
     return y3
 
 
 def batch_norm_backward(dy3, x3, gamma, mean, invstd, need_dx, need_dgamma, need_dbeta):
     N, C, inner = x3.shape
-    dgamma, dbeta = L.empty((C,), x3.dtype), L.empty((C,), x3.dtype)
-    L.launch(grad_sums_kernel, C, RED, L.flat(dy3), L.flat(x3), C, inner, mean, invstd, dgamma, dbeta)
+    dgamma, dbeta = gpu.empty((C,), x3.dtype), gpu.empty((C,), x3.dtype)
+    gpu.launch(grad_sums_kernel, C, RED, gpu.flat(dy3), gpu.flat(x3), C, inner, mean, invstd, dgamma, dbeta)
     dx3 = None
     if need_dx:
-        dx3 = L.empty(x3.shape, x3.dtype)
-        L.launch1d(input_grad_kernel, x3.size, L.flat(dy3), L.flat(x3), C, inner, gamma, mean, invstd,
-                   dgamma, dbeta, L.flat(dx3))
+        dx3 = gpu.empty(x3.shape, x3.dtype)
+        gpu.launch1d(input_grad_kernel, x3.size, gpu.flat(dy3), gpu.flat(x3), C, inner, gamma, mean, invstd,
+                     dgamma, dbeta, gpu.flat(dx3))
     return dx3, (dgamma if need_dgamma else None), (dbeta if need_dbeta else None)
 
 
 def update_running(running, batch_value, momentum):
-    L.launch1d(blend_kernel, running.size, running, batch_value, L.scalar(momentum, running.dtype))
+    gpu.launch1d(blend_kernel, running.size, running, batch_value, gpu.scalar(momentum, running.dtype))

@@ -22,7 +22,7 @@ its dx is conv2d's forward, its dW is conv2d's dW with x and dy swapped. Bias gr
 import numpy as np
 from numba import cuda, int64
 
-from . import _launch as L
+from . import _launch as gpu
 from . import reduce
 from ._launch import BK, BM, BMP, BN, BNP, GEMM_THREADS, RM, RN, TM, TN
 from .gemm_tiles import clear, load_rows_along_k, multiply_tiles, store_tile, thread_in_block, tile_origin
@@ -257,9 +257,9 @@ def _run_nchw(kernel, source, w, b, out, rows, columns, sizes, stride, padding, 
     if out.size == 0:
         return out
     has_bias = b is not None
-    grid = (L.cdiv(columns, BN), L.cdiv(rows, BM), groups)
-    L.launch(kernel, grid, (TN, TM), L.flat(source), L.flat(w), L.flat(b if has_bias else w), has_bias,
-             L.flat(out), *sizes, *stride, *padding, *dilation, groups)
+    grid = (gpu.cdiv(columns, BN), gpu.cdiv(rows, BM), groups)
+    gpu.launch(kernel, grid, (TN, TM), gpu.flat(source), gpu.flat(w), gpu.flat(b if has_bias else w), has_bias,
+               gpu.flat(out), *sizes, *stride, *padding, *dilation, groups)
     return out
 
 
@@ -268,20 +268,20 @@ def _dw(dy, x, w_shape, stride, padding, dilation, groups):
     N, C, H, W = x.shape
     _, F, OH, OW = dy.shape
     _, Cg, KH, KW = w_shape
-    dw = L.empty(w_shape, dy.dtype)
+    dw = gpu.empty(w_shape, dy.dtype)
     if dw.size == 0:
         return dw
     Jdim, Fg = Cg * KH * KW, F // groups
-    tiles = L.cdiv(Jdim, BN) * L.cdiv(Fg, BM) * groups
-    slices, per = L.split_k(tiles, N * OH * OW)
+    tiles = gpu.cdiv(Jdim, BN) * gpu.cdiv(Fg, BM) * groups
+    slices, per = gpu.split_k(tiles, N * OH * OW)
     if N * OH * OW == 0:
         slices, per = 1, 0
-    out = dw if slices == 1 else L.workspace("conv.dw.parts", (slices * dw.size,), dy.dtype)
-    grid = (L.cdiv(Jdim, BN), L.cdiv(Fg, BM), groups * slices)
-    L.launch(conv2d_dw_kernel, grid, (TN, TM), L.flat(dy), L.flat(x), L.flat(out), N, C, H, W, F, KH, KW, OH, OW,
-             *stride, *padding, *dilation, groups, slices, per)
+    out = dw if slices == 1 else gpu.workspace("conv.dw.parts", (slices * dw.size,), dy.dtype)
+    grid = (gpu.cdiv(Jdim, BN), gpu.cdiv(Fg, BM), groups * slices)
+    gpu.launch(conv2d_dw_kernel, grid, (TN, TM), gpu.flat(dy), gpu.flat(x), gpu.flat(out),
+               N, C, H, W, F, KH, KW, OH, OW, *stride, *padding, *dilation, groups, slices, per)
     if slices > 1:
-        L.launch1d(splitk_sum_kernel, dw.size, L.flat(dw), out, slices, out, False, 1)
+        gpu.launch1d(splitk_sum_kernel, dw.size, gpu.flat(dw), out, slices, out, False, 1)
     return dw
 
 
@@ -301,12 +301,12 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups):
     F, _, KH, KW = w.shape
     OH = _out_size(H, KH, stride[0], padding[0], dilation[0])
     OW = _out_size(W, KW, stride[1], padding[1], dilation[1])
-    y = L.empty((N, F, OH, OW), np.result_type(np.dtype(x.dtype), np.dtype(w.dtype)))
+    y = gpu.empty((N, F, OH, OW), np.result_type(np.dtype(x.dtype), np.dtype(w.dtype)))
     return _forward(x, w, b, y, stride, padding, dilation, groups)
 
 
 def conv2d_backward(dy, x, w, stride, padding, dilation, groups, need_dx, need_dw, need_db):
-    dx = _dx(dy, w, None, L.empty(x.shape, dy.dtype), stride, padding, dilation, groups) if need_dx else None
+    dx = _dx(dy, w, None, gpu.empty(x.shape, dy.dtype), stride, padding, dilation, groups) if need_dx else None
     dw = _dw(dy, x, tuple(w.shape), stride, padding, dilation, groups) if need_dw else None
     db = _bias_grad(dy) if need_db else None
     return dx, dw, db
@@ -318,13 +318,13 @@ def conv_transpose2d_forward(x, w, b, stride, padding, output_padding, dilation,
     _, Fg, KH, KW = w.shape
     OH = (H - 1) * stride[0] - 2 * padding[0] + dilation[0] * (KH - 1) + output_padding[0] + 1
     OW = (W - 1) * stride[1] - 2 * padding[1] + dilation[1] * (KW - 1) + output_padding[1] + 1
-    y = L.empty((N, Fg * groups, OH, OW), np.result_type(np.dtype(x.dtype), np.dtype(w.dtype)))
+    y = gpu.empty((N, Fg * groups, OH, OW), np.result_type(np.dtype(x.dtype), np.dtype(w.dtype)))
     return _dx(x, w, b, y, stride, padding, dilation, groups)
 
 
 def conv_transpose2d_backward(dy, x, w, stride, padding, output_padding, dilation, groups, need_dx, need_dw, need_db):
     """dx = conv2d(dy, w) (of x's size), dW = conv2d's dW with the roles of x and dy exchanged, db = Σ dy."""
-    dx = _forward(dy, w, None, L.empty(x.shape, dy.dtype), stride, padding, dilation, groups) if need_dx else None
+    dx = _forward(dy, w, None, gpu.empty(x.shape, dy.dtype), stride, padding, dilation, groups) if need_dx else None
     dw = _dw(x, dy, tuple(w.shape), stride, padding, dilation, groups) if need_dw else None
     db = _bias_grad(dy) if need_db else None
     return dx, dw, db
@@ -334,17 +334,17 @@ def pad2d_forward(x, pad, value):
     """x (N, C, H, W), pad = (left, right, top, bottom) -> y (N, C, H + top + bottom, W + left + right)."""
     left, right, top, bottom = pad
     N, C, H, W = x.shape
-    y = L.empty((N, C, H + top + bottom, W + left + right), x.dtype)
+    y = gpu.empty((N, C, H + top + bottom, W + left + right), x.dtype)
     if y.size:
-        L.launch1d(pad_kernel, y.size, L.flat(x), L.flat(y), H, W, y.shape[2], y.shape[3], top, left,
-                   L.scalar(value, x.dtype))
+        gpu.launch1d(pad_kernel, y.size, gpu.flat(x), gpu.flat(y), H, W, y.shape[2], y.shape[3], top, left,
+                     gpu.scalar(value, x.dtype))
     return y
 
 
 def pad2d_backward(dy, pad):
     left, right, top, bottom = pad
     N, C, OH, OW = dy.shape
-    dx = L.empty((N, C, OH - top - bottom, OW - left - right), dy.dtype)
+    dx = gpu.empty((N, C, OH - top - bottom, OW - left - right), dy.dtype)
     if dx.size:
-        L.launch1d(crop_kernel, dx.size, L.flat(dy), L.flat(dx), dx.shape[2], dx.shape[3], OH, OW, top, left)
+        gpu.launch1d(crop_kernel, dx.size, gpu.flat(dy), gpu.flat(dx), dx.shape[2], dx.shape[3], OH, OW, top, left)
     return dx

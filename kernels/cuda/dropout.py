@@ -12,7 +12,7 @@ import math
 import numpy as np
 from numba import cuda, uint64
 
-from . import _launch as L
+from . import _launch as gpu
 
 GAMMA = np.uint64(0x9E3779B97F4A7C15)   # 2⁶⁴ / golden ratio: the splitmix64 step
 MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -49,17 +49,17 @@ def mul_kernel(a, b, out):
 def dropout_forward(x, p, seed):
     """x (any shape) -> (y, mask), both like x; mask holds 0 or 1/(1 − p)."""
     p = float(p)
-    y, mask = L.empty(x.shape, x.dtype), L.empty(x.shape, x.dtype)
+    y, mask = gpu.empty(x.shape, x.dtype), gpu.empty(x.shape, x.dtype)
     if x.size:
         threshold = np.uint64(min(math.ceil(p * 2.0 ** 53), 2 ** 53))
-        scale = L.scalar(1.0 / (1.0 - p) if p < 1.0 else 0.0, x.dtype)
+        scale = gpu.scalar(1.0 / (1.0 - p) if p < 1.0 else 0.0, x.dtype)
         seed = np.uint64(int(seed) % 2 ** 64)
-        L.launch1d(dropout_kernel, x.size, L.flat(x), seed, threshold, scale, L.flat(y), L.flat(mask))
+        gpu.launch1d(dropout_kernel, x.size, gpu.flat(x), seed, threshold, scale, gpu.flat(y), gpu.flat(mask))
     return y, mask
 
 
 def dropout_backward(dy, mask):
-    dx = L.empty(dy.shape, dy.dtype)
+    dx = gpu.empty(dy.shape, dy.dtype)
     if dx.size:
-        L.launch1d(mul_kernel, dx.size, L.flat(dy), L.flat(mask), L.flat(dx))
+        gpu.launch1d(mul_kernel, dx.size, gpu.flat(dy), gpu.flat(mask), gpu.flat(dx))
     return dx

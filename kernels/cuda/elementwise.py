@@ -11,7 +11,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from . import _launch as L
+from . import _launch as gpu
 from . import reduce
 # fill_kernel is used by tests and benchmarks/gpu_bench.py as E.fill_kernel
 from .layout import broadcast_strides, contiguous_strides, fill_kernel, full, padded, strided_offset  # noqa: F401
@@ -159,9 +159,9 @@ def scatter_add_rows_kernel(dx, g, index, row):
 def asarray(a, dtype):
     """A device array of `dtype` from a host array (an explicit copy) or a device array (cast if needed)."""
     dtype = np.dtype(dtype)
-    if L.is_device_array(a):
+    if gpu.is_device_array(a):
         return a if np.dtype(a.dtype) == dtype else astype(a, dtype)
-    return L.to_device(np.ascontiguousarray(a, dtype=dtype))
+    return gpu.to_device(np.ascontiguousarray(a, dtype=dtype))
 
 
 def to_numpy(a):
@@ -181,9 +181,9 @@ def zeros_like(a):
 
 
 def astype(a, dtype):
-    out = L.empty(a.shape, dtype)
+    out = gpu.empty(a.shape, dtype)
     if out.size:
-        L.launch1d(cast_copy_kernel, out.size, L.flat(out), L.flat(a))
+        gpu.launch1d(cast_copy_kernel, out.size, gpu.flat(out), gpu.flat(a))
     return out
 
 
@@ -202,15 +202,15 @@ def _strided_copy(dst, dst_off, dst_strides, src, src_off, src_strides, shape):
         return
     pshape, dst_strides = padded(shape, dst_strides)
     _, src_strides = padded(shape, src_strides)
-    L.launch1d(strided_copy_kernel, n, L.flat(dst), int(dst_off), dst_strides,
-               L.flat(src), int(src_off), src_strides, pshape, n)
+    gpu.launch1d(strided_copy_kernel, n, gpu.flat(dst), int(dst_off), dst_strides,
+                 gpu.flat(src), int(src_off), src_strides, pshape, n)
 
 
 def transpose(a, axes):
     axes = tuple(int(x) for x in axes)
     out_shape = tuple(a.shape[x] for x in axes)
     src = contiguous_strides(a.shape)
-    out = L.empty(out_shape, a.dtype)
+    out = gpu.empty(out_shape, a.dtype)
     _strided_copy(out, 0, contiguous_strides(out_shape), a, 0, tuple(src[x] for x in axes), out_shape)
     return out
 
@@ -218,7 +218,7 @@ def transpose(a, axes):
 def broadcast_to(a, shape):
     """A contiguous copy of `a` broadcast to `shape`."""
     shape = tuple(int(s) for s in shape)
-    out = L.empty(shape, a.dtype)
+    out = gpu.empty(shape, a.dtype)
     _strided_copy(out, 0, contiguous_strides(shape), a, 0, broadcast_strides(tuple(a.shape), shape), shape)
     return out
 
@@ -228,7 +228,7 @@ def concatenate(arrays, axis):
     shape = list(arrays[0].shape)
     shape[axis] = sum(int(a.shape[axis]) for a in arrays)
     dtype = np.result_type(*[np.dtype(a.dtype) for a in arrays])
-    out = L.empty(shape, dtype)
+    out = gpu.empty(shape, dtype)
     out_strides = contiguous_strides(shape)
     start = 0
     for a in arrays:
@@ -241,7 +241,7 @@ def slice_axis(a, axis, start, stop):
     shape = list(a.shape)
     shape[axis] = max(0, stop - start)
     strides = contiguous_strides(a.shape)
-    out = L.empty(shape, a.dtype)
+    out = gpu.empty(shape, a.dtype)
     _strided_copy(out, 0, contiguous_strides(shape), a, start * strides[axis], strides, shape)
     return out
 
@@ -274,7 +274,7 @@ def _basic_view(shape, index):
 
 def _row_index(index, rows):
     """An integer index array on the device for `a[index]` along axis 0 (lists, host or device arrays)."""
-    if L.is_device_array(index):
+    if gpu.is_device_array(index):
         if np.dtype(index.dtype).kind == "b":
             raise NotImplementedError("a boolean mask on the device: index with a host array on cuda")
         return index
@@ -286,20 +286,20 @@ def _row_index(index, rows):
                                   f"1-D integer or boolean array along axis 0, got {index!r}")
     if idx.size and (idx.max() >= rows or idx.min() < -rows):
         raise IndexError(f"index out of range for axis 0 of size {rows}")
-    return L.to_device(idx.astype(np.int64))
+    return gpu.to_device(idx.astype(np.int64))
 
 
 def getitem(a, index):
     if _is_basic(index):
         offset, shape, strides = _basic_view(tuple(a.shape), index)
-        out = L.empty(shape, a.dtype)
+        out = gpu.empty(shape, a.dtype)
         _strided_copy(out, 0, contiguous_strides(shape), a, offset, strides, shape)
         return out
     idx = _row_index(index, a.shape[0])
-    out = L.empty((idx.size,) + tuple(a.shape[1:]), a.dtype)
+    out = gpu.empty((idx.size,) + tuple(a.shape[1:]), a.dtype)
     if out.size:
         row = int(np.prod(a.shape[1:]))
-        L.launch1d(gather_rows_kernel, out.size, L.flat(out), L.flat(a), idx, row)
+        gpu.launch1d(gather_rows_kernel, out.size, gpu.flat(out), gpu.flat(a), idx, row)
     return out
 
 
@@ -313,7 +313,7 @@ def getitem_backward(g, in_shape, index):
     idx = _row_index(index, in_shape[0])
     if g.size:
         row = int(np.prod(in_shape[1:]))
-        L.launch1d(scatter_add_rows_kernel, g.size, L.flat(dx), L.flat(g), idx, row)
+        gpu.launch1d(scatter_add_rows_kernel, g.size, gpu.flat(dx), gpu.flat(g), idx, row)
     return dx
 
 
@@ -321,7 +321,7 @@ def getitem_backward(g, in_shape, index):
 
 
 def _is_number(x):
-    return isinstance(x, (int, float, np.number)) and not L.is_device_array(x)
+    return isinstance(x, (int, float, np.number)) and not gpu.is_device_array(x)
 
 
 def _binary(a, b, op):
@@ -332,24 +332,24 @@ def _binary(a, b, op):
         dtype = np.result_type(np.dtype(arr.dtype), s)
         if op == DIV and dtype.kind in "iub":
             dtype = np.dtype(np.float64)
-        out = L.empty(arr.shape, dtype)
+        out = gpu.empty(arr.shape, dtype)
         if out.size:
-            L.launch1d(binary_scalar_kernel, out.size, L.flat(out), L.flat(arr), L.scalar(s, dtype), first, op)
+            gpu.launch1d(binary_scalar_kernel, out.size, gpu.flat(out), gpu.flat(arr), gpu.scalar(s, dtype), first, op)
         return out
     dtype = np.result_type(np.dtype(a.dtype), np.dtype(b.dtype))
     if op == DIV and dtype.kind in "iub":
         dtype = np.dtype(np.float64)
     sa, sb = tuple(a.shape), tuple(b.shape)
     shape = np.broadcast_shapes(sa, sb)
-    out = L.empty(shape, dtype)
+    out = gpu.empty(shape, dtype)
     if out.size == 0:
         return out
     if sa == sb:
-        L.launch1d(binary_same_kernel, out.size, L.flat(out), L.flat(a), L.flat(b), op)
+        gpu.launch1d(binary_same_kernel, out.size, gpu.flat(out), gpu.flat(a), gpu.flat(b), op)
         return out
     pshape, astr = padded(shape, broadcast_strides(sa, shape))
     _, bstr = padded(shape, broadcast_strides(sb, shape))
-    L.launch1d(binary_broadcast_kernel, out.size, L.flat(out), L.flat(a), astr, L.flat(b), bstr, pshape, op)
+    gpu.launch1d(binary_broadcast_kernel, out.size, gpu.flat(out), gpu.flat(a), astr, gpu.flat(b), bstr, pshape, op)
     return out
 
 
@@ -377,9 +377,9 @@ def _unary(a, op, p=0.0):
     dtype = np.dtype(a.dtype)
     if op in (EXP, LOG, SQRT, POW) and dtype.kind in "iub":
         dtype = np.dtype(np.float64)
-    out = L.empty(a.shape, dtype)
+    out = gpu.empty(a.shape, dtype)
     if out.size:
-        L.launch1d(unary_kernel, out.size, L.flat(out), L.flat(a), op, L.scalar(p, dtype))
+        gpu.launch1d(unary_kernel, out.size, gpu.flat(out), gpu.flat(a), op, gpu.scalar(p, dtype))
     return out
 
 
@@ -411,20 +411,21 @@ def where_positive(cond, a, b):
     """cond > 0 ? a : b, elementwise (a, b device arrays or numbers), in cond's dtype."""
     dtype = np.dtype(cond.dtype)
     if _is_number(a) and _is_number(b):
-        out = L.empty(cond.shape, dtype)
+        out = gpu.empty(cond.shape, dtype)
         if out.size:
-            L.launch1d(where_scalars_kernel, out.size, L.flat(out), L.flat(cond),
-                       L.scalar(a, dtype), L.scalar(b, dtype))
+            gpu.launch1d(where_scalars_kernel, out.size, gpu.flat(out), gpu.flat(cond),
+                         gpu.scalar(a, dtype), gpu.scalar(b, dtype))
         return out
     a = full((), a, dtype) if _is_number(a) else a
     b = full((), b, dtype) if _is_number(b) else b
     shape = np.broadcast_shapes(tuple(cond.shape), tuple(a.shape), tuple(b.shape))
-    out = L.empty(shape, dtype)
+    out = gpu.empty(shape, dtype)
     if out.size:
         pshape, cs = padded(shape, broadcast_strides(tuple(cond.shape), shape))
         _, as_ = padded(shape, broadcast_strides(tuple(a.shape), shape))
         _, bs = padded(shape, broadcast_strides(tuple(b.shape), shape))
-        L.launch1d(where_kernel, out.size, L.flat(out), L.flat(cond), cs, L.flat(a), as_, L.flat(b), bs, pshape)
+        gpu.launch1d(where_kernel, out.size, gpu.flat(out), gpu.flat(cond), cs, gpu.flat(a), as_, gpu.flat(b), bs,
+                     pshape)
     return out
 
 
@@ -443,5 +444,5 @@ def isfinite_all(a):
     if a.size == 0:
         return True
     flag = full((1,), 1, np.int32)
-    L.launch1d(all_finite_kernel, a.size, flag, L.flat(a))
+    gpu.launch1d(all_finite_kernel, a.size, flag, gpu.flat(a))
     return bool(flag.copy_to_host()[0])

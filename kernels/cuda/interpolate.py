@@ -16,7 +16,7 @@ the interpolated value is the same to rounding.
 """
 from numba import cuda, float32
 
-from . import _launch as L
+from . import _launch as gpu
 from .elementwise import zeros
 
 
@@ -92,33 +92,33 @@ def bilinear_backward_kernel(dy, dx, H, W, OH, OW, rh, rw, align_corners):
 
 def upsample_nearest2d_forward(x, scale):
     N, C, H, W = x.shape
-    y = L.empty((N, C, H * scale[0], W * scale[1]), x.dtype)
+    y = gpu.empty((N, C, H * scale[0], W * scale[1]), x.dtype)
     if y.size:
-        L.launch1d(nearest_forward_kernel, y.size, L.flat(x), L.flat(y), H, W, y.shape[2], y.shape[3], *scale)
+        gpu.launch1d(nearest_forward_kernel, y.size, gpu.flat(x), gpu.flat(y), H, W, y.shape[2], y.shape[3], *scale)
     return y
 
 
 def upsample_nearest2d_backward(dy, scale):
     N, C, OH, OW = dy.shape
-    dx = L.empty((N, C, OH // scale[0], OW // scale[1]), dy.dtype)
+    dx = gpu.empty((N, C, OH // scale[0], OW // scale[1]), dy.dtype)
     if dx.size:
-        L.launch1d(nearest_backward_kernel, dx.size, L.flat(dy), L.flat(dx), dx.shape[2], dx.shape[3], *scale)
+        gpu.launch1d(nearest_backward_kernel, dx.size, gpu.flat(dy), gpu.flat(dx), dx.shape[2], dx.shape[3], *scale)
     return dx
 
 
 def _ratio(in_size, out_size, align_corners, dtype):
     if align_corners:
-        return L.scalar((in_size - 1) / (out_size - 1) if out_size > 1 else 0.0, dtype)
-    return L.scalar(in_size / out_size, dtype)
+        return gpu.scalar((in_size - 1) / (out_size - 1) if out_size > 1 else 0.0, dtype)
+    return gpu.scalar(in_size / out_size, dtype)
 
 
 def upsample_bilinear2d_forward(x, out_hw, align_corners):
     N, C, H, W = x.shape
     OH, OW = out_hw
-    y = L.empty((N, C, OH, OW), x.dtype)
+    y = gpu.empty((N, C, OH, OW), x.dtype)
     if y.size:
-        L.launch1d(bilinear_forward_kernel, y.size, L.flat(x), L.flat(y), H, W, OH, OW,
-                   _ratio(H, OH, align_corners, x.dtype), _ratio(W, OW, align_corners, x.dtype), bool(align_corners))
+        gpu.launch1d(bilinear_forward_kernel, y.size, gpu.flat(x), gpu.flat(y), H, W, OH, OW,
+                     _ratio(H, OH, align_corners, x.dtype), _ratio(W, OW, align_corners, x.dtype), bool(align_corners))
     return y
 
 
@@ -127,7 +127,7 @@ def upsample_bilinear2d_backward(dy, x_shape, align_corners):
     H, W = x_shape[2], x_shape[3]
     dx = zeros(x_shape, dy.dtype)
     if dy.size:
-        L.launch1d(bilinear_backward_kernel, dy.size, L.flat(dy), L.flat(dx), H, W, OH, OW,
-                   _ratio(H, OH, align_corners, dy.dtype), _ratio(W, OW, align_corners, dy.dtype),
-                   bool(align_corners))
+        gpu.launch1d(bilinear_backward_kernel, dy.size, gpu.flat(dy), gpu.flat(dx), H, W, OH, OW,
+                     _ratio(H, OH, align_corners, dy.dtype), _ratio(W, OW, align_corners, dy.dtype),
+                     bool(align_corners))
     return dx

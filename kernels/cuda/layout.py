@@ -9,7 +9,7 @@ stride 0), so one compiled kernel serves every rank.
 """
 from numba import cuda
 
-from . import _launch as L
+from . import _launch as gpu
 from ._launch import MAXDIM
 
 # ------------------------------------------------------------------------------------------ index math
@@ -63,7 +63,7 @@ def fill_kernel(out, value):
 
 
 def full(shape, value, dtype):
-    out = L.empty(shape, dtype)
+    out = gpu.empty(shape, dtype)
     if out.size:
-        L.launch1d(fill_kernel, out.size, L.flat(out), L.scalar(value, out.dtype))
+        gpu.launch1d(fill_kernel, out.size, gpu.flat(out), gpu.scalar(value, out.dtype))
     return out

@@ -22,7 +22,7 @@ The pieces the conv kernels (conv.py, implicit GEMM) share with it are in gemm_t
 import numpy as np
 from numba import cuda
 
-from . import _launch as L
+from . import _launch as gpu
 from . import reduce
 from ._launch import BK, BM, BMP, BN, BNP, RM, RN, TM, TN
 from .gemm_tiles import clear, load_strided, multiply_tiles, store_tile, thread_in_block, tile_origin
@@ -69,38 +69,38 @@ def splitk_sum_kernel(out, parts, slices, bias, has_bias, ncols):
 def gemm(a, a_rs, a_cs, b, b_rs, b_cs, M, N, K, bias=None, dtype=None):
     """C (M × N) = A · B (+ bias over columns), A and B given as 1-D views and element strides."""
     dtype = np.dtype(dtype or np.result_type(np.dtype(a.dtype), np.dtype(b.dtype)))
-    out = L.empty((M, N), dtype)
+    out = gpu.empty((M, N), dtype)
     if M * N == 0:
         return out
     has_bias = bias is not None
-    bias = L.flat(bias) if has_bias else L.flat(out)   # a stand-in that is never read
-    slices, per = L.split_k(L.cdiv(M, BM) * L.cdiv(N, BN), K)
-    grid = (L.cdiv(N, BN), L.cdiv(M, BM), slices)
+    bias = gpu.flat(bias) if has_bias else gpu.flat(out)   # a stand-in that is never read
+    slices, per = gpu.split_k(gpu.cdiv(M, BM) * gpu.cdiv(N, BN), K)
+    grid = (gpu.cdiv(N, BN), gpu.cdiv(M, BM), slices)
     if slices == 1:
-        L.launch(gemm_kernel, grid, (TN, TM), a, a_rs, a_cs, b, b_rs, b_cs, L.flat(out), M, N, K, per,
-                 bias, has_bias)
+        gpu.launch(gemm_kernel, grid, (TN, TM), a, a_rs, a_cs, b, b_rs, b_cs, gpu.flat(out), M, N, K, per,
+                   bias, has_bias)
         return out
-    parts = L.workspace("gemm.parts", (slices * M * N,), dtype)
-    L.launch(gemm_kernel, grid, (TN, TM), a, a_rs, a_cs, b, b_rs, b_cs, parts, M, N, K, per, bias, False)
-    L.launch1d(splitk_sum_kernel, M * N, L.flat(out), parts, slices, bias, has_bias, N)
+    parts = gpu.workspace("gemm.parts", (slices * M * N,), dtype)
+    gpu.launch(gemm_kernel, grid, (TN, TM), a, a_rs, a_cs, b, b_rs, b_cs, parts, M, N, K, per, bias, False)
+    gpu.launch1d(splitk_sum_kernel, M * N, gpu.flat(out), parts, slices, bias, has_bias, N)
     return out
 
 
 def matmul(a, b):
     """(M, K) @ (K, N), both C-contiguous."""
     (M, K), N = a.shape, b.shape[1]
-    return gemm(L.flat(a), K, 1, L.flat(b), N, 1, M, N, K)
+    return gemm(gpu.flat(a), K, 1, gpu.flat(b), N, 1, M, N, K)
 
 
 def linear_forward(x, w, b):
     """y = x Wᵀ + b: A = x (N × I), B = Wᵀ (I × O) read as W with swapped strides."""
     (N, I), O = x.shape, w.shape[0]
-    return gemm(L.flat(x), I, 1, L.flat(w), 1, I, N, O, I, bias=b)
+    return gemm(gpu.flat(x), I, 1, gpu.flat(w), 1, I, N, O, I, bias=b)
 
 
 def linear_backward(dy, x, w, need_dx, need_dw, need_db):
     (N, I), O = x.shape, w.shape[0]
-    dx = gemm(L.flat(dy), O, 1, L.flat(w), I, 1, N, I, O) if need_dx else None     # dy (N×O) · W (O×I)
-    dw = gemm(L.flat(dy), 1, O, L.flat(x), I, 1, O, I, N) if need_dw else None     # dyᵀ (O×N) · x (N×I)
+    dx = gemm(gpu.flat(dy), O, 1, gpu.flat(w), I, 1, N, I, O) if need_dx else None     # dy (N×O) · W (O×I)
+    dw = gemm(gpu.flat(dy), 1, O, gpu.flat(x), I, 1, O, I, N) if need_dw else None     # dyᵀ (O×N) · x (N×I)
     db = reduce.sum(dy, (0,), False) if need_db else None
     return dx, dw, db

@@ -22,7 +22,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from . import _launch as L
+from . import _launch as gpu
 from ._launch import RED
 from .elementwise import astype, broadcast_to, full
 from .reduce import SUM, block_reduce
@@ -50,27 +50,27 @@ def finish_kernel(partial, n_parts, scale, out):
 
 
 def _blocks(n):
-    return max(1, min(L.cdiv(n, RED), RED))
+    return max(1, min(gpu.cdiv(n, RED), RED))
 
 
 def _mean(kernel, n, dtype, *args):
     """The mean over n elements of the terms that `kernel` sums into per-block partial sums."""
     dtype = np.dtype(dtype)
     blocks = _blocks(n)
-    partial = L.workspace("loss.partial", (blocks,), dtype)
-    L.launch(kernel, blocks, RED, *args, partial)
-    out = L.empty((), dtype)
-    L.launch(finish_kernel, 1, RED, partial, blocks, L.scalar(1.0 / n, dtype), L.flat(out))
+    partial = gpu.workspace("loss.partial", (blocks,), dtype)
+    gpu.launch(kernel, blocks, RED, *args, partial)
+    out = gpu.empty((), dtype)
+    gpu.launch(finish_kernel, 1, RED, partial, blocks, gpu.scalar(1.0 / n, dtype), gpu.flat(out))
     return out
 
 
 def _per_element(v, like):
     """(flat array, present): v broadcast to like's shape, or a stand-in and False for None."""
     if v is None:
-        return L.flat(like), False
+        return gpu.flat(like), False
     if tuple(v.shape) != tuple(like.shape):
         v = broadcast_to(v if np.dtype(v.dtype) == np.dtype(like.dtype) else astype(v, like.dtype), like.shape)
-    return L.flat(v), True
+    return gpu.flat(v), True
 
 
 _ones = {}
@@ -80,11 +80,11 @@ def _device_number(value, factor, dtype):
     """A number the kernels read as arr[0] · f: a device array (0-d) stays on the device, a Python number
     becomes f (with a shared device 1)."""
     dtype = np.dtype(dtype)
-    if L.is_device_array(value):
-        return L.flat(value), L.scalar(factor, dtype)
+    if gpu.is_device_array(value):
+        return gpu.flat(value), gpu.scalar(factor, dtype)
     if dtype not in _ones:
         _ones[dtype] = full((1,), 1, dtype)
-    return _ones[dtype], L.scalar(float(value) * factor, dtype)
+    return _ones[dtype], gpu.scalar(float(value) * factor, dtype)
 
 
 # ------------------------------------------------------------------------------------------ BCE with logits
@@ -120,14 +120,14 @@ def bce_with_logits_grad_kernel(z, t, pw, has_pw, w, has_w, g, g_factor, dz):
 
 
 def bce_with_logits_forward(z, t, pos_weight, weight=None):
-    return _mean(bce_with_logits_terms_kernel, z.size, z.dtype, L.flat(z), L.flat(t),
+    return _mean(bce_with_logits_terms_kernel, z.size, z.dtype, gpu.flat(z), gpu.flat(t),
                  *_per_element(pos_weight, z), *_per_element(weight, z))
 
 
 def bce_with_logits_backward(z, t, pos_weight, g, weight=None):
-    dz = L.empty(z.shape, z.dtype)
-    L.launch1d(bce_with_logits_grad_kernel, z.size, L.flat(z), L.flat(t), *_per_element(pos_weight, z),
-               *_per_element(weight, z), *_device_number(g, 1.0 / z.size, z.dtype), L.flat(dz))
+    dz = gpu.empty(z.shape, z.dtype)
+    gpu.launch1d(bce_with_logits_grad_kernel, z.size, gpu.flat(z), gpu.flat(t), *_per_element(pos_weight, z),
+                 *_per_element(weight, z), *_device_number(g, 1.0 / z.size, z.dtype), gpu.flat(dz))
     return dz
 
 
@@ -162,14 +162,14 @@ def bce_grad_kernel(p, t, eps, w, has_w, g, g_factor, dp):
 
 
 def bce_forward(p, t, eps, weight=None):
-    return _mean(bce_terms_kernel, p.size, p.dtype, L.flat(p), L.flat(t), L.scalar(eps, p.dtype),
+    return _mean(bce_terms_kernel, p.size, p.dtype, gpu.flat(p), gpu.flat(t), gpu.scalar(eps, p.dtype),
                  *_per_element(weight, p))
 
 
 def bce_backward(p, t, eps, g, weight=None):
-    dp = L.empty(p.shape, p.dtype)
-    L.launch1d(bce_grad_kernel, p.size, L.flat(p), L.flat(t), L.scalar(eps, p.dtype), *_per_element(weight, p),
-               *_device_number(g, 1.0 / p.size, p.dtype), L.flat(dp))
+    dp = gpu.empty(p.shape, p.dtype)
+    gpu.launch1d(bce_grad_kernel, p.size, gpu.flat(p), gpu.flat(t), gpu.scalar(eps, p.dtype), *_per_element(weight, p),
+                 *_device_number(g, 1.0 / p.size, p.dtype), gpu.flat(dp))
     return dp
 
 
@@ -248,29 +248,30 @@ def cross_entropy_forward(x3, target2, weight, ignore_index):
     """-> (mean loss (0-d), log_probs3 (N, C, inner), weight_sum (0-d)), all on the device."""
     N, C, inner = x3.shape
     dtype = np.dtype(x3.dtype)
-    log_probs3 = L.empty(x3.shape, dtype)
+    log_probs3 = gpu.empty(x3.shape, dtype)
     n = N * inner
     blocks = _blocks(n)
-    partial_loss = L.workspace("ce.loss", (blocks,), dtype)
-    partial_weight = L.workspace("ce.weight", (blocks,), dtype)
+    partial_loss = gpu.workspace("ce.loss", (blocks,), dtype)
+    partial_weight = gpu.workspace("ce.weight", (blocks,), dtype)
     has_weight = weight is not None
-    L.launch(cross_entropy_kernel, blocks, RED, L.flat(x3), L.flat(target2), L.flat(weight if has_weight else x3),
-             has_weight, int(ignore_index), C, inner, L.flat(log_probs3), partial_loss, partial_weight)
-    loss, weight_sum = L.empty((), dtype), L.empty((), dtype)
-    L.launch(cross_entropy_finish_kernel, 1, RED, partial_loss, partial_weight, blocks, L.flat(loss),
-             L.flat(weight_sum))
+    gpu.launch(cross_entropy_kernel, blocks, RED, gpu.flat(x3), gpu.flat(target2),
+               gpu.flat(weight if has_weight else x3), has_weight, int(ignore_index), C, inner, gpu.flat(log_probs3),
+               partial_loss, partial_weight)
+    loss, weight_sum = gpu.empty((), dtype), gpu.empty((), dtype)
+    gpu.launch(cross_entropy_finish_kernel, 1, RED, partial_loss, partial_weight, blocks, gpu.flat(loss),
+               gpu.flat(weight_sum))
     return loss, log_probs3, weight_sum
 
 
 def cross_entropy_backward(log_probs3, target2, weight, ignore_index, weight_sum, g):
     N, C, inner = log_probs3.shape
     dtype = np.dtype(log_probs3.dtype)
-    dx3 = L.empty(log_probs3.shape, dtype)
+    dx3 = gpu.empty(log_probs3.shape, dtype)
     if dx3.size:
         has_weight = weight is not None
-        L.launch1d(cross_entropy_grad_kernel, dx3.size, L.flat(log_probs3), L.flat(target2),
-                   L.flat(weight if has_weight else log_probs3), has_weight, int(ignore_index), C, inner,
-                   *_device_number(g, 1.0, dtype), *_device_number(weight_sum, 1.0, dtype), L.flat(dx3))
+        gpu.launch1d(cross_entropy_grad_kernel, dx3.size, gpu.flat(log_probs3), gpu.flat(target2),
+                     gpu.flat(weight if has_weight else log_probs3), has_weight, int(ignore_index), C, inner,
+                     *_device_number(g, 1.0, dtype), *_device_number(weight_sum, 1.0, dtype), gpu.flat(dx3))
     return dx3
 
 
@@ -297,11 +298,11 @@ def squared_error_grad_kernel(p, t, g, g_factor, dp):
 
 
 def mse_forward(p, t):
-    return _mean(squared_error_terms_kernel, p.size, p.dtype, L.flat(p), L.flat(t))
+    return _mean(squared_error_terms_kernel, p.size, p.dtype, gpu.flat(p), gpu.flat(t))
 
 
 def mse_backward(p, t, g):
-    dp = L.empty(p.shape, p.dtype)
-    L.launch1d(squared_error_grad_kernel, p.size, L.flat(p), L.flat(t), *_device_number(g, 2.0 / p.size, p.dtype),
-               L.flat(dp))
+    dp = gpu.empty(p.shape, p.dtype)
+    gpu.launch1d(squared_error_grad_kernel, p.size, gpu.flat(p), gpu.flat(t), *_device_number(g, 2.0 / p.size, p.dtype),
+                 gpu.flat(dp))
     return dp

@@ -16,7 +16,7 @@ import math
 
 from numba import cuda
 
-from . import _launch as L
+from . import _launch as gpu
 
 
 @cuda.jit(cache=True)
@@ -54,17 +54,17 @@ def adam_kernel(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decouple
 
 def sgd_step(param, grad, momentum_buf, lr, momentum, dampening, weight_decay, nesterov, first_step):
     """One SGD step, in place on param (and momentum_buf, which may be None when momentum == 0)."""
-    s = lambda value: L.scalar(value, param.dtype)  # noqa: E731
+    s = lambda value: gpu.scalar(value, param.dtype)  # noqa: E731
     if momentum == 0:
-        L.launch1d(sgd_kernel, param.size, L.flat(param), L.flat(grad), s(lr), s(weight_decay))
+        gpu.launch1d(sgd_kernel, param.size, gpu.flat(param), gpu.flat(grad), s(lr), s(weight_decay))
     else:
-        L.launch1d(sgd_momentum_kernel, param.size, L.flat(param), L.flat(grad), L.flat(momentum_buf), s(lr),
-                   s(momentum), s(dampening), s(weight_decay), bool(nesterov), bool(first_step))
+        gpu.launch1d(sgd_momentum_kernel, param.size, gpu.flat(param), gpu.flat(grad), gpu.flat(momentum_buf), s(lr),
+                     s(momentum), s(dampening), s(weight_decay), bool(nesterov), bool(first_step))
 
 
 def adam_step(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
     """One Adam step (AdamW when `decoupled`), in place on param, m and v; `step` is t ≥ 1."""
-    s = lambda value: L.scalar(value, param.dtype)  # noqa: E731
-    L.launch1d(adam_kernel, param.size, L.flat(param), L.flat(grad), L.flat(m), L.flat(v), s(lr), s(beta1),
-               s(beta2), s(eps), s(weight_decay), bool(decoupled),
-               s(1.0 - beta1 ** int(step)), s(1.0 - beta2 ** int(step)))
+    s = lambda value: gpu.scalar(value, param.dtype)  # noqa: E731
+    gpu.launch1d(adam_kernel, param.size, gpu.flat(param), gpu.flat(grad), gpu.flat(m), gpu.flat(v), s(lr), s(beta1),
+                 s(beta2), s(eps), s(weight_decay), bool(decoupled),
+                 s(1.0 - beta1 ** int(step)), s(1.0 - beta2 ** int(step)))

@@ -18,7 +18,7 @@ Backward:
 import numpy as np
 from numba import cuda, float32
 
-from . import _launch as L
+from . import _launch as gpu
 from .elementwise import zeros
 
 
@@ -109,36 +109,36 @@ def max_pool2d_forward(x, kernel, stride, padding):
     """x (N, C, H, W) -> y (N, C, OH, OW) and argmax int32 (N, C, OH, OW), the winner's index h·W + w."""
     N, C, H, W = x.shape
     OH, OW = _output_hw(x.shape, kernel, stride, padding)
-    y = L.empty((N, C, OH, OW), x.dtype)
-    argmax = L.empty((N, C, OH, OW), np.int32)
+    y = gpu.empty((N, C, OH, OW), x.dtype)
+    argmax = gpu.empty((N, C, OH, OW), np.int32)
     if y.size:
-        L.launch1d(max_pool_forward_kernel, y.size, L.flat(x), L.flat(y), L.flat(argmax), H, W, OH, OW,
-                   *kernel, *stride, *padding)
+        gpu.launch1d(max_pool_forward_kernel, y.size, gpu.flat(x), gpu.flat(y), gpu.flat(argmax), H, W, OH, OW,
+                     *kernel, *stride, *padding)
     return y, argmax
 
 
 def max_pool2d_backward(dy, argmax, x_shape):
     dx = zeros(x_shape, dy.dtype)
     if dy.size:
-        L.launch1d(max_pool_backward_kernel, dy.size, L.flat(dy), L.flat(argmax), L.flat(dx),
-                   x_shape[2] * x_shape[3], dy.shape[2] * dy.shape[3])
+        gpu.launch1d(max_pool_backward_kernel, dy.size, gpu.flat(dy), gpu.flat(argmax), gpu.flat(dx),
+                     x_shape[2] * x_shape[3], dy.shape[2] * dy.shape[3])
     return dx
 
 
 def avg_pool2d_forward(x, kernel, stride, padding, count_include_pad):
     N, C, H, W = x.shape
     OH, OW = _output_hw(x.shape, kernel, stride, padding)
-    y = L.empty((N, C, OH, OW), x.dtype)
+    y = gpu.empty((N, C, OH, OW), x.dtype)
     if y.size:
-        L.launch1d(avg_pool_forward_kernel, y.size, L.flat(x), L.flat(y), H, W, OH, OW, *kernel, *stride,
-                   *padding, bool(count_include_pad))
+        gpu.launch1d(avg_pool_forward_kernel, y.size, gpu.flat(x), gpu.flat(y), H, W, OH, OW, *kernel, *stride,
+                     *padding, bool(count_include_pad))
     return y
 
 
 def avg_pool2d_backward(dy, x_shape, kernel, stride, padding, count_include_pad):
     N, C, H, W = x_shape
-    dx = L.empty(x_shape, dy.dtype)
+    dx = gpu.empty(x_shape, dy.dtype)
     if dx.size:
-        L.launch1d(avg_pool_backward_kernel, dx.size, L.flat(dy), L.flat(dx), H, W, dy.shape[2], dy.shape[3],
-                   *kernel, *stride, *padding, bool(count_include_pad))
+        gpu.launch1d(avg_pool_backward_kernel, dx.size, gpu.flat(dy), gpu.flat(dx), H, W, dy.shape[2], dy.shape[3],
+                     *kernel, *stride, *padding, bool(count_include_pad))
     return dx

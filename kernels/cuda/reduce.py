@@ -15,7 +15,7 @@ Two kernels, chosen by the sizes:
 import numpy as np
 from numba import cuda
 
-from . import _launch as L
+from . import _launch as gpu
 from ._launch import RED
 from .layout import contiguous_strides, full, padded, strided_offset
 
@@ -133,27 +133,27 @@ def _reduce(a, axis, keepdims, op):
         raise ValueError("zero-size array to reduction operation maximum which has no identity")
     if M == 0 or R == 0:
         return full(out_shape, identity, dtype)
-    out = L.empty(out_shape, dtype)
+    out = gpu.empty(out_shape, dtype)
     strides = contiguous_strides(shape)
     kshape, kstrides = _merge([shape[d] for d in kept], [strides[d] for d in kept])
     rshape, rstrides = _merge([shape[d] for d in axes], [strides[d] for d in axes])
-    identity = L.scalar(identity, dtype)
-    src = L.flat(a)
+    identity = gpu.scalar(identity, dtype)
+    src = gpu.flat(a)
     if R <= 32:
-        L.launch1d(reduce_thread_kernel, M, L.flat(out), src, kshape, kstrides, rshape, rstrides, R, identity, op)
+        gpu.launch1d(reduce_thread_kernel, M, gpu.flat(out), src, kshape, kstrides, rshape, rstrides, R, identity, op)
         return out
-    slices, per = L.split(M, R, 4 * RED)
+    slices, per = gpu.split(M, R, 4 * RED)
     if slices == 1:
-        L.launch(reduce_block_kernel, (M, 1), RED, L.flat(out), src, kshape, kstrides, rshape, rstrides,
-                 R, R, identity, op)
+        gpu.launch(reduce_block_kernel, (M, 1), RED, gpu.flat(out), src, kshape, kstrides, rshape, rstrides,
+                   R, R, identity, op)
         return out
-    partial = L.workspace("reduce.partial", (M * slices,), dtype)
-    L.launch(reduce_block_kernel, (M, slices), RED, partial, src, kshape, kstrides, rshape, rstrides,
-             R, per, identity, op)
+    partial = gpu.workspace("reduce.partial", (M * slices,), dtype)
+    gpu.launch(reduce_block_kernel, (M, slices), RED, partial, src, kshape, kstrides, rshape, rstrides,
+               R, per, identity, op)
     ps, pstr = padded((M,), (slices,))
     qs, qstr = padded((slices,), (1,))
-    L.launch(reduce_block_kernel, (M, 1), RED, L.flat(out), partial, ps, pstr, qs, qstr,
-             slices, slices, identity, op)
+    gpu.launch(reduce_block_kernel, (M, 1), RED, gpu.flat(out), partial, ps, pstr, qs, qstr,
+               slices, slices, identity, op)
     return out
 
 
@@ -176,9 +176,9 @@ def argmax(a, axis):
     if shape[axis] == 0:
         raise ValueError("attempt to get argmax of an empty sequence")
     out_shape = shape[:axis] + shape[axis + 1:]
-    out = L.empty(out_shape, np.int64)
+    out = gpu.empty(out_shape, np.int64)
     if out.size:
         strides = contiguous_strides(shape)
         kshape, kstrides = padded(out_shape, strides[:axis] + strides[axis + 1:])
-        L.launch1d(argmax_kernel, out.size, L.flat(out), L.flat(a), kshape, kstrides, shape[axis], strides[axis])
+        gpu.launch1d(argmax_kernel, out.size, gpu.flat(out), gpu.flat(a), kshape, kstrides, shape[axis], strides[axis])
     return out

@@ -13,7 +13,7 @@ import math
 
 from numba import cuda
 
-from . import _launch as L
+from . import _launch as gpu
 
 
 @cuda.jit(cache=True)
@@ -59,18 +59,18 @@ def softmax_backward_kernel(dy, y, dx, C, inner, log):
 
 
 def _forward(x3, log):
-    y3 = L.empty(x3.shape, x3.dtype)
+    y3 = gpu.empty(x3.shape, x3.dtype)
     outer, C, inner = x3.shape
     if y3.size:
-        L.launch1d(softmax_forward_kernel, outer * inner, L.flat(x3), L.flat(y3), C, inner, log)
+        gpu.launch1d(softmax_forward_kernel, outer * inner, gpu.flat(x3), gpu.flat(y3), C, inner, log)
     return y3
 
 
 def _backward(dy3, y3, log):
-    dx3 = L.empty(y3.shape, y3.dtype)
+    dx3 = gpu.empty(y3.shape, y3.dtype)
     outer, C, inner = y3.shape
     if dx3.size:
-        L.launch1d(softmax_backward_kernel, outer * inner, L.flat(dy3), L.flat(y3), L.flat(dx3), C, inner, log)
+        gpu.launch1d(softmax_backward_kernel, outer * inner, gpu.flat(dy3), gpu.flat(y3), gpu.flat(dx3), C, inner, log)
     return dx3
 
 
