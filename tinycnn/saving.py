@@ -294,7 +294,10 @@ def _check_header(header, path):
         if math.prod(shape) > MAX_INPUT_ELEMENTS:
             raise ModelFileError(f"{path}: header field 'input_shape' {shape} declares {math.prod(shape):,} values "
                                  f"per sample, more than the {MAX_INPUT_ELEMENTS:,} a model file may")
-    _check_config_shapes(header.get("config"), path)
+    try:
+        _check_config_shapes(header.get("config"), path)
+    except RecursionError:
+        raise ModelFileError(f"{path}: header field 'config' is nested too deeply") from None
     if not all(isinstance(name, str) for name in header.get("metrics") or []):
         raise ModelFileError(f"{path}: header field 'metrics' must list metric names")
 
@@ -305,11 +308,12 @@ def _check_config_shapes(config, path, where="config"):
     items = config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, list) else ()
     for key, value in items:
         here = f"{where}.{key}"
-        if isinstance(key, str) and key.endswith("shape") and isinstance(value, list):
-            sizes = [n for n in value if n is not None]
-            if not all(type(n) is int for n in sizes) or math.prod(abs(n) for n in sizes) > MAX_INPUT_ELEMENTS:
-                raise ModelFileError(f"{path}: header field {here!r} declares the shape {str(value)[:80]}: "
-                                     f"whole numbers, at most {MAX_INPUT_ELEMENTS:,} values in all")
+        sizes = [n for n in value if n is not None] if isinstance(value, list) else None
+        if isinstance(key, str) and key.endswith("shape") and sizes is not None \
+                and all(type(n) is int for n in sizes):
+            if math.prod(abs(n) for n in sizes) > MAX_INPUT_ELEMENTS:
+                raise ModelFileError(f"{path}: header field {here!r} declares the shape {str(value)[:80]}, more "
+                                     f"than the {MAX_INPUT_ELEMENTS:,} values a model file may")
         elif isinstance(value, (dict, list)):
             _check_config_shapes(value, path, here)
 
