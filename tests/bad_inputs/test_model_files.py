@@ -259,3 +259,11 @@ def test_saves_follow_the_umask_and_clean_up_interrupted_saves(small_model_file,
     assert stat.S_IMODE(os.stat(tmp_path / "m.tcnn").st_mode) == 0o640
     assert not stale.exists() and not legacy.exists() and fresh.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fresh.name, "m.tcnn"])
+
+
+def test_a_compressed_fortran_ordered_big_endian_file_still_loads(small_model_file, tmp_path):
+    header, arrays = read_model_file(small_model_file)
+    kernel = arrays["param/layers.2.kernel"]
+    arrays["param/layers.2.kernel"] = np.asfortranarray(kernel).astype(">f4")
+    path = write_model_file(tmp_path / "other-writer.tcnn", header, arrays, compression=zipfile.ZIP_DEFLATED)
+    assert np.array_equal(load_model(path).layers[2].kernel.numpy(), kernel)
