@@ -13,7 +13,8 @@ pytestmark = pytest.mark.skipif(sys.platform in ("win32", "darwin"),
 
 
 def _png(path_bytes, grey):
-    Image.new("L", (6, 6), grey).save(open(path_bytes, "wb"), format="PNG")
+    with open(path_bytes, "wb") as file:
+        Image.new("L", (6, 6), grey).save(file, format="PNG")
 
 
 def test_a_non_utf8_file_name_in_a_class_folder_loads_and_caches(tmp_path):
