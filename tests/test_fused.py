@@ -9,7 +9,7 @@ import tinycnn
 import tinycnn.functional as F
 from gradcheck import check_gradients
 from test_conv import TOL, conv_cases, randn
-from tinycnn import layers
+from tinycnn import fuse, layers
 from tinycnn.kernels.cpu import conv as cpu
 from tinycnn.kernels.cpu import pool as cpu_pool
 from tinycnn.kernels.cpu import workspace
@@ -302,9 +302,9 @@ def test_conv_relu_maxpool_gradients(name):
     check_gradients(fn, [x, w, b])
 
 
-def test_sequential_inference_fuses_conv_and_pool(monkeypatch):
-    """Under no_grad, Sequential runs Conv2D(relu) + MaxPooling2D(2) as the fused op, with the same output as
-    the layers one by one; with gradients it runs the layers (and the fused kernel is not called)."""
+def test_inference_form_fuses_conv_and_pool(monkeypatch):
+    """The inference pass (tinycnn/fuse.py) runs Conv2D(relu) + MaxPooling2D(2) as the fused kernel, with the
+    same output as the layers one by one; the model itself runs the layers (the fused kernel is not called)."""
     calls = []
     original = cpu.conv2d_bias_relu_maxpool2_forward
     monkeypatch.setattr(cpu, "conv2d_bias_relu_maxpool2_forward", lambda *a: calls.append(1) or original(*a))
@@ -315,6 +315,6 @@ def test_sequential_inference_fuses_conv_and_pool(monkeypatch):
     layered = model(tinycnn.Tensor(x)).numpy()
     assert calls == []
     with tinycnn.no_grad():
-        fused = model(tinycnn.Tensor(x)).numpy()
+        fused = fuse.inference_form(model)(tinycnn.Tensor(x)).numpy()
     assert len(calls) == 2
     np.testing.assert_allclose(fused, layered, rtol=1e-5, atol=1e-6)
