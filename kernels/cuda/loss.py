@@ -1,15 +1,8 @@
 """Losses on the GPU: each forward returns the mean loss (a 0-d device array in the input's dtype), each
 backward the gradient of the input for an upstream gradient `g` (a Python number, or a device array).
 
-    BCE with logits:  l = w · [pw · t · softplus(−z) + (1 − t) · softplus(z)]
-                      softplus(z) = log(1 + eᶻ) = max(z, 0) + log(1 + e^−|z|)   (never overflows)
-                      dl/dz = w · [(1 − t) σ(z) − pw · t · (1 − σ(z))]
-    BCE:              l = −w · [t log q + (1 − t) log(1 − q)],   q = clip(p, ε, 1 − ε)
-                      dl/dp = w · [(1 − t)/(1 − p) − t/p] inside (ε, 1 − ε), 0 where p was clipped
-    cross-entropy:    x (N, C, inner) logits, target (N, inner) class indices
-                      loss = −Σ w[t] log softmax(x)[t] / Σ w[t]   over the pixels whose t ≠ ignore_index
-                      dl/dx = w[t] (softmax(x) − onehot(t)) / Σ w[t]
-    MSE:              l = (p − t)²,   dl/dp = 2 (p − t)
+The losses and their gradients are kernels/cpu/loss.py's (its docstring has the formulas): BCE with logits,
+BCE on probabilities, cross-entropy over (N, C, inner) logits, MSE.
 
 The means are two-pass reductions, with no atomics: a grid of at most RED blocks strides over the elements,
 each thread summing its terms; each block combines its threads' sums in shared memory (reduce.block_reduce)

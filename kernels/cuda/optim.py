@@ -1,12 +1,6 @@
 """Optimizer updates on the GPU, in place on the parameter and its state (t counts steps from 1).
 
-SGD (PyTorch's):  g = grad + λ θ
-                  b = g on the first step, else b = μ b + (1 − τ) g            (only when μ ≠ 0)
-                  g = g + μ b (nesterov)  or  g = b
-                  θ = θ − η g
-Adam / AdamW:     g = grad + λ θ (Adam: L2 in the gradient)  or  θ = θ (1 − η λ) (AdamW: decoupled decay)
-                  m = β₁ m + (1 − β₁) g          v = β₂ v + (1 − β₂) g²
-                  θ = θ − η · m̂ / (√v̂ + ε),     m̂ = m / (1 − β₁ᵗ),  v̂ = v / (1 − β₂ᵗ)
+SGD (momentum, dampening, nesterov, weight decay) and Adam / AdamW, with the formulas of kernels/cpu/optim.py.
 
 Every element is independent: one grid-stride kernel per update. The hyperparameters and the bias
 corrections 1 − βᵗ are computed once on the host and passed in the parameter's dtype, so the kernel's
