@@ -13,7 +13,6 @@ so evaluate finds the same pictures without flags.
 import csv
 import os
 import sys
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from PIL import Image, ImageDraw
 
 import tinycnn
 from tinycnn.callbacks import EarlyStopping
+from tinycnn.ops.detection import component_stats, label_components
 
 from .box_ops import augment_sample, boxes_from_letterbox, boxes_to_letterbox, letterbox, letterbox_mask
 from .common import Training, add_common_train_arguments, print_json
@@ -447,40 +447,19 @@ def overlay_mask(image, mask, colour=(255, 0, 0), alpha=0.5):
 
 # ------------------------------------------------------------------------------------------ masks
 
-def connected_components(mask):
-    """Label the 8-connected regions of a (H, W) mask: (labels (H, W) int32, 0 = background, 1..n; n)."""
-    mask = np.asarray(mask) > 0
-    labels = np.zeros(mask.shape, np.int32)
-    height, width = mask.shape
-    count = 0
-    for start in zip(*np.nonzero(mask)):
-        if labels[start]:
-            continue
-        count += 1
-        labels[start] = count
-        queue = deque([start])
-        while queue:
-            row, col = queue.popleft()
-            for dr in (-1, 0, 1):
-                for dc in (-1, 0, 1):
-                    r, c = row + dr, col + dc
-                    if 0 <= r < height and 0 <= c < width and mask[r, c] and not labels[r, c]:
-                        labels[r, c] = count
-                        queue.append((r, c))
-    return labels, count
+def connected_components(mask, connectivity=8):
+    """Label the 8- (or 4-) connected regions of a (H, W) mask: (labels (H, W) int32, 0 = background, 1..n
+    numbered by each region's first pixel in raster order; n). Two-pass union-find (tinycnn.ops.detection)."""
+    return label_components(mask, connectivity)
 
 
-def component_boxes(mask):
+def component_boxes(mask, connectivity=8):
     """The bounding box (xmin, ymin, xmax, ymax) in pixels and pixel count of each 8-connected region,
     largest first: ((K, 4) float32, (K,) int)."""
-    labels, count = connected_components(mask)
-    boxes, sizes = [], []
-    for label in range(1, count + 1):
-        rows, cols = np.nonzero(labels == label)
-        boxes.append([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1])
-        sizes.append(rows.size)
+    labels, count = connected_components(mask, connectivity)
+    boxes, sizes = component_stats(labels, count)
     order = np.argsort(sizes, kind="stable")[::-1]
-    return np.asarray(boxes, np.float32).reshape(-1, 4)[order], np.asarray(sizes, np.int64)[order]
+    return boxes.astype(np.float32).reshape(-1, 4)[order], sizes.astype(np.int64)[order]
 
 
 def largest_component_box(mask):
