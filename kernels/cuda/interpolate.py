@@ -58,16 +58,22 @@ def source_tap(i, in_size, ratio, align_corners, half):
     return lo, min(lo + 1, in_size - 1), s - float32(lo)
 
 
+@cuda.jit(device=True)
+def bilinear_source(o, H, W, OH, OW, rh, rw, align_corners, half):
+    """Output o of the flat (planes, OH, OW) output -> the offset of its input plane, its two source rows r0, r1
+    (r1 with weight t) and its two source columns c0, c1 (c1 with weight u)."""
+    j = o % OW
+    i = (o // OW) % OH
+    r0, r1, t = source_tap(i, H, rh, align_corners, half)
+    c0, c1, u = source_tap(j, W, rw, align_corners, half)
+    return (o // (OW * OH)) * H * W, r0, r1, t, c0, c1, u
+
+
 @cuda.jit(cache=True)
 def bilinear_forward_kernel(x, y, H, W, OH, OW, rh, rw, align_corners):
     one, half = y.dtype.type(1), y.dtype.type(0.5)
     for o in range(cuda.grid(1), y.size, cuda.gridsize(1)):
-        j = o % OW
-        i = (o // OW) % OH
-        p = o // (OW * OH)
-        r0, r1, t = source_tap(i, H, rh, align_corners, half)
-        c0, c1, u = source_tap(j, W, rw, align_corners, half)
-        base = p * H * W
+        base, r0, r1, t, c0, c1, u = bilinear_source(o, H, W, OH, OW, rh, rw, align_corners, half)
         top = (one - u) * x[base + r0 * W + c0] + u * x[base + r0 * W + c1]
         bottom = (one - u) * x[base + r1 * W + c0] + u * x[base + r1 * W + c1]
         y[o] = (one - t) * top + t * bottom
@@ -77,12 +83,7 @@ def bilinear_forward_kernel(x, y, H, W, OH, OW, rh, rw, align_corners):
 def bilinear_backward_kernel(dy, dx, H, W, OH, OW, rh, rw, align_corners):
     one, half = dx.dtype.type(1), dx.dtype.type(0.5)
     for o in range(cuda.grid(1), dy.size, cuda.gridsize(1)):
-        j = o % OW
-        i = (o // OW) % OH
-        p = o // (OW * OH)
-        r0, r1, t = source_tap(i, H, rh, align_corners, half)
-        c0, c1, u = source_tap(j, W, rw, align_corners, half)
-        base = p * H * W
+        base, r0, r1, t, c0, c1, u = bilinear_source(o, H, W, OH, OW, rh, rw, align_corners, half)
         g = dy[o]
         cuda.atomic.add(dx, base + r0 * W + c0, (one - t) * (one - u) * g)
         cuda.atomic.add(dx, base + r0 * W + c1, (one - t) * u * g)

@@ -22,15 +22,20 @@ from . import _launch as gpu
 from .elementwise import zeros
 
 
+@cuda.jit(device=True)
+def window_origin(o, OH, OW, sh, sw, ph, pw):
+    """Output o of the flat (planes, OH, OW) output -> its plane p and its window's top-left input pixel
+    (h0, w0) (negative inside the padding)."""
+    ow = o % OW
+    oh = (o // OW) % OH
+    return o // (OW * OH), oh * sh - ph, ow * sw - pw
+
+
 @cuda.jit(cache=True)
 def max_pool_forward_kernel(x, y, argmax, H, W, OH, OW, kh, kw, sh, sw, ph, pw):
     """y[p, oh, ow] = max of the window, argmax[p, oh, ow] = its h·W + w; p = n·C + c. All 1-D views."""
     for o in range(cuda.grid(1), y.size, cuda.gridsize(1)):
-        ow = o % OW
-        oh = (o // OW) % OH
-        p = o // (OW * OH)
-        h0 = oh * sh - ph
-        w0 = ow * sw - pw
+        p, h0, w0 = window_origin(o, OH, OW, sh, sw, ph, pw)
         h_lo = max(h0, 0)
         w_lo = max(w0, 0)
         base = p * H * W
@@ -65,11 +70,7 @@ def window_divisor(h0, w0, kh, kw, H, W, count_include_pad):
 def avg_pool_forward_kernel(x, y, H, W, OH, OW, kh, kw, sh, sw, ph, pw, count_include_pad):
     """y[p, oh, ow] = Σ window / divisor."""
     for o in range(cuda.grid(1), y.size, cuda.gridsize(1)):
-        ow = o % OW
-        oh = (o // OW) % OH
-        p = o // (OW * OH)
-        h0 = oh * sh - ph
-        w0 = ow * sw - pw
+        p, h0, w0 = window_origin(o, OH, OW, sh, sw, ph, pw)
         base = p * H * W
         total = y.dtype.type(0)   # a zero of y's dtype (an int 0 would make a float32 sum float64)
         for h in range(max(h0, 0), min(h0 + kh, H)):
