@@ -118,7 +118,7 @@ def plot_history(history, path=None, best_epoch=None):
     """Loss and every metric per epoch, train and validation, and the learning rate if recorded: a PIL image.
 
     history: rows of `fit`'s logs with an "epoch" key, a history.csv or a run folder. best_epoch: the epoch of
-    best.tcnn, drawn as a dashed line on every panel. On each panel a star marks the best validation value."""
+    best.tcnn, drawn as a dotted line on every panel. On each panel a star marks the best validation value."""
     rows = read_history(history)
     if not rows:
         raise ValueError("the history is empty: no finished epoch to plot")
