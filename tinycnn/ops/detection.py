@@ -1,14 +1,47 @@
-"""Detection ops: connected-component labelling of masks, and the sigmoid focal loss of a centre heat-map.
+"""Detection ops: the sigmoid focal loss of a centre heat-map, and connected-component labelling of masks.
 
+    sigmoid_focal_loss(logits, target, alpha=2, beta=4) -> 0-d tensor
+        CenterNet's focal loss (formulas in kernels/reference/detection.py): logits and target of one shape,
+        the target 1 at each object's centre and a Gaussian bump around it; the sum over the elements
+        divided by the number of centres (at least 1). The target is a constant (no gradient).
     label_components(mask (H, W), connectivity=8) -> (labels (H, W) int32, count)   regions numbered 1..count
     component_stats(labels, count) -> (boxes (count, 4) int64 (x0, y0, x1, y1) pixel edges, sizes (count,))
 
 Labelling works on host (NumPy) masks, the output of a model mapped back to a photo; it runs the CPU kernel
 (kernels/cpu/label.py, two-pass union-find), whatever device the model ran on.
 """
+import importlib
+
 import numpy as np
 
 from ..kernels.cpu import label as _label_kernels
+from ..tensor import Function
+from .loss import _check_input, _host_float, _loss_array, _same_shape_target
+
+
+def _detection_kernels(k):
+    """The device's detection kernels (kernels/<device>/detection.py)."""
+    return importlib.import_module(f"tinycnn.kernels.{k.device}.detection")
+
+
+class SigmoidFocalLoss(Function):
+    def forward(self, z, *, target, alpha, beta):
+        self.z, self.t, self.alpha, self.beta = z, target, alpha, beta
+        loss = _detection_kernels(self.k).focal_loss_forward(z, target, alpha, beta)
+        return _loss_array(self.k, _host_float(self.k, loss), z.dtype)
+
+    def backward(self, g):
+        return _detection_kernels(self.k).focal_loss_backward(self.z, self.t, self.alpha, self.beta,
+                                                              _host_float(self.k, g))
+
+
+def sigmoid_focal_loss(input, target, alpha=2.0, beta=4.0):
+    op = "sigmoid_focal_loss"
+    _check_input(input, op)
+    if alpha < 0 or beta < 0:
+        raise ValueError(f"{op}: alpha and beta must be >= 0, got {alpha} and {beta}")
+    target = _same_shape_target(input, target, op)
+    return SigmoidFocalLoss.apply(input, target=target, alpha=float(alpha), beta=float(beta))
 
 
 def label_components(mask, connectivity=8):
