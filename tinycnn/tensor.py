@@ -36,6 +36,17 @@ def no_grad():
         _state.grad_enabled = previous
 
 
+@contextlib.contextmanager
+def recording(recorder):
+    """Inside this block every op calls recorder(op class, its args, its kwargs, its output) (tinycnn/trace.py)."""
+    previous = getattr(_state, "recorder", None)
+    _state.recorder = recorder
+    try:
+        yield
+    finally:
+        _state.recorder = previous
+
+
 class Function:
     """One node of the graph: `apply` runs `forward` and records the inputs for `backward`."""
 
@@ -58,6 +69,9 @@ class Function:
         out = Tensor(fn.forward(*raw, **kwargs), requires_grad=track, _device=device)
         if track:
             out._ctx = fn
+        recorder = getattr(_state, "recorder", None)
+        if recorder is not None:  # a forward pass being traced (tinycnn/trace.py)
+            recorder(cls, args, kwargs, out)
         return out
 
     def forward(self, *args, **kwargs):
