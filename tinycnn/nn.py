@@ -141,6 +141,16 @@ class Module(TrainingAPI):
             tensor.grad = None
             tensor.bump_version()
 
+    def save_weights(self, path):
+        """Every parameter and buffer to a .safetensors file, by state_dict() name (tinycnn/weights.py)."""
+        from .weights import save_weights
+        return save_weights(self, path)
+
+    def load_weights(self, path):
+        """Weights from a .safetensors file with this model's names and shapes, in place (tinycnn/weights.py)."""
+        from .weights import load_weights
+        return load_weights(self, path)
+
     def to(self, device):
         """Move every parameter and buffer to `device` ('cpu', 'cuda' or 'auto'), in place."""
         from .device import normalize_device

@@ -63,8 +63,8 @@ def trace(model, *inputs, modules=None):
 
 
 def _module_names(model, extra):
-    """{id(module): "qualified.name (Class)"}: the attribute path in the model (a functional Model's layers: their
-    names), or the module's own name for the model itself."""
+    """{id(module): "name (Class)"}: the attribute path in the model ("features.3.conv"; a functional Model's
+    layers: their names); a named layer elsewhere: "conv2d_3 (Conv2D at layers.0)"; the model: its own name."""
     names = {}
     for root in [model] + list(extra or []):
         if not hasattr(root, "named_modules"):
@@ -72,8 +72,11 @@ def _module_names(model, extra):
         for qualified, module in root.named_modules():
             qualified = qualified.rstrip(".")
             own = getattr(module, "name", None)
-            label = qualified or (own if isinstance(own, str) and own else "model")
-            names.setdefault(id(module), f"{label} ({type(module).__name__})")
+            own = own if isinstance(own, str) and own else None
+            if own and qualified and own != qualified:  # a Sequential's layer: its name, and where it sits
+                names.setdefault(id(module), f"{own} ({type(module).__name__} at {qualified})")
+            else:
+                names.setdefault(id(module), f"{qualified or own or 'model'} ({type(module).__name__})")
     return names
 
 
