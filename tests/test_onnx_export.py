@@ -231,3 +231,17 @@ def test_fixed_batch_and_opset(tmp_path):
 def test_unknown_input_shape_is_asked_for(tmp_path):
     with pytest.raises(ExportError, match="input_shape"):
         export(PlateBoxRegressor(width=0.25), tmp_path / "x.onnx")
+
+
+def test_command_line_exports_a_model_file(tmp_path, capsys):
+    from tinycnn.export import main
+    model = build(strong_model(16, 3, 2), (3, 16, 16))
+    model.metadata = {"task": "catdog", "img_size": 16, "grayscale": False, "class_names": ["cat", "dog"]}
+    model.compile(loss="binary_crossentropy", optimizer="adam")
+    model.save(str(tmp_path / "best.tcnn"))
+    assert main([str(tmp_path), str(tmp_path / "m.onnx")]) == 0  # a run folder stands for its best.tcnn
+    x = np.random.default_rng(0).random((2, 16, 16, 3)).astype(np.float32)
+    got = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    assert np.abs(got - model.predict(x)).max() <= TOLERANCE
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert json.loads(props["preprocessing"])["class_names"] == ["cat", "dog"]

@@ -16,10 +16,11 @@ Conv between two Transposes (onnxruntime's transpose optimizer moves them out of
 """
 import numpy as np
 
+from ..checks import UserInputError
 from ..ops import activation, basic, batchnorm, conv, interpolate, linear, pool, softmax
 
 
-class ExportError(ValueError):
+class ExportError(UserInputError):
     """A model that cannot be written as ONNX; the message is one line naming the layer and the op."""
 
 
