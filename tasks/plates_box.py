@@ -1,14 +1,19 @@
-"""plates-box: one licence-plate box per photo, regressed by a MobileNetV2-style network (the tutorial's task).
+"""plates-box: licence-plate boxes. Two heads on a MobileNetV2-style backbone:
 
-    python -m tinycnn.train plates-box                         # built-in synthetic plates, a few minutes
+    --head center (default)  a dense, anchor-free detector that finds EVERY plate with a score
+                             (tasks/plates_detect.py: CenterNet-style heat-map, sizes and offsets at stride 4)
+    --head global            the tutorial's regressor, exactly as before: global pooling + Dense(4), one box
+
+    python -m tinycnn.train plates-box                         # built-in synthetic plates
     python -m tinycnn.train plates-box --data DIR --init runs/synthetic-pretrain
     python -m tinycnn.evaluate runs/X/best.tcnn --data DIR --split test --json
     python -m tinycnn.predict runs/X/best.tcnn car.jpg --out shown/ --annotations DIR/annotations/test_annotations.csv
 
+The rest of this docstring is the global head's.
 The photo is letterboxed (aspect kept, grey borders) to --img-size; the network ends in Dense(4) + sigmoid and
 predicts (xmin, ymin, xmax, ymax) divided by that side. Predicted boxes are mapped back to the photo's pixels
 before any metric. A photo with several plates has one target: its LARGEST plate (the nearest, most readable
-one), as the tutorial's single-box model can only learn one; the segmenter (plates-seg) finds them all.
+one), as the tutorial's single-box model can only learn one; the detector (--head center) finds them all.
 
 Losses: --loss mse (the tutorial's) or --loss iou: 1 − IoU + (centre distance / enclosing box diagonal)²
 (Distance-IoU, whose second term still pulls a box that overlaps nothing towards the plate) + the L1 error
@@ -25,13 +30,15 @@ import tinycnn
 from tinycnn import functional as F
 
 from .box_ops import box_iou, centre_error, fill_mask_from_boxes
+from . import plates_detect
 from .plates_data import largest_box
 from .plates_models import PlateBoxRegressor
 from .plates_pipeline import (PlateTraining, add_plate_train_arguments, data_source, draw_boxes, evaluate_split,
                               output_path, predict_photos, read_annotation_csv)
 
 TASK = "plates-box"
-DEFAULT_IMG_SIZE = 128
+DEFAULT_IMG_SIZE = 128           # --head global
+DETECT_IMG_SIZE = 256            # --head center
 DEFAULT_LR = 1e-3
 
 
@@ -112,10 +119,18 @@ def evaluate_on(model, data, batch_size=32):
 # ------------------------------------------------------------------------------------------ train
 
 def add_train_arguments(parser):
-    add_plate_train_arguments(parser, epochs=30, batch_size=16, img_size=DEFAULT_IMG_SIZE, synthetic=400)
+    add_plate_train_arguments(parser, epochs=30, batch_size=16, img_size=None, synthetic=400,
+                              img_size_default_help=f"{DETECT_IMG_SIZE} with --head center, "
+                                                    f"{DEFAULT_IMG_SIZE} with --head global")
+    parser.add_argument("--head", choices=("center", "global"), default="center",
+                        help="center: the detector of every plate (default); global: the tutorial's regressor")
     parser.add_argument("--width", type=float, default=1.0, help="width multiplier of every layer (default 1.0)")
     parser.add_argument("--loss", choices=("mse", "iou"), default="mse",
-                        help="mse (the tutorial's) or iou (Distance-IoU + L1)")
+                        help="--head global: mse (the tutorial's) or iou (Distance-IoU + L1)")
+    parser.add_argument("--neck", type=int, default=48, help="--head center: channels of the neck and heads")
+    parser.add_argument("--score-threshold", type=float, default=plates_detect.SCORE_THRESHOLD,
+                        help="--head center: the score a detection needs in predict, redact and the "
+                             f"precision/recall/F1 metrics (default {plates_detect.SCORE_THRESHOLD})")
 
 
 def _settings(args):
@@ -151,13 +166,27 @@ class BoxTraining(PlateTraining):
 
 def train(args):
     """python -m tinycnn.train plates-box: train, keep last/best checkpoints, print the best model's val metrics."""
-    return BoxTraining().run(args)
+    head = args.head
+    if args.resume:  # the resumed run's head
+        from tinycnn.saving import read_metadata
+        head = read_metadata(Path(args.resume) / "last.tcnn").get("head", "global")
+    if args.img_size is None:
+        args.img_size = DETECT_IMG_SIZE if head == "center" else DEFAULT_IMG_SIZE
+    return (plates_detect.DetectTraining() if head == "center" else BoxTraining()).run(args)
+
+
+def _is_detector(model_or_metadata):
+    metadata = getattr(model_or_metadata, "metadata", model_or_metadata)
+    return metadata.get("head", "global") == "center"
 
 
 # ------------------------------------------------------------------------------------------ evaluate
 
 def evaluate(args):
     """python -m tinycnn.evaluate MODEL [--data DIR] [--split test] [--json]."""
+    from tinycnn.saving import read_metadata
+    if _is_detector(read_metadata(args.model)):
+        return plates_detect.evaluate(args)
     return evaluate_split(args, evaluate_on, _describe)
 
 
@@ -170,6 +199,9 @@ def photo_box(photo, output):
 
 def predict(args):
     """python -m tinycnn.predict MODEL IMAGE... [--out DIR] [--annotations CSV]."""
+    from tinycnn.saving import read_metadata
+    if _is_detector(read_metadata(args.model)):
+        return plates_detect.predict(args)
     model = tinycnn.load_model(args.model, device=args.device, compile=False)
     truth = read_annotation_csv(args.annotations) if args.annotations else {}
     used = set()
@@ -189,9 +221,18 @@ def predict(args):
     return predict_photos(model, args.images, model.metadata["img_size"], show)
 
 
-def plate_mask(photo, output):
-    """The photo's pixels to redact, (H, W) bool: those inside the predicted box (the largest plate only)."""
-    return fill_mask_from_boxes(photo_box(photo, output), photo.height, photo.width) > 0
+def plate_boxes(photo, output, metadata):
+    """The plates' boxes (K, 4) in the photo's pixels: every detected plate (--head center), or the one box."""
+    if _is_detector(metadata):
+        return plates_detect.plate_boxes(photo, output, metadata.get("score_threshold",
+                                                                     plates_detect.SCORE_THRESHOLD))
+    return photo_box(photo, output)[None]
+
+
+def plate_mask(photo, output, metadata=None):
+    """The photo's pixels to redact, (H, W) bool: those inside the predicted boxes (the regressor: its one box,
+    the largest plate only)."""
+    return fill_mask_from_boxes(plate_boxes(photo, output, metadata or {}), photo.height, photo.width) > 0
 
 
 def _name(path):

@@ -38,11 +38,12 @@ SEED_OF_BUILTIN = 0
 
 # --------------------------------------------------------------------------------------------- options
 
-def add_plate_train_arguments(parser, epochs, batch_size, img_size, synthetic):
-    """The options both plate tasks take (the common ones of tasks/common.py first)."""
+def add_plate_train_arguments(parser, epochs, batch_size, img_size, synthetic, img_size_default_help=None):
+    """The options both plate tasks take (the common ones of tasks/common.py first). img_size None: the task
+    picks it later (img_size_default_help says how)."""
     add_common_train_arguments(parser, epochs=epochs, batch_size=batch_size)
     parser.add_argument("--img-size", type=int, default=img_size,
-                        help=f"side of the letterboxed square the model sees (default {img_size})")
+                        help=f"side of the letterboxed square the model sees (default {img_size_default_help or img_size})")
     parser.add_argument("--synthetic", type=int, default=synthetic, metavar="N",
                         help=f"without --data: how many built-in synthetic training pictures (default {synthetic})")
     parser.add_argument("--init", metavar="RUN_DIR",
@@ -427,13 +428,17 @@ def to_uint8(image):
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def draw_boxes(image, predicted, truth=()):
-    """A PIL image of the photo with the predicted boxes in red and the ground-truth boxes in green."""
+def draw_boxes(image, predicted, truth=(), scores=None):
+    """A PIL image of the photo with the predicted boxes in red (each with its score above it, when given)
+    and the ground-truth boxes in green."""
     picture = Image.fromarray(to_uint8(image))
     draw = ImageDraw.Draw(picture)
     for boxes, colour in ((truth, (0, 220, 0)), (predicted, (255, 0, 0))):
         for xmin, ymin, xmax, ymax in np.asarray(boxes, np.float32).reshape(-1, 4):
             draw.rectangle([xmin, ymin, max(xmin, xmax - 1), max(ymin, ymax - 1)], outline=colour, width=2)
+    labels = () if scores is None else scores
+    for (xmin, ymin, _, _), score in zip(np.asarray(predicted, np.float32).reshape(-1, 4), labels):
+        draw.text((xmin, max(0, ymin - 11)), f"{score:.2f}", fill=(255, 0, 0))
     return picture
 
 

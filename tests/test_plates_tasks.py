@@ -37,8 +37,8 @@ def plates(tmp_path_factory):
 @pytest.fixture(scope="module")
 def box_run(plates, tmp_path_factory):
     folder = tmp_path_factory.mktemp("runs") / "box"
-    assert train_cli.main(["plates-box", "--data", str(plates), "--epochs", "2", "--batch-size", "4",
-                           "--img-size", str(SIZE), "--out", str(folder), "--quiet"]) == 0
+    assert train_cli.main(["plates-box", "--head", "global", "--data", str(plates), "--epochs", "2",
+                           "--batch-size", "4", "--img-size", str(SIZE), "--out", str(folder), "--quiet"]) == 0
     return folder
 
 

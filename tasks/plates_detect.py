@@ -1,0 +1,378 @@
+"""plates-box's default head: a dense, anchor-free plate detector (CenterNet-style) that finds every plate.
+
+    python -m tinycnn.train plates-box                          # --head center, the built-in synthetic plates
+    python -m tinycnn.train plates-box --data DIR --init runs/synthetic-pretrain
+    python -m tinycnn.evaluate runs/X/best.tcnn --data DIR --json      # AP, recall, IoU; runs/X/pr_curve.png
+
+The network (PlateCenterNet): a MobileNetV2-style backbone of inverted residual blocks (tasks/plates_models.py,
+channels-last) down to stride 16, a light neck back up to stride 4 (nearest 2x upsampling + a 1x1 lateral
+of the backbone's stride-8 and stride-4 maps, added, then a depthwise 3x3 + 1x1), and two heads on the
+stride-4 map. Output (N, 5, S/4, S/4):
+
+    channel 0       centre heat-map logit (a plate's centre falls in its cell)
+    channels 1, 2   log(box width / 4), log(box height / 4)    (canvas pixels over the stride)
+    channels 3, 4   sub-pixel offset of the centre in its cell, x and y, in cells
+
+Targets (encode_targets): each plate's centre c = box centre / 4 lies in cell (⌊c_y⌋, ⌊c_x⌋); the heat-map
+target is exp(−dx²/2σx² − dy²/2σy²) around it (exactly 1 in the centre cell, the maximum over plates),
+σ = max(0.5, 0.54 · box side in cells / 6) per axis (TTFNet's elliptical Gaussian, so a wide flat plate gets
+a wide flat bump); the size and offset targets are set in the centre cell only.
+Loss (CenterNetLoss): sigmoid focal loss of the heat-map (α 2, β 4; tinycnn.ops.detection) + L1 of the log
+sizes + L1 of the offsets, both in the centre cells only, each divided by the number of plates.
+Decoding (decode): sigmoid of the heat-map; a cell is a peak when it equals the 3x3 max-pool of the map
+(tinycnn.functional.max_pool2d) and its score passes the threshold; each peak gives a box
+(centre (cell + offset)·4, size exp(log size)·4). No fixed number of boxes (at most MAX_DETECTIONS).
+
+Data: every plate of every photo is a target (several CSV rows for one file, several VOC objects); fit's y is
+(N, max plates, 4) normalised canvas boxes, rows of −1 padding the photos with fewer; the loss encodes them
+per batch, so the box-aware augmentation (flip, scale, shift, rotation, colours) moves every box with its photo.
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+
+import tinycnn
+from tinycnn import functional as F
+from tinycnn import layers
+from tinycnn.ops.detection import sigmoid_focal_loss
+
+from .box_ops import augment_sample, boxes_to_letterbox, fill_mask_from_boxes
+from .detection_metrics import detection_metrics, draw_pr_curve, pairwise_iou
+from .plates_models import ConvBNReLU6, inverted_residual_stack, scaled_channels
+from .plates_pipeline import (PlateTraining, data_source, draw_boxes, evaluate_split, output_path, predict_photos,
+                              read_annotation_csv, to_model_input)
+
+STRIDE = 4
+HEAT_PRIOR = -2.19          # log(0.1 / 0.9): the heat-map starts at 0.1 everywhere (CenterNet's bias init)
+GAUSSIAN_ALPHA = 0.54       # TTFNet's σ = α · side / 6
+MIN_SIGMA = 0.5             # cells
+MAX_DETECTIONS = 100
+SCORE_THRESHOLD = 0.3       # the default threshold of predict, redact and precision/recall/F1
+DEFAULT_LR = 1e-3
+AP_THRESHOLD = 0.01         # the scores AP sees: every peak above this
+# (t, c, n, s) per stage: stride 2 (stem) -> 4 -> 8 -> 16
+STAGES = (((1, 16, 1, 1), (6, 24, 2, 2)), ((6, 32, 3, 2),), ((6, 64, 2, 2), (6, 96, 1, 1)))
+
+
+# ------------------------------------------------------------------------------------------ the network
+
+def upsample2x(x):
+    """Nearest-neighbour 2x upsampling of a channels-last (N, H, W, C) tensor, by two concatenations and
+    reshapes (each pixel repeated along W, then each row along H)."""
+    n, h, w, c = x.shape
+    x = tinycnn.cat([x, x], axis=3).reshape((n, h, 2 * w, c))
+    return tinycnn.cat([x, x], axis=2).reshape((n, 2 * h, 2 * w, c))
+
+
+class NeckStep(tinycnn.Module):
+    """Upsample the coarser map 2x, add a 1x1 projection of the finer backbone map, then depthwise 3x3 + 1x1."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.lateral = ConvBNReLU6(channels, 1, activation=False, data_format="channels_last")
+        self.depthwise = ConvBNReLU6(channels, 3, depthwise=True, data_format="channels_last")
+        self.pointwise = ConvBNReLU6(channels, 1, data_format="channels_last")
+
+    def forward(self, coarse, fine):
+        return self.pointwise(self.depthwise(upsample2x(coarse) + self.lateral(fine)))
+
+
+class Head(tinycnn.Module):
+    """Depthwise 3x3 (batch norm, ReLU6), then a 1x1 conv to `outputs` channels (with a bias)."""
+
+    def __init__(self, outputs):
+        super().__init__()
+        self.depthwise = ConvBNReLU6(0, 3, depthwise=True, data_format="channels_last")
+        self.out = layers.Conv2D(outputs, 1, data_format="channels_last")
+
+    def forward(self, x):
+        return self.out(self.depthwise(x))
+
+
+class PlateCenterNet(tinycnn.Module):
+    """(N, 3, S, S) letterboxed photos -> (N, 5, S/4, S/4): heat-map logit, log sizes, offsets (module doc).
+    S must divide by 16. `width` scales the backbone's channels, `neck` is the neck's and heads' channel count."""
+
+    def __init__(self, width=1.0, neck=48):
+        super().__init__()
+        self.width, self.neck = float(width), int(neck)
+        stem = scaled_channels(32, self.width)
+        self.stem = ConvBNReLU6(stem, 3, strides=2, data_format="channels_last")
+        self.stage4, channels = inverted_residual_stack(stem, STAGES[0], self.width, "channels_last")
+        self.stage8, channels = inverted_residual_stack(channels, STAGES[1], self.width, "channels_last")
+        self.stage16, channels = inverted_residual_stack(channels, STAGES[2], self.width, "channels_last")
+        self.top = ConvBNReLU6(self.neck, 1, data_format="channels_last")
+        self.up8, self.up4 = NeckStep(self.neck), NeckStep(self.neck)
+        self.heat, self.box = Head(1), Head(4)
+
+    def forward(self, x):
+        if x.shape[2] % 16 or x.shape[3] % 16:
+            raise ValueError(f"PlateCenterNet needs sides divisible by 16, got {x.shape[2]}x{x.shape[3]}")
+        x = self.stem(x.transpose(0, 2, 3, 1))
+        features = []
+        for stage in (self.stage4, self.stage8, self.stage16):
+            for block in stage:
+                x = block(x)
+            features.append(x)
+        x = self.up4(self.up8(self.top(features[2]), features[1]), features[0])
+        out = tinycnn.cat([self.heat(x) + HEAT_PRIOR, self.box(x)], axis=3)
+        return out.transpose(0, 3, 1, 2)
+
+    def get_config(self):
+        return {"width": self.width, "neck": self.neck}
+
+
+# ------------------------------------------------------------------------------------------ targets
+
+def valid_boxes(padded):
+    """The real boxes of a padded (M, 4) row set: those with a positive width and height."""
+    padded = np.asarray(padded, np.float32).reshape(-1, 4)
+    return padded[(padded[:, 2] > padded[:, 0]) & (padded[:, 3] > padded[:, 1])]
+
+
+def pad_boxes(box_sets, rows=None):
+    """A list of (K_i, 4) arrays -> (N, rows, 4) float32, padded with −1 (rows: at least the largest K_i)."""
+    rows = max([len(b) for b in box_sets] + [1, rows or 0])
+    out = np.full((len(box_sets), rows, 4), -1.0, np.float32)
+    for i, boxes in enumerate(box_sets):
+        out[i, :len(boxes)] = boxes
+    return out
+
+
+def encode_targets(boxes, grid):
+    """One picture's boxes (K, 4) in canvas pixels -> (heat (grid, grid), regression (4, grid, grid),
+    centre mask (grid, grid) bool) on the stride-4 grid."""
+    heat = np.zeros((grid, grid), np.float32)
+    regression = np.zeros((4, grid, grid), np.float32)
+    centres = np.zeros((grid, grid), bool)
+    rows, cols = np.arange(grid, dtype=np.float32)[:, None], np.arange(grid, dtype=np.float32)[None, :]
+    for x0, y0, x1, y1 in valid_boxes(boxes) / STRIDE:
+        cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
+        col, row = min(int(cx), grid - 1), min(int(cy), grid - 1)
+        sx, sy = max(MIN_SIGMA, GAUSSIAN_ALPHA * w / 6), max(MIN_SIGMA, GAUSSIAN_ALPHA * h / 6)
+        bump = np.exp(-((cols - col) ** 2 / (2 * sx * sx) + (rows - row) ** 2 / (2 * sy * sy)))
+        np.maximum(heat, bump, out=heat)
+        regression[:, row, col] = (np.log(w), np.log(h), cx - col, cy - row)
+        centres[row, col] = True
+    return heat, regression, centres
+
+
+def encode_batch(padded, size):
+    """(N, M, 4) normalised padded boxes on an S-pixel canvas -> (heat (N, 1, g, g), regression (N, 4, g, g),
+    centre mask (N, 4, g, g) float32) with g = S / 4."""
+    grid = size // STRIDE
+    encoded = [encode_targets(boxes * size, grid) for boxes in np.asarray(padded, np.float32)]
+    heat = np.stack([e[0] for e in encoded])[:, None]
+    regression = np.stack([e[1] for e in encoded])
+    mask = np.repeat(np.stack([e[2] for e in encoded])[:, None], 4, axis=1).astype(np.float32)
+    return heat, regression, mask
+
+
+def decode(output, threshold=SCORE_THRESHOLD, max_detections=MAX_DETECTIONS):
+    """One picture's output (5, g, g) -> (boxes (K, 4) canvas pixels, scores (K,)), best first."""
+    output = np.asarray(output, np.float32)
+    heat = 1.0 / (1.0 + np.exp(-output[0].astype(np.float64)))
+    with tinycnn.no_grad():
+        pooled = F.max_pool2d(tinycnn.Tensor(heat[None, None]), 3, stride=1, padding=1).numpy()[0, 0]
+    rows, cols = np.nonzero((heat >= pooled) & (heat >= threshold))
+    scores = heat[rows, cols]
+    order = np.argsort(-scores, kind="stable")[:max_detections]
+    rows, cols, scores = rows[order], cols[order], scores[order]
+    log_w, log_h, off_x, off_y = output[1:, rows, cols].astype(np.float64)
+    cx, cy = (cols + off_x) * STRIDE, (rows + off_y) * STRIDE
+    w, h = np.exp(np.clip(log_w, -10, 10)) * STRIDE, np.exp(np.clip(log_h, -10, 10)) * STRIDE
+    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float32)
+    return boxes.reshape(-1, 4), scores.astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------ loss
+
+def _l1(a, b):
+    return F.relu(a - b) + F.relu(b - a)
+
+
+class CenterNetLoss:
+    """Focal loss of the heat-map + L1 of log sizes and offsets at the centres (per plate). y: (N, M, 4)
+    normalised padded boxes. Not a tinycnn.losses.Loss: the model file does not store it; the task compiles
+    it again."""
+    __name__ = "centernet"
+
+    def __init__(self, size_weight=1.0, offset_weight=1.0):
+        self.size_weight, self.offset_weight = float(size_weight), float(offset_weight)
+
+    def __call__(self, pred, y, sample_weight=None):
+        heat, regression, mask = encode_batch(y, pred.shape[2] * STRIDE)
+        plates = max(1.0, float(mask[:, 0].sum()))
+        errors = _l1(pred[:, 1:5], regression) * mask
+        size_error = errors[:, 0:2].sum() * (self.size_weight / plates)
+        offset_error = errors[:, 2:4].sum() * (self.offset_weight / plates)
+        return sigmoid_focal_loss(pred[:, 0:1], heat) + size_error + offset_error
+
+
+# ------------------------------------------------------------------------------------------ augmentation
+
+class BoxAugmenter:
+    """fit's `augment=`: flip, scale, shift, rotate and colour-jitter each picture with ALL its boxes
+    (tasks/box_ops.augment_sample keeps every plate at least half in view). Its own seeded generator."""
+
+    def __init__(self, seed):
+        self.rng = np.random.default_rng([seed, 2])
+
+    def __call__(self, xb, yb):
+        images = xb.transpose(0, 2, 3, 1)
+        size = images.shape[1]
+        out_x, out_y = np.empty_like(images), np.full_like(yb, -1.0)
+        for i, (image, padded) in enumerate(zip(images, yb)):
+            boxes = valid_boxes(padded)
+            out_x[i], moved, _ = augment_sample(image, boxes * size, None, self.rng)
+            out_y[i, :len(moved)] = moved / size
+        return to_model_input(out_x), out_y
+
+
+# ------------------------------------------------------------------------------------------ data, evaluation
+
+def canvas_boxes(data):
+    """Every plate of every photo of a LetterboxedSet, normalised canvas boxes padded: (N, M, 4)."""
+    return pad_boxes([boxes_to_letterbox(record.boxes, photo.scale, photo.pad, size=photo.size)
+                      for record, photo in zip(data.records, data.photos)])
+
+
+def photo_detections(photo, output, threshold):
+    """(boxes (K, 4) in the photo's pixels, scores (K,)) of one output."""
+    boxes, scores = decode(output, threshold)
+    return photo.boxes_to_photo(boxes / photo.size), scores
+
+
+def detect_all(model, data, threshold, batch_size=16):
+    """[(boxes, scores)] of every photo of a LetterboxedSet, in the photos' pixels."""
+    found = []
+    for begin in range(0, len(data.x), batch_size):
+        outputs = model.predict(data.x[begin:begin + batch_size], batch_size=batch_size)
+        found.extend(photo_detections(photo, output, threshold)
+                     for photo, output in zip(data.photos[begin:begin + batch_size], outputs))
+    return found
+
+
+def evaluate_on(model, data, batch_size=16, threshold=None):
+    """detection_metrics of the model on a LetterboxedSet (every true plate), with the PR curve under "curve"."""
+    threshold = model.metadata.get("score_threshold", SCORE_THRESHOLD) if threshold is None else threshold
+    predictions = detect_all(model, data, AP_THRESHOLD, batch_size)
+    return detection_metrics(predictions, [record.boxes for record in data.records], threshold)
+
+
+def describe(metrics):
+    return (f"AP@0.5 {metrics['ap_50']:.3f}, AP@[.5:.95] {metrics['ap_50_95']:.3f}, "
+            f"recall@0.5 {metrics['recall_50']:.3f}, mean best-match IoU {metrics['mean_best_iou']:.3f}; "
+            f"at score >= {metrics['threshold']:g}: precision {metrics['precision']:.3f}, "
+            f"recall {metrics['recall']:.3f}, F1 {metrics['f1']:.3f} ({metrics['n_plates']} plates)")
+
+
+def evaluate_without_curve(model, data, batch_size=16):
+    """evaluate_on without the curve arrays (for printing and JSON)."""
+    metrics = evaluate_on(model, data, batch_size)
+    metrics.pop("curve")
+    return metrics
+
+
+def evaluate(args):
+    """python -m tinycnn.evaluate MODEL [--data DIR] [--split test] [--json]; writes pr_curve.png (or
+    pr_curve-<split>.png) beside the model file."""
+    split = args.split or "test"
+    target = Path(args.model).parent / ("pr_curve.png" if split == "test" else f"pr_curve-{split}.png")
+
+    def evaluate_and_draw(model, data, batch_size):
+        metrics = evaluate_on(model, data, batch_size)
+        draw_pr_curve(target, metrics.pop("curve"), title=f"precision-recall at IoU 0.5, {split} split",
+                      threshold=metrics["threshold"])
+        metrics["pr_curve"] = str(target)
+        return metrics
+
+    return evaluate_split(args, evaluate_and_draw, describe)
+
+
+# ------------------------------------------------------------------------------------------ train
+
+def new_settings(args):
+    """Everything the run needs again (resume) or later (evaluate, predict, redact), kept in the model file."""
+    if args.img_size % 16:
+        raise SystemExit(f"--img-size {args.img_size} must divide by 16 for --head center")
+    return {"task": "plates-box", "head": "center", "img_size": args.img_size, "width": args.width,
+            "neck": args.neck, "lr": args.lr or DEFAULT_LR, "score_threshold": args.score_threshold,
+            "source": data_source(args), "augment": not args.no_augment, "patience": args.patience,
+            "seed": args.seed, "skip_bad_rows": args.skip_bad_rows, "init": args.init,
+            "target": "every plate of each photo"}
+
+
+class DetectTraining(PlateTraining):
+    """plates-box --head center (tasks/plates_pipeline.py PlateTraining): every plate's box as a target;
+    best.tcnn on val_loss; at the end the best model's detection metrics on val and val's PR curve."""
+    task, monitor, main_metric = "plates-box", "val_loss", "loss"
+
+    def new_settings(self, args):
+        return new_settings(args)
+
+    def build(self, settings):
+        return PlateCenterNet(settings["width"], settings["neck"])
+
+    def compile(self, model, settings):
+        model.compile(loss=CenterNetLoss(), optimizer=tinycnn.optimizers.Adam(learning_rate=settings["lr"]))
+
+    def targets(self, data):
+        return canvas_boxes(data)
+
+    def augmenter(self, settings):
+        return BoxAugmenter(settings["seed"]) if settings["augment"] else None
+
+    def describe_settings(self, settings, train_set):
+        plates = int(sum(len(record.boxes) for record in train_set.records))
+        return f", {plates} training plates, CenterNet head"
+
+    def evaluate_on(self, model, data, batch_size=16):
+        metrics = evaluate_on(model, data, batch_size)
+        self.curve = metrics.pop("curve")
+        return metrics
+
+    def report(self, folder, args, rows, val_set):
+        super().report(folder, args, rows, val_set)
+        draw_pr_curve(os.path.join(folder, "pr_curve-val.png"), self.curve,
+                      title="precision-recall at IoU 0.5, val split", threshold=SCORE_THRESHOLD)
+
+    describe = staticmethod(describe)
+
+
+# ------------------------------------------------------------------------------------------ predict, redact
+
+def predict(args):
+    """python -m tinycnn.predict MODEL IMAGE... [--out DIR] [--annotations CSV]: every box with its score."""
+    model = tinycnn.load_model(args.model, device=args.device, compile=False)
+    threshold = model.metadata.get("score_threshold", SCORE_THRESHOLD)
+    truth = read_annotation_csv(args.annotations) if args.annotations else {}
+    used = set()
+
+    def show(path, image, photo, output):
+        boxes, scores = photo_detections(photo, output, threshold)
+        line = f"{path}: {len(boxes)} plate(s)" + "".join(
+            f"; {score:.2f} at xmin {b[0]:.1f} ymin {b[1]:.1f} xmax {b[2]:.1f} ymax {b[3]:.1f} px"
+            for b, score in zip(boxes, scores))
+        true_boxes = truth.get(Path(path).name, np.zeros((0, 4), np.float32))
+        if len(true_boxes):
+            best = pairwise_iou(true_boxes, boxes).max(axis=1) if len(boxes) else np.zeros(len(true_boxes))
+            line += f" (best IoU per true plate: {', '.join(f'{v:.3f}' for v in best)})"
+        elif args.annotations:
+            line += f" (no row for {Path(path).name} in {args.annotations})"
+        print(line)
+        if args.out:
+            draw_boxes(image, boxes, true_boxes, scores).save(output_path(args.out, path, used))
+
+    return predict_photos(model, args.images, model.metadata["img_size"], show)
+
+
+def plate_boxes(photo, output, threshold=SCORE_THRESHOLD):
+    """Every detected plate's box (K, 4) in the photo's pixels."""
+    return photo_detections(photo, output, threshold)[0]
+
+
+def plate_mask(photo, output, threshold=SCORE_THRESHOLD):
+    """The photo's pixels to redact, (H, W) bool: inside any detected plate's box."""
+    return fill_mask_from_boxes(plate_boxes(photo, output, threshold), photo.height, photo.width) > 0
