@@ -297,9 +297,12 @@ def new_settings(args):
     """Everything the run needs again (resume) or later (evaluate, predict, redact), kept in the model file."""
     if args.img_size % 16:
         raise SystemExit(f"--img-size {args.img_size} must divide by 16 for --head center")
+    source = data_source(args)
+    if "builtin" in source:  # the detector's built-in set: street scenes with 1-4 plates of 10-200 px
+        source["builtin"]["scene"] = "street"
     return {"task": "plates-box", "head": "center", "img_size": args.img_size, "width": args.width,
             "neck": args.neck, "lr": args.lr or DEFAULT_LR, "score_threshold": args.score_threshold,
-            "source": data_source(args), "augment": not args.no_augment, "patience": args.patience,
+            "source": source, "augment": not args.no_augment, "patience": args.patience,
             "seed": args.seed, "skip_bad_rows": args.skip_bad_rows, "init": args.init,
             "target": "every plate of each photo"}
 

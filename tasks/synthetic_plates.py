@@ -54,17 +54,25 @@ BODY_HEIGHT = 0.42    # of the car's width
 WHEEL_DROP = 0.07     # how far the wheels reach below the body, of the car's width
 PLATE_ON_BODY = 0.66  # the plate's centre, down from the body's top, as a share of the body's height
 MIN_PLATE_HEIGHT_PX = 7.0
+SCENES = ("cars", "street")
+STREET_PLATE_WIDTH_PX = (10.0, 200.0)   # draw_street_scene: plate widths, log-uniform
+STREET_MAX_PLATES = 4
+NIGHT_FRACTION = 0.25
 
 
 # ----------------------------------------------------------------------------------------------- the data set
 
 def generate_plates(out_dir, n_train, n_val, n_test, size=(320, 240), seed=0, two_plate_fraction=0.15,
-                    progress=False):
+                    progress=False, scene="cars"):
     """Draw n_train / n_val / n_test pictures of `size` (width, height) into `out_dir`; returns its Path.
 
     Writes the tutorial's layout (see the module docstring) plus a README.md saying how it was made.
     The folder may exist but must not already hold split folders, annotations or masks.
+    scene "cars" (default): draw_scene's one or two cars; "street": draw_street_scene's 1-4 plates of
+    10-200 px, more blur, a quarter at night (two_plate_fraction is then not used).
     """
+    if scene not in SCENES:
+        raise ValueError(f"scene must be one of {', '.join(SCENES)}, got {scene!r}")
     out_dir = Path(out_dir)
     width, height = size
     if width < 64 or height < 48:
@@ -84,16 +92,16 @@ def generate_plates(out_dir, n_train, n_val, n_test, size=(320, 240), seed=0, tw
         for index in range(count):
             name = f"{split}_{index:05d}.jpg"
             rng = np.random.default_rng([seed, split_index, index])
-            rows += _write_picture(out_dir, split, name, rng, size, two_plate_fraction)
+            rows += _write_picture(out_dir, split, name, rng, size, two_plate_fraction, scene)
             bar.update(1)
         _write_csv(out_dir / "annotations" / f"{split}_annotations.csv", rows)
     bar.close()
-    _write_readme(out_dir, counts, size, seed, two_plate_fraction)
+    _write_readme(out_dir, counts, size, seed, two_plate_fraction, scene)
     return out_dir
 
 
 def ensure_builtin_plates(cache_root=None, n_train=2000, n_val=250, n_test=250, size=(320, 240), seed=0,
-                          two_plate_fraction=0.15, progress=True):
+                          two_plate_fraction=0.15, progress=True, scene="cars"):
     """The folder of the built-in synthetic plates with these settings, generated on first use; returns its Path.
 
     cache_root defaults to tinycnn's user cache (tinycnn.data.folder.user_cache_dir(), e.g. ~/.cache/tinycnn).
@@ -104,7 +112,7 @@ def ensure_builtin_plates(cache_root=None, n_train=2000, n_val=250, n_test=250, 
     """
     cache_root = Path(cache_root if cache_root is not None else user_cache_dir())
     name = (f"plates-v{GENERATOR_VERSION}-{size[0]}x{size[1]}-{n_train}-{n_val}-{n_test}"
-            f"-p{round(two_plate_fraction * 100)}-seed{seed}")
+            f"-p{round(two_plate_fraction * 100)}-seed{seed}" + ("" if scene == "cars" else f"-{scene}"))
     final = cache_root / name
     if final.is_dir():
         return final
@@ -112,7 +120,7 @@ def ensure_builtin_plates(cache_root=None, n_train=2000, n_val=250, n_test=250, 
     temporary = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache_root))
     try:
         generate_plates(temporary, n_train, n_val, n_test, size=size, seed=seed,
-                        two_plate_fraction=two_plate_fraction, progress=progress)
+                        two_plate_fraction=two_plate_fraction, progress=progress, scene=scene)
         os.rename(temporary, final)
     except OSError:
         if not final.is_dir():  # not a lost race with another process: a real failure
@@ -140,9 +148,12 @@ class _NoBar:
         pass
 
 
-def _write_picture(out_dir, split, name, rng, size, two_plate_fraction):
+def _write_picture(out_dir, split, name, rng, size, two_plate_fraction, scene="cars"):
     """Draw one picture, save it, its mask, and return its CSV rows."""
-    photo, corners = draw_scene(rng, size, two_plate_fraction)
+    if scene == "street":
+        photo, corners = draw_street_scene(rng, size, min_plates=1)
+    else:
+        photo, corners = draw_scene(rng, size, two_plate_fraction)
     quality = int(rng.integers(30, 96))
     photo.save(out_dir / split / name, quality=quality)
     mask = polygons_mask(corners, size[1], size[0])
@@ -159,12 +170,12 @@ def _write_csv(path, rows):
             writer.writerow([name, *(f"{value:.2f}" for value in box)])
 
 
-def _write_readme(out_dir, counts, size, seed, two_plate_fraction):
+def _write_readme(out_dir, counts, size, seed, two_plate_fraction, scene="cars"):
     """A README.md saying what made the folder."""
     (out_dir / "README.md").write_text(
         f"# Synthetic licence plates (tinycnn generator v{GENERATOR_VERSION})\n\n"
         f"Drawn by tinycnn.tasks.synthetic_plates.generate_plates(seed={seed}, size={size}, "
-        f"two_plate_fraction={two_plate_fraction}): train {counts['train']}, val {counts['val']}, "
+        f"two_plate_fraction={two_plate_fraction}" + ("" if scene == "cars" else f", scene={scene!r}") + "): train {counts['train']}, val {counts['val']}, "
         f"test {counts['test']} pictures.\nBoxes: annotations/<split>_annotations.csv "
         f"(filename,xmin,ymin,xmax,ymax in pixels); masks: masks/<split>/<name>.png (255 = plate).\n")
 
@@ -514,3 +525,69 @@ def draw_scene(rng, size=(320, 240), two_plate_fraction=0.15):
     for style, corners in plates:  # plates last: nothing is drawn over them
         _paste_plate(scene, render_plate(rng, style), corners)
     return _finish_photo(rng, scene), [corners for _, corners in plates]
+
+
+# ----------------------------------------------------------------------------------------------- street scenes
+
+def _street_cars(rng, size, count, plate_width):
+    """`count` cars side by side, each in its own slot of the width, each plate log-uniform in `plate_width`
+    px wide (capped by its slot), placed like _place_cars' plates."""
+    width, height = size
+    cars = []
+    for index in range(count):
+        slot_left, slot_right = index * width / count, (index + 1) * width / count
+        styles = list(PLATE_STYLES)
+        style = styles[rng.choice(len(styles), p=[PLATE_STYLES[s][0] for s in styles])]
+        _, aspect, metres = PLATE_STYLES[style]
+        aspect *= rng.uniform(0.92, 1.08)
+        low, high = plate_width[0], min(plate_width[1], 0.7 * (slot_right - slot_left), 0.25 * height * aspect)
+        plate_w = math.exp(rng.uniform(math.log(low), math.log(max(low, high))))
+        plate_h = max(plate_w / aspect, 3.0)
+        car_w = min(plate_w * CAR_WIDTH_M / metres * rng.uniform(0.9, 1.1), 0.98 * (slot_right - slot_left))
+        margin = 0.2 * plate_w + 3
+        plate_x = rng.uniform(slot_left + margin + plate_w / 2, max(slot_left + margin + plate_w / 2,
+                                                                    slot_right - margin - plate_w / 2))
+        plate_y = rng.uniform(max(0.3 * height, margin + plate_h), max(0.3 * height, height - margin - plate_h))
+        cars.append(dict(style=style, plate_w=plate_w, plate_h=plate_h, plate_centre=(plate_x, plate_y),
+                         car_w=car_w, car_x=plate_x, body_top=plate_y - PLATE_ON_BODY * BODY_HEIGHT * car_w))
+    return cars
+
+
+def _night(rng, photo, corners):
+    """Dark and blue, the plates lit by their lamps (less dark), a few bright lights."""
+    pixels = np.asarray(photo, dtype=np.float32)
+    height, width = pixels.shape[:2]
+    lit = polygons_mask(corners, height, width).astype(np.float32) if corners else np.zeros((height, width))
+    darkness = rng.uniform(0.15, 0.4)
+    factor = darkness + lit * rng.uniform(0.2, 0.5)
+    pixels *= factor[:, :, None] * np.array([0.85, 0.9, 1.1], np.float32)
+    scene = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(scene)
+    for _ in range(int(rng.integers(0, 6))):  # street lights, headlights
+        x, y, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(1.5, 5)
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=(255, 245, 200))
+    return scene
+
+
+def draw_street_scene(rng, size=(320, 240), min_plates=0, max_plates=STREET_MAX_PLATES,
+                      plate_width=STREET_PLATE_WIDTH_PX, night_fraction=NIGHT_FRACTION):
+    """A detector's training picture: min_plates..max_plates cars with plates 10-200 px wide (log-uniform),
+    in perspective, blurred more often than draw_scene's, at night in `night_fraction` of the pictures.
+    Returns (PIL RGB image, [(4, 2) corners of each plate])."""
+    height = size[1]
+    cars = _street_cars(rng, size, int(rng.integers(min_plates, max_plates + 1)), plate_width)
+    ground = min([car["body_top"] + (BODY_HEIGHT + WHEEL_DROP) * car["car_w"] for car in cars] + [height])
+    horizon = max(min(rng.uniform(0.2, 0.65) * height, ground - 4), 0.05 * height)
+    scene = _draw_background(rng, size, horizon)
+    _draw_clutter(rng, scene, int(rng.integers(3, 14)))
+    plates = []
+    for car in sorted(cars, key=lambda car: car["car_w"]):
+        _draw_car(rng, scene, car["car_x"], car["body_top"], car["car_w"])
+        plates.append((car["style"], _plate_corners(rng, car["plate_centre"], car["plate_w"], car["plate_h"])))
+    for style, corners in plates:
+        _paste_plate(scene, render_plate(rng, style), corners)
+    if rng.random() < 0.4:  # on top of _finish_photo's own blur: motion or focus
+        scene = scene.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5)))
+    corners = [corners for _, corners in plates]
+    photo = _finish_photo(rng, scene)
+    return (_night(rng, photo, corners) if rng.random() < night_fraction else photo), corners
