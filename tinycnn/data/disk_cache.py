@@ -29,6 +29,7 @@ class DiskCache:
 
     def __init__(self, path, source):
         self.path, self.source = path, source
+        self._table, self._stamp = None, None     # the row layout, and the index file it was read from
 
     def elements(self):
         """One epoch: from the file if it is up to date, else after writing it (with a progress bar)."""
@@ -41,8 +42,9 @@ class DiskCache:
     def has_rows(self):
         """True when every element has the same parts, shapes and dtypes (the file is written if missing):
         the file is then a table of equal rows that order() and gather() read by row number."""
-        index = self._read_index() or self._write()
-        self._table = _table_layout(index)
+        if self._stamp is None or self._stamp != _stamp(self.path + ".json"):   # (re)read only when it changed
+            index = self._read_index() or self._write()
+            self._table, self._stamp = _table_layout(index), _stamp(self.path + ".json")
         self._gathers = 0
         return self._table is not None
 
@@ -156,6 +158,14 @@ def _part(window, begin, offset, stored, dtype, shape):
     size = _nbytes(stored, shape)
     value = window[offset - begin:offset - begin + size].view(np.dtype(stored)).reshape(shape)
     return value.astype(np.dtype(dtype))   # a copy: nothing keeps the map alive, and it is writable
+
+
+def _stamp(path):
+    try:
+        stat = os.stat(path)
+        return stat.st_mtime_ns, stat.st_size
+    except OSError:
+        return None
 
 
 def _row_end(row):
