@@ -90,7 +90,7 @@ class Head(tinycnn.Module):
         return self.out(self.depthwise(x))
 
 
-class PlateCenterNet(tinycnn.Module):
+class PlateCenterNet(tinycnn.Model):
     """(N, 3, S, S) letterboxed photos -> (N, 5, S/4, S/4): heat-map logit, log sizes, offsets (module doc).
     S must divide by 16. `width` scales the backbone's channels, `neck` is the neck's and heads' channel count."""
 
