@@ -48,17 +48,25 @@ def build(model, sample):
 
 
 def assert_exports(model, sample, tmp_path, input_shape=None, name="model"):
-    """export -> onnxruntime == predict for batches of 1 and 3 (sample: one input in predict's layout)."""
+    """export -> onnxruntime == predict (a plain Module: its forward) for batches of 1 and 3 (sample: one input in
+    predict's layout)."""
     path = tmp_path / f"{name}.onnx"
     export(model, path, input_shape=input_shape)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch in (1, 3):
         x = np.random.default_rng(batch).random((batch,) + sample).astype(np.float32)
-        expected = model.predict(x)
+        expected = model.predict(x) if hasattr(model, "predict") else forward(model, x)
         got = session.run(None, {"input": x})[0]
         assert got.shape == expected.shape
         assert np.abs(got - expected).max() <= TOLERANCE, f"{name}, batch {batch}"
     return onnx.load(str(path))
+
+
+def forward(model, x):
+    """What a plain Module (a layer: no predict) gives for x, in eval mode."""
+    model.eval()
+    with tinycnn.no_grad():
+        return model(tinycnn.Tensor(x)).numpy()
 
 
 def op_types(proto):
@@ -115,7 +123,7 @@ def test_functional_model_merges_and_layouts(tmp_path):
     assert {"Concat", "ConvTranspose", "Softmax", "Add", "Mul"} <= op_types(proto)
 
 
-class SubclassedNet(tinycnn.Module):
+class SubclassedNet(tinycnn.Model):
     """A hand-written forward: arithmetic, slicing, reshape, transposes and a residual, traced as it runs."""
 
     def __init__(self):
@@ -174,11 +182,15 @@ def test_plate_segmenter(upsample, tmp_path):
     assert {"Concat", "Softmax", "ConvTranspose" if upsample == "transpose" else "Resize"} <= op_types(proto)
 
 
-def test_mobilenet_v2(tmp_path):
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+def test_mobilenet_v2(layout, tmp_path):
     from tinycnn.applications import MobileNetV2
-    model = randomise_statistics(MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, classes=5))
-    proto = assert_exports(model, (32, 32, 3), tmp_path, name="mobilenet_v2")
+    model = randomise_statistics(MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, classes=5, layout=layout))
+    proto = assert_exports(model, (32, 32, 3), tmp_path, name=f"mobilenet_v2_{layout}")
     assert {"Clip", "Add", "Pad", "Gemm", "Softmax"} <= op_types(proto)
+    assert "BatchNormalization" not in op_types(proto)  # folded into the convs (tinycnn/onnx/fold.py)
+    transposes = sum(node.op_type == "Transpose" for node in proto.graph.node)
+    assert transposes <= 2 + 2 * 4  # in and out, and around the 4 channels-last paddings of stride-2 blocks
 
 
 def test_plate_detector(tmp_path):

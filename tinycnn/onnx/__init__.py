@@ -5,7 +5,7 @@
     python -m tinycnn.export RUN/best.tcnn model.onnx
 
 How: the model's inference form (tinycnn/fuse.py: batch norms folded into the convs before them where it
-can, the others written as BatchNormalization) is run once on a random batch while every op call is recorded
+can; fold.py folds those of functional models, the others are written as BatchNormalization) is run once on a random batch while every op call is recorded
 (tinycnn/trace.py); each call becomes ONNX nodes (ops.py). Any model kind works the same way: Sequential,
 functional Model, a subclassed Module. With `dynamic_batch` the forward is traced at two batch sizes, and the
 one axis of each reshape that follows the batch becomes -1: the file takes any batch size.
@@ -23,6 +23,7 @@ import numpy as np
 from ..fuse import inference_form
 from ..tensor import Tensor, no_grad
 from ..trace import trace
+from .fold import fold_batch_norms
 from .graph import Graph
 from .ops import CONVERTERS, ExportError
 
@@ -42,6 +43,7 @@ def export(model, path, input_shape=None, opset=17, dynamic_batch=True):
     graph = Graph(opset)
     first = traces[0]
     graph.names[id(first.inputs[0])] = graph.transpose("input", (0, 3, 1, 2)) if channels_last else "input"
+    first.calls = fold_batch_norms(first.calls, first.outputs)
     _convert_calls(graph, first)
     outputs, output_infos = _outputs(graph, first, channels_last, dynamic_batch, onnx)
     batch = "N" if dynamic_batch else 1

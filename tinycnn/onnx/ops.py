@@ -18,6 +18,7 @@ import numpy as np
 
 from ..checks import UserInputError
 from ..ops import activation, basic, batchnorm, conv, interpolate, linear, pool, softmax
+from .fold import Alias
 
 
 class ExportError(UserInputError):
@@ -44,9 +45,9 @@ def _activate(g, y, name, dtype):
     if name is None:
         return y
     if name == "relu":
-        return g.node("Relu", [y])
+        return g.elementwise("Relu", [y])
     if name == "relu6":
-        return g.node("Clip", [y, g.scalar(0.0, dtype), g.scalar(6.0, dtype)])
+        return g.elementwise("Clip", [y, g.scalar(0.0, dtype), g.scalar(6.0, dtype)])
     raise ExportError(f"activation {name!r} has no ONNX form here")
 
 
@@ -57,15 +58,21 @@ UNARY = {basic.Neg: "Neg", basic.Exp: "Exp", basic.Log: "Log", basic.Sqrt: "Sqrt
          activation.ReLU: "Relu", activation.Sigmoid: "Sigmoid", activation.Tanh: "Tanh"}
 
 
+@converts(Alias)
+def alias(g, call):
+    """A batch norm folded into the conv before it (fold.py): its input is its output."""
+    return g.value(call.args[0])
+
+
 @converts(*BINARY)
 def binary(g, call):
     a, b = (g.value(v, _dtype(call)) for v in call.args)
-    return g.node(BINARY[call.op], [a, b])
+    return g.elementwise(BINARY[call.op], [a, b])
 
 
 @converts(*UNARY)
 def unary(g, call):
-    return g.node(UNARY[call.op], [g.value(call.args[0])])
+    return g.elementwise(UNARY[call.op], [g.value(call.args[0])])
 
 
 @converts(activation.ReLU6)
@@ -76,13 +83,13 @@ def relu6(g, call):
 @converts(activation.LeakyReLU)
 def leaky_relu(g, call):
     x, slope = call.args
-    return g.node("LeakyRelu", [g.value(x)], alpha=float(slope))
+    return g.elementwise("LeakyRelu", [g.value(x)], alpha=float(slope))
 
 
 @converts(basic.Pow)
 def power(g, call):
     a, p = call.args
-    return g.node("Pow", [g.value(a), g.scalar(p, _dtype(call))])
+    return g.elementwise("Pow", [g.value(a), g.scalar(p, _dtype(call))])
 
 
 # ---------------------------------------------------------------------- shapes and reductions
@@ -103,7 +110,7 @@ def reshape(g, call):
                           "export with dynamic_batch=False")
     for axis in batch_dims:
         shape[axis] = -1
-    return g.node("Reshape", [g.value(x), g.ints(shape)])
+    return g.reshape(g.value(x), x.shape, shape, call.output.shape)
 
 
 @converts(basic.Transpose)
