@@ -184,3 +184,41 @@ def test_command_line_writes_a_model_file(tmp_path, capsys):
     loaded = tinycnn.load_model(str(out), compile=False)
     assert np.array_equal(loaded.state_dict()["Conv1.kernel"], torchvision_state()["features.0.0.weight"])
     assert MobileNetV2(input_shape=(SIDE, SIDE, 3), alpha=ALPHA, classes=CLASSES, weights=str(out)) is not None
+
+
+def test_backbone_of_the_plate_models_from_mobilenet():
+    from tasks.plates_models import PlateBoxRegressor
+    from tinycnn.convert import backbone_pairs, fill_backbone
+    state = torchvision_state()
+    mobilenet = load_torchvision(MobileNetV2(input_shape=(SIDE, SIDE, 3), alpha=ALPHA, include_top=False), state)
+    model = PlateBoxRegressor(width=ALPHA)
+    model.build_input_shape = (3, 32, 32)
+    model._ensure_built()
+    before = model.state_dict()
+    copied, kept = fill_backbone(model, mobilenet)
+    pairs = {mine: theirs for mine, theirs, _ in backbone_pairs(model, mobilenet)}
+    # blocks (t, c, s): (1,16,1) (6,24,2) (6,24,1) (6,32,2) (6,64,2) find MobileNetV2's blocks 0, 1, 2, 3 and 6;
+    # the (6,128,1) block has no counterpart and keeps its own weights, as do the head and the dense layer
+    assert pairs["stem"] == "Conv1" and pairs["features.0.depthwise"] == "expanded_conv_depthwise"
+    assert pairs["features.3.expand"] == "block_3_expand" and pairs["features.4.project"] == "block_6_project"
+    assert not any(name.startswith("features.5") for name in pairs)
+    after = model.state_dict()
+    assert np.array_equal(after["features.4.expand.conv.kernel"], state["features.7.conv.0.0.weight"])
+    assert np.array_equal(after["features.4.expand.bn.moving_variance"], state["features.7.conv.0.1.running_var"])
+    assert np.array_equal(after["stem.bn.gamma"], state["features.0.1.weight"])
+    for name in kept:
+        assert np.array_equal(after[name], before[name]), name
+    assert "features.5.expand.conv.kernel" in kept and "box.kernel" in kept and len(copied) == 15 * 5
+
+
+def test_command_line_writes_a_plate_init_folder(tmp_path):
+    pytest.importorskip("safetensors")
+    from safetensors.numpy import save_file
+
+    import tinycnn
+    save_file(torchvision_state(), str(tmp_path / "tv.safetensors"))
+    assert main([str(tmp_path / "tv.safetensors"), str(tmp_path / "init"), "--for", "plates-box", "--head",
+                 "global", "--alpha", str(ALPHA), "--input-shape", f"{SIDE},{SIDE},3"]) == 0
+    model = tinycnn.load_model(str(tmp_path / "init" / "best.tcnn"), compile=False)
+    assert type(model).__name__ == "PlateBoxRegressor"
+    assert np.array_equal(model.state_dict()["stem.conv.kernel"], torchvision_state()["features.0.0.weight"])

@@ -4,13 +4,16 @@
     python -m tinycnn.convert mobilenet_v2-b0353104.pth mnv2.tcnn         # the same as a .pth (needs torch)
     python -m tinycnn.convert mobilenet_v2.weights.h5 mnv2.tcnn           # Keras' (needs h5py)
     python -m tinycnn.convert SRC OUT.safetensors --input-shape 160,160,3 --no-top --alpha 0.35
+    python -m tinycnn.convert SRC runs/imagenet --for plates-box        # then: train plates-box --init runs/imagenet
 
     model = MobileNetV2(input_shape=(224, 224, 3))
     convert.load_torchvision(model, state)       # {torchvision name: array}, every tensor placed or an error
     convert.load_keras(model, "x.weights.h5")
 
-The result is a tinycnn model file (`MobileNetV2(weights="mnv2.tcnn")` and the plate tasks' `--init` take it)
-or a .safetensors weights file. Layer by layer:
+The result is a tinycnn model file (`MobileNetV2(weights="mnv2.tcnn")` takes it), a .safetensors weights file,
+or (`--for plates-box`) a run folder whose best.tcnn is a plates-box model with MobileNetV2's weights in its
+stem and in each inverted residual block that has a MobileNetV2 block of its shapes (`fill_backbone`), which
+`python -m tinycnn.train plates-box --init FOLDER` starts from. Layer by layer:
 
     torchvision                                   tinycnn (Keras names)             layout
     features.0.0.weight / features.0.1.*          Conv1.kernel / bn_Conv1.*          (F, C, kh, kw): as is
@@ -182,6 +185,77 @@ def _from_keras_layout(array, kind, layer, target):
     return array
 
 
+# ---------------------------------------------------------------------- a backbone of another model
+
+BN_TENSORS = ("gamma", "beta", "moving_mean", "moving_variance")
+
+
+def backbone_pairs(model, mobilenet):
+    """[(prefix in `model`, MobileNetV2 conv layer, its batch norm)] for `model`'s stem (`stem`: conv + bn) and
+    each inverted residual block (a module with `depthwise` and `project`, and `expand` or None, each a
+    conv + bn), matched in order to MobileNetV2's first block of the same kernel shapes and stride. A block
+    with no counterpart (another width, or channels MobileNetV2 has not) is left out."""
+    own = model.state_dict()
+    ours = _inverted_residual_blocks(model)
+    theirs = [("expanded_conv_", None)] + [(f"block_{i}_", "expand") for i in range(1, 17)]
+    pairs = []
+    if "stem.conv.kernel" in own and _fits(model, mobilenet, "stem", "Conv1"):
+        pairs.append(("stem", "Conv1", "bn_Conv1"))
+    position = 0
+    for prefix, block in ours:
+        parts = [("expand", "expand")] * (block.expand is not None) + [("depthwise", "depthwise"), ("project", "project")]
+        for at in range(position, len(theirs)):
+            keras = theirs[at][0]
+            if (block.expand is None) == (theirs[at][1] is None) and all(
+                    _fits(model, mobilenet, f"{prefix}.{mine}", keras + other) for mine, other in parts):
+                pairs += [(f"{prefix}.{mine}", keras + other, keras + other + "_BN") for mine, other in parts]
+                position = at + 1
+                break
+    return pairs
+
+
+def fill_backbone(model, mobilenet):
+    """Copy MobileNetV2's weights into `model`'s matching stem and blocks (backbone_pairs), in place; the rest
+    of `model` keeps its own. -> (copied tensor names, kept tensor names)."""
+    source, state = mobilenet.state_dict(), model.state_dict()
+    copied = []
+    for prefix, conv_layer, bn_layer in backbone_pairs(model, mobilenet):
+        copied.append(f"{prefix}.conv.kernel")
+        state[f"{prefix}.conv.kernel"] = source[f"{conv_layer}.kernel"]
+        for name in BN_TENSORS:
+            copied.append(f"{prefix}.bn.{name}")
+            state[f"{prefix}.bn.{name}"] = source[f"{bn_layer}.{name}"]
+    load_state(model, state, source="MobileNetV2's weights")
+    return copied, [name for name in state if name not in set(copied)]
+
+
+def _inverted_residual_blocks(model):
+    return [(prefix.rstrip("."), m) for prefix, m in model.named_modules()
+            if all(hasattr(m, a) for a in ("expand", "depthwise", "project")) and prefix]
+
+
+def _fits(model, mobilenet, prefix, layer):
+    """`model`'s conv + bn at `prefix` has the shapes and stride of MobileNetV2's `layer`."""
+    mine, other = _get(model, prefix), mobilenet.get_layer(layer) if layer in _layer_names(mobilenet) else None
+    if mine is None or other is None or not hasattr(mine, "conv") or not hasattr(mine, "bn"):
+        return False
+    return (getattr(mine.conv, "kernel", None) is not None and mine.conv.kernel.shape == other.kernel.shape
+            and tuple(mine.conv.strides) == tuple(other.strides))
+
+
+def _get(model, prefix):
+    module = model
+    for part in prefix.split("."):
+        module = module[int(part)] if isinstance(module, list) else getattr(module, part, None)
+        if module is None:
+            return None
+    return module
+
+
+def _layer_names(mobilenet):
+    return {layer.name for layer in mobilenet.layers}
+
+
 # ---------------------------------------------------------------------- shared
 
 def _load_checked(model, placed, source):
@@ -228,21 +302,54 @@ def convert_file(source, input_shape=(224, 224, 3), alpha=1.0, include_top=True,
     return load_torchvision(model, read_state(source), source)
 
 
+def plate_model(head, width, neck):
+    """A fresh plates-box model, as `python -m tinycnn.train plates-box --head HEAD` builds it."""
+    import importlib
+    if head == "center":
+        return importlib.import_module("tinycnn.tasks.plates_detect").PlateCenterNet(width, neck)
+    return importlib.import_module("tinycnn.tasks.plates_models").PlateBoxRegressor(width=width)
+
+
+def write_plate_init(mobilenet, folder, head="center", width=1.0, neck=48, side=64):
+    """FOLDER/best.tcnn: a plates-box model whose backbone holds MobileNetV2's weights (fill_backbone), for
+    `python -m tinycnn.train plates-box --init FOLDER`. -> (copied, kept) tensor names."""
+    model = plate_model(head, width, neck)
+    model.build_input_shape = (3, side, side)
+    model._ensure_built()  # noqa: SLF001 - the training API's lazy build
+    copied, kept = fill_backbone(model, mobilenet)
+    if not copied:
+        raise ConversionError(f"no block of MobileNetV2 (alpha {width}) fits the plates-box model of width {width}")
+    os.makedirs(folder, exist_ok=True)
+    model.save(os.path.join(folder, "best.tcnn"), include_optimizer=False)
+    return copied, kept
+
+
 def main(argv=None):
     from .cli import Parser
     parser = Parser("convert", description=__doc__.split("\n\n")[0])
     parser.add_argument("source", help="torchvision .safetensors/.pth state dict, or Keras .h5 weights")
-    parser.add_argument("out", help="a .tcnn model file, or .safetensors weights")
+    parser.add_argument("out", help="a .tcnn model file, .safetensors weights, or with --for a folder for --init")
     parser.add_argument("--input-shape", default="224,224,3", help="H,W,C of the model (default 224,224,3)")
     parser.add_argument("--alpha", type=float, default=1.0, help="width multiplier (default 1.0)")
     parser.add_argument("--classes", type=int, default=1000, help="classifier outputs (default 1000)")
     parser.add_argument("--no-top", action="store_true", help="leave the classifier out (include_top=False)")
+    parser.add_argument("--for", dest="task", choices=["plates-box"],
+                        help="write OUT/best.tcnn, a plates-box model (width --alpha) with this backbone, for "
+                             "`python -m tinycnn.train plates-box --init OUT`")
+    parser.add_argument("--head", choices=["center", "global"], default="center", help="with --for: the head")
+    parser.add_argument("--neck", type=int, default=48, help="with --for and --head center: the neck's channels")
     args = parser.parse_args(argv)
     try:
         shape = tuple(int(s) for s in args.input_shape.split(","))
     except ValueError:
         raise ConversionError(f"--input-shape: expected H,W,C, got {args.input_shape!r}") from None
-    model = convert_file(args.source, shape, args.alpha, not args.no_top, args.classes)
+    top = not args.no_top and args.task is None
+    model = convert_file(args.source, shape, args.alpha, top, args.classes)
+    if args.task:
+        copied, kept = write_plate_init(model, args.out, args.head, args.alpha, args.neck)
+        print(f"{args.source} -> {os.path.join(args.out, 'best.tcnn')}: {len(copied)} backbone tensors from "
+              f"MobileNetV2, {len(kept)} of the {args.head} head's model its own")
+        return 0
     if args.out.endswith(".safetensors"):
         model.save_weights(args.out)
     else:
