@@ -137,7 +137,8 @@ class SubclassedNet(tinycnn.Model):
         y = tinycnn.functional.relu6(y) * 0.5 + y[:, :, ::-1, :] - 1.0
         y = (y / 2.0).exp().sqrt() + y ** 2
         z = y.transpose(0, 2, 3, 1).reshape(x.shape[0], -1, 6).mean(axis=1)
-        return tinycnn.functional.log_softmax(self.head(z), dim=1) + z.max(axis=1, keepdims=True)
+        first_channel = y[:, 0].sum(axis=(1, 2)).reshape(x.shape[0], 1) * 0.01  # an integer index: squeezed
+        return tinycnn.functional.log_softmax(self.head(z), dim=1) + z.max(axis=1, keepdims=True) + first_channel
 
 
 def test_subclassed_module_traced(tmp_path):
@@ -257,3 +258,15 @@ def test_command_line_exports_a_model_file(tmp_path, capsys):
     assert np.abs(got - model.predict(x)).max() <= TOLERANCE
     props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
     assert json.loads(props["preprocessing"])["class_names"] == ["cat", "dog"]
+
+
+class NumpyInside(tinycnn.Module):
+    """A forward that leaves tinycnn's ops: the tensor it makes from NumPy is invisible to a trace."""
+
+    def forward(self, x):
+        return x + tinycnn.Tensor(np.tanh(x.numpy()).mean(axis=0))
+
+
+def test_values_computed_outside_the_ops_are_refused(tmp_path):
+    with pytest.raises(ExportError, match="outside tinycnn's ops"):
+        export(NumpyInside(), tmp_path / "x.onnx", input_shape=(2, 4, 4))

@@ -111,8 +111,8 @@ def _traces(model, sample, channels_last, batch_sizes):
 
 
 def _compare(first, other):
-    """Two traces of one model at two batch sizes run the same ops with the same attributes; the axes where a
-    reshape's target differs are the batch's."""
+    """Two traces of one model at two batch sizes (and two random inputs) run the same ops with the same
+    attributes and constants; the axes where a reshape's target differs are the batch's."""
     if [c.op for c in first.calls] != [c.op for c in other.calls]:
         raise ExportError("export: the model runs different ops for different batch sizes; export with "
                           "dynamic_batch=False")
@@ -124,9 +124,14 @@ def _compare(first, other):
             raise ExportError(f"{_where(a)}: op {a.op.__name__} has attributes that change with the batch size; "
                               "export with dynamic_batch=False")
         for ta, tb in zip(a.tensor_args, b.tensor_args):
-            if id(tb) not in made and ta.shape != tb.shape:
+            if id(tb) in made or ta is tb:
+                continue
+            if ta.shape != tb.shape:
                 raise ExportError(f"{_where(a)}: op {a.op.__name__} uses a constant whose shape follows the batch "
-                                  "size; export with dynamic_batch=False")
+                                  "size (made outside tinycnn's ops?); export with dynamic_batch=False")
+            if not np.array_equal(ta.numpy(), tb.numpy()):
+                raise ExportError(f"{_where(a)}: op {a.op.__name__} uses a tensor computed outside tinycnn's ops "
+                                  "(its value changes with the input), which a trace cannot see")
 
 
 def _same(a, b):
