@@ -270,3 +270,16 @@ class NumpyInside(tinycnn.Module):
 def test_values_computed_outside_the_ops_are_refused(tmp_path):
     with pytest.raises(ExportError, match="outside tinycnn's ops"):
         export(NumpyInside(), tmp_path / "x.onnx", input_shape=(2, 4, 4))
+
+
+@pytest.mark.parametrize("opset", [13, 18, 21])
+def test_opsets(opset, tmp_path):
+    """ReduceSum/ReduceMax take their axes as an input or an attribute, Resize its sizes, Clip its bounds:
+    each opset's form gives the same values."""
+    model = randomise_statistics(build(SubclassedNet(), (3, 8, 8)))
+    path = tmp_path / f"opset{opset}.onnx"
+    export(model, path, input_shape=(3, 8, 8), opset=opset)
+    x = np.random.default_rng(0).random((2, 3, 8, 8)).astype(np.float32)
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    assert np.abs(got - forward(model, x)).max() <= TOLERANCE
+    assert onnx.load(str(path)).opset_import[0].version == opset

@@ -35,8 +35,10 @@ def export(model, path, input_shape=None, opset=17, dynamic_batch=True):
     """Write `model` to `path` as ONNX; returns the path. input_shape: one sample's shape as `predict` takes it
     ((H, W, C) for Sequential/Model, (C, H, W) for a Module), by default the model's own."""
     onnx = _require_onnx()
-    if not isinstance(opset, int) or opset < MIN_OPSET:
-        raise ExportError(f"export: opset must be an int ≥ {MIN_OPSET}, got {opset!r}")
+    newest = onnx.defs.onnx_opset_version()
+    if not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
+        raise ExportError(f"export: opset must be an int from {MIN_OPSET} to {newest} (onnx {onnx.__version__}), "
+                          f"got {opset!r}")
     sample = _sample_shape(model, input_shape)
     channels_last = model.input_format == "channels_last" and len(sample) == 3
     traces = _traces(model, sample, channels_last, (2, 3) if dynamic_batch else (1,))
@@ -54,7 +56,8 @@ def export(model, path, input_shape=None, opset=17, dynamic_batch=True):
         initializer=graph.initializers)
     proto = onnx.helper.make_model(graph_proto, opset_imports=[onnx.helper.make_opsetid("", opset)],
                                    producer_name="tinycnn", doc_string=type(model).__name__)
-    proto.ir_version = min(proto.ir_version, 9)  # what onnxruntime releases of the last years read
+    # the oldest IR version that carries the opset, so that older onnxruntime releases read the file
+    proto.ir_version = min(proto.ir_version, 9 if opset <= 20 else 10 if opset <= 22 else proto.ir_version)
     onnx.helper.set_model_props(proto, model_metadata(model, sample, channels_last))
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
