@@ -13,7 +13,7 @@ stride-4 map. Output (N, 5, S/4, S/4):
     channels 1, 2   log(box width / 4), log(box height / 4)    (canvas pixels over the stride)
     channels 3, 4   sub-pixel offset of the centre in its cell, x and y, in cells
 
-Targets (encode_targets): each plate's centre c = box centre / 4 lies in cell (⌊c_y⌋, ⌊c_x⌋); the heat-map
+Targets (tasks/centernet_targets.py, NumPy only): each plate's centre c = box centre / 4 lies in cell (⌊c_y⌋, ⌊c_x⌋); the heat-map
 target is exp(−dx²/2σx² − dy²/2σy²) around it (exactly 1 in the centre cell, the maximum over plates),
 σ = max(0.5, 0.54 · box side in cells / 6) per axis (TTFNet's elliptical Gaussian, so a wide flat plate gets
 a wide flat bump); the size and offset targets are set in the centre cell only.
@@ -38,15 +38,13 @@ from tinycnn import layers
 from tinycnn.ops.detection import sigmoid_focal_loss
 
 from .box_ops import augment_sample, boxes_to_letterbox, fill_mask_from_boxes
+from .centernet_targets import STRIDE, boxes_at, encode_batch, encode_targets, pad_boxes, valid_boxes  # noqa: F401
 from .detection_metrics import detection_metrics, draw_pr_curve, pairwise_iou
 from .plates_models import ConvBNReLU6, inverted_residual_stack, scaled_channels
 from .plates_pipeline import (PlateTraining, data_source, draw_boxes, evaluate_split, output_path, predict_photos,
                               read_annotation_csv, to_model_input)
 
-STRIDE = 4
 HEAT_PRIOR = -2.19          # log(0.1 / 0.9): the heat-map starts at 0.1 everywhere (CenterNet's bias init)
-GAUSSIAN_ALPHA = 0.54       # TTFNet's σ = α · side / 6
-MIN_SIGMA = 0.5             # cells
 MAX_DETECTIONS = 100
 SCORE_THRESHOLD = 0.3       # the default threshold of predict, redact and precision/recall/F1
 DEFAULT_LR = 1e-3
@@ -123,52 +121,6 @@ class PlateCenterNet(tinycnn.Model):
         return {"width": self.width, "neck": self.neck}
 
 
-# ------------------------------------------------------------------------------------------ targets
-
-def valid_boxes(padded):
-    """The real boxes of a padded (M, 4) row set: those with a positive width and height."""
-    padded = np.asarray(padded, np.float32).reshape(-1, 4)
-    return padded[(padded[:, 2] > padded[:, 0]) & (padded[:, 3] > padded[:, 1])]
-
-
-def pad_boxes(box_sets, rows=None):
-    """A list of (K_i, 4) arrays -> (N, rows, 4) float32, padded with −1 (rows: at least the largest K_i)."""
-    rows = max([len(b) for b in box_sets] + [1, rows or 0])
-    out = np.full((len(box_sets), rows, 4), -1.0, np.float32)
-    for i, boxes in enumerate(box_sets):
-        out[i, :len(boxes)] = boxes
-    return out
-
-
-def encode_targets(boxes, grid):
-    """One picture's boxes (K, 4) in canvas pixels -> (heat (grid, grid), regression (4, grid, grid),
-    centre mask (grid, grid) bool) on the stride-4 grid."""
-    heat = np.zeros((grid, grid), np.float32)
-    regression = np.zeros((4, grid, grid), np.float32)
-    centres = np.zeros((grid, grid), bool)
-    rows, cols = np.arange(grid, dtype=np.float32)[:, None], np.arange(grid, dtype=np.float32)[None, :]
-    for x0, y0, x1, y1 in valid_boxes(boxes) / STRIDE:
-        cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
-        col, row = min(int(cx), grid - 1), min(int(cy), grid - 1)
-        sx, sy = max(MIN_SIGMA, GAUSSIAN_ALPHA * w / 6), max(MIN_SIGMA, GAUSSIAN_ALPHA * h / 6)
-        bump = np.exp(-((cols - col) ** 2 / (2 * sx * sx) + (rows - row) ** 2 / (2 * sy * sy)))
-        np.maximum(heat, bump, out=heat)
-        regression[:, row, col] = (np.log(w), np.log(h), cx - col, cy - row)
-        centres[row, col] = True
-    return heat, regression, centres
-
-
-def encode_batch(padded, size):
-    """(N, M, 4) normalised padded boxes on an S-pixel canvas -> (heat (N, 1, g, g), regression (N, 4, g, g),
-    centre mask (N, 4, g, g) float32) with g = S / 4."""
-    grid = size // STRIDE
-    encoded = [encode_targets(boxes * size, grid) for boxes in np.asarray(padded, np.float32)]
-    heat = np.stack([e[0] for e in encoded])[:, None]
-    regression = np.stack([e[1] for e in encoded])
-    mask = np.repeat(np.stack([e[2] for e in encoded])[:, None], 4, axis=1).astype(np.float32)
-    return heat, regression, mask
-
-
 def decode(output, threshold=SCORE_THRESHOLD, max_detections=MAX_DETECTIONS):
     """One picture's output (5, g, g) -> (boxes (K, 4) canvas pixels, scores (K,)), best first."""
     output = np.asarray(output, np.float32)
@@ -178,12 +130,7 @@ def decode(output, threshold=SCORE_THRESHOLD, max_detections=MAX_DETECTIONS):
     rows, cols = np.nonzero((heat >= pooled) & (heat >= threshold))
     scores = heat[rows, cols]
     order = np.argsort(-scores, kind="stable")[:max_detections]
-    rows, cols, scores = rows[order], cols[order], scores[order]
-    log_w, log_h, off_x, off_y = output[1:, rows, cols].astype(np.float64)
-    cx, cy = (cols + off_x) * STRIDE, (rows + off_y) * STRIDE
-    w, h = np.exp(np.clip(log_w, -10, 10)) * STRIDE, np.exp(np.clip(log_h, -10, 10)) * STRIDE
-    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float32)
-    return boxes.reshape(-1, 4), scores.astype(np.float32)
+    return boxes_at(output, rows[order], cols[order]), scores[order].astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------ loss
