@@ -14,7 +14,8 @@ PlateSegmenter is a U-Net-style fully convolutional encoder-decoder: conv blocks
 transposed convolutions (or bilinear upsampling + 1x1 conv) up, the encoder's maps concatenated onto the
 decoder's at each scale (skip connections), and a 1x1 conv to the classes with a per-pixel softmax.
 
-Both save and load by `get_config` (the __init__ arguments), so `tinycnn.load_model` rebuilds them.
+Both are tinycnn.Model subclasses (they train with fit; their blocks are plain Modules, layers) and save and
+load by `get_config` (the __init__ arguments), so `tinycnn.load_model` rebuilds them.
 """
 import tinycnn
 from tinycnn import layers
@@ -89,7 +90,7 @@ def inverted_residual_stack(in_channels, blocks, width, data_format="channels_fi
     return stack, in_channels
 
 
-class PlateBoxRegressor(tinycnn.Module):
+class PlateBoxRegressor(tinycnn.Model):
     """MobileNetV2-style backbone -> global average pooling -> Dense(4) + sigmoid: one normalised box.
 
     The output is (xmin, ymin, xmax, ymax) divided by the letterbox side, in [0, 1]. The tutorial's model
@@ -168,7 +169,7 @@ class UpStep(tinycnn.Module):
         return self.mix(x) if self.mix is not None else x
 
 
-class PlateSegmenter(tinycnn.Module):
+class PlateSegmenter(tinycnn.Model):
     """U-Net-style segmenter: (N, 3, S, S) -> (N, classes, S, S) softmax probabilities (class 1 = plate).
 
     `filters` channels at full resolution, doubled at each of the `depth` poolings; S must divide by 2**depth.

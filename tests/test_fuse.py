@@ -115,7 +115,7 @@ def test_a_subclass_is_fused_only_when_it_declares_it():
 
 def test_a_declared_group_in_a_module():
     """A hand-written Module's declared (conv, bn, activation) group: its forward runs unchanged on the form."""
-    class Block(tinycnn.Module):
+    class Block(tinycnn.Model):
         fusable = (("conv", "bn", "act"),)
 
         def __init__(self):

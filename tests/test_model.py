@@ -193,8 +193,8 @@ def test_crash_during_save_keeps_previous_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["m.tcnn"]  # no temporary file left behind
 
 
-class TinyFCN(tinycnn.Module):
-    """A Module with a skip connection, saved and loaded by its config."""
+class TinyFCN(tinycnn.Model):
+    """A subclassed Model with a skip connection, saved and loaded by its config."""
 
     def __init__(self, classes=2):
         super().__init__()

@@ -13,15 +13,15 @@ from tinycnn.saving import HEADER, ModelFileError
 
 
 def _net_class(module, offset, name="Net"):
-    """A one-layer Module called `name` whose class says it is defined in `module` (its output + offset)."""
+    """A one-layer Model called `name` whose class says it is defined in `module` (its output + offset)."""
     def __init__(self):
-        tinycnn.Module.__init__(self)
+        tinycnn.Model.__init__(self)
         self.dense = layers.Dense(2)
 
     def forward(self, x):
         return self.dense(x) + offset
 
-    return type(name, (tinycnn.Module,), {"__module__": module, "__init__": __init__, "forward": forward})
+    return type(name, (tinycnn.Model,), {"__module__": module, "__init__": __init__, "forward": forward})
 
 
 def _rewrite_header(path, **changes):

@@ -64,7 +64,8 @@ from . import functional  # noqa: E402
 from .random import manual_seed  # noqa: E402
 from .nn import Module, Parameter  # noqa: E402
 from .models import Sequential  # noqa: E402
-from .functional_model import Input, Model  # noqa: E402
+from .model import Model  # noqa: E402
+from .functional_model import Input  # noqa: E402
 from . import layers, losses, metrics, optimizers, callbacks  # noqa: E402
 from . import applications  # noqa: E402
 from .saving import load_model, ModelFileError  # noqa: E402

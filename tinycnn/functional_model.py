@@ -30,17 +30,18 @@ from .keras_layout import keras_shape
 from .keras_tensor import KerasTensor, Node, wants_channels_last
 from .layers import Activation, Dropout, Input, InputLayer, LeakyReLU, Rescaling  # noqa: F401  (Input: layers_input.py)
 from .layers_merge import _ElementwiseMerge
+from .model import Model
 from .nn import Module
 
 _model_numbers = itertools.count(1)
 
 
-class Model(Module):
+class Functional(Model):
+    """What `tinycnn.Model(inputs, outputs)` makes (tinycnn/model.py): a graph of layer calls."""
     input_format = "channels_last"
 
     def __init__(self, inputs, outputs, name=None):
-        super().__init__()
-        self.name = name or f"model_{next(_model_numbers)}"
+        super().__init__(name or f"model_{next(_model_numbers)}")
         self._inputs_as_list = isinstance(inputs, (list, tuple))
         self._outputs_as_list = isinstance(outputs, (list, tuple))
         object.__setattr__(self, "inputs", list(inputs) if self._inputs_as_list else [inputs])

@@ -10,18 +10,18 @@ import numpy as np
 
 from .fuse import training_steps
 from .keras_tensor import wants_channels_last
+from .model import Model
 from .nn import Module
 from .saving import load_model  # noqa: F401  (tinycnn.models.load_model, as Keras has it)
 from .tensor import Tensor, no_grad
 
 
-class Sequential(Module):
+class Sequential(Model):
     input_format = "channels_last"
     sequence = "layers"  # fuse.py fuses neighbouring layers for inference (conv + batch norm, conv + pool)
 
     def __init__(self, layers=None, name="sequential"):
-        super().__init__()
-        self.name = name
+        super().__init__(name)
         self.layers = []
         object.__setattr__(self, "_steps", [])
         self.build_input_shape = None

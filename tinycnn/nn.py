@@ -11,15 +11,17 @@
             return {"classes": 2}
 
 Attributes that are Parameters, Modules or lists of Modules are registered by `__setattr__`, so
-`parameters()`, `state_dict()`, `to(device)`, `train()` and `eval()` reach them. Every Module also has the
-Keras-style training API (`compile`, `fit`, `evaluate`, `predict`, `save`) from tinycnn/training.py.
+`parameters()`, `state_dict()`, `to(device)`, `train()` and `eval()` reach them. A Module is a layer: the
+training API (`compile`, `fit`, `evaluate`, `predict`, `save`) is a Model's (tinycnn/model.py): subclass
+tinycnn.Model instead of tinycnn.Module for the network you train.
 """
 import numpy as np
 
 from .keras_tensor import call_symbolic, is_symbolic
 from .registry import CLASSES
 from .tensor import Tensor
-from .training import TrainingAPI
+
+_MODEL_METHODS = ("compile", "fit", "evaluate", "predict", "save", "train_step", "test_step", "predict_step")
 
 
 class Parameter(Tensor):
@@ -29,7 +31,7 @@ class Parameter(Tensor):
         super().__init__(data, requires_grad=True, dtype=dtype)
 
 
-class Module(TrainingAPI):
+class Module:
     registry = CLASSES  # "module.Class" -> class, for load_model (it rebuilds from a config: registry.py)
     input_format = "channels_first"  # fit/predict take (N, C, H, W) arrays; Sequential says channels_last
     # What the inference pass (tinycnn/fuse.py) may fuse, declared: `fusable`, (conv, batch norm[, activation])
@@ -67,6 +69,17 @@ class Module(TrainingAPI):
         """A tensor saved with the model and moved by `to`, but not trained (batch-norm statistics)."""
         self._buffers[name] = tensor
         object.__setattr__(self, name, tensor)
+
+    def __getattr__(self, name):  # only for names not found: a layer asked to train says what to do
+        if name in _MODEL_METHODS:
+            raise AttributeError(f"{type(self).__name__} is a tinycnn.Module (a layer) and has no {name}(): "
+                                 f"subclass tinycnn.Model instead (same __init__ and forward) to train it")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __repr__(self):
+        inner = [f"  ({name}): " + repr(module).replace("\n", "\n  ") for name, module in self._modules.items()]
+        head = f"{type(self).__name__}({_repr_config(self)})"
+        return head if not inner else head[:-1] + "\n" + "\n".join(inner) + "\n)"
 
     # ------------------------------------------------------------------ calling
     def forward(self, *args):
@@ -141,6 +154,35 @@ class Module(TrainingAPI):
             tensor.grad = None
             tensor.bump_version()
 
+    def get_weights(self):
+        """Keras' list of weight arrays (copies): each layer's parameters, then its buffers (batch-norm
+        statistics), layer by layer in the order the layers were made."""
+        return [tensor.numpy().copy() for tensor in self._weight_tensors()]
+
+    def set_weights(self, weights):
+        """Set every weight from a list as get_weights gives it (same order and shapes)."""
+        tensors = self._weight_tensors()
+        weights = list(weights)
+        if len(weights) != len(tensors):
+            raise ValueError(f"{type(self).__name__}.set_weights: expected {len(tensors)} arrays, got {len(weights)}")
+        for index, (tensor, array) in enumerate(zip(tensors, weights)):
+            array = np.asarray(array)
+            if array.shape != tuple(tensor.shape):
+                raise ValueError(f"{type(self).__name__}.set_weights: array {index} has shape {array.shape}, "
+                                 f"the weight has {tuple(tensor.shape)}")
+            tensor.data = Tensor(array.astype(tensor.dtype), device=tensor.device).data
+            tensor.grad = None
+            tensor.bump_version()
+
+    def _weight_tensors(self):
+        seen, tensors = set(), []
+        for _, module in self.named_modules():
+            for tensor in list(module._parameters.values()) + list(module._buffers.values()):
+                if id(tensor) not in seen:
+                    seen.add(id(tensor))
+                    tensors.append(tensor)
+        return tensors
+
     def save_weights(self, path):
         """Every parameter and buffer to a .safetensors file, by state_dict() name (tinycnn/weights.py)."""
         from .weights import save_weights
@@ -163,3 +205,13 @@ class Module(TrainingAPI):
                 tensor.bump_version()
             object.__setattr__(module, "device", device)
         return self
+
+
+def _repr_config(module):
+    """A layer's config as keyword arguments (its name first), for repr; '' for a config that is empty."""
+    try:
+        config = module.get_config()
+    except Exception:  # noqa: BLE001  (repr must not fail on a half-built module)
+        config = {}
+    parts = [f"{key}={value!r}" for key, value in config.items() if key != "layers" and not isinstance(value, (dict, list)) or key == "input_shape"]
+    return ", ".join(parts)
