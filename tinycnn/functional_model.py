@@ -32,6 +32,7 @@ from .layers import Activation, Dropout, Input, InputLayer, LeakyReLU, Rescaling
 from .layers_merge import _ElementwiseMerge
 from .model import Model
 from .nn import Module
+from .registry import CLASSES, from_config, layer_class
 
 _model_numbers = itertools.count(1)
 
@@ -139,7 +140,7 @@ class Functional(Model):
 
         return {
             "name": self.name,
-            "layers": [{"class": type(layer).__name__, "module": type(layer).__module__, "config": layer.get_config()}
+            "layers": [dict(zip(("class", "module"), CLASSES.describe(type(layer))), config=layer.get_config())
                        for layer in self.layers],
             "nodes": [{"layer": node.layer.name, "inputs": None if node.inputs is None else refs(node.inputs)}
                       for node in self._nodes],
@@ -151,12 +152,7 @@ class Functional(Model):
     def from_config(cls, config):
         layers = {}
         for spec in config["layers"]:
-            layer_class = Module.registry.lookup(spec["class"], spec.get("module", ""))
-            if layer_class is None:
-                raise ValueError(f"unknown layer class {spec['class']!r} in the model file (a user layer: import "
-                                 "the module that defines it before loading)")
-            layer = layer_class.from_config(spec["config"]) if hasattr(layer_class, "from_config") \
-                else layer_class(**spec["config"])
+            layer = from_config(layer_class(spec), spec["config"])
             layers[spec["config"].get("name", getattr(layer, "name", None))] = layer
         made = []  # each node's output tensors, in order
         for spec in config["nodes"]:

@@ -343,8 +343,26 @@ class GlobalAveragePooling2D(Layer):
 
 
 class Flatten(Layer):
+    """(N, ...) -> (N, features). An image map (NCHW inside) is flattened in Keras' (H, W, C) order, so that a
+    Dense after it takes converted Keras weights as they are (Keras' Flatten keeps that order in both data
+    formats). Files saved before this flattened in (C, H, W) order: their config has no `keras_order`, and
+    from_config keeps the old order for them. (PyTorch's order in a Module of one's own: x.flatten(1).)"""
+
+    def __init__(self, keras_order=True, name=None, input_shape=None):
+        super().__init__(name, input_shape)
+        self.keras_order = bool(keras_order)
+
     def forward(self, x):
+        if self.keras_order and x.ndim == 4:
+            x = x.transpose(0, 2, 3, 1)
         return x.flatten(1)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**dict({"keras_order": False}, **config))
+
+    def config(self):
+        return dict(super().config(), keras_order=self.keras_order)
 
 
 class Dense(Layer):
@@ -468,18 +486,42 @@ class Activation(Layer):
 
 
 class ReLU(Activation):
+    """Keras' ReLU: y = max_value for x ≥ max_value, x for threshold ≤ x < max_value, negative_slope·(x −
+    threshold) below the threshold. The plain ReLU and ReLU6 are one fused kernel each (and fuse into a conv or
+    batch norm before them, fuse.py); any other setting is composed of ops (leaky ReLU, ReLU, a mask)."""
     fuses_as = "activation"
 
-    def __init__(self, max_value=None, name=None, input_shape=None):
-        if max_value not in (None, 6, 6.0):
-            raise ValueError("ReLU supports max_value None or 6 (ReLU6)")
-        super().__init__("relu6" if max_value else "relu", name, input_shape)
-        self.max_value = max_value
+    def __init__(self, max_value=None, negative_slope=0.0, threshold=0.0, name=None, input_shape=None):
+        if max_value is not None and float(max_value) < 0:
+            raise ValueError(f"ReLU: max_value must be ≥ 0, got {max_value}")
+        if float(negative_slope) < 0:
+            raise ValueError(f"ReLU: negative_slope must be ≥ 0, got {negative_slope}")
+        max_value = None if max_value is None else float(max_value)
+        plain = float(negative_slope) == 0.0 and float(threshold) == 0.0 and max_value in (None, 6.0)
+        super().__init__(("relu6" if max_value else "relu") if plain else None, name, input_shape)
+        self.max_value, self.negative_slope, self.threshold = max_value, float(negative_slope), float(threshold)
+
+    def forward(self, x):
+        if self.activation is not None:
+            return activate(self.activation, x)
+        shifted = x - self.threshold if self.threshold else x
+        y = F.leaky_relu(shifted, self.negative_slope) if self.negative_slope else F.relu(shifted)
+        if self.threshold:  # at and above the threshold the output is x itself: add the threshold back there
+            above = (shifted.numpy() >= 0).astype(x.dtype) * self.threshold
+            y = y + Tensor(above, device=x.device)
+        if self.max_value is not None:
+            y = self.max_value - F.relu(self.max_value - y)  # min(y, max_value)
+        return y
 
     def config(self):
         config = super().config()
         config.pop("activation")
-        return dict(config, max_value=self.max_value)
+        config["max_value"] = self.max_value
+        if self.negative_slope:
+            config["negative_slope"] = self.negative_slope
+        if self.threshold:
+            config["threshold"] = self.threshold
+        return config
 
 
 # ---------------------------------------------------------------------- argument helpers

@@ -10,6 +10,13 @@ with the same name in different modules are two entries; neither replaces the ot
 A bare name (what older model files and layer configs store) is found when exactly one registered class has
 it; when several do, the lookup fails with an error that names each candidate. `tasks.*` and `tinycnn.tasks.*`
 are one module (tasks/ is installed as tinycnn.tasks; a source checkout can import it under either name).
+
+A user's layer or model registered once under a package name (Keras' `register_keras_serializable`) is saved
+under that name instead of its module's, so a file made in a notebook (module `__main__`) loads in any script
+that defines or imports the class:
+
+    @tinycnn.saving.register_serializable(package="my_layers")
+    class Scale(tinycnn.layers.Layer): ...          # saved as class "Scale", module "my_layers"
 """
 
 
@@ -32,6 +39,19 @@ class ClassRegistry:
         self._classes[self.key(cls)] = cls
         return cls
 
+    def register_as(self, cls, package, name):
+        cls._registered_as = (package, name)
+        self._classes[f"{package}.{name}"] = cls
+        return cls
+
+    @staticmethod
+    def describe(cls):
+        """(class name, module) as a model file stores them: a registered package name wins."""
+        registered = cls.__dict__.get("_registered_as")
+        if registered is not None:
+            return registered[1], registered[0]
+        return cls.__name__, cls.__module__
+
     @staticmethod
     def key(cls):
         return f"{canonical_module(cls.__module__)}.{cls.__qualname__}"
@@ -45,7 +65,12 @@ class ClassRegistry:
                 return found
         if "." in name and name in self._classes:
             return self._classes[name]
-        candidates = sorted(key for key, cls in self._classes.items() if cls.__qualname__ == name)
+        candidates, classes = [], set()
+        for key, cls in sorted(self._classes.items()):
+            named = cls.__qualname__ == name or cls.__dict__.get("_registered_as", ("", ""))[1] == name
+            if named and id(cls) not in classes:  # a class under two keys is one candidate
+                candidates.append(key)
+                classes.add(id(cls))
         if len(candidates) > 1:
             raise AmbiguousClassError(f"class name {name!r} is ambiguous: {' and '.join(candidates)} are both "
                                       "registered; the model file does not say which")
@@ -73,3 +98,27 @@ class ClassRegistry:
 
 
 CLASSES = ClassRegistry()
+
+
+def register_serializable(package="Custom", name=None):
+    """Class decorator: save this layer or model under `package` (and `name`, default the class name), so
+    load_model finds it by that name wherever the class is defined (Keras' register_keras_serializable)."""
+    def register(cls):
+        return CLASSES.register_as(cls, str(package), str(name or cls.__name__))
+    return register
+
+
+def from_config(cls, config):
+    """An instance of a registered class from its saved config: its from_config if it has one, else
+    cls(**config)."""
+    return cls.from_config(config) if hasattr(cls, "from_config") else cls(**config)
+
+
+def layer_class(spec, where="the model file"):
+    """The class of a saved layer spec {"class", "module"?}; a ValueError naming it when none is registered."""
+    found = CLASSES.lookup(spec["class"], spec.get("module", ""))
+    if found is None:
+        raise ValueError(f"unknown layer class {spec['class']!r} (module {spec.get('module', '?')!r}) in {where}: a "
+                         "user layer's module must be imported (or the class registered with "
+                         "tinycnn.saving.register_serializable) before loading")
+    return found

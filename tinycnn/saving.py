@@ -35,7 +35,7 @@ import zipfile
 import numpy as np
 
 from .checks import UserInputError
-from .registry import CLASSES, AmbiguousClassError
+from .registry import CLASSES, AmbiguousClassError, register_serializable  # noqa: F401  (tinycnn.saving.register_serializable)
 
 FORMAT = "tinycnn-model"
 VERSION = 1
@@ -63,7 +63,7 @@ def save_model(model, path, include_optimizer=True):
     path = os.fspath(path)
     header = {
         "format": FORMAT, "version": VERSION,
-        "class": type(model).__name__, "module": type(model).__module__,
+        "class": CLASSES.describe(type(model))[0], "module": CLASSES.describe(type(model))[1],
         "config": model.get_config(),
         "input_shape": list(getattr(model, "build_input_shape", None) or []) or None,
         "metadata": getattr(model, "metadata", {}) or {},
