@@ -283,3 +283,23 @@ def test_opsets(opset, tmp_path):
     got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     assert np.abs(got - forward(model, x)).max() <= TOLERANCE
     assert onnx.load(str(path)).opset_import[0].version == opset
+
+
+def test_command_line_takes_the_size_from_a_plate_model_file(tmp_path):
+    from tinycnn.export import main
+    model = randomise_statistics(build(PlateBoxRegressor(width=0.25, head_channels=16), (3, 32, 32)))
+    model.metadata = {"task": "plates-box", "img_size": 32}
+    model.build_input_shape = (3, 32, 32)  # as fit records it: load_model builds the layers from it
+    model.compile(loss="mse", optimizer="adam")
+    model.save(str(tmp_path / "best.tcnn"))
+    assert main([str(tmp_path / "best.tcnn"), str(tmp_path / "m.onnx")]) == 0
+    x = np.random.default_rng(0).random((2, 3, 32, 32)).astype(np.float32)  # NCHW, as the plate model takes
+    got = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    assert np.abs(got - model.predict(x)).max() <= TOLERANCE
+
+
+def test_several_inputs_are_refused(tmp_path):
+    a, b = tinycnn.Input((4, 4, 2)), tinycnn.Input((4, 4, 2))
+    model = tinycnn.Model([a, b], layers.Add()([a, b]))
+    with pytest.raises(ExportError, match="2 inputs"):
+        export(model, tmp_path / "x.onnx")

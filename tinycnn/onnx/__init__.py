@@ -39,6 +39,9 @@ def export(model, path, input_shape=None, opset=17, dynamic_batch=True):
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
         raise ExportError(f"export: opset must be an int from {MIN_OPSET} to {newest} (onnx {onnx.__version__}), "
                           f"got {opset!r}")
+    if len(getattr(model, "inputs", None) or []) > 1:
+        raise ExportError(f"export: model '{getattr(model, 'name', '')}' has {len(model.inputs)} inputs; "
+                          "models with one input are exported")
     sample = _sample_shape(model, input_shape)
     channels_last = model.input_format == "channels_last" and len(sample) == 3
     traces = _traces(model, sample, channels_last, (2, 3) if dynamic_batch else (1,))
