@@ -241,9 +241,14 @@ def test_fixed_batch_and_opset(tmp_path):
         export(model, path, opset=9)
 
 
-def test_unknown_input_shape_is_asked_for(tmp_path):
+def test_unknown_input_shape_is_asked_for_or_read_from_metadata(tmp_path):
+    model = PlateBoxRegressor(width=0.25, head_channels=16)
     with pytest.raises(ExportError, match="input_shape"):
-        export(PlateBoxRegressor(width=0.25), tmp_path / "x.onnx")
+        export(model, tmp_path / "x.onnx")
+    model.metadata = {"task": "plates-box", "img_size": 32}  # what a trained plate model's file carries
+    export(model, tmp_path / "x.onnx")
+    dims = onnx.load(str(tmp_path / "x.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["N", 3, 32, 32]
 
 
 def test_command_line_exports_a_model_file(tmp_path, capsys):
