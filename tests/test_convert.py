@@ -222,3 +222,26 @@ def test_command_line_writes_a_plate_init_folder(tmp_path):
     model = tinycnn.load_model(str(tmp_path / "init" / "best.tcnn"), compile=False)
     assert type(model).__name__ == "PlateBoxRegressor"
     assert np.array_equal(model.state_dict()["stem.conv.kernel"], torchvision_state()["features.0.0.weight"])
+
+
+def test_pth_without_torch_says_what_to_do(tmp_path):
+    try:
+        import torch  # noqa: F401
+        pytest.skip("torch is installed here: a .pth is read")
+    except ImportError:
+        pass
+    from tinycnn.convert import read_state
+    (tmp_path / "m.pth").write_bytes(b"")
+    with pytest.raises(ConversionError, match="needs torch.*safetensors"):
+        read_state(tmp_path / "m.pth")
+
+
+def test_keras_file_through_the_command_line(tmp_path):
+    pytest.importorskip("h5py")
+    expected = keras_file(tmp_path / "m.weights.h5", small_model())
+    out = tmp_path / "k.safetensors"
+    assert main([str(tmp_path / "m.weights.h5"), str(out), "--input-shape", f"{SIDE},{SIDE},3", "--alpha",
+                 str(ALPHA), "--classes", str(CLASSES)]) == 0
+    model = small_model()
+    model.load_weights(out)
+    assert np.array_equal(model.state_dict()["block_3_depthwise.kernel"], expected["block_3_depthwise.kernel"])
