@@ -308,3 +308,9 @@ def test_several_inputs_are_refused(tmp_path):
     model = tinycnn.Model([a, b], layers.Add()([a, b]))
     with pytest.raises(ExportError, match="2 inputs"):
         export(model, tmp_path / "x.onnx")
+
+
+def test_flat_inputs(tmp_path):
+    model = build(tinycnn.Sequential([layers.Dense(4, activation="tanh"), layers.Dense(2)]), (6,))
+    proto = assert_exports(model, (6,), tmp_path, input_shape=(6,), name="dense_only")
+    assert json.loads({p.key: p.value for p in proto.metadata_props}["preprocessing"])["layout"] == "flat"

@@ -196,10 +196,10 @@ def model_metadata(model, sample, channels_last):
     what to do to an image before the model: size, colour mode, scaling, layout, class names."""
     meta = {k: v for k, v in (getattr(model, "metadata", None) or {}).items() if k not in SKIPPED_METADATA}
     props = {str(k): v if isinstance(v, str) else json.dumps(v, default=str) for k, v in meta.items()}
-    height, width, channels = sample if channels_last else (sample[1:] + sample[:1] if len(sample) == 3 else (None,) * 3)
     pre = {"layout": "NHWC" if channels_last else ("NCHW" if len(sample) == 3 else "flat"),
            "input_shape": list(sample)}
-    if channels:
+    if len(sample) == 3:
+        (height, width, channels) = sample if channels_last else (sample[1], sample[2], sample[0])
         pre.update(height=height, width=width, colour_mode={1: "grayscale", 3: "rgb"}.get(channels, f"{channels}"))
     if "task" in meta:  # tinycnn's tasks read images as pixels / 255 (tinycnn/data/images.py)
         pre["scale"] = 1 / 255
