@@ -12,9 +12,20 @@ Presets (`--model`):
   Dense; flips, random resized crops and brightness/contrast jitter; AdamW 1e-3 (weight decay 1e-4) with a
   cosine schedule, 15 epochs.
 Two classes train a sigmoid output with binary cross-entropy; more classes a softmax with cross-entropy.
-Without --data the task trains on built-in procedurally drawn cats and dogs (tinycnn.tasks.synthetic_catdog).
+Without --data the task trains on built-in procedurally drawn cats and dogs (tinycnn.tasks.synthetic_catdog),
+drawn once into a folder of the user cache.
 The model file records the task, the class names and the preprocessing, so evaluate and predict need no flags.
+
+Data: the photos stream (tinycnn.data.image_dataset_from_directory), so memory holds a few batches whatever the
+folder's size. A folder of class sub-folders is split per class (stratified, seeded by --seed), a folder with
+train/ and val/ is taken as it is. The first epoch decodes every photo once into a uint8 file in the user cache
+(`$XDG_CACHE_HOME` or ~/.cache, /tinycnn/datasets; `Dataset.cache(path)`, rebuilt when the folder or the
+settings change), which later epochs and later runs read back through a memory map, reshuffled every epoch;
+--no-cache decodes the photos again in every epoch instead (no disk space, more CPU). Evaluate and predict
+decode the photos exactly as training did.
 """
+import hashlib
+import json
 import math
 import os
 import sys
@@ -25,9 +36,11 @@ import numpy as np
 import tinycnn
 from tinycnn import layers
 from tinycnn.callbacks import LearningRateScheduler
+from tinycnn.checks import UserInputError
+from tinycnn.data import image_dataset_from_directory
 from tinycnn.data.augment import Augment
-from tinycnn.data.folder import balanced_class_weights, class_counts, load_image_folder, load_train_val
-from tinycnn.data.images import load_image
+from tinycnn.data.directory import decode_image_file
+from tinycnn.data.folder import balanced_class_weights, class_counts, has_split_folders, user_cache_dir
 
 from .common import Training, add_common_train_arguments, print_json
 from .synthetic_catdog import ensure_builtin_catdog
@@ -94,6 +107,9 @@ def add_train_arguments(parser):
     augment.add_argument("--no-augment", dest="augment", action="store_false")
     parser.add_argument("--builtin-size", type=int, default=BUILTIN_TRAIN["n_per_class"],
                         help="images per class of the built-in data (when no --data)")
+    parser.add_argument("--no-cache", dest="cache", action="store_false",
+                        help="decode the photos again every epoch instead of caching them decoded (uint8) in the "
+                             "user cache after the first")
 
 
 class CatDogTraining(Training):
@@ -113,8 +129,8 @@ class CatDogTraining(Training):
         data_root = settings["data"] or ensure_builtin_catdog(n_per_class=args.builtin_size,
                                                               seed=BUILTIN_TRAIN["seed"])
         settings["data"] = data_root
-        train_set, val_set = load_train_val(data_root, settings["img_size"], settings["grayscale"],
-                                            settings["resize"], val_fraction=args.val_split, seed=args.seed)
+        train_set, val_set = training_datasets(data_root, settings, args.val_split, args.seed,
+                                               cache=getattr(args, "cache", True))
         _report_counts(train_set, val_set)
         return train_set, val_set
 
@@ -140,8 +156,7 @@ class CatDogTraining(Training):
             augment = lambda xb, yb: (augmenter(xb), yb)  # noqa: E731
         balanced = args.class_weight == "balanced"
         self.started = time.perf_counter()
-        return dict(x=train_set.images, y=train_set.labels, batch_size=settings["batch_size"],
-                    epochs=settings["epochs"], validation_data=(val_set.images, val_set.labels),
+        return dict(x=train_set, epochs=settings["epochs"], validation_data=val_set,
                     verbose=0 if args.quiet else 1, augment=augment, callbacks=callbacks,
                     class_weight=balanced_class_weights(train_set.labels) if balanced else None)
 
@@ -176,8 +191,63 @@ def _cosine(base_lr, epochs):
 
 
 def _report_counts(train_set, val_set):
-    print("train: " + ", ".join(f"{k} {v}" for k, v in train_set.class_counts().items()) +
-          " | val: " + ", ".join(f"{k} {v}" for k, v in val_set.class_counts().items()))
+    counts = [class_counts(ds.labels, ds.class_names) for ds in (train_set, val_set)]
+    print("train: " + ", ".join(f"{k} {v}" for k, v in counts[0].items()) +
+          " | val: " + ", ".join(f"{k} {v}" for k, v in counts[1].items()))
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+def decoding(settings):
+    """image_dataset_from_directory's decoding arguments for a run's settings (or a model's metadata)."""
+    size = settings["img_size"]
+    return dict(image_size=(size, size), color_mode="grayscale" if settings["grayscale"] else "rgb",
+                crop_to_aspect_ratio=settings["resize"] == "crop", pad_to_aspect_ratio=settings["resize"] == "pad")
+
+
+def to_unit(images, labels):
+    """A batch's pixels 0..255 -> 0..1 (what the models were built for)."""
+    return images / np.float32(255), labels
+
+
+def training_datasets(root, settings, val_split, seed, cache=True):
+    """(train, val) Datasets of (images (B, S, S, C) in [0, 1], int labels) batches streamed from `root`:
+    root/train + root/val as they are, else a stratified split of root's class folders seeded by `seed`.
+    Each carries the listing's class_names, labels, file_paths and skipped; see the module docstring."""
+    common = dict(decoding(settings), batch_size=None if cache else settings["batch_size"], seed=seed)
+    if has_split_folders(root):
+        train = image_dataset_from_directory(os.path.join(root, "train"), shuffle=not cache, **common)
+        val = image_dataset_from_directory(os.path.join(root, "val"), shuffle=False, **common)
+        if train.class_names != val.class_names:
+            raise UserInputError(f"{root}: train/ and val/ have different class folders: "
+                                 f"train {train.class_names}, val {val.class_names}")
+    else:
+        train, val = image_dataset_from_directory(root, validation_split=val_split, subset="both", stratify=True,
+                                                  shuffle=not cache, **common)
+    if not cache:
+        return _in_unit_range(train, train), _in_unit_range(val, val)
+    return (_cached_batches(train, root, "train", settings, seed=seed),
+            _cached_batches(val, root, "val", settings, seed=None))
+
+
+def _cached_batches(images, root, name, settings, seed):
+    """Single decoded images -> a uint8 cache file in the user cache (written in the first epoch) -> shuffled
+    by row number each epoch when seed is given -> batches in [0, 1]."""
+    key = hashlib.sha256(json.dumps([os.path.abspath(root), name, decoding(settings)]).encode()).hexdigest()[:20]
+    path = os.path.join(user_cache_dir(), "datasets", f"{os.path.basename(os.path.abspath(root))}-{name}-{key}")
+    ds = images.cache(path)
+    if seed is not None:
+        ds = ds.shuffle(len(ds), seed)
+    return _in_unit_range(ds.batch(settings["batch_size"]), images)
+
+
+def _in_unit_range(batches, listing):
+    """batches scaled to [0, 1] in a background thread, with the listing's class_names, labels, file_paths and
+    skipped."""
+    ds = batches.map(to_unit, 1).prefetch(2)
+    for name in ("class_names", "labels", "file_paths", "skipped"):
+        setattr(ds, name, getattr(listing, name))
+    return ds
 
 
 # ---------------------------------------------------------------------------------------------- evaluate
@@ -186,12 +256,14 @@ def evaluate(args):
     model = tinycnn.load_model(args.model, device=args.device)
     meta = model.metadata
     root = args.data or ensure_builtin_catdog(**BUILTIN_TEST)
-    data = load_image_folder(root, meta["img_size"], meta["grayscale"], meta["resize"])
+    data = image_dataset_from_directory(root, shuffle=False, batch_size=args.batch_size, **decoding(meta))
     if data.class_names != meta["class_names"]:
         raise SystemExit(f"error: {root} has classes {data.class_names}, the model knows {meta['class_names']}")
-    predicted = predicted_classes(model.predict(data.images, batch_size=args.batch_size))
-    report = classification_report(data.labels, predicted, data.class_names)
-    report.update(model=args.model, data=root, images=len(data))
+    predicted = predicted_classes(model.predict(data.map(to_unit, 1)))
+    skipped = {path for path, _ in data.skipped}          # known after the pass: predictions skip them
+    labels = np.array([label for path, label in zip(data.file_paths, data.labels) if path not in skipped])
+    report = classification_report(labels, predicted, data.class_names)
+    report.update(model=args.model, data=root, images=len(labels))
     if args.json:
         print_json(report)
     else:
@@ -237,10 +309,11 @@ def _print_report(report):
 def predict(args):
     model = tinycnn.load_model(args.model, device=args.device)
     meta = model.metadata
+    size, colour = meta["img_size"], "grayscale" if meta["grayscale"] else "rgb"
     failures = 0
     for path in args.images:
         try:
-            image = load_image(path, meta["img_size"], meta["grayscale"], meta["resize"])
+            image = decode_image_file(path, (size, size), colour, resize=meta["resize"]) / np.float32(255)
         except (OSError, ValueError) as error:
             print(f"{path}: error: {error}", file=sys.stderr)
             failures += 1

@@ -24,7 +24,10 @@ batch_size=None must ask for single images.
 
 Splits: with shuffle the file list is shuffled with `seed` first (a seed is required with validation_split,
 so that the two subsets never overlap); validation_split takes the last fraction of it as "validation" and the
-rest as "training"; subset="both" returns (training, validation). The training dataset is reshuffled every
+rest as "training"; subset="both" returns (training, validation). stratify=True (tinycnn's addition, for
+labels="inferred") splits each class on its own instead (tinycnn.data.stratified_split with `seed`:
+round(validation_split x its count) of every class, at least one, in validation), so that both subsets keep the
+folder's class balance; the subsets' files are then in sorted order, and `seed` is still required. The training dataset is reshuffled every
 epoch (seeded: the same orders in every run); the validation one is not.
 
 Decoding runs per file in the map's worker threads (as many as the cores the process may use), with
@@ -46,7 +49,8 @@ import numpy as np
 from PIL import Image
 
 from .dataset import AUTOTUNE, Dataset, _memo
-from .folder import _cache_key, _check_root, _walk_visible_files, _warn_skipped, find_class_folders, list_class_files
+from .folder import (_cache_key, _check_root, _walk_visible_files, _warn_skipped, find_class_folders, list_class_files,
+                     stratified_split)
 from .images import ImageDecodeError, open_image, resize_image, to_gray_or_rgb
 
 INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST,
@@ -61,13 +65,16 @@ SUBSETS = ("training", "validation", "both")
 def image_dataset_from_directory(directory, labels="inferred", label_mode="int", class_names=None,
                                  color_mode="rgb", batch_size=32, image_size=(256, 256), shuffle=True, seed=None,
                                  validation_split=None, subset=None, interpolation="bilinear",
-                                 crop_to_aspect_ratio=False, pad_to_aspect_ratio=False, num_parallel_calls=AUTOTUNE):
+                                 crop_to_aspect_ratio=False, pad_to_aspect_ratio=False, num_parallel_calls=AUTOTUNE,
+                                 stratify=False):
     """A Dataset of (images, labels) batches streamed from `directory`; see the module docstring."""
     root = _check_root(directory)
     if crop_to_aspect_ratio and pad_to_aspect_ratio:
         raise ValueError("crop_to_aspect_ratio and pad_to_aspect_ratio cannot both be True")
     _check_arguments(root, labels, label_mode, class_names, color_mode, batch_size, image_size, shuffle, seed,
                      validation_split, subset, interpolation)
+    if stratify and (labels != "inferred" or validation_split is None or seed is None):
+        raise ValueError(f'{root}: stratify=True needs labels="inferred", a validation_split and a seed')
     files, label_ids, class_names, stray = _list_files(root, labels, class_names, label_mode)
     if label_mode == "binary" and len(class_names) != 2:
         raise ValueError(f'{root}: label_mode="binary" needs exactly two classes, found {len(class_names)}: '
@@ -76,7 +83,11 @@ def image_dataset_from_directory(directory, labels="inferred", label_mode="int",
         from ..random import generator
         seed = int(generator().integers(1_000_000))
     order = np.random.default_rng(seed).permutation(len(files)) if shuffle else np.arange(len(files))
-    parts = _split(root, order, validation_split, subset)
+    n_val = None
+    if stratify:     # the training rows, then the validation rows, each class split on its own
+        train_rows, val_rows = stratified_split(label_ids, validation_split, seed)
+        order, n_val = np.concatenate([train_rows, val_rows]), len(val_rows)
+    parts = _split(root, order, validation_split, subset, n_val)
     settings = dict(color_mode=color_mode, image_size=None if image_size is None else [int(s) for s in image_size],
                     interpolation=interpolation, label_mode=label_mode, class_names=class_names,
                     resize="crop" if crop_to_aspect_ratio else "pad" if pad_to_aspect_ratio else "stretch")
@@ -148,11 +159,12 @@ def _list_files(root, labels, class_names, label_mode):
     return files, label_ids.astype(np.int64), [str(c) for c in range(int(label_ids.max()) + 1)], []
 
 
-def _split(root, order, validation_split, subset):
-    """[(subset name, rows of the file list)]: the last validation_split of the order is "validation"."""
+def _split(root, order, validation_split, subset, n_val=None):
+    """[(subset name, rows of the file list)]: the last validation_split of the order (or the last n_val rows)
+    is "validation"."""
     if validation_split is None:
         return [("training", order)]
-    n_val = int(validation_split * len(order))
+    n_val = int(validation_split * len(order)) if n_val is None else n_val
     parts = {"training": order[:len(order) - n_val], "validation": order[len(order) - n_val:]}
     names = ("training", "validation") if subset == "both" else (subset,)
     for name in names:
@@ -185,24 +197,30 @@ def _subset_dataset(root, files, label_ids, n_classes, rows, settings, folder_ke
 
 def _decoder(root, files, label_ids, n_classes, settings):
     """row -> (row, image float32 (H, W, C) 0..255, label or None), or (row, None, reason) for a bad file."""
-    size, mode = settings["image_size"], settings["color_mode"]
-    draft = None if size is None else (max(size),) * 2       # either orientation (EXIF) still big enough
-    resample = INTERPOLATIONS[settings["interpolation"]]
-    resize = settings["resize"]
     label_mode = settings["label_mode"]
 
     def decode(row):
         path = os.path.join(root, files[row])
         try:
-            img = open_image(path, draft_size=draft)
-            img = img.convert("RGBA") if mode == "rgba" else to_gray_or_rgb(img, grayscale=mode == "grayscale")
+            pixels = decode_image_file(path, settings["image_size"], settings["color_mode"], settings["interpolation"],
+                                       settings["resize"])
         except ImageDecodeError as error:
             return row, None, str(error).removeprefix(path + ": ")
-        if size is not None:
-            img = resize_image(img, size, resize, resample)
-        pixels = np.asarray(img, dtype=np.float32)
-        return row, pixels[:, :, None] if pixels.ndim == 2 else pixels, _label(label_ids, row, n_classes, label_mode)
+        return row, pixels, _label(label_ids, row, n_classes, label_mode)
     return decode
+
+
+def decode_image_file(path, image_size, color_mode="rgb", interpolation="bilinear", resize="stretch"):
+    """One file as image_dataset_from_directory decodes it: float32 (H, W, C) 0..255 (JPEGs drafted when the
+    target is much smaller). resize: "stretch", "crop" or "pad". Raises ImageDecodeError naming the file.
+    For predicting on single photos exactly as the model saw its training images."""
+    draft = None if image_size is None else (max(image_size),) * 2       # either orientation (EXIF) still big enough
+    img = open_image(path, draft_size=draft)
+    img = img.convert("RGBA") if color_mode == "rgba" else to_gray_or_rgb(img, grayscale=color_mode == "grayscale")
+    if image_size is not None:
+        img = resize_image(img, image_size, resize, INTERPOLATIONS[interpolation])
+    pixels = np.asarray(img, dtype=np.float32)
+    return pixels[:, :, None] if pixels.ndim == 2 else pixels
 
 
 def _label(label_ids, row, n_classes, label_mode):
