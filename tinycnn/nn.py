@@ -78,8 +78,10 @@ class Module:
 
     def __repr__(self):
         inner = [f"  ({name}): " + repr(module).replace("\n", "\n  ") for name, module in self._modules.items()]
-        head = f"{type(self).__name__}({_repr_config(self)})"
-        return head if not inner else head[:-1] + "\n" + "\n".join(inner) + "\n)"
+        config = _repr_config(self)
+        if not inner:
+            return f"{type(self).__name__}({config})"
+        return f"{type(self).__name__}({config + ',' if config else ''}\n" + "\n".join(inner) + "\n)"
 
     # ------------------------------------------------------------------ calling
     def forward(self, *args):
@@ -213,5 +215,5 @@ def _repr_config(module):
         config = module.get_config()
     except Exception:  # noqa: BLE001  (repr must not fail on a half-built module)
         config = {}
-    parts = [f"{key}={value!r}" for key, value in config.items() if key != "layers" and not isinstance(value, (dict, list)) or key == "input_shape"]
-    return ", ".join(parts)
+    return ", ".join(f"{key}={value!r}" for key, value in config.items()
+                     if key == "input_shape" or not isinstance(value, (dict, list)))  # not the nested layers

@@ -257,7 +257,7 @@ class Trainer:
         history = History()
         user = dist.callbacks_here(callbacks or [])  # under MPI, rank 0 alone writes files
         shown = [ProgbarLogger()] if verbose and dist.is_root else []
-        cbs = CallbackList([history] + shown + user, model=self, epochs=epochs, steps=steps, verbose=verbose)
+        cbs = CallbackList(shown + user + [history], model=self, epochs=epochs, steps=steps, verbose=verbose)
         self.stop_training = False
         self.history = history
         # a stream's batch sizes are its own: begin_fit checks nothing of them (the steps handle empty shares)
@@ -439,10 +439,19 @@ class Trainer:
             return [np.concatenate(parts, axis=0) for parts in zip(*outputs)]
         return np.concatenate(outputs, axis=0)
 
-    # ------------------------------------------------------------------ saving
+    # ------------------------------------------------------------------ weights, saving
+    def get_weights(self):
+        self._ensure_built()  # a Sequential given its input_shape has weights before any data, as in Keras
+        return super().get_weights()
+
+    def set_weights(self, weights):
+        self._ensure_built()
+        super().set_weights(weights)
+
     def save(self, path, include_optimizer=True):
         """Write the architecture, weights (and optimizer state) to one file, atomically."""
         from .saving import save_model
+        self._ensure_built()  # a Sequential given its input_shape has weights before any data
         save_model(self, path, include_optimizer=include_optimizer)
 
 
