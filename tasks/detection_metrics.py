@@ -120,6 +120,17 @@ def detection_metrics(predictions, truths, threshold):
             "curve": {"precision": precision, "recall": recall, "scores": scores}}
 
 
+def best_f1_threshold(curve, default):
+    """The score threshold whose detections have the best F1 at IoU 0.5 on the curve's data (the lowest
+    score of that prefix of the ranking); `default` when nothing is ever matched."""
+    precision, recall = np.asarray(curve["precision"]), np.asarray(curve["recall"])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
+    if len(f1) == 0 or f1.max() <= 0:
+        return float(default)
+    return float(np.asarray(curve["scores"])[int(np.argmax(f1))])
+
+
 def draw_pr_curve(path, curve, title="precision-recall at IoU 0.5", threshold=None, size=(480, 400)):
     """Precision (y) against recall (x) as a PNG drawn with Pillow; the point at `threshold` marked."""
     width, height = size

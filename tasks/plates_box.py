@@ -128,9 +128,10 @@ def add_train_arguments(parser):
     parser.add_argument("--loss", choices=("mse", "iou"), default="mse",
                         help="--head global: mse (the tutorial's) or iou (Distance-IoU + L1)")
     parser.add_argument("--neck", type=int, default=48, help="--head center: channels of the neck and heads")
-    parser.add_argument("--score-threshold", type=float, default=plates_detect.SCORE_THRESHOLD,
+    parser.add_argument("--score-threshold", type=float, default=None,
                         help="--head center: the score a detection needs in predict, redact and the "
-                             f"precision/recall/F1 metrics (default {plates_detect.SCORE_THRESHOLD})")
+                             "precision/recall/F1 metrics (default: the threshold of the best F1 on val, "
+                             "chosen after training and kept in best.tcnn)")
 
 
 def _settings(args):
@@ -224,8 +225,7 @@ def predict(args):
 def plate_boxes(photo, output, metadata):
     """The plates' boxes (K, 4) in the photo's pixels: every detected plate (--head center), or the one box."""
     if _is_detector(metadata):
-        return plates_detect.plate_boxes(photo, output, metadata.get("score_threshold",
-                                                                     plates_detect.SCORE_THRESHOLD))
+        return plates_detect.plate_boxes(photo, output, plates_detect.threshold_of(metadata))
     return photo_box(photo, output)[None]
 
 

@@ -39,14 +39,14 @@ from tinycnn.ops.detection import sigmoid_focal_loss
 
 from .box_ops import augment_sample, boxes_to_letterbox, fill_mask_from_boxes
 from .centernet_targets import STRIDE, boxes_at, encode_batch, encode_targets, pad_boxes, valid_boxes  # noqa: F401
-from .detection_metrics import detection_metrics, draw_pr_curve, pairwise_iou
+from .detection_metrics import best_f1_threshold, detection_metrics, draw_pr_curve, pairwise_iou
 from .plates_models import ConvBNReLU6, inverted_residual_stack, scaled_channels
 from .plates_pipeline import (PlateTraining, data_source, draw_boxes, evaluate_split, output_path, predict_photos,
                               read_annotation_csv, to_model_input)
 
 HEAT_PRIOR = -2.19          # log(0.1 / 0.9): the heat-map starts at 0.1 everywhere (CenterNet's bias init)
 MAX_DETECTIONS = 100
-SCORE_THRESHOLD = 0.3       # the default threshold of predict, redact and precision/recall/F1
+SCORE_THRESHOLD = 0.3       # the threshold of predict, redact and precision/recall/F1 when none was chosen
 DEFAULT_LR = 1e-3
 AP_THRESHOLD = 0.01         # the scores AP sees: every peak above this
 # (t, c, n, s) per stage: stride 2 (stem) -> 4 -> 8 -> 16
@@ -201,10 +201,17 @@ def detect_all(model, data, threshold, batch_size=16):
     return found
 
 
-def evaluate_on(model, data, batch_size=16, threshold=None):
+def threshold_of(metadata):
+    """The model's score threshold: the one kept in its file (chosen on val), else SCORE_THRESHOLD."""
+    value = metadata.get("score_threshold")
+    return SCORE_THRESHOLD if value is None else float(value)
+
+
+def evaluate_on(model, data, batch_size=16, threshold=None, predictions=None):
     """detection_metrics of the model on a LetterboxedSet (every true plate), with the PR curve under "curve"."""
-    threshold = model.metadata.get("score_threshold", SCORE_THRESHOLD) if threshold is None else threshold
-    predictions = detect_all(model, data, AP_THRESHOLD, batch_size)
+    threshold = threshold_of(model.metadata) if threshold is None else threshold
+    if predictions is None:
+        predictions = detect_all(model, data, AP_THRESHOLD, batch_size)
     return detection_metrics(predictions, [record.boxes for record in data.records], threshold)
 
 
@@ -278,15 +285,22 @@ class DetectTraining(PlateTraining):
         plates = int(sum(len(record.boxes) for record in train_set.records))
         return f", {plates} training plates, CenterNet head"
 
-    def evaluate_on(self, model, data, batch_size=16):
-        metrics = evaluate_on(model, data, batch_size)
-        self.curve = metrics.pop("curve")
-        return metrics
-
     def report(self, folder, args, rows, val_set):
-        super().report(folder, args, rows, val_set)
-        draw_pr_curve(os.path.join(folder, "pr_curve-val.png"), self.curve,
-                      title="precision-recall at IoU 0.5, val split", threshold=SCORE_THRESHOLD)
+        """The best model's metrics on val and its PR curve (RUN/pr_curve-val.png); without --score-threshold,
+        first the threshold of the best F1 on val, kept in best.tcnn for evaluate, predict and redact."""
+        path = os.path.join(folder, "best.tcnn")
+        best = tinycnn.load_model(path, device=args.device, compile=False)
+        predictions = detect_all(best, val_set, AP_THRESHOLD, args.batch_size)
+        chosen = best.metadata.get("score_threshold") is None
+        if chosen:
+            curve = evaluate_on(best, val_set, predictions=predictions, threshold=SCORE_THRESHOLD)["curve"]
+            best.metadata["score_threshold"] = best_f1_threshold(curve, default=SCORE_THRESHOLD)
+            best.save(path)
+        metrics = evaluate_on(best, val_set, predictions=predictions)
+        draw_pr_curve(os.path.join(folder, "pr_curve-val.png"), metrics.pop("curve"),
+                      title="precision-recall at IoU 0.5, val split", threshold=metrics["threshold"])
+        print(f"best.tcnn on val ({metrics['n_images']} photos, original pixels): " + describe(metrics)
+              + (" (the threshold of the best F1 on val, kept in best.tcnn)" if chosen else ""))
 
     describe = staticmethod(describe)
 
@@ -296,7 +310,7 @@ class DetectTraining(PlateTraining):
 def predict(args):
     """python -m tinycnn.predict MODEL IMAGE... [--out DIR] [--annotations CSV]: every box with its score."""
     model = tinycnn.load_model(args.model, device=args.device, compile=False)
-    threshold = model.metadata.get("score_threshold", SCORE_THRESHOLD)
+    threshold = threshold_of(model.metadata)
     truth = read_annotation_csv(args.annotations) if args.annotations else {}
     used = set()
 

@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from tinycnn.tasks.detection_metrics import (average_precision, detection_metrics, draw_pr_curve, match_image,
-                                             pairwise_iou, precision_recall)
+from tinycnn.tasks.detection_metrics import (average_precision, best_f1_threshold, detection_metrics, draw_pr_curve,
+                                             match_image, pairwise_iou, precision_recall)
 
 A = [0, 0, 10, 10]
 B = [20, 0, 30, 10]
@@ -79,3 +79,12 @@ def test_pr_curve_image(tmp_path):
     from PIL import Image
     image = np.asarray(Image.open(path))
     assert image.shape == (400, 480, 3) and (image != 255).any()
+
+
+def test_best_f1_threshold_by_hand():
+    # ranking: hit 0.9, miss 0.8, hit 0.7, miss 0.6 of 2 plates: F1 after each = 2/3, 1/2, 4/5, 2/3 -> 0.7
+    curve = {"precision": np.array([1, 1 / 2, 2 / 3, 2 / 4]), "recall": np.array([1 / 2, 1 / 2, 1, 1]),
+             "scores": np.array([0.9, 0.8, 0.7, 0.6])}
+    assert best_f1_threshold(curve, default=0.3) == pytest.approx(0.7)
+    nothing = {"precision": np.zeros(2), "recall": np.zeros(2), "scores": np.array([0.5, 0.4])}
+    assert best_f1_threshold(nothing, default=0.3) == 0.3
