@@ -26,6 +26,7 @@ from tinycnn.ops.detection import component_stats, label_components
 from .box_ops import augment_sample, boxes_from_letterbox, boxes_to_letterbox, letterbox, letterbox_mask
 from .common import Training, add_common_train_arguments, print_json
 from .plates_data import largest_box, load_image, load_sample, read_plates
+from .plates_stream import PlateStream
 from .synthetic_plates import ensure_builtin_plates
 
 # The built-in synthetic set a default `python -m tinycnn.train plates-box|plates-seg` trains on (the task sets
@@ -283,7 +284,7 @@ class PlateTraining(Training):
 
     def data(self, settings, args, folder):
         splits = read_training_splits(settings["source"], settings["skip_bad_rows"])
-        train_set = letterbox_records(splits["train"], settings["img_size"])
+        train_set = PlateStream(splits["train"], lambda chunk: letterbox_records(chunk, settings["img_size"]))
         val_set = letterbox_records(splits["val"], settings["img_size"], keep_photo_masks=self.keep_photo_masks)
         print(f"{self.task}: {len(train_set.records)} training and {len(val_set.records)} validation photos, "
               f"letterboxed to {settings['img_size']} px{self.describe_settings(settings, train_set)}; "
@@ -300,15 +301,15 @@ class PlateTraining(Training):
         if model is None:
             model = self.build(settings).to(args.device)
             if args.init:
-                start_from(model, args.init, train_set.x[:1])
+                start_from(model, args.init, train_set.first_input())
             model.metadata = dict(settings)
         self.compile(model.to(args.device), settings)
         return model
 
     def fit_arguments(self, settings, args, train_set, val_set):
-        return dict(x=train_set.x, y=self.targets(train_set), validation_data=(val_set.x, self.targets(val_set)),
+        train = train_set.batches(self.targets, args.batch_size, settings["seed"], self.augmenter(settings))
+        return dict(x=train, validation_data=(val_set.x, self.targets(val_set)),
                     batch_size=args.batch_size, epochs=args.epochs, verbose=0 if args.quiet else 1,
-                    augment=self.augmenter(settings),
                     callbacks=[EarlyStopping(monitor=self.monitor, patience=settings["patience"], verbose=1)])
 
     def augmenter(self, settings):

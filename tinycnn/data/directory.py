@@ -27,8 +27,8 @@ so that the two subsets never overlap); validation_split takes the last fraction
 rest as "training"; subset="both" returns (training, validation). stratify=True (tinycnn's addition, for
 labels="inferred") splits each class on its own instead (tinycnn.data.stratified_split with `seed`:
 round(validation_split x its count) of every class, at least one, in validation), so that both subsets keep the
-folder's class balance; the subsets' files are then in sorted order, and `seed` is still required. The training dataset is reshuffled every
-epoch (seeded: the same orders in every run); the validation one is not.
+folder's class balance; the subsets' files are then in sorted order, and `seed` is still required. The
+training dataset is reshuffled every epoch (seeded: the same orders in every run); the validation one is not.
 
 Decoding runs per file in the map's worker threads (as many as the cores the process may use), with
 Image.draft decoding a JPEG at 1/2, 1/4 or 1/8 of its size when the target is that much smaller, and a
