@@ -259,8 +259,10 @@ def evaluate(args):
     data = image_dataset_from_directory(root, shuffle=False, batch_size=args.batch_size, **decoding(meta))
     if data.class_names != meta["class_names"]:
         raise SystemExit(f"error: {root} has classes {data.class_names}, the model knows {meta['class_names']}")
-    predicted = predicted_classes(model.predict(data.map(to_unit, 1)))
-    skipped = {path for path, _ in data.skipped}          # known after the pass: predictions skip them
+    # an iterator, not the Dataset: predict then reads to the end of the pass (not len(data) batches), which is
+    # where the dataset reports its unreadable files; predictions leave them out
+    predicted = predicted_classes(model.predict(iter(data.map(to_unit, 1))))
+    skipped = {path for path, _ in data.skipped}
     labels = np.array([label for path, label in zip(data.file_paths, data.labels) if path not in skipped])
     report = classification_report(labels, predicted, data.class_names)
     report.update(model=args.model, data=root, images=len(labels))
