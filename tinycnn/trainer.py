@@ -198,6 +198,9 @@ class Trainer:
             return [self._to_input_tensor(v) for v in xb]
         if self.input_format == "channels_last" and xb.ndim == 4:
             xb = xb.transpose(0, 3, 1, 2)
+        weight = next(iter(self.parameters()), None)
+        if weight is not None and xb.dtype != weight.dtype:  # Keras casts to the model's float type: X / 255.0
+            xb = xb.astype(weight.dtype)                    # (float64) feeds a float32 model
         return Tensor(np.ascontiguousarray(xb), device=self.device)
 
     def _targets_for_loss(self, yb):
