@@ -91,3 +91,11 @@ def test_classification_report_by_hand():
 
 def _builtin(run):
     return __import__("pathlib").Path(tinycnn.saving.read_metadata(run / "last.tcnn")["data"])
+
+
+def test_no_cache_streams_every_epoch_and_writes_no_cache_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert train.main(["catdog", "--model", "seed", "--epochs", "2", "--builtin-size", "12", "--img-size", "16",
+                       "--no-cache", "--quiet", "--out", str(tmp_path / "run")]) == 0
+    assert len(list(csv.DictReader(open(tmp_path / "run" / "history.csv")))) == 2
+    assert not (tmp_path / "cache" / "tinycnn" / "datasets").exists()
