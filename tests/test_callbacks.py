@@ -146,3 +146,13 @@ def test_tensorboard_writes_event_files_that_read_back(tmp_path):
         f.write(bytes([byte[0] ^ 0xFF]))
     with pytest.raises(ValueError, match="checksum"):
         read_scalars(train_file)
+
+
+def test_model_checkpoint_can_save_the_weights_alone(tmp_path):
+    model, (x, y) = _model(), _data()
+    path = tmp_path / "w-{epoch}.safetensors"
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[callbacks.ModelCheckpoint(path, save_weights_only=True)])
+    other = _model()
+    other.predict(x)
+    other.load_weights(tmp_path / "w-2.safetensors")
+    np.testing.assert_array_equal(other.predict(x), model.predict(x))

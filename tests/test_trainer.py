@@ -317,16 +317,34 @@ def test_flatten_reads_keras_order_and_old_files_keep_theirs(tmp_path):
     check_gradients(lambda t: layers.Flatten()(t), [np.ascontiguousarray(x.transpose(0, 3, 1, 2))])
     # a file saved before keras_order existed: its Flatten config has no such key, and keeps (C, H, W)
     model.save(tmp_path / "new.tcnn")
-    with zipfile.ZipFile(tmp_path / "new.tcnn") as archive:
-        members = {name: archive.read(name) for name in archive.namelist()}
-    header = json.loads(np.load(io.BytesIO(members["__tinycnn__.npy"])).tobytes())
-    del header["config"]["layers"][0]["config"]["keras_order"]
-    buffer = io.BytesIO()
-    np.save(buffer, np.frombuffer(json.dumps(header).encode(), np.uint8))
-    members["__tinycnn__.npy"] = buffer.getvalue()
-    with zipfile.ZipFile(tmp_path / "old.tcnn", "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
+    _rewrite_header(tmp_path / "new.tcnn", tmp_path / "old.tcnn",
+                    lambda header: header["config"]["layers"][0]["config"].pop("keras_order"))
     old = tinycnn.load_model(tmp_path / "old.tcnn")
     assert old.layers[0].keras_order is False
     np.testing.assert_allclose(old.predict(x), x.transpose(0, 3, 1, 2).reshape(2, -1) @ kernel.T, rtol=1e-5)
+
+
+def _rewrite_header(source, target, edit):
+    """Copy a model file, its JSON header changed by edit(header): a file as an older tinycnn wrote it."""
+    with zipfile.ZipFile(source) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    header = json.loads(np.load(io.BytesIO(members["__tinycnn__.npy"])).tobytes())
+    edit(header)
+    buffer = io.BytesIO()
+    np.save(buffer, np.frombuffer(json.dumps(header).encode(), np.uint8))
+    members["__tinycnn__.npy"] = buffer.getvalue()
+    with zipfile.ZipFile(target, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+def test_a_functional_model_file_from_before_the_trainer_split_loads(tmp_path):
+    tinycnn.manual_seed(7)
+    model = _functional()
+    x, _ = _blobs(4)
+    model.save(tmp_path / "f.tcnn")
+    _rewrite_header(tmp_path / "f.tcnn", tmp_path / "old.tcnn",
+                    lambda header: header.update({"class": "Model", "module": "tinycnn.functional_model"}))
+    loaded = tinycnn.load_model(tmp_path / "old.tcnn")
+    assert type(loaded).__name__ == "Functional" and isinstance(loaded, tinycnn.Model)
+    np.testing.assert_allclose(loaded.predict(x), model.predict(x), rtol=1e-6)
