@@ -68,6 +68,7 @@ from .model import Model  # noqa: E402
 from .functional_model import Input  # noqa: E402
 from . import layers, losses, metrics, optimizers, callbacks  # noqa: E402
 from . import applications  # noqa: E402
+from . import utils, keras  # noqa: E402,F401  (keras: Keras' module names, tinycnn.keras.layers ...: tinycnn/keras.py)
 from .saving import load_model, ModelFileError  # noqa: E402
 from .training import TrainingError  # noqa: E402
 
