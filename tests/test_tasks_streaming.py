@@ -84,6 +84,13 @@ def test_catdog_datasets_cover_the_split_in_unit_range_and_reshuffle(folder, cac
     assert identities(epoch_images(again)[0]) == identities(first)                  # the same seed, the same order
 
 
+def test_catdog_cached_and_streamed_epochs_are_the_same_batches(folder):
+    cached, _ = catdog.training_datasets(str(folder), SETTINGS, 0.25, seed=1, cache=True)
+    streamed, _ = catdog.training_datasets(str(folder), SETTINGS, 0.25, seed=1, cache=False)
+    for _ in range(2):      # the row permutation is drawn from (seed, epoch) either way
+        assert identities(epoch_images(cached)[0]) == identities(epoch_images(streamed)[0])
+
+
 def test_catdog_cache_file_is_reused_and_rebuilt_when_the_folder_changes(folder, tmp_path):
     train, _ = catdog.training_datasets(str(folder), SETTINGS, 0.25, seed=1)
     epoch_images(train)
