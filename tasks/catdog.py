@@ -42,6 +42,7 @@ from tinycnn.data.augment import Augment
 from tinycnn.data.directory import decode_image_file
 from tinycnn.data.folder import balanced_class_weights, class_counts, has_split_folders, user_cache_dir
 
+from .catdog_models import RESNET_PRESET, add_recipe_arguments, build_and_compile, recipe_fit_arguments, recipe_settings
 from .common import Training, add_common_train_arguments, print_json
 from .synthetic_catdog import ensure_builtin_catdog
 
@@ -51,6 +52,7 @@ BUILTIN_TEST = dict(n_per_class=200, seed=1)
 PRESETS = {
     "seed": dict(img_size=100, grayscale=True, epochs=10, batch_size=32, lr=1e-3, augment=False),
     "strong": dict(img_size=96, grayscale=False, epochs=15, batch_size=32, lr=1e-3, augment=True),
+    "resnet": RESNET_PRESET,  # tasks/catdog_models.py, with its recipe (EMA, RandAugment, warm-up, ...)
 }
 
 
@@ -92,7 +94,8 @@ def loss_for(classes):
 def add_train_arguments(parser):
     add_common_train_arguments(parser, epochs=None, batch_size=None)
     parser.add_argument("--model", choices=sorted(PRESETS), default="strong",
-                        help="seed: the tutorial's net; strong: batch norm, augmentation, RGB")
+                        help="seed: the tutorial's net; strong: batch norm, augmentation, RGB; resnet: a small "
+                             "ResNet with the recipe of tasks/catdog_models.py")
     parser.add_argument("--img-size", type=int, help="square input size (default: the preset's)")
     colour = parser.add_mutually_exclusive_group()
     colour.add_argument("--grayscale", dest="grayscale", action="store_true", default=None)
@@ -110,6 +113,7 @@ def add_train_arguments(parser):
     parser.add_argument("--no-cache", dest="cache", action="store_false",
                         help="decode the photos again every epoch instead of caching them decoded (uint8) in the "
                              "user cache after the first")
+    add_recipe_arguments(parser)
 
 
 class CatDogTraining(Training):
@@ -138,10 +142,14 @@ class CatDogTraining(Training):
         if resumed is not None:
             return resumed
         classes = len(train_set.class_names)
-        build = seed_model if settings["preset"] == "seed" else strong_model
-        model = build(settings["img_size"], 1 if settings["grayscale"] else 3, classes).to(args.device)
+        if settings.get("recipe"):  # tasks/catdog_models.py
+            steps = math.ceil(len(train_set.labels) / settings["batch_size"])
+            model = build_and_compile(settings, classes, steps, args.device, seed_model, strong_model)
+        else:
+            build = seed_model if settings["preset"] == "seed" else strong_model
+            model = build(settings["img_size"], 1 if settings["grayscale"] else 3, classes).to(args.device)
+            model.compile(loss=loss_for(classes), metrics=["accuracy"], optimizer=_optimizer(settings))
         model.metadata = dict(settings, task=TASK, class_names=train_set.class_names)
-        model.compile(loss=loss_for(classes), metrics=["accuracy"], optimizer=_optimizer(settings))
         if not args.quiet:
             model.summary()
         return model
@@ -154,9 +162,12 @@ class CatDogTraining(Training):
         if settings["augment"]:
             augmenter = Augment(flip=True, crop_scale=(0.7, 1.0), brightness=0.15, contrast=0.15)
             augment = lambda xb, yb: (augmenter(xb), yb)  # noqa: E731
+        x = train_set
+        if settings.get("recipe"):  # worker policy, mixing, EMA, warm-up: tasks/catdog_models.py
+            x, augment, callbacks = recipe_fit_arguments(settings, len(train_set.class_names), train_set, _cosine)
         balanced = args.class_weight == "balanced"
         self.started = time.perf_counter()
-        return dict(x=train_set, epochs=settings["epochs"], validation_data=val_set,
+        return dict(x=x, epochs=settings["epochs"], validation_data=val_set,
                     verbose=0 if args.quiet else 1, augment=augment, callbacks=callbacks,
                     class_weight=balanced_class_weights(train_set.labels) if balanced else None)
 
@@ -177,7 +188,8 @@ def _settings(args):
     return dict(preset=args.model, data=args.data, img_size=pick(args.img_size, "img_size"),
                 grayscale=pick(args.grayscale, "grayscale"), resize=args.resize,
                 epochs=pick(args.epochs, "epochs"), batch_size=pick(args.batch_size, "batch_size"),
-                lr=pick(args.lr, "lr"), augment=pick(args.augment, "augment"))
+                lr=pick(args.lr, "lr"), augment=pick(args.augment, "augment"),
+                **({"recipe": recipe} if (recipe := recipe_settings(args, args.model)) else {}))
 
 
 def _optimizer(settings):
