@@ -41,12 +41,14 @@ from tinycnn.data import image_dataset_from_directory
 from tinycnn.data.augment import Augment
 from tinycnn.data.directory import decode_image_file
 from tinycnn.data.folder import balanced_class_weights, class_counts, has_split_folders, user_cache_dir
+from tinycnn.tta import predict_tta
 
 from .catdog_models import RESNET_PRESET, add_recipe_arguments, build_and_compile, recipe_fit_arguments, recipe_settings
 from .common import Training, add_common_train_arguments, print_json
 from .synthetic_catdog import ensure_builtin_catdog
 
 TASK = "catdog"
+TTA = dict(flips=True, crops=5)  # evaluate/predict --tta: the image, 5 crops, and their mirrors (tinycnn/tta.py)
 BUILTIN_TRAIN = dict(n_per_class=1000, seed=0)
 BUILTIN_TEST = dict(n_per_class=200, seed=1)
 PRESETS = {
@@ -273,7 +275,9 @@ def evaluate(args):
         raise SystemExit(f"error: {root} has classes {data.class_names}, the model knows {meta['class_names']}")
     # an iterator, not the Dataset: predict then reads to the end of the pass (not len(data) batches), which is
     # where the dataset reports its unreadable files; predictions leave them out
-    predicted = predicted_classes(model.predict(iter(data.map(to_unit, 1))))
+    images = iter(data.map(to_unit, 1))
+    predicted = predicted_classes(predict_tta(model, images, **TTA) if getattr(args, "tta", False)
+                                  else model.predict(images))
     skipped = {path for path, _ in data.skipped}
     labels = np.array([label for path, label in zip(data.file_paths, data.labels) if path not in skipped])
     report = classification_report(labels, predicted, data.class_names)
@@ -332,7 +336,8 @@ def predict(args):
             print(f"{path}: error: {error}", file=sys.stderr)
             failures += 1
             continue
-        output = model.predict(image[None])[0]
+        batch = image[None]
+        output = (predict_tta(model, batch, **TTA) if getattr(args, "tta", False) else model.predict(batch))[0]
         if len(output) == 1:
             p_last = float(output[0])
             index, confidence = (1, p_last) if p_last > 0.5 else (0, 1 - p_last)

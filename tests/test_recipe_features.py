@@ -313,3 +313,18 @@ def test_seed_preset_settings_are_the_tutorials():
     assert settings == dict(preset="seed", data=None, img_size=100, grayscale=True, resize="stretch", epochs=10,
                             batch_size=32, lr=1e-3, augment=False)
     assert json.dumps(settings)  # what the model file keeps
+
+
+def test_evaluate_and_predict_with_tta(builtin_cache, capsys):
+    from tinycnn import evaluate, predict
+    out = builtin_cache / "run"
+    assert train.main(["catdog", "--model", "strong", "--epochs", "1", "--builtin-size", "12", "--img-size", "32",
+                       "--quiet", "--out", str(out)]) == 0
+    data = tinycnn.saving.read_metadata(out / "best.tcnn")["data"]
+    capsys.readouterr()
+    assert evaluate.main([str(out / "best.tcnn"), "--data", data, "--json", "--tta"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["images"] == 24 and 0 <= report["accuracy"] <= 1
+    photo = sorted((__import__("pathlib").Path(data) / "cat").iterdir())[0]
+    assert predict.main([str(out / "best.tcnn"), str(photo), "--tta"]) == 0
+    assert capsys.readouterr().out.startswith(str(photo))
