@@ -37,6 +37,7 @@ import tinycnn
 from tinycnn import layers
 from tinycnn.callbacks import LearningRateScheduler
 from tinycnn.checks import UserInputError
+from tinycnn.cli import fraction
 from tinycnn.data import image_dataset_from_directory
 from tinycnn.data.augment import Augment
 from tinycnn.data.directory import decode_image_file
@@ -104,7 +105,7 @@ def add_train_arguments(parser):
     colour.add_argument("--rgb", dest="grayscale", action="store_false")
     parser.add_argument("--resize", choices=["stretch", "crop", "pad"], default="stretch",
                         help="stretch as the tutorial, or keep the aspect ratio with a centre crop or padding")
-    parser.add_argument("--val-split", type=float, default=0.1, help="validation fraction (stratified, seeded)")
+    parser.add_argument("--val-split", type=fraction, default=0.1, help="validation fraction (stratified, seeded)")
     parser.add_argument("--class-weight", choices=["none", "balanced"], default="none",
                         help="balanced: weigh classes by inverse frequency (for imbalanced folders)")
     augment = parser.add_mutually_exclusive_group()

@@ -99,3 +99,9 @@ def test_no_cache_streams_every_epoch_and_writes_no_cache_file(tmp_path, monkeyp
                        "--no-cache", "--quiet", "--out", str(tmp_path / "run")]) == 0
     assert len(list(csv.DictReader(open(tmp_path / "run" / "history.csv")))) == 2
     assert not (tmp_path / "cache" / "tinycnn" / "datasets").exists()
+
+
+def test_val_split_outside_zero_one_is_an_argument_error(capsys):
+    with pytest.raises(SystemExit) as stop:
+        train.main(["catdog", "--val-split", "0", "--epochs", "1"])
+    assert stop.value.code == 2 and "--val-split" in capsys.readouterr().err
