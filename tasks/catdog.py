@@ -1,8 +1,8 @@
 """Cat/dog (or any folder-per-class) image classification: train, evaluate, predict.
 
-    python -m tinycnn.train catdog [--data DIR] [--model seed|strong] [--epochs N] ...
-    python -m tinycnn.evaluate RUN/best.tcnn --data DIR [--json]
-    python -m tinycnn.predict RUN/best.tcnn photo.jpg ...
+    python -m tinycnn.train catdog [--data DIR] [--model seed|strong|resnet] [--epochs N] [recipe flags] ...
+    python -m tinycnn.evaluate RUN/best.tcnn --data DIR [--json] [--tta]
+    python -m tinycnn.predict RUN/best.tcnn photo.jpg ... [--tta]
 
 Presets (`--model`):
 - `seed`: the tutorial's net exactly: grayscale 100×100, Conv64-Pool-Conv64-Pool-Dense64-Dense1(sigmoid),
@@ -11,6 +11,13 @@ Presets (`--model`):
   blocks of conv3×3 + batch norm + ReLU + max-pool (32-64-128-256), global average pooling, dropout 0.3,
   Dense; flips, random resized crops and brightness/contrast jitter; AdamW 1e-3 (weight decay 1e-4) with a
   cosine schedule, 15 epochs.
+- `resnet`: a small ResNet (stride-2 stages, BN, global pooling, stochastic depth) with a modern recipe: EMA of
+  the weights, random resized crops with aspect jitter, RandAugment and random erasing in the data workers,
+  label smoothing, warm-up then cosine; RGB 112×112, 30 epochs (tasks/catdog_models.py).
+Recipe flags (--ema, --mixup, --cutmix, --label-smoothing, --crop, --randaugment N,M, --erasing, --warmup,
+--drop-path) change any preset's recipe; the run's recipe is kept in the model file (metadata "recipe"), and
+seed and strong without flags train exactly as before. --tta averages evaluate's and predict's outputs over
+flips and crops (tinycnn/tta.py).
 Two classes train a sigmoid output with binary cross-entropy; more classes a softmax with cross-entropy.
 Without --data the task trains on built-in procedurally drawn cats and dogs (tinycnn.tasks.synthetic_catdog),
 drawn once into a folder of the user cache.
