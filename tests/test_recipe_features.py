@@ -117,6 +117,24 @@ def test_fit_validates_and_checkpoints_with_the_averages(tmp_path):
     assert saved.optimizer.use_ema and saved.optimizer.ema_in_model
 
 
+def test_batch_norm_statistics_are_averaged_alongside_the_weights():
+    x, y = toy_images(40)
+    tinycnn.manual_seed(0)
+    model = tinycnn.Sequential([layers.Conv2D(4, 3, input_shape=(8, 8, 3)), layers.BatchNormalization(momentum=0.5),
+                                layers.GlobalAveragePooling2D(), layers.Dense(1, activation="sigmoid")])
+    m = 0.7
+    model.compile(loss="binary_crossentropy", optimizer=optimizers.Adam(1e-2, use_ema=True, ema_momentum=m))
+    bn = model.layers[1]
+    seen = []
+    record = tinycnn.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: seen.append(bn.moving_mean.numpy().copy()))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False, callbacks=[record, SwapEMAWeights()])
+    expected = seen[0]
+    for value in seen[1:]:
+        expected = m * expected + (1 - m) * value
+    np.testing.assert_allclose(bn.moving_mean.numpy(), expected, rtol=1e-5)
+    assert not np.allclose(expected, seen[-1])  # the averaged statistics differ from the last batch's
+
+
 def test_swap_callback_without_ema_is_one_line():
     x, y = toy_images(8)
     model = small_classifier()
