@@ -512,11 +512,12 @@ def _rank_batches(stream, dist):
     is not a Dataset gives every rank the same batches, and each takes its contiguous slice."""
     for xb, yb, weight in stream.epoch():
         if getattr(stream, "rank_slices", False):
-            rows = dist.shard(range(len(xb)))
-            total, xb, yb = len(xb), xb[rows.start:rows.stop], yb[rows.start:rows.stop]
-            weight = None if weight is None else weight[rows.start:rows.stop]
+            share = dist.shard(range(nested.length(xb)))
+            rows = slice(share.start, share.stop)
+            total, xb, yb = nested.length(xb), nested.take(xb, rows), nested.take(yb, rows)
+            weight = None if weight is None else weight[rows]
         else:
-            total = len(xb)
+            total = nested.length(xb)
         yield xb, yb, weight, total
 
 
@@ -531,12 +532,12 @@ def _global_batches(stream, dist):
     template = stream.first()
     while True:
         batch = next(batches, None)
-        n = 0 if batch is None else len(batch[0])
+        n = 0 if batch is None else nested.length(batch[0])
         total, busy, idle = dist.sum_values(lambda: np.array([n, n > 0, n == 0], np.float64), 3)
         if busy == 0 or (dist.sync_bn and idle > 0):
             return
         if batch is None:
-            batch = tuple(None if v is None else v[:0] for v in template) + (0,)
+            batch = tuple(None if v is None else nested.take(v, slice(0, 0)) for v in template) + (0,)
         yield batch[:3] + (int(total),)
 
 
