@@ -174,7 +174,8 @@ class CatDogTraining(Training):
             augment = lambda xb, yb: (augmenter(xb), yb)  # noqa: E731
         x = train_set
         if settings.get("recipe"):  # worker policy, mixing, EMA, warm-up: tasks/catdog_models.py
-            x, augment, callbacks = recipe_fit_arguments(settings, len(train_set.class_names), train_set, _cosine)
+            x, val_set, augment, callbacks = recipe_fit_arguments(settings, len(train_set.class_names), train_set,
+                                                                  val_set, _cosine)
         balanced = args.class_weight == "balanced"
         self.started = time.perf_counter()
         return dict(x=x, epochs=settings["epochs"], validation_data=val_set,
@@ -195,11 +196,12 @@ def train(args):
 def _settings(args):
     preset = PRESETS[args.model]
     pick = lambda value, key: preset[key] if value is None else value  # noqa: E731
-    return dict(preset=args.model, data=args.data, img_size=pick(args.img_size, "img_size"),
-                grayscale=pick(args.grayscale, "grayscale"), resize=args.resize,
-                epochs=pick(args.epochs, "epochs"), batch_size=pick(args.batch_size, "batch_size"),
-                lr=pick(args.lr, "lr"), augment=pick(args.augment, "augment"),
-                **({"recipe": recipe} if (recipe := recipe_settings(args, args.model)) else {}))
+    settings = dict(preset=args.model, data=args.data, img_size=pick(args.img_size, "img_size"),
+                    grayscale=pick(args.grayscale, "grayscale"), resize=args.resize,
+                    epochs=pick(args.epochs, "epochs"), batch_size=pick(args.batch_size, "batch_size"),
+                    lr=pick(args.lr, "lr"), augment=pick(args.augment, "augment"))
+    recipe = recipe_settings(args, args.model, settings["epochs"])  # None for seed and strong without flags
+    return settings if recipe is None else dict(settings, recipe=recipe)
 
 
 def _optimizer(settings):

@@ -136,7 +136,7 @@ def _n_m(text):
     return (n, m)
 
 
-def recipe_settings(args, preset):
+def recipe_settings(args, preset, epochs):
     """The recipe dict kept in the run's settings (and so in the model file), or None when no flag is given and
     the preset has no recipe (seed and strong keep their settings as they were)."""
     flags = {key: getattr(args, key, None) for key in RECIPE_OFF}
@@ -148,6 +148,8 @@ def recipe_settings(args, preset):
         recipe["ema"] = None
     if recipe["randaugment"] is not None and tuple(recipe["randaugment"]) == (0, 0):
         recipe["randaugment"] = None
+    if recipe["warmup"] > epochs:
+        raise UserInputError(f"--warmup {recipe['warmup']}: more warm-up epochs than the run's {epochs}")
     if recipe["ema"] is not None and not 0.0 < recipe["ema"] < 1.0:
         raise UserInputError(f"--ema: the momentum must be in (0, 1), got {recipe['ema']}")
     return recipe
@@ -234,14 +236,18 @@ def build_and_compile(settings, classes, steps_per_epoch, device, seed_model, st
     return model
 
 
-def recipe_fit_arguments(settings, classes, train_set, cosine):
-    """(training data, augment, callbacks) of a run with a recipe: the worker policy mapped over the training
-    batches, the batch augmentation and mixing in fit, the per-epoch cosine (when there is no warm-up schedule
-    on the optimizer) and the EMA callback."""
+def recipe_fit_arguments(settings, classes, train_set, val_set, cosine):
+    """(training data, validation data, augment, callbacks) of a run with a recipe: the worker policy mapped over
+    the training batches, the batch augmentation and mixing in fit, one-hot validation labels where the loss is
+    categorical cross-entropy, the per-epoch cosine (when there is no warm-up schedule on the optimizer) and the
+    EMA callback."""
     from tinycnn.callbacks import LearningRateScheduler
+    from tinycnn.data.mixing import mixable_labels
     recipe = settings["recipe"]
     policy = recipe_policy(recipe)
     x = train_set if policy is None else train_set.map(policy.on_batch, 2).prefetch(2)
+    if not isinstance(recipe_loss(recipe, classes), str) and classes > 2:
+        val_set = val_set.map(lambda images, labels: (images, mixable_labels(labels, classes)), 1)
     augment = recipe_augment(recipe, classes, recipe_batch_augment(recipe) if settings["augment"] else None)
     callbacks = [] if recipe["warmup"] else [LearningRateScheduler(cosine(settings["lr"], settings["epochs"]))]
-    return x, augment, callbacks + recipe_callbacks(recipe)
+    return x, val_set, augment, callbacks + recipe_callbacks(recipe)

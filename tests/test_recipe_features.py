@@ -14,6 +14,7 @@ from tinycnn import Tensor, layers, losses, optimizers, train
 from tinycnn.data.mixing import CutMix, Mixup, MixupOrCutMix
 from tinycnn.data.policies import (ColorJitterHSV, Compose, RandAugment, RandomErasing, RandomResizedCrop,
                                    hsv_to_rgb, rgb_to_hsv)
+from tinycnn.checks import UserInputError
 from tinycnn.ema import SwapEMAWeights
 from tinycnn.tasks import catdog
 from tinycnn.tasks.catdog_models import StochasticDepth, resnet_model
@@ -346,3 +347,27 @@ def test_evaluate_and_predict_with_tta(builtin_cache, capsys):
     photo = sorted((__import__("pathlib").Path(data) / "cat").iterdir())[0]
     assert predict.main([str(out / "best.tcnn"), str(photo), "--tta"]) == 0
     assert capsys.readouterr().out.startswith(str(photo))
+
+
+def test_three_classes_train_with_mixing_on_one_hot_targets(builtin_cache):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(["ant", "bee", "cow"]):
+        (builtin_cache / "three" / name).mkdir(parents=True)
+        for i in range(8):
+            pixels = (rng.random((16, 16, 3)) * 80 + 60 * k).astype(np.uint8)
+            Image.fromarray(pixels).save(builtin_cache / "three" / name / f"{i}.png")
+    out = builtin_cache / "run"
+    assert train.main(["catdog", "--data", str(builtin_cache / "three"), "--model", "resnet", "--mixup", "0.2",
+                       "--epochs", "2", "--img-size", "16", "--batch-size", "8", "--val-split", "0.25", "--quiet",
+                       "--out", str(out)]) == 0
+    model = tinycnn.load_model(out / "last.tcnn")
+    assert model.predict(np.zeros((1, 16, 16, 3), np.float32)).shape == (1, 3)
+    assert model.loss.get_config()["label_smoothing"] == pytest.approx(0.1)
+
+
+def test_more_warmup_than_epochs_is_one_line(builtin_cache):
+    with pytest.raises(UserInputError, match="--warmup 3"):
+        train.main(["catdog", "--model", "resnet", "--warmup", "3", "--epochs", "2", "--builtin-size", "4",
+                    "--img-size", "16", "--quiet", "--out", str(builtin_cache / "run")])
+    assert not (builtin_cache / "run").exists()  # refused before any run folder or data
