@@ -107,6 +107,17 @@ def test_bad_files_are_counted_and_reported_once(pets):
         assert sum(len(xb) for xb, _ in ds) == 12
 
 
+def test_bad_files_are_reported_when_fit_stops_after_len_batches(pets):
+    """fit takes len(ds) batches and stops: a pass with a bad file is one element short, never exhausted."""
+    (pets / "cat" / "notes.txt").write_text("not an image")
+    ds = image_dataset_from_directory(pets, image_size=(4, 4), batch_size=5, shuffle=False)
+    assert len(ds) == 3                                              # 13 files, one of them bad
+    with pytest.warns(SkippedFilesWarning, match="skipped 1 of 13 files"):
+        batches = iter(ds)
+        assert [len(next(batches)[0]) for _ in range(len(ds))] == [5, 5, 2]
+        batches.close()
+
+
 def test_cache_file_is_reused_by_a_second_run_and_rebuilt_when_the_folder_changes(pets, tmp_path, monkeypatch):
     cache = tmp_path / "cache" / "pets"
 

@@ -254,10 +254,13 @@ def _keep_decoded(ds, root, files, report, same_size):
 
 
 def _reported(ds, report):
-    """After each complete pass, one SkippedFilesWarning for the files not yet reported."""
+    """After each pass, one SkippedFilesWarning for the files not yet reported. Also when the consumer stops
+    early: fit stops after len() batches, and a pass with bad files ends one element short of that."""
     def step():
-        yield from ds
-        report.warn_new()
+        try:
+            yield from ds
+        finally:
+            report.warn_new()
     return Dataset(step, ds.cardinality(), ds._fingerprint, ds, lambda parent, n, i: _reported(parent, report))
 
 
