@@ -6,9 +6,10 @@ A small ResNet (He et al., "basic" blocks), through the functional API:
 
     stem     conv3×3 (widths[0], stride 2) + BN + ReLU                          (S, S, C) -> (S/2, S/2, w0)
     stage i  `blocks` basic blocks of width widths[i]; every stage after the first starts with stride 2
-             block: conv3×3 (stride s) + BN + ReLU, conv3×3 + BN (γ starting at 0, so each block begins as
-             the identity), stochastic depth, + shortcut (identity, or conv1×1 stride s + BN where the shape
-             changes), ReLU
+             block: conv3×3 (stride s) + BN + ReLU, conv3×3 + BN, stochastic depth, + shortcut (identity, or
+             conv1×1 stride s + BN where the shape changes), ReLU; `zero_init_residual` starts the second BN's γ
+             at 0, so that each block begins as the identity (Goyal et al.; off by default, as torchvision: in
+             short runs on the cat/dog photos it learned more slowly)
     head     global average pooling, dropout, Dense (sigmoid for 2 classes, softmax for more)
 
 Stochastic depth (Huang et al.; timm's DropPath): in training each sample's residual branch is dropped with
@@ -59,10 +60,10 @@ def conv_bn(x, filters, kernel, strides=1, relu=True, zero_gamma=False):
     return layers.Activation("relu")(x) if relu else x
 
 
-def basic_block(x, filters, strides, drop_rate):
+def basic_block(x, filters, strides, drop_rate, zero_init_residual=False):
     shortcut = x
     y = conv_bn(x, filters, 3, strides)
-    y = conv_bn(y, filters, 3, relu=False, zero_gamma=True)
+    y = conv_bn(y, filters, 3, relu=False, zero_gamma=zero_init_residual)
     if drop_rate > 0:
         y = StochasticDepth(drop_rate)(y)
     if strides != 1 or x.shape[-1] != filters:
@@ -70,7 +71,8 @@ def basic_block(x, filters, strides, drop_rate):
     return layers.Activation("relu")(layers.Add()([shortcut, y]))
 
 
-def resnet_model(img_size, channels, classes, widths=(32, 64, 128, 256), blocks=1, drop_path=0.0, dropout=0.2):
+def resnet_model(img_size, channels, classes, widths=(32, 64, 128, 256), blocks=1, drop_path=0.0, dropout=0.2,
+                 zero_init_residual=False):
     """The residual network of the module docstring, compiled by the caller."""
     inputs = tinycnn.Input((img_size, img_size, channels))
     x = conv_bn(inputs, widths[0], 3, strides=2)
@@ -78,7 +80,7 @@ def resnet_model(img_size, channels, classes, widths=(32, 64, 128, 256), blocks=
     for stage, filters in enumerate(widths):
         for block in range(blocks):
             strides = 2 if stage > 0 and block == 0 else 1
-            x = basic_block(x, filters, strides, drop_path * index / max(total - 1, 1))
+            x = basic_block(x, filters, strides, drop_path * index / max(total - 1, 1), zero_init_residual)
             index += 1
     x = layers.GlobalAveragePooling2D()(x)
     if dropout:

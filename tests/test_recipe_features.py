@@ -297,9 +297,12 @@ def test_binary_label_smoothing_gradient_by_finite_differences(n, eps, seed):
 
 # ---------------------------------------------------------------------------------------------- presets
 
-def test_resnet_model_shapes_and_starts_as_identity_blocks():
+def test_resnet_model_shapes_and_zero_init_residual():
     model = resnet_model(32, 3, 2, drop_path=0.1)
     assert model.predict(np.zeros((2, 32, 32, 3), np.float32)).shape == (2, 1)
+    zeroed = resnet_model(32, 3, 2, zero_init_residual=True)
+    gammas = [m.gamma.numpy() for _, m in zeroed.named_modules() if getattr(m, "zero_gamma", False)]
+    assert len(gammas) == 4 and all((g == 0).all() for g in gammas)
     assert resnet_model(32, 1, 5).predict(np.zeros((1, 32, 32, 1), np.float32)).shape == (1, 5)
 
 
