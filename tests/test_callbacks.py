@@ -64,8 +64,17 @@ def test_evaluate_and_predict_call_their_hooks():
 def test_the_progress_bar_is_a_callback_that_prints_each_epoch(capsys):
     model, (x, y) = _model(), _data()
     model.fit(x, y, batch_size=4, epochs=2, verbose=1)
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "Epoch 1/2 - loss: " in out and "Epoch 2/2 - loss: " in out and "mae: " in out
+    assert "batch" in captured.err  # tqdm's bar, on stderr
+
+
+def test_verbose_2_prints_one_line_per_epoch_and_no_bar(capsys):
+    model, (x, y) = _model(), _data()
+    model.fit(x, y, batch_size=4, epochs=2, verbose=2)
+    captured = capsys.readouterr()
+    assert captured.out.count("Epoch ") == 2 and "batch" not in captured.err
 
 
 def test_lambda_callback_and_early_stopping_with_keras_signatures():

@@ -114,25 +114,30 @@ class History(Callback):
 
 
 class ProgbarLogger(Callback):
-    """A tqdm.auto bar per epoch (the running loss and metrics beside it), then one line with the epoch's logs."""
+    """verbose=1: a tqdm.auto bar per epoch (the running loss and metrics beside it), then one line with the
+    epoch's logs; verbose=2: the line alone, as Keras."""
+    bar = None
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self.params.get("verbose") == 2:
+            return
         from tqdm.auto import tqdm
         epochs, steps = self.params.get("epochs"), self.params.get("steps")
         self.bar = tqdm(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch", leave=False)
 
     def on_train_batch_end(self, batch, logs=None):
-        self.bar.update(1)
-        self.bar.set_postfix({k: f"{v:.4f}" for k, v in (logs or {}).items()}, refresh=False)
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix({k: f"{v:.4f}" for k, v in (logs or {}).items()}, refresh=False)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.bar.close()
+        self.on_train_end()
         print(f"Epoch {epoch + 1}/{self.params.get('epochs')} - " + format_logs(logs or {}))
 
     def on_train_end(self, logs=None):
-        bar = getattr(self, "bar", None)
-        if bar is not None:
-            bar.close()  # training stopped inside an epoch (an error, Ctrl-C): no half-drawn bar left
+        if self.bar is not None:
+            self.bar.close()  # also when training stopped inside an epoch (an error, Ctrl-C): no half-drawn bar
+            self.bar = None
 
 
 def format_logs(logs):
