@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
+from numba import cuda
 
 import tinycnn
 from gradcheck import check_gradients
@@ -374,3 +375,20 @@ def test_more_warmup_than_epochs_is_one_line(builtin_cache):
         train.main(["catdog", "--model", "resnet", "--warmup", "3", "--epochs", "2", "--builtin-size", "4",
                     "--img-size", "16", "--quiet", "--out", str(builtin_cache / "run")])
     assert not (builtin_cache / "run").exists()  # refused before any run folder or data
+
+
+@pytest.mark.skipif(not cuda.is_available(), reason="no CUDA device or simulator")
+def test_ema_on_cuda_matches_the_cpu():
+    """The averages of device arrays go through the device's elementwise kernels (NUMBA_ENABLE_CUDASIM=1 here)."""
+    results = {}
+    for device in ("cpu", "cuda"):
+        rng = np.random.default_rng(0)
+        p = Tensor(rng.standard_normal(6), requires_grad=True, device=device)
+        opt = optimizers.SGD([p], lr=0.1, use_ema=True, ema_momentum=0.6)
+        for _ in range(4):
+            p.grad = tinycnn.Tensor(rng.standard_normal(6), device=device).data
+            opt.step()
+        opt.swap_ema_weights()
+        results[device] = (p.numpy(), opt.state_dict()["param.0.ema"])
+    for got, want in zip(results["cuda"], results["cpu"]):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
