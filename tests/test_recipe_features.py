@@ -392,3 +392,18 @@ def test_ema_on_cuda_matches_the_cpu():
         results[device] = (p.numpy(), opt.state_dict()["param.0.ema"])
     for got, want in zip(results["cuda"], results["cpu"]):
         np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_recipe_flags_override_the_preset_and_switch_off():
+    parser = __import__("argparse").ArgumentParser()
+    catdog.add_train_arguments(parser)
+    recipe = catdog._settings(parser.parse_args(["--model", "resnet", "--no-ema", "--randaugment", "0,0",
+                                                 "--mixup", "0.4"]))["recipe"]
+    assert recipe["ema"] is None and recipe["randaugment"] is None and recipe["mixup"] == 0.4
+    assert recipe["label_smoothing"] == 0.1  # the preset's
+    strong = catdog._settings(parser.parse_args(["--model", "strong", "--ema"]))["recipe"]
+    assert strong["ema"] == 0.999 and strong["crop"] == 0.0 and strong["warmup"] == 0
+    with pytest.raises(UserInputError, match="--ema"):
+        catdog._settings(parser.parse_args(["--ema", "1.5"]))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--randaugment", "2"])
