@@ -150,11 +150,21 @@ def recipe_settings(args, preset, epochs):
         recipe["ema"] = None
     if recipe["randaugment"] is not None and tuple(recipe["randaugment"]) == (0, 0):
         recipe["randaugment"] = None
+    _check_ranges(recipe)
     if recipe["warmup"] > epochs:
         raise UserInputError(f"--warmup {recipe['warmup']}: more warm-up epochs than the run's {epochs}")
     if recipe["ema"] is not None and not 0.0 < recipe["ema"] < 1.0:
         raise UserInputError(f"--ema: the momentum must be in (0, 1), got {recipe['ema']}")
     return recipe
+
+
+def _check_ranges(recipe):
+    """Each flag's value in its range, else a one-line error naming the flag."""
+    ranges = dict(mixup=(0, float("inf")), cutmix=(0, float("inf")), label_smoothing=(0, 0.99), crop=(0, 1),
+                  erasing=(0, 1), warmup=(0, float("inf")), drop_path=(0, 0.99))
+    for key, (low, high) in ranges.items():
+        if not low <= recipe[key] <= high:
+            raise UserInputError(f"--{key.replace('_', '-')}: {recipe[key]} is outside [{low}, {high}]")
 
 
 def recipe_optimizer(recipe, lr, steps_per_epoch, epochs):

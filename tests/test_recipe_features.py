@@ -405,5 +405,9 @@ def test_recipe_flags_override_the_preset_and_switch_off():
     assert strong["ema"] == 0.999 and strong["crop"] == 0.0 and strong["warmup"] == 0
     with pytest.raises(UserInputError, match="--ema"):
         catdog._settings(parser.parse_args(["--ema", "1.5"]))
+    for flag, value in (("--mixup", "-1"), ("--crop", "1.5"), ("--erasing", "2"), ("--label-smoothing", "1"),
+                        ("--drop-path", "-0.1"), ("--warmup", "-1")):
+        with pytest.raises(UserInputError, match=flag):
+            catdog._settings(parser.parse_args([flag, value]))
     with pytest.raises(SystemExit):
         parser.parse_args(["--randaugment", "2"])
