@@ -348,3 +348,44 @@ def test_a_functional_model_file_from_before_the_trainer_split_loads(tmp_path):
     loaded = tinycnn.load_model(tmp_path / "old.tcnn")
     assert type(loaded).__name__ == "Functional" and isinstance(loaded, tinycnn.Model)
     np.testing.assert_allclose(loaded.predict(x), model.predict(x), rtol=1e-6)
+
+
+def test_fit_sample_weight_of_zero_leaves_samples_out():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((40, 3)).astype(np.float32)
+    y = x @ np.array([[1.0], [-1.0], [0.5]], np.float32)
+    y[20:] += 50.0  # the second half is wrong
+    weights = np.r_[np.ones(20), np.zeros(20)]
+    errors = []
+    for sample_weight in (None, weights):
+        tinycnn.manual_seed(8)
+        model = tinycnn.Sequential([layers.Dense(1, input_shape=(3,))])
+        model.compile(loss="mse", optimizer=tinycnn.optimizers.Adam(0.1))
+        model.fit(x, y, batch_size=8, epochs=40, verbose=0, sample_weight=sample_weight)
+        errors.append(float(np.abs(model.predict(x[:20]) - y[:20]).mean()))
+    assert errors[1] < 0.1 < 10.0 < errors[0]
+    with pytest.raises(ValueError, match="40 inputs but 3 sample weights"):
+        model.fit(x, y, verbose=0, sample_weight=[1, 2, 3])
+
+
+@pytest.mark.parametrize("loss, per_element", [
+    (tinycnn.losses.MeanSquaredError(), lambda p, y: (p - y) ** 2),
+    (tinycnn.losses.MeanAbsoluteError(), lambda p, y: np.abs(p - y)),
+    (tinycnn.losses.Huber(), lambda p, y: np.where(np.abs(p - y) < 1, 0.5 * (p - y) ** 2, np.abs(p - y) - 0.5)),
+])
+def test_losses_weigh_samples_as_keras(loss, per_element):
+    rng = np.random.default_rng(9)
+    pred, y, weights = rng.standard_normal((4, 3)) * 2, rng.standard_normal((4, 3)), np.array([0.5, 2.0, 0.0, 1.0])
+    value = float(loss(tinycnn.Tensor(pred), y, sample_weight=weights).item())
+    np.testing.assert_allclose(value, np.mean(weights * per_element(pred, y).mean(axis=1)), rtol=1e-6)
+    check_gradients(lambda p: loss(p, y, sample_weight=weights), [pred])
+
+
+def test_categorical_crossentropy_weighs_samples():
+    rng = np.random.default_rng(10)
+    logits, y = rng.standard_normal((3, 4)), np.eye(4)[[0, 3, 1]]
+    weights = np.array([1.0, 0.0, 3.0])
+    loss = tinycnn.losses.CategoricalCrossentropy(from_logits=True)
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    expected = np.mean(weights * -(y * log_p).sum(axis=1))
+    np.testing.assert_allclose(float(loss(tinycnn.Tensor(logits), y, sample_weight=weights).item()), expected, rtol=1e-6)

@@ -120,7 +120,7 @@ class CategoricalCrossentropy(Loss):
         logits = pred if self.from_logits else _logits(pred, "softmax")
         log_p = F.log_softmax(logits, dim=1) if logits is not None else (pred + 1e-7).log()
         per_sample = -(y * log_p).sum(axis=1)
-        return per_sample.mean()
+        return weighted_mean(per_sample, sample_weight)
 
     def get_config(self):
         return {"from_logits": self.from_logits, "label_smoothing": self.label_smoothing}
@@ -133,7 +133,10 @@ class MeanSquaredError(Loss):
         y = _targets(np.reshape(y, pred.shape) if np.size(y) == pred.size else y, pred)
         if tuple(y.shape) != pred.shape:
             raise ValueError(f"mse: targets of shape {y.shape} do not match predictions {pred.shape}")
-        return F.mse_loss(pred, y)
+        if sample_weight is None:
+            return F.mse_loss(pred, y)
+        error = pred - y
+        return weighted_mean(error * error, sample_weight)
 
 
 class MeanAbsoluteError(Loss):
@@ -142,7 +145,7 @@ class MeanAbsoluteError(Loss):
 
     def __call__(self, pred, y, sample_weight=None):
         error = pred - _same_shape_targets(y, pred, self.name)
-        return (F.relu(error) + F.relu(-error)).mean()
+        return weighted_mean(F.relu(error) + F.relu(-error), sample_weight)
 
 
 class Huber(Loss):
@@ -158,10 +161,22 @@ class Huber(Loss):
         error = pred - _same_shape_targets(y, pred, self.name)
         absolute = F.relu(error) + F.relu(-error)
         quadratic = absolute - F.relu(absolute - self.delta)  # min(|e|, δ)
-        return (quadratic * quadratic * 0.5 + (absolute - quadratic) * self.delta).mean()
+        return weighted_mean(quadratic * quadratic * 0.5 + (absolute - quadratic) * self.delta, sample_weight)
 
     def get_config(self):
         return {"delta": self.delta}
+
+
+def weighted_mean(losses, sample_weight=None):
+    """The mean of per-element losses (N, ...); with sample_weight (N,), Keras' Σᵢ wᵢ·mean(lossᵢ) / N."""
+    if sample_weight is None:
+        return losses.mean()
+    per_sample = losses.reshape(losses.shape[0], -1).mean(axis=1) if losses.ndim > 1 else losses
+    weights = np.asarray(sample_weight.numpy() if isinstance(sample_weight, Tensor) else sample_weight,
+                         per_sample.dtype).reshape(-1)
+    if len(weights) != per_sample.shape[0]:
+        raise ValueError(f"sample_weight: {len(weights)} weights for {per_sample.shape[0]} samples")
+    return (per_sample * Tensor(weights, device=per_sample.device)).mean()
 
 
 def _same_shape_targets(y, pred, name):

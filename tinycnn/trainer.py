@@ -231,12 +231,13 @@ class Trainer:
     # ------------------------------------------------------------------ fit
     def fit(self, x, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None, validation_split=0.0,
             validation_data=None, shuffle=True, class_weight=None, initial_epoch=0, steps_per_epoch=None,
-            validation_steps=None, augment=None, distributed=None):
+            validation_steps=None, augment=None, distributed=None, sample_weight=None):
         """Train for `epochs` epochs on arrays (x, y) or on a Dataset / iterable of batches x (then y is None,
         and batch_size and shuffle are the data's own). `steps_per_epoch` / `validation_steps`: batches per epoch
         (needed for a generator that never ends). `augment(xb, yb) -> (xb, yb)` transforms each training batch
         (in the caller's layout). `distributed` (tinycnn.distributed.auto() under mpiexec) trains data-parallel,
-        with `batch_size` the global batch. Returns the History callback: `.history` maps metric names to
+        with `batch_size` the global batch. `sample_weight`: one weight per sample of array inputs (multiplying
+        class_weight's). Returns the History callback: `.history` maps metric names to
         per-epoch values."""
         dist = distributed or SingleProcess()
         self._check_compiled()
@@ -251,6 +252,7 @@ class Trainer:
         self._ensure_optimizer()
         if self.optimizer is None:
             raise RuntimeError("the model has no trainable parameters")
+        weights = _checked_sample_weight(sample_weight, x, stream)
         x, y, x_val, y_val = self._split_validation(x, y, stream, validation_data, validation_split,
                                                     validation_steps, dist)
         if stream is None:
@@ -272,7 +274,7 @@ class Trainer:
             for epoch in range(initial_epoch, epochs):
                 dist.collectively(cbs.on_epoch_begin, epoch, None)
                 if stream is None:
-                    batches = self._array_batches(x, y, batch_size, shuffle, dist, steps_per_epoch)
+                    batches = self._array_batches(x, y, weights, batch_size, shuffle, dist, steps_per_epoch)
                 else:
                     batches = _global_batches(stream, dist)
                 logs = self._train_epoch(batches, epoch, cbs, class_weight, augment)
@@ -323,14 +325,15 @@ class Trainer:
             return self._check_arrays(data[0], data[1], "validation_data")
         return _stream(data, None, "validation_data", steps, dist), None
 
-    def _array_batches(self, x, y, batch_size, shuffle, dist, steps):
-        """One epoch of (x, y, None, global batch size) from arrays; under MPI each rank takes its shard."""
+    def _array_batches(self, x, y, weights, batch_size, shuffle, dist, steps):
+        """One epoch of (x, y, sample_weight, global batch size) from arrays; under MPI each rank its shard."""
         n = nested.length(x)
         order = dist.same_order(generator().permutation(n)) if shuffle else np.arange(n)
         for begin in range(0, n, batch_size)[:steps]:
             index = order[begin:begin + batch_size]  # the global batch
             shard = dist.shard(index)
-            yield nested.take(x, shard), nested.take(y, shard), None, len(index)
+            weight = None if weights is None else weights[shard]
+            yield nested.take(x, shard), nested.take(y, shard), weight, len(index)
 
     def _train_epoch(self, batches, epoch, cbs, class_weight, augment):
         """One epoch of train_steps; its logs, or None if it had no batch at all (a one-shot source ran out)."""
@@ -477,6 +480,20 @@ class _Tally:
         logs = {"loss": float(self.sums[1] / n)}
         logs.update({name: final_value(fn, total / n) for (name, fn), total in zip(self.metrics, self.sums[2:])})
         return logs
+
+
+def _checked_sample_weight(sample_weight, x, stream):
+    """fit's sample_weight as a float32 vector of one weight per sample (the training part of the arrays is
+    the front: validation_split takes the last samples, unweighted)."""
+    if sample_weight is None:
+        return None
+    if stream is not None:
+        raise ValueError("fit: sample_weight goes with array inputs; a Dataset's batches carry their own "
+                         "(x, y, sample_weight)")
+    weights = np.asarray(sample_weight, np.float32).reshape(-1)
+    if len(weights) != nested.length(x):
+        raise ValueError(f"fit: {nested.length(x)} inputs but {len(weights)} sample weights")
+    return weights
 
 
 class _Failed:
