@@ -102,10 +102,10 @@ def _zero_last_gammas(model):
 
 RESNET_PRESET = dict(img_size=112, grayscale=False, epochs=30, batch_size=32, lr=2e-3, augment=True)
 # what `--model resnet` adds unless flags say otherwise (0 / None: off)
-RESNET_RECIPE = dict(ema=0.999, mixup=0.0, cutmix=0.0, label_smoothing=0.1, crop=0.35, randaugment=(2, 7),
-                     erasing=0.25, warmup=2, drop_path=0.05)
-RECIPE_OFF = dict(ema=None, mixup=0.0, cutmix=0.0, label_smoothing=0.0, crop=0.0, randaugment=None, erasing=0.0,
-                  warmup=0, drop_path=0.0)
+RESNET_RECIPE = dict(ema=0.999, mixup=0.0, cutmix=0.0, label_smoothing=0.1, crop=0.35, hsv=None,
+                     randaugment=(2, 7), erasing=0.25, warmup=2, drop_path=0.05)
+RECIPE_OFF = dict(ema=None, mixup=0.0, cutmix=0.0, label_smoothing=0.0, crop=0.0, hsv=None, randaugment=None,
+                  erasing=0.0, warmup=0, drop_path=0.0)
 
 
 def add_recipe_arguments(parser):
@@ -121,6 +121,9 @@ def add_recipe_arguments(parser):
     parser.add_argument("--crop", type=float, default=None, metavar="MIN_SCALE",
                         help="random resized crop with aspect jitter (3/4..4/3) of area MIN_SCALE..1, in the data "
                              "workers (0: off)")
+    parser.add_argument("--hsv", type=_floats(3, "--hsv H,S,V"), default=None, metavar="H,S,V",
+                        help="colour jitter in HSV: hue shift ±H turns, saturation and value ×(1 ± S), ×(1 ± V), "
+                             "in the data workers (e.g. 0.02,0.3,0.3)")
     parser.add_argument("--erasing", type=float, default=None, metavar="P", help="random erasing probability")
     parser.add_argument("--warmup", type=int, default=None, metavar="EPOCHS",
                         help="linear learning-rate warm-up over EPOCHS, then a per-step cosine decay")
@@ -128,14 +131,23 @@ def add_recipe_arguments(parser):
                         help="stochastic depth of the resnet preset's last block (0: off)")
 
 
+def _floats(count, flag):
+    def parse(text):
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != count:
+            raise argparse.ArgumentTypeError(f"{flag} wants {count} numbers separated by commas, got {text!r}")
+        return values
+    return parse
+
+
 def _n_m(text):
-    try:
-        n, m = (int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--randaugment wants N,M (two integers), got {text!r}")
-    if n < 0 or not 0 <= m <= 10:
-        raise argparse.ArgumentTypeError(f"--randaugment N,M needs N ≥ 0 and M in 0..10, got {text!r}")
-    return (n, m)
+    n, m = _floats(2, "--randaugment N,M")(text)
+    if n != int(n) or n < 0 or not 0 <= m <= 10:
+        raise argparse.ArgumentTypeError(f"--randaugment N,M needs an integer N ≥ 0 and M in 0..10, got {text!r}")
+    return (int(n), m)
 
 
 def recipe_settings(args, preset, epochs):
@@ -165,6 +177,8 @@ def _check_ranges(recipe):
     for key, (low, high) in ranges.items():
         if not low <= recipe[key] <= high:
             raise UserInputError(f"--{key.replace('_', '-')}: {recipe[key]} is outside [{low}, {high}]")
+    if recipe["hsv"] and not (0 <= recipe["hsv"][0] <= 0.5 and all(0 <= v <= 1 for v in recipe["hsv"][1:])):
+        raise UserInputError(f"--hsv H,S,V needs 0 ≤ H ≤ 0.5 and S, V in [0, 1], got {recipe['hsv']}")
 
 
 def recipe_optimizer(recipe, lr, steps_per_epoch, epochs):
@@ -211,8 +225,10 @@ def recipe_augment(recipe, classes, augment):
 
 def recipe_policy(recipe):
     """The per-image policy run in the data workers (None if the recipe has none)."""
-    from tinycnn.data.policies import Compose, RandAugment, RandomErasing, RandomResizedCrop
+    from tinycnn.data.policies import ColorJitterHSV, Compose, RandAugment, RandomErasing, RandomResizedCrop
     steps = [RandomResizedCrop((recipe["crop"], 1.0))] if recipe["crop"] else []
+    if recipe["hsv"]:
+        steps.append(ColorJitterHSV(*recipe["hsv"]))
     if recipe["randaugment"]:
         steps.append(RandAugment(*recipe["randaugment"]))
     if recipe["erasing"]:

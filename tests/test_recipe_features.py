@@ -241,8 +241,12 @@ def test_policies_on_batches_and_their_neutral_settings():
         RandomResizedCrop()(batch)
 
 
-def test_hsv_round_trip():
+def test_hsv_against_colorsys_and_round_trip():
+    import colorsys
     rgb = np.random.default_rng(0).random((9, 7, 3))
+    rgb[0, :3] = [[0.2, 0.2, 0.2], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]  # grey, pure red, black
+    expected = np.array([[colorsys.rgb_to_hsv(*pixel) for pixel in row] for row in rgb])
+    np.testing.assert_allclose(np.stack(rgb_to_hsv(rgb), axis=-1), expected, atol=1e-12)
     np.testing.assert_allclose(hsv_to_rgb(*rgb_to_hsv(rgb)), rgb, atol=1e-12)
 
 
@@ -315,7 +319,8 @@ def builtin_cache(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("flags", [["--model", "seed"], ["--model", "strong"], ["--model", "resnet"],
                                    ["--model", "strong", "--ema", "0.9", "--mixup", "0.2", "--cutmix", "1",
-                                    "--label-smoothing", "0.1", "--randaugment", "2,5", "--warmup", "1"]])
+                                    "--label-smoothing", "0.1", "--randaugment", "2,5", "--warmup", "1", "--crop", "0.5",
+                                    "--hsv", "0.02,0.3,0.3", "--erasing", "0.5"]])
 def test_every_preset_trains_a_few_steps_on_builtin_data(builtin_cache, flags):
     out = builtin_cache / "run"
     assert train.main(["catdog", *flags, "--epochs", "2", "--builtin-size", "12", "--img-size", "32",
@@ -406,8 +411,9 @@ def test_recipe_flags_override_the_preset_and_switch_off():
     with pytest.raises(UserInputError, match="--ema"):
         catdog._settings(parser.parse_args(["--ema", "1.5"]))
     for flag, value in (("--mixup", "-1"), ("--crop", "1.5"), ("--erasing", "2"), ("--label-smoothing", "1"),
-                        ("--drop-path", "-0.1"), ("--warmup", "-1")):
+                        ("--drop-path", "-0.1"), ("--warmup", "-1"), ("--hsv", "0.7,0,0")):
         with pytest.raises(UserInputError, match=flag):
             catdog._settings(parser.parse_args([flag, value]))
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--randaugment", "2"])
+    for bad in (["--randaugment", "2"], ["--randaugment", "2.5,3"], ["--hsv", "0.1,0.2"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)

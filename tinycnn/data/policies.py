@@ -154,13 +154,13 @@ def rgb_to_hsv(rgb):
 
 
 def hsv_to_rgb(h, s, v):
-    """The inverse of rgb_to_hsv: (H, W, 3) in [0, 1]."""
-    i = np.floor(h * 6.0)
-    f = h * 6.0 - i
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    i = i.astype(np.int64) % 6
-    choices = [np.stack(c, axis=-1) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))]
-    return np.choose(i[..., None], choices)
+    """The inverse of rgb_to_hsv: (H, W, 3) in [0, 1]. Channel n ∈ (5, 3, 1) for (r, g, b):
+    v − v s · clip(min(k, 4 − k), 0, 1) with k = (n + 6h) mod 6."""
+    channels = []
+    for n in (5.0, 3.0, 1.0):
+        k = (n + 6.0 * h) % 6.0
+        channels.append(v - v * s * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0))
+    return np.stack(channels, axis=-1)
 
 
 class RandomErasing(Policy):
