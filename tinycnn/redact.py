@@ -12,4 +12,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .cli import run_cli
+    sys.exit(run_cli("redact", main))

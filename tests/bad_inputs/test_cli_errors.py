@@ -140,3 +140,16 @@ def test_the_machine_saying_no_is_one_line(capsys, error, shown):
         raise error
     assert run_cli("train", fails, []) == EXIT_MISTAKE
     assert shown in _one_error_line(capsys.readouterr().err, "train")
+
+
+def test_train_with_a_wrong_data_folder_through_python_dash_m(tmp_path):
+    status, _, err = run_module("tinycnn.train", "catdog", "--data", tmp_path / "no-photos", "--out",
+                                tmp_path / "run", "--epochs", "1", "--quiet")
+    assert status == EXIT_MISTAKE
+    assert str(tmp_path / "no-photos") in _one_error_line(err, "train")
+
+
+def test_redact_with_a_missing_model_through_python_dash_m(tmp_path, photo):
+    status, _, err = run_module("tinycnn.redact", tmp_path / "none.tcnn", photo, "--out", tmp_path / "out")
+    assert status == EXIT_MISTAKE
+    assert str(tmp_path / "none.tcnn") in _one_error_line(err, "redact")
