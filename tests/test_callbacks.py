@@ -38,7 +38,8 @@ def test_fit_calls_every_hook_in_keras_order_with_keras_arguments():
     model, (x, y), recorder = _model(), _data(), Recorder()
     history = model.fit(x, y, batch_size=4, epochs=2, verbose=0, validation_split=0.25, callbacks=[recorder])
     names = [call[0] for call in recorder.calls]
-    epoch = ["on_epoch_begin"] + ["on_train_batch_begin", "on_train_batch_end"] * 3 + ["on_epoch_end"]
+    validation = ["on_test_begin", "on_test_batch_begin", "on_test_batch_end", "on_test_end"]  # 3 samples: 1 batch
+    epoch = ["on_epoch_begin"] + ["on_train_batch_begin", "on_train_batch_end"] * 3 + validation + ["on_epoch_end"]
     assert names == ["on_train_begin"] + epoch * 2 + ["on_train_end"]
     assert recorder.model is model and recorder.params == {"epochs": 2, "steps": 3, "verbose": 0}
     batch_end = [call for call in recorder.calls if call[0] == "on_train_batch_end"]

@@ -284,7 +284,7 @@ class Trainer:
                 dist.end_epoch(self)
                 if x_val is not None:
                     val = self.evaluate(x_val, y_val, batch_size=batch_size, verbose=0, return_dict=True,
-                                        steps=validation_steps, distributed=distributed)
+                                        steps=validation_steps, distributed=distributed, callbacks=user)
                     logs.update({f"val_{k}": v for k, v in val.items()})
                 dist.collectively(cbs.on_epoch_end, epoch, logs)
                 if stream is not None and dist.any(stream.exhausted):
