@@ -10,7 +10,8 @@ A run folder holds:
     last.tcnn      the model after the latest finished epoch (with optimizer state and the epoch count)
     best.tcnn      the model with the best monitored validation metric
     history.csv    one row per epoch: loss, metrics, val_*, images/s
-    curves.png     loss and the main metric per epoch (drawn with Pillow)
+    curves.png     loss and every metric per epoch (tinycnn.visualize.plot_history)
+    report.html    a minimal run report at the end (`python -m tinycnn.report RUN` writes the whole one)
 Ctrl-C during training saves last.tcnn first; `--resume RUN_DIR` goes on from it.
 
 Under `mpiexec -n N` (N > 1) the run trains data-parallel (tinycnn/distributed.py, docs/distributed.md):
@@ -20,19 +21,21 @@ what a task does after it (evaluating best.tcnn, printing) runs on rank 0 only.
 """
 import csv
 import json
-import math
 import os
 import sys
 import time
+import warnings
 from typing import Protocol
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 import tinycnn
 import tinycnn.distributed
+import tinycnn.report
+from tinycnn import cli
 from tinycnn.callbacks import Callback, ModelCheckpoint
 from tinycnn.device import cuda_available
+from tinycnn.visualize import plot_history
 
 
 class TaskModule(Protocol):
@@ -81,6 +84,8 @@ class Training:
 
     def run(self, args):
         tinycnn.manual_seed(args.seed)
+        if args.resume:  # RUN_DIR/interrupted.tcnn or last.tcnn, of this task: one line if not
+            args.resume_file = cli.resume_checkpoint(args.resume, self.task)
         resumed, settings = self.settings(args)
         folder = run_folder(args, self.task)
         train_set, val_set = self.data(settings, args, folder)
@@ -93,13 +98,15 @@ class Training:
 
 def add_common_train_arguments(parser, epochs, batch_size):
     parser.add_argument("--data", help="data folder (default: the built-in synthetic data)")
-    parser.add_argument("--epochs", type=int, default=epochs)
-    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--epochs", type=cli.positive_int, default=epochs)
+    parser.add_argument("--batch-size", type=cli.positive_int, default=batch_size)
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
-    parser.add_argument("--out", help="run folder (default: runs/<task>-<time>)")
+    parser.add_argument("--out", help="run folder (default: runs/<task>-<time>, or the first free <...>-2, -3, ...)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="let --out replace the run already in that folder (refused without it)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="go on training from RUN_DIR/last.tcnn")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--device", type=cli.device, default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--sync-bn", action="store_true",
                         help="under mpiexec: batch norm uses the statistics of the whole global batch "
@@ -107,15 +114,20 @@ def add_common_train_arguments(parser, epochs, batch_size):
 
 
 def run_folder(args, task):
-    """The run's folder (made by rank 0 alone); under mpiexec, first sets up data-parallel training."""
+    """The run's folder; under mpiexec, first sets up data-parallel training. Nothing is created here: rank 0
+    makes the folder when the first epoch ends (or Ctrl-C saves), so a run that fails before leaves none.
+    --out holding another run is refused unless --overwrite; the default runs/<task>-<time> is never an
+    existing folder (-2, -3, ... appended)."""
     dist = setup_distributed(args)
     if args.resume:
         return args.resume
-    folder = args.out or os.path.join("runs", f"{task}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.out:
+        cli.refuse_overwriting_run(args.out, getattr(args, "overwrite", False))
+        folder = args.out
+    else:
+        folder = cli.fresh_folder(os.path.join("runs", f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"))
     if dist is not None:
         folder = dist.broadcast(folder)  # rank 0's clock names it
-    if dist is None or dist.is_root:
-        os.makedirs(folder, exist_ok=True)
     return folder
 
 
@@ -147,7 +159,7 @@ class EpochRecorder(Callback):
         self.model.metadata["epochs_done"] = epoch + 1
         self.model.metadata["history"] = self.rows
         write_history(self.folder, self.rows)
-        draw_curves(os.path.join(self.folder, "curves.png"), self.rows, self.main_metric)
+        plot_history(self.rows, os.path.join(self.folder, "curves.png"))  # the Pillow picture without matplotlib
 
 
 def train_in_folder(model, folder, fit_kwargs, monitor, main_metric):
@@ -172,6 +184,10 @@ def train_in_folder(model, folder, fit_kwargs, monitor, main_metric):
         raise SystemExit(130)
     if dist is not None and not dist.is_root:
         raise SystemExit(0)  # what follows training in a task (evaluating best.tcnn, printing) is rank 0's
+    try:
+        tinycnn.report.write_report(folder, minimal=True)
+    except Exception as error:  # noqa: BLE001 - a report that fails never loses the run
+        warnings.warn(f"{folder}/report.html was not written: {error}")
     return recorder.rows
 
 
@@ -184,36 +200,6 @@ def write_history(folder, rows):
         for row in rows:
             writer.writerow([row["epoch"]] + [row.get(k, "") for k in keys])
     os.replace(tmp, os.path.join(folder, "history.csv"))
-
-
-def draw_curves(path, rows, metric, size=(900, 360)):
-    """Two panels, loss and `metric`, train (blue) and validation (orange), one point per epoch."""
-    width, height = size
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    for panel, key in enumerate(("loss", metric)):
-        left, right = 50 + panel * width // 2, (panel + 1) * width // 2 - 20
-        top, bottom = 30, height - 40
-        draw.rectangle([left, top, right, bottom], outline="black")
-        series = [(key, (31, 119, 180)), (f"val_{key}", (255, 127, 14))]
-        values = [row[k] for row in rows for k, _ in series if k in row and math.isfinite(row[k])]
-        if not values:
-            continue
-        low, high = min(values), max(values)
-        high = high if high > low else low + 1.0
-        draw.text((left, 10), f"{key}  (blue train, orange val)  [{low:.3g}, {high:.3g}]", fill="black")
-        for k, colour in series:
-            points = [(row["epoch"], row[k]) for row in rows if k in row and math.isfinite(row[k])]
-            xy = [(left + (e - 1) / max(len(rows) - 1, 1) * (right - left),
-                   bottom - (v - low) / (high - low) * (bottom - top)) for e, v in points]
-            if len(xy) > 1:
-                draw.line(xy, fill=colour, width=2)
-            for x, y in xy:
-                draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
-        draw.text((left, bottom + 8), f"epochs 1..{len(rows)}", fill="black")
-    tmp = path + ".tmp.png"
-    image.save(tmp)
-    os.replace(tmp, path)
 
 
 def print_json(obj):

@@ -190,7 +190,8 @@ def test_only_rank_zero_writes_and_a_run_resumes_with_another_rank_count(tmp_pat
     status, stdout, stderr, _ = run_job("folder", out)
     assert status == 0, stderr[-3000:]
     run = out / "rank0" / "run"
-    assert sorted(p.name for p in run.iterdir()) == ["best.tcnn", "curves.png", "history.csv", "last.tcnn"]
+    assert sorted(p.name for p in run.iterdir()) == ["best.tcnn", "curves.png", "history.csv", "last.tcnn", "report",
+                                                     "report.html"]
     assert list((out / "rank1").iterdir()) == []  # rank 1 wrote nothing, not even the folder
     assert "run folder from rank 0" in stdout and "from rank 1" not in stdout  # rank 1's stdout is silenced
     assert "rank 0 after train_in_folder" in stderr and "rank 1 after" not in stderr  # train_in_folder ended it

@@ -16,8 +16,10 @@ from PIL import Image
 from test_catdog_task import _builtin, tiny_run  # noqa: F401 - fixtures
 from test_plates_tasks import box_run, plates, seg_run  # noqa: F401 - fixtures
 
+import tinycnn
 from tinycnn import evaluate, report, train, visualize
 from tinycnn.cli import run_cli
+from tinycnn.tasks import common
 
 COMMON_SECTIONS = {"overview", "curves", "filters", "feature-maps", "summary", "recipe"}
 
@@ -157,3 +159,26 @@ def test_without_matplotlib_the_report_still_has_its_curves(box_run, tmp_path, m
         report.write_report(run, minimal=True)
     with Image.open(run / "report" / "curves.png") as curves:
         assert curves.size == (2 * 450, 360)   # the Pillow picture: loss and iou
+
+
+def test_training_writes_curves_and_a_minimal_report(tiny_run):  # noqa: F811
+    parsed = parse_report(tiny_run)   # the fixture's training wrote it (a later test may have replaced it)
+    assert {"curves", "summary", "recipe"} <= set(parsed.sections)
+    with Image.open(tiny_run / "curves.png") as curves:
+        assert curves.width > 300
+
+
+def test_a_report_failure_does_not_lose_the_run(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(report, "write_report", broken)
+    model = tinycnn.Sequential([tinycnn.layers.Conv2D(2, 3, input_shape=(8, 8, 1)), tinycnn.layers.Flatten(),
+                                tinycnn.layers.Dense(1, activation="sigmoid")])
+    model.compile(loss="binary_crossentropy", metrics=["accuracy"])
+    model.metadata = {}   # a task's run sets it (task, preprocessing)
+    x = np.random.default_rng(0).uniform(0, 1, (8, 8, 8, 1)).astype(np.float32)
+    fit = dict(x=x, y=np.arange(8) % 2, batch_size=4, epochs=1, verbose=0, validation_data=(x, np.arange(8) % 2))
+    with pytest.warns(UserWarning, match="disk full"):
+        rows = common.train_in_folder(model, str(tmp_path), fit, monitor="val_accuracy", main_metric="accuracy")
+    assert len(rows) == 1 and (tmp_path / "best.tcnn").is_file() and (tmp_path / "history.csv").is_file()
