@@ -68,8 +68,8 @@ class Trainer:
         names = self._output_names()
         if len(names) > 1:
             self.loss = nested.output_losses(loss, loss_weights, names, losses.get)
-            self.metrics = [(f"{name}_{metric_name}", fn) for name in names
-                            for metric_name, fn in (metrics_module.get(m) for m in (metrics or []))]
+            self.metrics = [(f"{name}_{metric_name}", fn) for name, output_loss in zip(names, self.loss.losses)
+                            for metric_name, fn in (metrics_module.get(m, loss=output_loss) for m in metrics or [])]
             self._metric_outputs = [i for i in range(len(names)) for _ in (metrics or [])]
         else:
             self.loss = losses.get(loss)
@@ -106,7 +106,7 @@ class Trainer:
         """One optimizer step on a batch (see the module docstring); the epoch's running logs."""
         x, y, sample_weight = data
         stats = self._distribution.sum_step(lambda: self._gradients(x, y, sample_weight), 2 + len(self.metrics))
-        count, value = stats[0], stats[1] / stats[0]
+        value = stats[1] / stats[0]
         if not math.isfinite(value) and getattr(self, "_quiet_nan", False):
             return {"loss": value}  # a TerminateOnNaN callback ends training (no step on this batch)
         if not math.isfinite(value):
