@@ -145,8 +145,10 @@ def setup_distributed(args):
 
 
 class EpochRecorder(Callback):
-    """Keeps the finished-epoch count and the history in the model's metadata, then writes history.csv
-    and curves.png after every epoch (so an interrupted run still has them)."""
+    """After every epoch: the finished-epoch count, the history and the training state (the engine generator's
+    state: a resume goes on exactly) into the model's metadata; then last.tcnn, and only then history.csv and
+    curves.png (so the history never runs ahead of last.tcnn); an interrupted.tcnn the run has gone past is
+    removed."""
 
     rank_zero_only = True  # under MPI only rank 0 runs it
 
@@ -158,29 +160,43 @@ class EpochRecorder(Callback):
         self.rows.append(dict(epoch=epoch + 1, **{k: float(v) for k, v in logs.items()}))
         self.model.metadata["epochs_done"] = epoch + 1
         self.model.metadata["history"] = self.rows
+        self.model.metadata["training_state"] = dict(epochs_done=epoch + 1, batches_done=0,
+                                                     random_state=tinycnn.random.generator().bit_generator.state)
+        os.makedirs(self.folder, exist_ok=True)  # the run folder is made when the first epoch ends (run_folder)
+        self.model.save(os.path.join(self.folder, LAST))
+        if os.path.exists(os.path.join(self.folder, INTERRUPTED)):
+            os.remove(os.path.join(self.folder, INTERRUPTED))
         write_history(self.folder, self.rows)
         plot_history(self.rows, os.path.join(self.folder, "curves.png"))  # the Pillow picture without matplotlib
 
 
+LAST, INTERRUPTED = "last.tcnn", "interrupted.tcnn"
+
+
 def train_in_folder(model, folder, fit_kwargs, monitor, main_metric):
     """model.fit with last/best checkpoints, history files, and a checkpoint on Ctrl-C. Returns the history rows.
-    Under mpiexec it trains data-parallel; ranks other than 0 exit (status 0) when training is over."""
+    Under mpiexec it trains data-parallel; ranks other than 0 exit (status 0) when training is over.
+
+    Ctrl-C saves interrupted.tcnn (never over last.tcnn, the last finished epoch): the weights, optimizer state
+    and `model.training_state()` (epoch, batches done in it, running sums, generator states), from which
+    `--resume` (tinycnn.cli.resume_checkpoint prefers it) goes on exactly where the run stopped."""
     dist = tinycnn.distributed.auto()
     model.metadata.setdefault("epochs_done", 0)
     recorder = EpochRecorder(folder, main_metric, model.metadata.get("history"))
-    last = os.path.join(folder, "last.tcnn")
-    callbacks = [recorder, ModelCheckpoint(os.path.join(folder, "best.tcnn"), monitor=monitor, save_best_only=True),
-                 ModelCheckpoint(last)] + list(fit_kwargs.pop("callbacks", []))
+    callbacks = [recorder, ModelCheckpoint(os.path.join(folder, "best.tcnn"), monitor=monitor, save_best_only=True)]
+    callbacks += list(fit_kwargs.pop("callbacks", []))
     if recorder.rows and monitor in recorder.rows[-1]:  # resuming: the best so far is in the history
         values = [r[monitor] for r in recorder.rows if monitor in r]
         callbacks[1].best = min(values) if callbacks[1].mode == "min" else max(values)
+    if recorder.rows:  # resuming: history.csv as the checkpoint has it (never ahead of it)
+        write_history(folder, recorder.rows)
+    resume_state = model.metadata.get("training_state") or dict(epochs_done=model.metadata["epochs_done"],
+                                                                  batches_done=0)
     try:
-        model.fit(callbacks=callbacks, initial_epoch=model.metadata["epochs_done"], distributed=dist, **fit_kwargs)
+        model.fit(callbacks=callbacks, resume_state=resume_state, distributed=dist, **fit_kwargs)
     except KeyboardInterrupt:
-        if dist is None or dist.is_root:
-            model.save(last)
-            print(f"\ninterrupted: saved {last} after {model.metadata['epochs_done']} finished epoch(s); "
-                  f"go on with --resume {folder}")
+        if (dist is None or dist.is_root) and getattr(model, "_batches_done", None) is not None:
+            save_interrupted(model, folder)
         raise SystemExit(130)
     if dist is not None and not dist.is_root:
         raise SystemExit(0)  # what follows training in a task (evaluating best.tcnn, printing) is rank 0's
@@ -189,6 +205,17 @@ def train_in_folder(model, folder, fit_kwargs, monitor, main_metric):
     except Exception as error:  # noqa: BLE001 - a report that fails never loses the run
         warnings.warn(f"{folder}/report.html was not written: {error}")
     return recorder.rows
+
+
+def save_interrupted(model, folder):
+    """RUN/interrupted.tcnn: the model where Ctrl-C stopped it, with the position to go on from."""
+    state = model.training_state()
+    model.metadata["training_state"] = state
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, INTERRUPTED)
+    model.save(path)
+    print(f"\ninterrupted: saved {path} after {state['epochs_done']} finished epoch(s) and {state['batches_done']} "
+          f"batch(es) of the next ({LAST} keeps the last finished epoch); go on with --resume {folder}")
 
 
 def write_history(folder, rows):
