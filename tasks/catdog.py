@@ -133,7 +133,7 @@ class CatDogTraining(Training):
     def settings(self, args):
         if not args.resume:
             return None, _settings(args)
-        model = tinycnn.load_model(os.path.join(args.resume, "last.tcnn"), device=args.device)
+        model = tinycnn.load_model(args.resume_file, device=args.device)  # checked by Training.run
         settings = model.metadata
         settings["epochs"] = args.epochs or settings["epochs"]
         print(f"resuming {args.resume} after {settings['epochs_done']} of {settings['epochs']} epoch(s)")

@@ -210,6 +210,10 @@ def train_in_folder(model, folder, fit_kwargs, monitor, main_metric):
 def save_interrupted(model, folder):
     """RUN/interrupted.tcnn: the model where Ctrl-C stopped it, with the position to go on from."""
     state = model.training_state()
+    if model.metadata["epochs_done"] > state["epochs_done"]:  # stopped after the epoch's end: last.tcnn has it
+        print(f"\ninterrupted after {model.metadata['epochs_done']} finished epoch(s), saved in {LAST}; go on with "
+              f"--resume {folder}")
+        return
     model.metadata["training_state"] = state
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, INTERRUPTED)

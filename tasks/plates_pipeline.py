@@ -266,8 +266,9 @@ def run_settings(args, new_settings):
     `new_settings(args)`."""
     if not args.resume:
         return None, new_settings(args)
-    model, metadata = resume_model(args.resume)
-    return model, {key: value for key, value in metadata.items() if key not in ("history", "epochs_done")}
+    model, metadata = resume_model(args.resume_file)  # checked by Training.run (cli.resume_checkpoint)
+    return model, {key: value for key, value in metadata.items()
+                   if key not in ("history", "epochs_done", "training_state")}
 
 
 class PlateTraining(Training):
@@ -339,15 +340,13 @@ def evaluate_split(args, evaluate_on, describe, keep_photo_masks=False):
     return 0
 
 
-def resume_model(run_dir):
-    """The model of RUN_DIR/last.tcnn (uncompiled) and its metadata; the task compiles it again.
+def resume_model(path):
+    """The model of a run's checkpoint (RUN_DIR/last.tcnn or interrupted.tcnn; uncompiled) and its metadata; the
+    task compiles it again.
 
     The task's own metric (and its Dice / Distance-IoU losses) are not tinycnn built-ins, which
     tinycnn.load_model cannot compile again; so the weights, the epoch count and the history go on from the
     file, while Adam's moment estimates restart."""
-    path = Path(run_dir) / "last.tcnn"
-    if not path.is_file():
-        raise FileNotFoundError(f"--resume {run_dir}: no last.tcnn there")
     model = tinycnn.load_model(path, compile=False)
     return model, model.metadata
 

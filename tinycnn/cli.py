@@ -74,6 +74,12 @@ def run_cli(command, main, argv=None):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BUG
     except Exception as error:  # noqa: BLE001  (sorted into mistakes and bugs right here)
+        from .trainer import TrainingError
+        if isinstance(error, TrainingError):  # the loss diverged: not a bug, nor a mistake in the input
+            if debug:
+                traceback.print_exc()
+            print(f"tinycnn {command}: error: {error}", file=sys.stderr)
+            return EXIT_BUG
         message = user_mistake_message(error)
         if message is None:
             traceback.print_exc()
@@ -165,16 +171,19 @@ def task_of_model(path):
 
 
 def resume_checkpoint(run_dir, task):
-    """RUN_DIR/last.tcnn for `train TASK --resume RUN_DIR`, after checking that it exists and that it was
+    """The checkpoint `train TASK --resume RUN_DIR` goes on from: RUN_DIR/interrupted.tcnn (where Ctrl-C stopped
+    the run, mid-epoch) if there is one, else RUN_DIR/last.tcnn; after checking that it exists and that it was
     trained for TASK (resuming another task's run would fail deep inside the task with a KeyError)."""
     from .saving import read_metadata
     last = os.path.join(run_dir, "last.tcnn")
     if not os.path.isdir(run_dir):
         raise UserInputError(f"--resume {run_dir}: no such run folder")
-    if not os.path.isfile(last):
+    if os.path.isfile(os.path.join(run_dir, "interrupted.tcnn")):
+        last = os.path.join(run_dir, "interrupted.tcnn")
+    elif not os.path.isfile(last):
         raise UserInputError(f"--resume {run_dir}: no last.tcnn in it (not a run folder of tinycnn.train, or "
                              f"stopped before its first epoch)")
-    trained = read_metadata(last).get("task")
+    trained = read_metadata(last).get("task")  # a ModelFileError (one line) for a damaged file
     if trained != task:
         raise UserInputError(f"--resume {run_dir}: that run trained the task {trained!r}, not {task!r}; go on with "
                              f"python -m tinycnn.train {trained} --resume {run_dir}")

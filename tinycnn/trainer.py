@@ -51,6 +51,9 @@ class TrainingError(RuntimeError):
     """Training cannot go on (the loss diverged)."""
 
 
+DIVERGENCE_FACTOR = 1e3  # fit stops when an epoch's running loss exceeds this many times the first batch's loss
+
+
 class Trainer:
     """compile / fit / evaluate / predict / save for a Module that is a Model (tinycnn/model.py)."""
     optimizer = None
@@ -114,7 +117,22 @@ class Trainer:
                                 f"{self._position[1] + 1} (learning rate too high, or NaN/inf in the data?); "
                                 "training stopped, checkpoints saved before this batch are intact")
         self.optimizer.step()
-        return self._tally.add(stats)
+        logs = self._tally.add(stats)
+        self._check_divergence(value, logs["loss"])
+        return logs
+
+    def _check_divergence(self, batch_loss, running_loss):
+        """TrainingError once the epoch's running loss exceeds DIVERGENCE_FACTOR x the first batch's loss of
+        this fit (at least 1e-3, so that a loss starting near 0 may still move)."""
+        start = getattr(self, "_start_loss", None)
+        if start is None:
+            self._start_loss = start = batch_loss
+        limit = DIVERGENCE_FACTOR * max(abs(start), 1e-3)
+        if running_loss > limit:
+            raise TrainingError(f"the loss diverged at epoch {self._position[0] + 1}, batch {self._position[1] + 1}: "
+                                f"running loss {running_loss:.4g} > {DIVERGENCE_FACTOR:g} x the first batch's "
+                                f"{start:.4g} (learning rate too high?); training stopped, checkpoints saved "
+                                "before this batch are intact")
 
     def test_step(self, data):
         """Loss and metrics of one batch in inference form (no gradients), added to the running logs."""
@@ -231,14 +249,18 @@ class Trainer:
     # ------------------------------------------------------------------ fit
     def fit(self, x, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None, validation_split=0.0,
             validation_data=None, shuffle=True, class_weight=None, initial_epoch=0, steps_per_epoch=None,
-            validation_steps=None, augment=None, distributed=None, sample_weight=None):
+            validation_steps=None, augment=None, distributed=None, sample_weight=None, initial_step=0,
+            resume_state=None):
         """Train for `epochs` epochs on arrays (x, y) or on a Dataset / iterable of batches x (then y is None,
         and batch_size and shuffle are the data's own). `steps_per_epoch` / `validation_steps`: batches per epoch
         (needed for a generator that never ends). `augment(xb, yb) -> (xb, yb)` transforms each training batch
         (in the caller's layout). `distributed` (tinycnn.distributed.auto() under mpiexec) trains data-parallel,
         with `batch_size` the global batch. `sample_weight`: one weight per sample of array inputs (multiplying
-        class_weight's). Returns the History callback: `.history` maps metric names to
-        per-epoch values."""
+        class_weight's). `initial_step`: batches of the epoch `initial_epoch` already trained (skipped, without
+        training on them). `resume_state`: a `training_state()` taken when an earlier fit was interrupted; fit goes
+        on from exactly there (its epoch, batch, running logs and random generator), as if never stopped. A
+        non-finite val_loss, or a running loss above DIVERGENCE_FACTOR x the first batch's, raises TrainingError.
+        Returns the History callback: `.history` maps metric names to per-epoch values."""
         dist = distributed or SingleProcess()
         self._check_compiled()
         stream = None
@@ -269,15 +291,28 @@ class Trainer:
         dist.begin_fit(self, *((nested.length(x), batch_size) if stream is None else (dist.size, dist.size)))
         self._distribution = dist
         self._quiet_nan = any(isinstance(cb, TerminateOnNaN) for cb in user)
+        self._start_loss = None
+        if resume_state is None:
+            resume_state = dict(epochs_done=initial_epoch, batches_done=initial_step)
+        initial_epoch, initial_step = int(resume_state["epochs_done"]), int(resume_state["batches_done"])
         cbs.on_train_begin()
         try:
             for epoch in range(initial_epoch, epochs):
+                skip = initial_step if epoch == initial_epoch else 0
+                if skip and "epoch_random_state" in resume_state:  # this epoch's shuffle, as when interrupted
+                    generator().bit_generator.state = resume_state["epoch_random_state"]
+                elif epoch == initial_epoch and "random_state" in resume_state:
+                    generator().bit_generator.state = resume_state["random_state"]
+                self._epoch_random_state = generator().bit_generator.state
                 dist.collectively(cbs.on_epoch_begin, epoch, None)
                 if stream is None:
                     batches = self._array_batches(x, y, weights, batch_size, shuffle, dist, steps_per_epoch)
                 else:
                     batches = _global_batches(stream, dist)
-                logs = self._train_epoch(batches, epoch, cbs, class_weight, augment)
+                if skip:
+                    batches = _skipped(batches, skip, resume_state.get("random_state"))
+                logs = self._train_epoch(batches, epoch, cbs, class_weight, augment, skip,
+                                         resume_state.get("running_sums") if skip else None)
                 if logs is None:  # a one-shot iterator ran out before this epoch began
                     stream.warn_ran_out()
                     break
@@ -286,6 +321,10 @@ class Trainer:
                     val = self.evaluate(x_val, y_val, batch_size=batch_size, verbose=0, return_dict=True,
                                         steps=validation_steps, distributed=distributed, callbacks=user)
                     logs.update({f"val_{k}": v for k, v in val.items()})
+                    if not math.isfinite(val["loss"]) and not self._quiet_nan:
+                        raise TrainingError(f"val_loss became {val['loss']} at epoch {epoch + 1}, after its last "
+                                            f"batch ({self._position[1] + 1}): the weights diverged (learning rate "
+                                            "too high?); training stopped, checkpoints of earlier epochs are intact")
                 dist.collectively(cbs.on_epoch_end, epoch, logs)
                 if stream is not None and dist.any(stream.exhausted):
                     stream.warn_ran_out()
@@ -335,12 +374,24 @@ class Trainer:
             weight = None if weights is None else weights[shard]
             yield nested.take(x, shard), nested.take(y, shard), weight, len(index)
 
-    def _train_epoch(self, batches, epoch, cbs, class_weight, augment):
-        """One epoch of train_steps; its logs, or None if it had no batch at all (a one-shot source ran out)."""
+    def training_state(self):
+        """Where the running (or interrupted) fit is, as JSON-ready values for `fit(resume_state=...)`:
+        epochs_done (finished epochs), batches_done (trained batches of the epoch under way), that epoch's
+        running sums, and the engine generator's state at the epoch's start (its shuffle) and now."""
+        return dict(epochs_done=self._position[0], batches_done=self._batches_done,
+                    running_sums=[float(v) for v in self._tally.sums],
+                    epoch_random_state=self._epoch_random_state, random_state=generator().bit_generator.state)
+
+    def _train_epoch(self, batches, epoch, cbs, class_weight, augment, skipped=0, running_sums=None):
+        """One epoch of train_steps; its logs, or None if it had no batch at all (a one-shot source ran out).
+        skipped: batches already trained before an interruption (their running sums are running_sums)."""
         self.train()
         self._tally = _Tally(self.metrics)
-        start, samples, logs = time.perf_counter(), 0, None
-        for batch_number, (xb, yb, weight, total) in enumerate(batches):
+        if running_sums is not None:
+            self._tally.sums[:] = running_sums
+        self._position, self._batches_done = (epoch, skipped), skipped
+        start, samples, logs = time.perf_counter(), 0, (self._tally.logs() if skipped else None)
+        for batch_number, (xb, yb, weight, total) in enumerate(batches, start=skipped):
             cbs.on_train_batch_begin(batch_number, None)
             try:
                 if augment is not None and nested.length(yb):
@@ -352,6 +403,7 @@ class Trainer:
                 data = (_Failed(error), yb, None)
             self._global_batch, self._position = total, (epoch, batch_number)
             logs = self.train_step(data)
+            self._batches_done = batch_number + 1
             samples += total
             cbs.on_train_batch_end(batch_number, logs)
             if self.stop_training and self._distribution.size == 1:  # under MPI, at the epoch's end (all ranks)
@@ -502,6 +554,16 @@ class _Failed:
 
     def __init__(self, error):
         self.error = error
+
+
+def _skipped(batches, count, random_state):
+    """`batches` without its first `count` (trained before an interruption), then the engine's generator set to
+    `random_state` (where it was when the run was interrupted)."""
+    for _ in zip(range(count), batches):
+        pass
+    if random_state is not None:
+        generator().bit_generator.state = random_state
+    yield from batches
 
 
 def _sample_weights(class_weight, yb, weight):

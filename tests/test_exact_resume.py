@@ -1,0 +1,136 @@
+"""Exact resume (issue 17): Ctrl-C saves interrupted.tcnn with the position inside the epoch and the random
+generator's states, never over last.tcnn; going on from it (or from last.tcnn at an epoch boundary) gives the
+same weights, bit for bit, as the run that was never interrupted. Also: history.csv never runs ahead of
+last.tcnn, and a run stopped before its first epoch leaves no folder."""
+import csv
+import os
+
+import numpy as np
+import pytest
+
+import tinycnn
+from tinycnn import layers
+from tinycnn.callbacks import Callback
+from tinycnn.cli import resume_checkpoint
+
+from tasks.common import train_in_folder
+
+EPOCHS, BATCH = 3, 8
+
+
+class InterruptAt(Callback):
+    """Ctrl-C (KeyboardInterrupt) when batch `batch` of epoch `epoch` has been trained (batch None: at the
+    epoch's end, after its checkpoint)."""
+
+    def __init__(self, epoch, batch):
+        self.epoch, self.batch, self.current = epoch, batch, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.batch is not None and (self.current, batch) == (self.epoch, self.batch):
+            raise KeyboardInterrupt
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.batch is None and epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def data():
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(60, 6, 6, 1)).astype(np.float32)
+    y = (x.mean(axis=(1, 2, 3)) > 0).astype(np.float32)
+    return x[:48], y[:48], x[48:], y[48:]
+
+
+def new_model():
+    model = tinycnn.Sequential([layers.Conv2D(4, 3, activation="relu", input_shape=(6, 6, 1)), layers.Flatten(),
+                                layers.Dropout(0.3), layers.Dense(1, activation="sigmoid")])
+    model.compile(loss="binary_crossentropy", optimizer="adam", metrics=["accuracy"])
+    model.metadata = {"task": "toy"}
+    return model
+
+
+def train(model, folder, callbacks=()):
+    x, y, x_val, y_val = data()
+    fit = dict(x=x, y=y, batch_size=BATCH, epochs=EPOCHS, verbose=0, validation_data=(x_val, y_val),
+               callbacks=list(callbacks))  # shuffled from tinycnn's generator; dropout draws from it too
+    return train_in_folder(model, folder, fit, monitor="val_loss", main_metric="accuracy")
+
+
+def history(folder):
+    with open(os.path.join(folder, "history.csv")) as f:
+        return [{k: v for k, v in row.items() if k != "images_per_sec"} for row in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("whole"))
+    tinycnn.manual_seed(0)
+    model = new_model()
+    train(model, folder)
+    return model.get_weights(), history(folder)
+
+
+@pytest.mark.parametrize("epoch, batch", [(1, 2), (0, 0), (1, 5), (0, None)],
+                         ids=["mid-epoch", "first-batch", "last-batch", "epoch-boundary"])
+def test_resumed_run_equals_the_uninterrupted_one(tmp_path, uninterrupted, epoch, batch, capsys):
+    folder = str(tmp_path / "run")
+    tinycnn.manual_seed(0)
+    model = new_model()
+    with pytest.raises(SystemExit) as stop:
+        train(model, folder, [InterruptAt(epoch, batch)])
+    assert stop.value.code == 130
+    finished = epoch + (batch is None)
+    if batch is None:  # Ctrl-C after the epoch's checkpoint: the state of that boundary
+        assert os.path.exists(os.path.join(folder, "last.tcnn"))
+    else:
+        assert os.path.exists(os.path.join(folder, "interrupted.tcnn"))
+        assert "interrupted.tcnn after" in capsys.readouterr().out
+    if finished == 0 and batch is not None:
+        assert not os.path.exists(os.path.join(folder, "last.tcnn"))  # no epoch finished: nothing labelled as one
+    else:
+        last = tinycnn.load_model(os.path.join(folder, "last.tcnn"))
+        assert last.metadata["epochs_done"] == finished  # mid-epoch weights never go into last.tcnn
+        assert len(history(folder)) == finished
+
+    tinycnn.manual_seed(12345)  # what a resumed process does first: the checkpoint's states must win
+    path = resume_checkpoint(folder, "toy")
+    assert os.path.basename(path) == ("last.tcnn" if batch is None else "interrupted.tcnn")
+    resumed = tinycnn.load_model(path)
+    train(resumed, folder)
+
+    weights, rows = uninterrupted
+    for got, want in zip(resumed.get_weights(), weights, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert history(folder) == rows  # the interrupted epoch's running loss too
+    assert not os.path.exists(os.path.join(folder, "interrupted.tcnn"))  # gone once the run is past it
+
+
+def test_interrupt_never_replaces_last_checkpoint(tmp_path):
+    folder = str(tmp_path / "run")
+    tinycnn.manual_seed(0)
+    with pytest.raises(SystemExit):
+        train(new_model(), folder, [InterruptAt(1, 3)])
+    last = tinycnn.load_model(os.path.join(folder, "last.tcnn"))
+    interrupted = tinycnn.load_model(os.path.join(folder, "interrupted.tcnn"))
+    assert last.metadata["epochs_done"] == 1 and last.metadata["training_state"]["batches_done"] == 0
+    state = interrupted.metadata["training_state"]
+    assert (state["epochs_done"], state["batches_done"]) == (1, 4)
+    assert any(not np.array_equal(a, b) for a, b in zip(last.get_weights(), interrupted.get_weights()))
+
+
+def test_history_is_rewritten_from_the_checkpoint_on_resume(tmp_path):
+    """A history.csv one epoch ahead of last.tcnn (a kill -9 between the two, in older versions) is rewritten
+    from the checkpoint's rows when the run goes on."""
+    folder = str(tmp_path / "run")
+    tinycnn.manual_seed(0)
+    with pytest.raises(SystemExit):
+        train(new_model(), folder, [InterruptAt(0, None)])
+    with open(os.path.join(folder, "history.csv"), "a") as f:
+        f.write("2,0.5,0.5,0.5,0.5,0.5\n")
+    resumed = tinycnn.load_model(resume_checkpoint(folder, "toy"))
+    with pytest.raises(SystemExit):
+        train(resumed, folder, [InterruptAt(1, 0)])
+    assert [row["epoch"] for row in history(folder)] == ["1"]
