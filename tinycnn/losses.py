@@ -15,7 +15,13 @@ q = min(|e|, δ), 0.5·q² + δ·(|e| − q), so the engine's relu gives the gra
 import numpy as np
 
 from . import functional as F
+from .checks import check_binary_targets, check_class_indices, check_finite_targets, check_probability_targets
 from .tensor import Tensor
+
+
+def _numpy(y):
+    """Targets as a NumPy array (checked there, before they reach the device)."""
+    return np.asarray(y.numpy() if isinstance(y, Tensor) else y)
 
 
 def _targets(y, pred, dtype=None):
@@ -50,7 +56,8 @@ class BinaryCrossentropy(Loss):
         self.label_smoothing = _check_smoothing(label_smoothing, self.name)
 
     def __call__(self, pred, y, sample_weight=None):
-        y = np.reshape(y, pred.shape) if np.size(y) == pred.size else np.asarray(y)
+        y = check_binary_targets(_numpy(y), self.name)  # a label of 2 is an error naming it, not a wrong loss
+        y = np.reshape(y, pred.shape) if np.size(y) == pred.size else y
         if self.label_smoothing:
             y = y * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
         y = _targets(y, pred)
@@ -77,7 +84,7 @@ class SparseCategoricalCrossentropy(Loss):
         self.ignore_index = int(ignore_index)
 
     def __call__(self, pred, y, sample_weight=None):
-        y = np.asarray(y.numpy() if isinstance(y, Tensor) else y)
+        y = check_class_indices(_numpy(y), pred.shape[1], self.name, ignore_index=self.ignore_index)
         if y.ndim == pred.ndim and y.shape[-1] == 1:
             y = y[..., 0]
         logits = pred if self.from_logits else _logits(pred, "softmax")
@@ -111,7 +118,7 @@ class CategoricalCrossentropy(Loss):
         self.label_smoothing = _check_smoothing(label_smoothing, self.name)
 
     def __call__(self, pred, y, sample_weight=None):
-        y = np.asarray(y.numpy() if isinstance(y, Tensor) else y)
+        y = check_probability_targets(_numpy(y), self.name)
         if y.shape != pred.shape:
             raise ValueError(f"categorical_crossentropy: targets {y.shape} do not match predictions {pred.shape}")
         if self.label_smoothing:  # the classes lie on axis 1 (NCHW inside, or (N, C))
@@ -130,6 +137,7 @@ class MeanSquaredError(Loss):
     name = "mse"
 
     def __call__(self, pred, y, sample_weight=None):
+        y = check_finite_targets(_numpy(y), self.name)
         y = _targets(np.reshape(y, pred.shape) if np.size(y) == pred.size else y, pred)
         if tuple(y.shape) != pred.shape:
             raise ValueError(f"mse: targets of shape {y.shape} do not match predictions {pred.shape}")
@@ -144,7 +152,7 @@ class MeanAbsoluteError(Loss):
     name = "mae"
 
     def __call__(self, pred, y, sample_weight=None):
-        error = pred - _same_shape_targets(y, pred, self.name)
+        error = pred - _same_shape_targets(check_finite_targets(_numpy(y), self.name), pred, self.name)
         return weighted_mean(F.relu(error) + F.relu(-error), sample_weight)
 
 
@@ -158,7 +166,7 @@ class Huber(Loss):
             raise ValueError(f"huber: delta must be positive, got {delta}")
 
     def __call__(self, pred, y, sample_weight=None):
-        error = pred - _same_shape_targets(y, pred, self.name)
+        error = pred - _same_shape_targets(check_finite_targets(_numpy(y), self.name), pred, self.name)
         absolute = F.relu(error) + F.relu(-error)
         quadratic = absolute - F.relu(absolute - self.delta)  # min(|e|, δ)
         return weighted_mean(quadratic * quadratic * 0.5 + (absolute - quadratic) * self.delta, sample_weight)
