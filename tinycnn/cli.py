@@ -160,7 +160,7 @@ def _devices_here():
 def task_of_model(path):
     """The task module (tinycnn.tasks.*) a model file written by `tinycnn.train` was trained for."""
     from .saving import read_metadata
-    from .train import TASKS, task_module
+    from .task_names import TASKS, task_module
     task = read_metadata(path).get("task")
     if task is None:
         raise UserInputError(f"{path} does not say which task it was trained for (not written by tinycnn.train)")

@@ -27,6 +27,7 @@ curves, filters, summary, recipe: nothing that needs the data); this command wri
 import argparse
 import base64
 import html
+import importlib
 import json
 import os
 import sys
@@ -200,12 +201,12 @@ def maps_section(page, model, example):
 def evaluation(page, model, meta, data, split):
     """The task's evaluation sections; returns (one input, its name) for the feature maps."""
     task = meta.get("task")
-    if task == "catdog":
-        from .report_tasks import classifier_sections
-        return classifier_sections(page, model, meta, data)
-    if task in ("plates-box", "plates-seg"):
-        from .report_tasks import plate_sections
-        return plate_sections(page, model, meta, data, split or "val")
+    if task in ("catdog", "plates-box", "plates-seg"):
+        # the sections live with the tasks (tasks/report_sections.py); the engine imports no task
+        sections = importlib.import_module("tinycnn.tasks.report_sections")
+        if task == "catdog":
+            return sections.classifier_sections(page, model, meta, data)
+        return sections.plate_sections(page, model, meta, data, split or "val")
     page.note(f"No evaluation section: the report does not know the task {task!r}.")
     return None
 

@@ -5,35 +5,14 @@
     python -m tinycnn.train plates-box | plates-seg
 """
 import argparse
-import importlib
 import sys
 
-TASKS = {
-    "catdog": "tinycnn.tasks.catdog",
-    "plates-box": "tinycnn.tasks.plates_box",
-    "plates-seg": "tinycnn.tasks.plates_seg",
-}
-
-
-def task_module(name):
-    return importlib.import_module(TASKS[name])
-
-
-def available_tasks():
-    """The tasks whose module imports (all of them in a complete install)."""
-    found = {}
-    for name in TASKS:
-        try:
-            found[name] = task_module(name)
-        except ModuleNotFoundError as error:
-            if not error.name or not error.name.startswith("tinycnn.tasks"):
-                raise
-    return found
+from .task_names import TASKS, available_tasks, task_module  # noqa: F401  (TASKS, task_module: public here too)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tinycnn.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .cli import Parser  # one error line `tinycnn train TASK: error: ...` (status 2), for the tasks' options too
+    parser = Parser("train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="task", required=True, metavar="TASK")
     modules = available_tasks()
     for name, module in modules.items():

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import visualize
-from .checks import UserInputError
-from .data.folder import load_image_folder, load_train_val
-from .report import GRID_SIZE, _table, pr_panel, precision_recall
+from tinycnn import visualize
+from tinycnn.checks import UserInputError
+from tinycnn.data.folder import load_image_folder, load_train_val
+from tinycnn.report import GRID_SIZE, _table, pr_panel, precision_recall
 
 CATDOG_VAL_SPLIT, CATDOG_SEED = 0.1, 0   # tinycnn.train catdog's defaults for --val-split and --seed
 
@@ -23,7 +23,7 @@ CATDOG_VAL_SPLIT, CATDOG_SEED = 0.1, 0   # tinycnn.train catdog's defaults for -
 
 def classifier_sections(page, model, meta, data):
     """Confusion matrix, per-class precision/recall, PR curve (two classes), wrong and borderline images."""
-    from .tasks import catdog
+    from . import catdog
     images, source = _classifier_data(meta, data)
     names = images.class_names
     outputs = model.predict(images.images, batch_size=32)
@@ -80,8 +80,8 @@ def _classifier_data(meta, data):
         images = load_train_val(meta["data"], *settings, val_fraction=split, seed=seed)[1]
         source = f"the validation split of {meta['data']} (fraction {split}, seed {seed}, as tinycnn.train makes it)"
     else:
-        from .tasks.catdog import BUILTIN_TEST
-        from .tasks.synthetic_catdog import ensure_builtin_catdog
+        from .catdog import BUILTIN_TEST
+        from .synthetic_catdog import ensure_builtin_catdog
         root = ensure_builtin_catdog(**BUILTIN_TEST)
         images, source = load_image_folder(root, *settings), f"the built-in test set {root}"
     if images.class_names != meta["class_names"]:
@@ -110,7 +110,7 @@ def _class_probabilities(outputs):
 
 def plate_sections(page, model, meta, data, split):
     """Photos with predicted and true boxes (plates-box) or masks (plates-seg), worst IoU first, and a curve."""
-    from .tasks.plates_pipeline import letterbox_records, read_source
+    from .plates_pipeline import letterbox_records, read_source
     records = read_source(meta["source"], [split], data=data)[split]
     if not records:
         raise UserInputError(f"the {split} split of {data or 'the run data'} holds no annotated photo")
@@ -130,9 +130,9 @@ def _source_name(source):
 
 
 def _box_sections(page, photos, outputs, where):
-    from .tasks.box_ops import box_iou
-    from .tasks.plates_box import box_metrics, photo_box
-    from .tasks.plates_data import largest_box
+    from .box_ops import box_iou
+    from .plates_box import box_metrics, photo_box
+    from .plates_data import largest_box
     boxes = np.stack([photo_box(photo, output) for photo, output in zip(photos.photos, outputs)])
     truth = np.stack([largest_box(record.boxes) for record in photos.records])
     ious = box_iou(boxes, truth)
@@ -162,8 +162,8 @@ def _box_sections(page, photos, outputs, where):
 
 
 def _seg_sections(page, model, photos, outputs, where):
-    from .tasks.box_ops import mask_dice, mask_iou, mask_to_box
-    from .tasks.plates_seg import evaluate_on, plate_mask
+    from .box_ops import mask_dice, mask_iou, mask_to_box
+    from .plates_seg import evaluate_on, plate_mask
     masks = [plate_mask(photo, output) for photo, output in zip(photos.photos, outputs)]
     truths = [photo.mask > 0 for photo in photos.photos]
     ious = np.array([float(mask_iou(m, t)) for m, t in zip(masks, truths)])
@@ -189,7 +189,7 @@ def _seg_sections(page, model, photos, outputs, where):
 
 
 def _photo(record):
-    from .tasks.plates_data import load_image
+    from .plates_data import load_image
     return load_image(record.path)
 
 
