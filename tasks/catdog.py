@@ -44,7 +44,7 @@ import tinycnn
 from tinycnn import layers
 from tinycnn.callbacks import LearningRateScheduler
 from tinycnn.checks import UserInputError
-from tinycnn.cli import fraction
+from tinycnn.cli import fraction, positive_int
 from tinycnn.data import image_dataset_from_directory
 from tinycnn.data.augment import Augment
 from tinycnn.data.directory import decode_image_file
@@ -106,7 +106,7 @@ def add_train_arguments(parser):
     parser.add_argument("--model", choices=sorted(PRESETS), default="strong",
                         help="seed: the tutorial's net; strong: batch norm, augmentation, RGB; resnet: a small "
                              "ResNet with the recipe of tasks/catdog_models.py")
-    parser.add_argument("--img-size", type=int, help="square input size (default: the preset's)")
+    parser.add_argument("--img-size", type=positive_int, help="square input size (default: the preset's)")
     colour = parser.add_mutually_exclusive_group()
     colour.add_argument("--grayscale", dest="grayscale", action="store_true", default=None)
     colour.add_argument("--rgb", dest="grayscale", action="store_false")

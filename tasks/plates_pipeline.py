@@ -21,6 +21,8 @@ from PIL import Image, ImageDraw
 
 import tinycnn
 from tinycnn.callbacks import EarlyStopping
+from tinycnn.checks import UserInputError
+from tinycnn.cli import positive_int
 from tinycnn.ops.detection import component_stats, label_components
 
 from .box_ops import augment_sample, boxes_from_letterbox, boxes_to_letterbox, letterbox, letterbox_mask
@@ -43,7 +45,7 @@ def add_plate_train_arguments(parser, epochs, batch_size, img_size, synthetic, i
     """The options both plate tasks take (the common ones of tasks/common.py first). img_size None: the task
     picks it later (img_size_default_help says how)."""
     add_common_train_arguments(parser, epochs=epochs, batch_size=batch_size)
-    parser.add_argument("--img-size", type=int, default=img_size,
+    parser.add_argument("--img-size", type=positive_int, default=img_size,
                         help=f"side of the letterboxed square the model sees (default {img_size_default_help or img_size})")
     parser.add_argument("--synthetic", type=int, default=synthetic, metavar="N",
                         help=f"without --data: how many built-in synthetic training pictures (default {synthetic})")
@@ -83,7 +85,7 @@ def read_training_splits(source, skip_bad_rows):
     splits = read_source(source, ["train", "val"], skip_bad_rows)
     for split, records in splits.items():
         if not records:
-            raise ValueError(f"the {split} split of {root or 'the built-in set'} holds no annotated image")
+            raise UserInputError(f"the {split} split of {root or 'the built-in set'} holds no annotated image")
     return splits
 
 
@@ -149,7 +151,7 @@ def letterbox_records(records, img_size, keep_photo_masks=False):
         try:
             image, record_boxes, mask = load_sample(record)
         except (OSError, ValueError) as error:
-            raise ValueError(f"{record.path}: cannot load this image or its mask: {error}") from None
+            raise UserInputError(f"{record.path}: cannot load this image or its mask: {error}") from None
         photo = letterbox_photo(image, img_size)
         x.append(photo.canvas)
         boxes.append(boxes_to_letterbox(largest_box(record_boxes), photo.scale, photo.pad, size=img_size)[0])
@@ -246,7 +248,7 @@ def copy_matching_weights(model, run_dir, sample_input):
     own = model.state_dict()
     copied = [name for name, value in own.items() if name in source and source[name].shape == value.shape]
     if not copied:
-        raise ValueError(f"--init {run_dir}: none of best.tcnn's {len(source)} tensors fits this model "
+        raise UserInputError(f"--init {run_dir}: none of best.tcnn's {len(source)} tensors fits this model "
                          f"(another task, or another --width/--filters?)")
     own.update({name: source[name] for name in copied})
     model.load_state_dict(own)
@@ -396,7 +398,7 @@ def read_annotation_csv(path):
         columns = ("filename", "xmin", "ymin", "xmax", "ymax")
         missing = [name for name in columns if name not in header]
         if missing:
-            raise ValueError(f"{path}:1: the header lacks the column(s) {', '.join(missing)}")
+            raise UserInputError(f"{path}:1: the header lacks the column(s) {', '.join(missing)}")
         index = [header.index(name) for name in columns]
         for values in reader:
             if not any(v.strip() for v in values):
@@ -405,7 +407,7 @@ def read_annotation_csv(path):
                 name = values[index[0]].strip()
                 box = [float(values[i]) for i in index[1:]]
             except (IndexError, ValueError):
-                raise ValueError(f"{path}:{reader.line_num}: expected a file name and four numbers, "
+                raise UserInputError(f"{path}:{reader.line_num}: expected a file name and four numbers, "
                                  f"got {values}") from None
             boxes.setdefault(Path(name).name, []).append(box)
     return {name: np.asarray(found, np.float32) for name, found in boxes.items()}

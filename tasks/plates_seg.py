@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 import tinycnn
+from tinycnn.checks import UserInputError
 
 from .box_ops import box_iou, centre_error, mask_dice, mask_iou
 from .plates_data import largest_box
@@ -69,7 +70,7 @@ def plate_weight_for(masks):
     """sqrt(background pixels / plate pixels) of the training masks, between 1 and MAX_PLATE_WEIGHT."""
     share = float(np.mean(masks > 0))
     if share == 0:
-        raise ValueError("the training masks hold no plate pixel at all")
+        raise UserInputError("the training masks hold no plate pixel at all (plates-seg needs plate masks)")
     return float(min(max(math.sqrt((1 - share) / share), 1.0), MAX_PLATE_WEIGHT))
 
 

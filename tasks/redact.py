@@ -25,6 +25,7 @@ import sys
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from tinycnn.cli import refuse_overwriting_inputs
 from tinycnn.data.images import open_image, to_gray_or_rgb
 from tinycnn.saving import load_model, read_metadata
 from tinycnn.train import task_module
@@ -161,7 +162,10 @@ def main(argv=None):
     parser.add_argument("--margin", type=int, default=2, help="grow each plate region by this many pixels (default 2)")
     parser.add_argument("--text", default=None, help='--mode replace: the new plate\'s text, e.g. "ABC 1234"')
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="let --out be a folder of the input photos (their redacted copies may replace them)")
     args = parser.parse_args(argv)
+    refuse_overwriting_inputs(args.images, [args.out], args.overwrite)  # never the originals, unless asked
     if (args.mode == "replace") != (args.text is not None):
         parser.error("--mode replace needs --text \"NEW TEXT\"" if args.mode == "replace"
                      else "--text goes with --mode replace")

@@ -22,6 +22,12 @@ def main(argv=None):
     return modules[args.task].train(args)
 
 
-if __name__ == "__main__":
+def console():
+    """The `tinycnn-train` console script (pyproject.toml): main through run_cli, so a user's mistake is one
+    line `tinycnn train: error: ...` with status 2, as for `python -m tinycnn.train`."""
     from .cli import run_cli
-    sys.exit(run_cli("train", main))
+    return run_cli("train", main)
+
+
+if __name__ == "__main__":
+    sys.exit(console())

@@ -121,6 +121,16 @@ class Trainer:
         self._check_divergence(value, logs["loss"])
         return logs
 
+    def _check_val_loss(self, val_loss, epoch):
+        """TrainingError for a val_loss that is not finite or above the divergence limit (before the epoch's
+        checkpoints: those of earlier epochs are kept)."""
+        limit = DIVERGENCE_FACTOR * max(abs(self._start_loss if self._start_loss is not None else 1.0), 1e-3)
+        if (math.isfinite(val_loss) and val_loss <= limit) or self._quiet_nan:
+            return
+        raise TrainingError(f"val_loss became {val_loss:.4g} at epoch {epoch + 1}, after its batch "
+                            f"{self._position[1] + 1}: the weights diverged (learning rate too high?); training "
+                            f"stopped, checkpoints of earlier epochs are intact")
+
     def _check_divergence(self, batch_loss, running_loss):
         """TrainingError once the epoch's running loss exceeds DIVERGENCE_FACTOR x the first batch's loss of
         this fit (at least 1e-3, so that a loss starting near 0 may still move)."""
@@ -321,10 +331,7 @@ class Trainer:
                     val = self.evaluate(x_val, y_val, batch_size=batch_size, verbose=0, return_dict=True,
                                         steps=validation_steps, distributed=distributed, callbacks=user)
                     logs.update({f"val_{k}": v for k, v in val.items()})
-                    if not math.isfinite(val["loss"]) and not self._quiet_nan:
-                        raise TrainingError(f"val_loss became {val['loss']} at epoch {epoch + 1}, after its last "
-                                            f"batch ({self._position[1] + 1}): the weights diverged (learning rate "
-                                            "too high?); training stopped, checkpoints of earlier epochs are intact")
+                    self._check_val_loss(val["loss"], epoch)
                 dist.collectively(cbs.on_epoch_end, epoch, logs)
                 if stream is not None and dist.any(stream.exhausted):
                     stream.warn_ran_out()

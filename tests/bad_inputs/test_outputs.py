@@ -68,3 +68,17 @@ def test_saved_caches_follow_the_umask(tmp_path):
         os.umask(previous)
     modes = {path.suffix: oct(path.stat().st_mode & 0o777) for path in (tmp_path / "cache").iterdir()}
     assert modes == {".npy": "0o644", ".json": "0o644"}
+
+
+def test_redact_refuses_to_write_among_its_inputs(catdog_model_file, photo, capsys):
+    from tinycnn import redact
+    before = photo.read_bytes()
+    status = run_cli("redact", redact.main, [str(catdog_model_file), str(photo), "--out", str(photo.parent)])
+    err = capsys.readouterr().err
+    assert status == EXIT_MISTAKE and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("tinycnn redact: error: --out") and "--overwrite" in err and str(photo) in err
+    assert photo.read_bytes() == before
+    with pytest.raises(SystemExit) as stop:  # with --overwrite it gets as far as the model: not a plates model
+        run_cli("redact", redact.main, [str(catdog_model_file), str(photo), "--out", str(photo.parent),
+                                        "--overwrite"])
+    assert stop.value.code == EXIT_MISTAKE and "plates-seg or plates-box" in capsys.readouterr().err
