@@ -389,3 +389,18 @@ def test_categorical_crossentropy_weighs_samples():
     log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
     expected = np.mean(weights * -(y * log_p).sum(axis=1))
     np.testing.assert_allclose(float(loss(tinycnn.Tensor(logits), y, sample_weight=weights).item()), expected, rtol=1e-6)
+
+
+def test_several_inputs_and_outputs_from_an_iterable_of_batches():
+    tinycnn.manual_seed(4)
+    image, extra, cls, reg = _two_in_two_out_data()
+    batches = [({"image": image[i:i + 8], "extra": extra[i:i + 8]}, [cls[i:i + 8], reg[i:i + 8]])
+               for i in range(0, 32, 8)]
+    model = _two_in_two_out()
+    model.compile(loss=["binary_crossentropy", "mse"], optimizer=tinycnn.optimizers.Adam(0.02))
+    history = model.fit(batches, epochs=20, verbose=0, validation_data=batches[:1])
+    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
+    on_arrays = model.evaluate([image, extra], [cls, reg], batch_size=8, return_dict=True)["loss"]
+    assert model.evaluate(batches, return_dict=True)["loss"] == pytest.approx(on_arrays, rel=1e-5)
+    outputs = model.predict(([image[i:i + 8], extra[i:i + 8]],) for i in range(0, 32, 8))
+    np.testing.assert_allclose(outputs[1], model.predict([image, extra])[1], rtol=1e-5)

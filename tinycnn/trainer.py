@@ -221,6 +221,13 @@ class Trainer:
             return x, nested.check_targets(y, names, n, where)
         return x, check_arrays(np.zeros((n, 1), np.float32), y, where)[1]
 
+    def _batch_checks(self):
+        """For a stream's batches: this model's (check_x, check_arrays) when it has several inputs or outputs
+        (a batch's list of arrays is then one per input), else None (the adapter's own)."""
+        if len(self._input_names()) == 1 and len(self._output_names()) == 1:
+            return None
+        return self._check_x, self._check_arrays
+
     def _to_input_tensor(self, xb):
         if isinstance(xb, list):
             return [self._to_input_tensor(v) for v in xb]
@@ -273,12 +280,17 @@ class Trainer:
         Returns the History callback: `.history` maps metric names to per-epoch values."""
         dist = distributed or SingleProcess()
         self._check_compiled()
+        if resume_state is None:
+            resume_state = dict(epochs_done=initial_epoch, batches_done=initial_step)
+        initial_epoch, initial_step = int(resume_state["epochs_done"]), int(resume_state["batches_done"])
         stream = None
         if self._is_array_input(x):
             x, y = self._check_arrays(x, y, "fit")
             self._record_input_shape(x)
         else:
-            stream = _stream(x, y, "fit", steps_per_epoch, dist)
+            stream = _stream(x, y, "fit", steps_per_epoch, dist, self._batch_checks())
+            if isinstance(stream.source, Dataset):  # its shuffles go on with the epoch fit starts at
+                stream.source.set_epoch(initial_epoch)
             self._record_input_shape(stream.first()[0])
         self._ensure_built()
         self._ensure_optimizer()
@@ -302,9 +314,6 @@ class Trainer:
         self._distribution = dist
         self._quiet_nan = any(isinstance(cb, TerminateOnNaN) for cb in user)
         self._start_loss = None
-        if resume_state is None:
-            resume_state = dict(epochs_done=initial_epoch, batches_done=initial_step)
-        initial_epoch, initial_step = int(resume_state["epochs_done"]), int(resume_state["batches_done"])
         cbs.on_train_begin()
         try:
             for epoch in range(initial_epoch, epochs):
@@ -369,7 +378,7 @@ class Trainer:
                 raise ValueError("validation_data: (x, y, sample_weight) arrays are not supported; give (x, y), "
                                  "or a Dataset of (x, y, sample_weight) batches")
             return self._check_arrays(data[0], data[1], "validation_data")
-        return _stream(data, None, "validation_data", steps, dist), None
+        return _stream(data, None, "validation_data", steps, dist, self._batch_checks()), None
 
     def _array_batches(self, x, y, weights, batch_size, shuffle, dist, steps):
         """One epoch of (x, y, sample_weight, global batch size) from arrays; under MPI each rank its shard."""
@@ -439,7 +448,8 @@ class Trainer:
             batches = ((nested.take(x, slice(b, b + size)), nested.take(y, slice(b, b + size)), None)
                        for b in range(0, nested.length(x), size)[:steps])
         else:
-            stream = x if isinstance(x, BatchStream) else _stream(x, y, "evaluate", steps, dist)
+            stream = x if isinstance(x, BatchStream) else \
+                _stream(x, y, "evaluate", steps, dist, self._batch_checks())
             self._record_input_shape(stream.first()[0])
             batches = ((xb, yb, weight) for xb, yb, weight, _ in _rank_batches(stream, dist))
         self._ensure_built()
@@ -481,7 +491,7 @@ class Trainer:
             self._record_input_shape(x)
             batches = (nested.take(x, slice(b, b + batch_size)) for b in range(0, nested.length(x), batch_size)[:steps])
         else:
-            stream = BatchStream(x, "predict", steps, targets=False)
+            stream = BatchStream(x, "predict", steps, targets=False, check=self._batch_checks())
             self._record_input_shape(stream.first()[0])
             batches = (xb for xb, _, _ in stream.epoch())
         self._ensure_built()
@@ -581,14 +591,14 @@ def _sample_weights(class_weight, yb, weight):
     return weights if weight is None else weights * weight
 
 
-def _stream(x, y, where, steps, dist):
+def _stream(x, y, where, steps, dist, check=None):
     """A BatchStream over a Dataset or iterable x; under MPI a Dataset is sharded at its source."""
     if y is not None:
         raise ValueError(f"{where}: y must be None when x is a Dataset or an iterable of batches "
                          "(the batches carry their targets)")
     if dist.size > 1 and isinstance(x, Dataset):
         x = x.distribute(dist.size, dist.rank)
-    stream = BatchStream(x, where, steps)
+    stream = BatchStream(x, where, steps, check=check)
     stream.rank_slices = dist.size > 1 and not isinstance(x, Dataset)
     return stream
 

@@ -83,8 +83,11 @@ def is_stream(x):
     return isinstance(x, collections.abc.Iterable) and not isinstance(x, (str, bytes, dict, np.ndarray))
 
 
-def split_batch(batch, where, targets):
-    """One batch -> (x, y or None, sample_weight or None), checked; y required when `targets`."""
+def split_batch(batch, where, targets, check=None):
+    """One batch -> (x, y or None, sample_weight or None), checked; y required when `targets`. `check`: a model's
+    own (check_x, check_arrays) pair, for a model of several inputs or outputs, whose batch x (or y) is a list
+    or dict of arrays, one per input, not a list of samples (tinycnn/trainer.py)."""
+    check_inputs, check_pair = check or (check_x, check_arrays)
     from ..tensor import Tensor
     parts = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
     if not 1 <= len(parts) <= 3:
@@ -94,22 +97,22 @@ def split_batch(batch, where, targets):
     if targets and y is None:
         raise ValueError(f"{where}: the batches carry no targets: yield (x, y) or (x, y, sample_weight)")
     if y is None:
-        return check_x(x, where), None, None
-    x, y = check_arrays(x, y, where)
+        return check_inputs(x, where), None, None
+    x, y = check_pair(x, y, where)
     if weight is not None:
-        weight = np.asarray(weight, np.float32).reshape(-1)
-        if len(weight) != len(x):
-            raise ValueError(f"{where}: {len(x)} inputs but {len(weight)} sample weights")
+        weight, n = np.asarray(weight, np.float32).reshape(-1), len(x[0] if isinstance(x, list) else x)
+        if len(weight) != n:
+            raise ValueError(f"{where}: {n} inputs but {len(weight)} sample weights")
     return x, y, weight
 
 
 class BatchStream:
     """Batches from a Dataset or an iterable, epoch after epoch; see the module docstring."""
 
-    def __init__(self, source, where, steps=None, targets=True):
+    def __init__(self, source, where, steps=None, targets=True, check=None):
         if callable(source) and not is_stream(source):
             raise TypeError(f"{where}: got a function; pass the generator it returns (call it), or a Dataset")
-        self.source, self.where, self.targets = source, where, targets
+        self.source, self.where, self.targets, self.check = source, where, targets, check
         self.one_shot = isinstance(source, collections.abc.Iterator)
         self.steps_given = steps is not None
         if steps is not None and (isinstance(steps, bool) or int(steps) != steps or steps < 1):
@@ -132,7 +135,7 @@ class BatchStream:
             batch = self._next_raw(restart=False)
             if batch is None:
                 raise ValueError(f"{self.where}: the data holds no batch")
-            self._first, self._template = batch, split_batch(batch, self.where, self.targets)
+            self._first, self._template = batch, split_batch(batch, self.where, self.targets, self.check)
         return self._template
 
     def epoch(self):
@@ -147,7 +150,7 @@ class BatchStream:
                     self.exhausted = True
                 break
             count += 1
-            yield split_batch(batch, self.where, self.targets)
+            yield split_batch(batch, self.where, self.targets, self.check)
         if self.one_shot and count == 0:
             self.exhausted = True
 
