@@ -2,7 +2,8 @@
 
 Arrays (the fast path, batched by index inside fit as before): a NumPy array or Tensor; a list or tuple of
 equally shaped arrays (stacked into a batch: a list of images); a list holding one array (that array, as Keras
-unwraps a single input). Any numeric dtype: integers and bool are cast to float32 without rescaling (as
+unwraps a single input). For a model of several inputs or outputs a list or dict is one array per input or
+output instead, checked by the model (tinycnn/trainer.py, tinycnn/nested.py; `check=` here), never stacked. Any numeric dtype: integers and bool are cast to float32 without rescaling (as
 Keras does: uint8 pixels stay 0..255), float64 stays float64, other floats become float32.
 
 Streams (`BatchStream`): a tinycnn Dataset, any iterable of batches (a list of batches, a generator object,
