@@ -12,6 +12,7 @@ import tinycnn
 from tinycnn import layers
 from tinycnn.callbacks import Callback
 from tinycnn.cli import resume_checkpoint
+from tinycnn.data import Dataset
 
 from tasks.common import train_in_folder
 
@@ -52,10 +53,14 @@ def new_model():
     return model
 
 
-def train(model, folder, callbacks=()):
+def train(model, folder, callbacks=(), source="arrays"):
+    """Arrays: shuffled from tinycnn's generator. A Dataset: shuffled from (seed, epoch). Dropout draws from
+    tinycnn's generator in both."""
     x, y, x_val, y_val = data()
-    fit = dict(x=x, y=y, batch_size=BATCH, epochs=EPOCHS, verbose=0, validation_data=(x_val, y_val),
-               callbacks=list(callbacks))  # shuffled from tinycnn's generator; dropout draws from it too
+    fit = dict(x=x, y=y, batch_size=BATCH)
+    if source == "dataset":
+        fit = dict(x=Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=5).batch(BATCH))
+    fit.update(epochs=EPOCHS, verbose=0, validation_data=(x_val, y_val), callbacks=list(callbacks))
     return train_in_folder(model, folder, fit, monitor="val_loss", main_metric="accuracy")
 
 
@@ -66,21 +71,26 @@ def history(folder):
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    folder = str(tmp_path_factory.mktemp("whole"))
-    tinycnn.manual_seed(0)
-    model = new_model()
-    train(model, folder)
-    return model.get_weights(), history(folder)
+    """The run that was never stopped, for each kind of source: (weights, history rows)."""
+    runs = {}
+    for source in ("arrays", "dataset"):
+        folder = str(tmp_path_factory.mktemp("whole"))
+        tinycnn.manual_seed(0)
+        model = new_model()
+        train(model, folder, source=source)
+        runs[source] = model.get_weights(), history(folder)
+    return runs
 
 
+@pytest.mark.parametrize("source", ["arrays", "dataset"])
 @pytest.mark.parametrize("epoch, batch", [(1, 2), (0, 0), (1, 5), (0, None)],
                          ids=["mid-epoch", "first-batch", "last-batch", "epoch-boundary"])
-def test_resumed_run_equals_the_uninterrupted_one(tmp_path, uninterrupted, epoch, batch, capsys):
+def test_resumed_run_equals_the_uninterrupted_one(tmp_path, uninterrupted, epoch, batch, source, capsys):
     folder = str(tmp_path / "run")
     tinycnn.manual_seed(0)
     model = new_model()
     with pytest.raises(SystemExit) as stop:
-        train(model, folder, [InterruptAt(epoch, batch)])
+        train(model, folder, [InterruptAt(epoch, batch)], source=source)
     assert stop.value.code == 130
     finished = epoch + (batch is None)
     if batch is None:  # Ctrl-C after the epoch's checkpoint: the state of that boundary
@@ -99,9 +109,9 @@ def test_resumed_run_equals_the_uninterrupted_one(tmp_path, uninterrupted, epoch
     path = resume_checkpoint(folder, "toy")
     assert os.path.basename(path) == ("last.tcnn" if batch is None else "interrupted.tcnn")
     resumed = tinycnn.load_model(path)
-    train(resumed, folder)
+    train(resumed, folder, source=source)  # a new Dataset, as in a new process
 
-    weights, rows = uninterrupted
+    weights, rows = uninterrupted[source]
     for got, want in zip(resumed.get_weights(), weights, strict=True):
         np.testing.assert_array_equal(got, want)
     assert history(folder) == rows  # the interrupted epoch's running loss too

@@ -129,18 +129,30 @@ class Dataset:
     def shuffle(self, buffer_size, seed=None, reshuffle_each_iteration=True):
         """Elements in random order through a buffer of buffer_size; see the module docstring."""
         buffer_size = _positive_int(buffer_size, "shuffle: buffer_size")
-        epochs = itertools.count()
+        passes = [0]  # the number of the next pass (set_epoch sets it)
 
         def step(it):
-            epoch = next(epochs) if reshuffle_each_iteration else 0
+            epoch = passes[0] if reshuffle_each_iteration else 0
+            passes[0] += 1
             return _shuffled(it, buffer_size, _epoch_generator(seed, epoch))
 
         ds = self._then(step, self._length, f"shuffle:{buffer_size}:{seed}",
                         lambda parent, n, i: parent.shuffle(buffer_size, seed, reshuffle_each_iteration))
+        ds._passes = passes
         if self._rows is not None:          # shuffle the row numbers, not the elements: no buffer of elements
             parent_rows = self._rows
             ds._rows = RowAccess(lambda: step(parent_rows.order()), parent_rows.gather, parent_rows.available)
         return ds
+
+    def set_epoch(self, epoch):
+        """Make the next pass through this pipeline pass number `epoch` (from 0) for every shuffle in it, so that
+        a fit resumed at that epoch shuffles as the uninterrupted run did (fit calls it). Returns self."""
+        ds = self
+        while ds is not None:
+            if getattr(ds, "_passes", None) is not None:
+                ds._passes[0] = int(epoch)
+            ds = ds._parent
+        return self
 
     def batch(self, batch_size, drop_remainder=False):
         """Consecutive elements stacked into batches of batch_size (the last one smaller unless dropped)."""
