@@ -144,3 +144,33 @@ def test_history_is_rewritten_from_the_checkpoint_on_resume(tmp_path):
     with pytest.raises(SystemExit):
         train(resumed, folder, [InterruptAt(1, 0)])
     assert [row["epoch"] for row in history(folder)] == ["1"]
+
+
+def test_catdog_resumed_after_ctrl_c_equals_the_uninterrupted_run(tmp_path, monkeypatch):
+    """The task end to end (the strong preset: augmentation, batch norm, dropout, AdamW, cosine schedule, the
+    images streamed from a cached, reshuffled Dataset): Ctrl-C in the middle of epoch 2, then --resume."""
+    from tinycnn import train
+    from tinycnn.trainer import Trainer
+    argv = ["catdog", "--builtin-size", "12", "--img-size", "16", "--batch-size", "4", "--epochs", "3", "--quiet"]
+    assert train.main(argv + ["--out", str(tmp_path / "whole")]) == 0
+
+    step, calls = Trainer.train_step, []
+
+    def interrupted_step(self, data):
+        calls.append(1)
+        if len(calls) == 8:  # epoch 2 (6 batches an epoch), its 2nd batch
+            raise KeyboardInterrupt
+        return step(self, data)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_step)
+    with pytest.raises(SystemExit):
+        train.main(argv + ["--out", str(tmp_path / "run")])
+    monkeypatch.setattr(Trainer, "train_step", step)
+    state = tinycnn.load_model(tmp_path / "run" / "interrupted.tcnn").metadata["training_state"]
+    assert (state["epochs_done"], state["batches_done"]) == (1, 1)
+    assert train.main(["catdog", "--resume", str(tmp_path / "run"), "--quiet"]) == 0
+
+    whole, resumed = (tinycnn.load_model(tmp_path / name / "last.tcnn") for name in ("whole", "run"))
+    assert resumed.metadata["epochs_done"] == 3
+    for got, want in zip(resumed.get_weights(), whole.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -394,9 +394,10 @@ class Trainer:
         """Where the running (or interrupted) fit is, as JSON-ready values for `fit(resume_state=...)`:
         epochs_done (finished epochs), batches_done (trained batches of the epoch under way), that epoch's
         running sums, and the engine generator's state at the epoch's start (its shuffle) and now."""
+        in_flight = getattr(self, "_batch_random_state", None)  # stopped inside a batch: it goes again from its start
         return dict(epochs_done=self._position[0], batches_done=self._batches_done,
-                    running_sums=[float(v) for v in self._tally.sums],
-                    epoch_random_state=self._epoch_random_state, random_state=generator().bit_generator.state)
+                    running_sums=[float(v) for v in self._tally.sums], epoch_random_state=self._epoch_random_state,
+                    random_state=in_flight if in_flight is not None else generator().bit_generator.state)
 
     def _train_epoch(self, batches, epoch, cbs, class_weight, augment, skipped=0, running_sums=None):
         """One epoch of train_steps; its logs, or None if it had no batch at all (a one-shot source ran out).
@@ -408,6 +409,7 @@ class Trainer:
         self._position, self._batches_done = (epoch, skipped), skipped
         start, samples, logs = time.perf_counter(), 0, (self._tally.logs() if skipped else None)
         for batch_number, (xb, yb, weight, total) in enumerate(batches, start=skipped):
+            self._batch_random_state = generator().bit_generator.state  # before augment and dropout draw
             cbs.on_train_batch_begin(batch_number, None)
             try:
                 if augment is not None and nested.length(yb):
@@ -419,7 +421,7 @@ class Trainer:
                 data = (_Failed(error), yb, None)
             self._global_batch, self._position = total, (epoch, batch_number)
             logs = self.train_step(data)
-            self._batches_done = batch_number + 1
+            self._batches_done, self._batch_random_state = batch_number + 1, None
             samples += total
             cbs.on_train_batch_end(batch_number, logs)
             if self.stop_training and self._distribution.size == 1:  # under MPI, at the epoch's end (all ranks)
