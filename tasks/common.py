@@ -7,12 +7,17 @@ Its `train` is `Training.run`: seed, settings (or the resumed run's), run folder
 checkpoints, report; a task's Training subclass says how it does each step.
 
 A run folder holds:
-    last.tcnn      the model after the latest finished epoch (with optimizer state and the epoch count)
+    last.tcnn      the model after the latest finished epoch (with optimizer state, the epoch count and the
+                   random generator's state), written before history.csv
     best.tcnn      the model with the best monitored validation metric
     history.csv    one row per epoch: loss, metrics, val_*, images/s
     curves.png     loss and every metric per epoch (tinycnn.visualize.plot_history)
     report.html    a minimal run report at the end (`python -m tinycnn.report RUN` writes the whole one)
-Ctrl-C during training saves last.tcnn first; `--resume RUN_DIR` goes on from it.
+    interrupted.tcnn  after Ctrl-C only: the model where it stopped, mid-epoch (removed once the run goes past)
+The folder is made when the first epoch ends (a run failing before leaves none); --out holding another run is
+refused unless --overwrite. `--resume RUN_DIR` goes on from interrupted.tcnn if there is one, else last.tcnn,
+exactly as the run would have gone on (tests/test_exact_resume.py). A diverging run raises TrainingError
+(tinycnn/trainer.py) before the epoch's checkpoints: those of earlier epochs are kept.
 
 Under `mpiexec -n N` (N > 1) the run trains data-parallel (tinycnn/distributed.py, docs/distributed.md):
 run_folder sets that up (--sync-bn, each rank's GPU for --device cuda, the other ranks' stdout silenced),
