@@ -119,6 +119,15 @@ def test_fit_validates_and_checkpoints_with_the_averages(tmp_path):
     assert saved.optimizer.use_ema and saved.optimizer.ema_in_model
 
 
+def test_validation_sees_the_averages_when_fit_cannot_say_the_steps():
+    x, y = toy_images()
+    model = small_classifier()
+    model.compile(loss="binary_crossentropy", optimizer=optimizers.Adam(1e-2, use_ema=True, ema_momentum=0.5))
+    batches = ((x[i:i + 8], y[i:i + 8]) for i in range(0, 24, 8))  # a generator: no len, no steps
+    history = model.fit(batches, epochs=1, verbose=0, validation_data=(x[24:], y[24:]), callbacks=[SwapEMAWeights()])
+    assert model.evaluate(x[24:], y[24:], batch_size=8) == pytest.approx(history.history["val_loss"][-1])
+
+
 def test_batch_norm_statistics_are_averaged_alongside_the_weights():
     x, y = toy_images(40)
     tinycnn.manual_seed(0)

@@ -14,7 +14,7 @@ callback (Keras 3's name) decides when they are in the model:
 so a checkpoint written at an epoch's end holds the averaged weights (and the optimizer, with `ema_in_model`
 saved, knows the training weights are its averages slot: `--resume` swaps them back at the next epoch).
 The epoch's last batch is known from fit's `steps`; if fit could not say (a generator without steps_per_epoch),
-the averages go in at on_epoch_end, after validation (which then uses the training weights).
+validation still gets the averages through on_test_begin, and they go in for good at on_epoch_end.
 
 Batch-norm statistics: the moving mean and variance are buffers, not parameters, so the optimizer does not
 average them (as Keras' optimizers do not). With `average_buffers=True` (the default) the callback keeps the
@@ -22,8 +22,9 @@ same moving average of every float buffer, updated after each batch, and swaps i
 averaged weights are validated with statistics that belong to them (TensorFlow's EfficientNet recipe averages
 its moving statistics too). Those averages live in the callback: a resumed run starts them again.
 
-For the trainer: if fit handed its callbacks to the validation evaluate (Keras does), on_test_begin alone would
-put the averages in for validation and the last-batch rule would only be needed for the checkpoints.
+fit hands its callbacks to the validation evaluate (as Keras), so on_test_begin alone would put the averages in
+for validation; the last-batch rule is there for the checkpoints, which may come before this callback in the
+list and still see the averages at on_epoch_end.
 """
 import numpy as np
 
