@@ -23,6 +23,7 @@ import tinycnn
 from tinycnn.callbacks import EarlyStopping
 from tinycnn.checks import UserInputError
 from tinycnn.cli import positive_int
+from tinycnn.saving import load_optimizer_state
 from tinycnn.ops.detection import component_stats, label_components
 
 from .box_ops import augment_sample, boxes_from_letterbox, boxes_to_letterbox, letterbox, letterbox_mask
@@ -307,6 +308,8 @@ class PlateTraining(Training):
                 start_from(model, args.init, train_set.first_input())
             model.metadata = dict(settings)
         self.compile(model.to(args.device), settings)
+        if resumed is not None:  # the optimizer's moments and step count go on too
+            load_optimizer_state(args.resume_file, model.optimizer)
         return model
 
     def fit_arguments(self, settings, args, train_set, val_set):
@@ -347,8 +350,8 @@ def resume_model(path):
     task compiles it again.
 
     The task's own metric (and its Dice / Distance-IoU losses) are not tinycnn built-ins, which
-    tinycnn.load_model cannot compile again; so the weights, the epoch count and the history go on from the
-    file, while Adam's moment estimates restart."""
+    tinycnn.load_model cannot compile again; the task compiles it, then PlateTraining.model puts the saved
+    optimizer state back (tinycnn.saving.load_optimizer_state)."""
     model = tinycnn.load_model(path, compile=False)
     return model, model.metadata
 

@@ -14,7 +14,7 @@ from tinycnn.callbacks import Callback
 from tinycnn.cli import resume_checkpoint
 from tinycnn.data import Dataset
 
-from tasks.common import train_in_folder
+from tinycnn.tasks.common import train_in_folder
 
 EPOCHS, BATCH = 3, 8
 
@@ -174,3 +174,20 @@ def test_catdog_resumed_after_ctrl_c_equals_the_uninterrupted_run(tmp_path, monk
     assert resumed.metadata["epochs_done"] == 3
     for got, want in zip(resumed.get_weights(), whole.get_weights(), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_plate_task_resume_keeps_the_optimizer_state(monkeypatch, tmp_path):
+    """The plate tasks compile a resumed model again (their losses are their own); Adam's moments and step
+    count then come back from the checkpoint (tinycnn.saving.load_optimizer_state) instead of restarting."""
+    from tinycnn.tasks import plates_pipeline
+    from tinycnn import saving, train
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(plates_pipeline, "BUILTIN_SIZE", (64, 48))
+    monkeypatch.setattr(plates_pipeline, "BUILTIN_VAL", 2)
+    folder = tmp_path / "run"
+    argv = ["plates-seg", "--synthetic", "4", "--img-size", "16", "--depth", "2", "--batch-size", "2", "--quiet"]
+    assert train.main(argv + ["--epochs", "1", "--out", str(folder)]) == 0
+    assert train.main(["plates-seg", "--resume", str(folder), "--epochs", "2", "--batch-size", "2", "--quiet"]) == 0
+    header, _ = saving._read(str(folder / "last.tcnn"))
+    assert header["metadata"]["epochs_done"] == 2
+    assert header["optimizer_state"]["param.0.step"] == 4  # 2 batches an epoch, 2 epochs: not restarted at 2

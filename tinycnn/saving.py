@@ -181,6 +181,20 @@ def load_model(path, device="cpu", compile=True, allow_nonfinite=False, max_byte
     return model
 
 
+def load_optimizer_state(path, optimizer):
+    """Put the optimizer state kept in a model file into `optimizer`, for a model its task compiled again (with a
+    loss or metric load_model cannot rebuild), so that a resumed run keeps Adam's moments and step count.
+    Returns False when the file holds none; a ModelFileError naming optimizer_state when it does not fit."""
+    path = os.fspath(path)
+    header, arrays = _read(path)
+    state = header.get("optimizer_state")
+    if state is None or not hasattr(optimizer, "load_state_dict"):
+        return False
+    with _field(path, "optimizer_state", "does not fit the optimizer"):
+        optimizer.load_state_dict(_join_arrays(state, arrays))
+    return True
+
+
 def read_metadata(path):
     """The user metadata of a model file (task, preprocessing, class names) without building the model or
     reading its weights."""

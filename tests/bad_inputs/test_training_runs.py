@@ -12,7 +12,7 @@ from tinycnn.callbacks import LearningRateScheduler
 from tinycnn.cli import EXIT_BUG, EXIT_MISTAKE, fresh_folder, run_cli
 from tinycnn.trainer import TrainingError
 
-from tasks.common import train_in_folder
+from tinycnn.tasks.common import train_in_folder
 
 TINY = ["--model", "seed", "--builtin-size", "12", "--img-size", "16", "--epochs", "1", "--quiet"]
 
