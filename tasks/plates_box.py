@@ -168,9 +168,10 @@ class BoxTraining(PlateTraining):
 def train(args):
     """python -m tinycnn.train plates-box: train, keep last/best checkpoints, print the best model's val metrics."""
     head = args.head
-    if args.resume:  # the resumed run's head
+    if args.resume:  # the resumed run's head (its checkpoint checked: of this task, one line if not)
+        from tinycnn.cli import resume_checkpoint
         from tinycnn.saving import read_metadata
-        head = read_metadata(Path(args.resume) / "last.tcnn").get("head", "global")
+        head = read_metadata(resume_checkpoint(args.resume, TASK)).get("head", "global")
     if args.img_size is None:
         args.img_size = DETECT_IMG_SIZE if head == "center" else DEFAULT_IMG_SIZE
     return (plates_detect.DetectTraining() if head == "center" else BoxTraining()).run(args)

@@ -124,3 +124,23 @@ def test_the_console_script_goes_through_run_cli(monkeypatch, capsys):
     with pytest.raises(SystemExit) as stop:
         train.console()
     assert stop.value.code == EXIT_MISTAKE and "--epochs" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("task", ["plates-box", "plates-seg"])
+def test_resuming_another_tasks_run_is_one_line_naming_both(catdog_model_file, tmp_path, capsys, task):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.tcnn").write_bytes(catdog_model_file.read_bytes())
+    assert _train([task, "--resume", run, "--quiet"]) == EXIT_MISTAKE
+    line = _one_error_line(capsys.readouterr().err)
+    assert "'catdog'" in line and f"'{task}'" in line and "python -m tinycnn.train catdog --resume" in line
+
+
+def test_resume_prefers_the_interrupted_checkpoint(catdog_model_file, tmp_path):
+    from tinycnn.cli import resume_checkpoint
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "interrupted.tcnn").write_bytes(catdog_model_file.read_bytes())  # Ctrl-C in the first epoch
+    assert resume_checkpoint(str(run), "catdog") == str(run / "interrupted.tcnn")
+    (run / "last.tcnn").write_bytes(catdog_model_file.read_bytes())
+    assert resume_checkpoint(str(run), "catdog") == str(run / "interrupted.tcnn")
