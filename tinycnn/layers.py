@@ -353,8 +353,9 @@ class Flatten(Layer):
         self.keras_order = bool(keras_order)
 
     def forward(self, x):
-        if self.keras_order and x.ndim == 4:
-            x = x.transpose(0, 2, 3, 1)
+        if self.keras_order and x.ndim == 4:  # (N, C, H·W) -> (N, H·W, C): one strided copy each way
+            n, c, h, w = x.shape
+            x = x.reshape(n, c, h * w).transpose(0, 2, 1)
         return x.flatten(1)
 
     @classmethod
