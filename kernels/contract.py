@@ -21,6 +21,10 @@ The meaning of every function (shapes, dtypes, what is None) is in kernels/READM
 are the device's, C-contiguous, float32 or float64 (kept); `stride`-like arguments are (h, w) tuples
 normalised by the op layer; a backward with `need_*` flags returns None for what is not needed. The fused
 functions that a backend lacks are built from primitives by kernels/compose.py.
+
+Not a device family: connected-component labelling of masks (kernels/{reference,cpu}/label.py) works on host
+NumPy masks whatever device made them; tinycnn/ops/detection.py calls the CPU kernel, tests/test_detect_label.py
+checks it against the reference.
 """
 import ast
 import inspect
@@ -106,6 +110,11 @@ REQUIRED = {
         "cross_entropy_backward": "log_probs3, target2, weight, ignore_index, weight_sum, g",
         "mse_forward": "p, t",
         "mse_backward": "p, t, g",
+    }),
+    # the CenterNet focal loss of a heat-map (kernels/reference/detection.py): forward Σ l / max(1, positives)
+    "detection": _table({
+        "focal_loss_forward": "z, t, alpha, beta",
+        "focal_loss_backward": "z, t, alpha, beta, g",
     }),
     "optim": _table({
         "sgd_step": "param, grad, momentum_buf, lr, momentum, dampening, weight_decay, nesterov, first_step",

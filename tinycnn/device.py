@@ -10,7 +10,7 @@ import importlib
 from .kernels import compose
 
 _FAMILIES = ("elementwise", "reduce", "linear", "conv", "pool", "interpolate", "activation",
-             "softmax", "batchnorm", "dropout", "loss", "optim")
+             "softmax", "batchnorm", "dropout", "loss", "detection", "optim")
 _kernel_sets = {}
 
 

@@ -12,5 +12,5 @@ CAPABILITIES = {
     "conv": {"asymmetric_padding", "fused_relu", "fused_activation", "fused_relu_maxpool2", "channels_last"},
     "pool": set(), "interpolate": set(), "activation": set(), "softmax": set(),
     "batchnorm": {"fused_activation"},
-    "dropout": set(), "loss": set(), "optim": set(),
+    "dropout": set(), "loss": set(), "detection": set(), "optim": set(),
 }

@@ -6,5 +6,6 @@ compositions of kernels/compose.py.
 """
 CAPABILITIES = {
     "elementwise": set(), "reduce": set(), "linear": set(), "conv": set(), "pool": set(), "interpolate": set(),
-    "activation": set(), "softmax": set(), "batchnorm": set(), "dropout": set(), "loss": set(), "optim": set(),
+    "activation": set(), "softmax": set(), "batchnorm": set(), "dropout": set(), "loss": set(), "detection": set(),
+    "optim": set(),
 }

@@ -6,5 +6,5 @@ compositions (kernels/compose.py).
 """
 CAPABILITIES = {
     "linear": set(), "conv": set(), "pool": set(), "interpolate": set(), "activation": set(), "softmax": set(),
-    "batchnorm": set(), "dropout": set(), "loss": set(), "optim": set(),
+    "batchnorm": set(), "dropout": set(), "loss": set(), "detection": set(), "optim": set(),
 }

@@ -10,8 +10,6 @@
 Labelling works on host (NumPy) masks, the output of a model mapped back to a photo; it runs the CPU kernel
 (kernels/cpu/label.py, two-pass union-find), whatever device the model ran on.
 """
-import importlib
-
 import numpy as np
 
 from ..kernels.cpu import label as _label_kernels
@@ -19,19 +17,14 @@ from ..tensor import Function
 from .loss import _check_input, _host_float, _loss_array, _same_shape_target
 
 
-def _detection_kernels(k):
-    """The device's detection kernels (kernels/<device>/detection.py)."""
-    return importlib.import_module(f"tinycnn.kernels.{k.device}.detection")
-
-
 class SigmoidFocalLoss(Function):
     def forward(self, z, *, target, alpha, beta):
         self.z, self.t, self.alpha, self.beta = z, target, alpha, beta
-        loss = _detection_kernels(self.k).focal_loss_forward(z, target, alpha, beta)
+        loss = self.k.detection.focal_loss_forward(z, target, alpha, beta)
         return _loss_array(self.k, _host_float(self.k, loss), z.dtype)
 
     def backward(self, g):
-        return _detection_kernels(self.k).focal_loss_backward(self.z, self.t, self.alpha, self.beta,
+        return self.k.detection.focal_loss_backward(self.z, self.t, self.alpha, self.beta,
                                                               _host_float(self.k, g))
 
 
