@@ -127,6 +127,8 @@ def run_folder(args, task):
     if args.resume:
         return args.resume
     if args.out:
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise cli.UserInputError(f"--out {args.out} is a file, not a folder: name the run folder to write")
         cli.refuse_overwriting_run(args.out, getattr(args, "overwrite", False))
         folder = args.out
     else:

@@ -144,3 +144,11 @@ def test_resume_prefers_the_interrupted_checkpoint(catdog_model_file, tmp_path):
     assert resume_checkpoint(str(run), "catdog") == str(run / "interrupted.tcnn")
     (run / "last.tcnn").write_bytes(catdog_model_file.read_bytes())
     assert resume_checkpoint(str(run), "catdog") == str(run / "interrupted.tcnn")
+
+
+def test_out_naming_a_file_is_refused_before_training(tmp_path, capsys):
+    out = tmp_path / "notes.txt"
+    out.write_text("mine")
+    assert _train(["catdog", "--out", out] + TINY) == EXIT_MISTAKE
+    assert "is a file, not a folder" in _one_error_line(capsys.readouterr().err)
+    assert out.read_text() == "mine"
