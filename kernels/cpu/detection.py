@@ -10,18 +10,12 @@ reduction (each thread sums its share in float64; no race); the gradient writes 
 import numpy as np
 from numba import njit, prange
 
+from .loss import _sigmoid
+
 
 @njit(cache=True)
 def _softplus(z):
     return max(z, 0.0) + np.log1p(np.exp(-abs(z)))
-
-
-@njit(cache=True)
-def _sigmoid(z):
-    if z >= 0:
-        return 1.0 / (1.0 + np.exp(-z))
-    e = np.exp(z)
-    return e / (1.0 + e)
 
 
 @njit(cache=True, parallel=True)

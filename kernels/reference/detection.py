@@ -14,13 +14,7 @@ with log p = −softplus(−z) and log(1 − p) = −softplus(z) (finite for any
 """
 import numpy as np
 
-
-def softplus(z):
-    return np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))
-
-
-def sigmoid(z):
-    return 0.5 * (1 + np.tanh(0.5 * z))
+from .loss import sigmoid, softplus
 
 
 def _positive(t):
