@@ -163,7 +163,7 @@ def decode(output, threshold):
 
 def to_photo(boxes, geometry, img_size):
     scale, pad, width, height = geometry
-    pixels = box_ops.boxes_from_letterbox(boxes, scale, pad, size=img_size) if len(boxes) else boxes
+    pixels = box_ops.boxes_from_letterbox(boxes / img_size, scale, pad, size=img_size) if len(boxes) else boxes
     return np.clip(pixels, 0, [width, height, width, height]).reshape(-1, 4)
 
 
@@ -229,7 +229,7 @@ def main():
             val_loss = float(centernet_loss(predict(model, x_val), y_val))
         epochs_run = epoch + 1
         if not args.json:
-            print(f"epoch {epoch + 1}: loss {float(loss):.3f} val_loss {val_loss:.3f}", flush=True)
+            print(f"epoch {epoch + 1}: loss {float(loss.detach()):.3f} val_loss {val_loss:.3f}", flush=True)
         if val_loss < best:
             best, wait = val_loss, 0
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
