@@ -132,7 +132,7 @@ def test_resuming_another_tasks_run_names_both_tasks(catdog_model_file, tmp_path
 
 @pytest.mark.parametrize("error, shown", [
     (OSError(28, "No space left on device"), "writing: No space left on device"),
-    (PermissionError(13, "Permission denied", "/root/x.tcnn"), "/root/x.tcnn: Permission denied"),
+    (PermissionError(13, "Permission denied", "/srv/x.tcnn"), "/srv/x.tcnn: Permission denied"),
     (MemoryError("Unable to allocate 37.3 GiB"), "out of memory (Unable to allocate 37.3 GiB)"),
 ])
 def test_the_machine_saying_no_is_one_line(capsys, error, shown):
