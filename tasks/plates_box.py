@@ -127,7 +127,7 @@ def add_train_arguments(parser):
     parser.add_argument("--width", type=float, default=1.0, help="width multiplier of every layer (default 1.0)")
     parser.add_argument("--loss", choices=("mse", "iou"), default="mse",
                         help="--head global: mse (the tutorial's) or iou (Distance-IoU + L1)")
-    parser.add_argument("--neck", type=int, default=48, help="--head center: channels of the neck and heads")
+    parser.add_argument("--neck", type=int, default=None, help="--head center: channels of the neck and heads (default 64)")
     parser.add_argument("--score-threshold", type=float, default=None,
                         help="--head center: the score a detection needs in predict, redact and the "
                              "precision/recall/F1 metrics (default: the threshold of the best F1 on val, "

@@ -47,10 +47,15 @@ from .plates_pipeline import (PlateTraining, data_source, draw_boxes, evaluate_s
 HEAT_PRIOR = -2.19          # log(0.1 / 0.9): the heat-map starts at 0.1 everywhere (CenterNet's bias init)
 MAX_DETECTIONS = 100
 SCORE_THRESHOLD = 0.3       # the threshold of predict, redact and precision/recall/F1 when none was chosen
-DEFAULT_LR = 1e-3
 AP_THRESHOLD = 0.01         # the scores AP sees: every peak above this
-# (t, c, n, s) per stage: stride 2 (stem) -> 4 -> 8 -> 16
-STAGES = (((1, 16, 1, 1), (6, 24, 2, 2)), ((6, 32, 3, 2),), ((6, 64, 2, 2), (6, 96, 1, 1)))
+# The recipe's defaults (the PyTorch reference in ../shared/accuracy-notes.md: AP@0.5 0.90 on the plates' test split)
+RECIPE = dict(stem=16, expansion=4, neck=64, lr=2e-3, weight_decay=1e-4, warmup_epochs=3, scale=(0.6, 1.6))
+
+
+def stages(expansion):
+    """(t, c, n, s) per stage: stride 2 (stem) -> 4 -> 8 -> 16; t is `expansion` after the first block."""
+    t = expansion
+    return (((1, 16, 1, 1), (t, 24, 2, 2)), ((t, 32, 3, 2),), ((t, 64, 2, 2), (t, 96, 1, 1)))
 
 
 # ------------------------------------------------------------------------------------------ the network
@@ -90,16 +95,19 @@ class Head(tinycnn.Module):
 
 class PlateCenterNet(tinycnn.Model):
     """(N, 3, S, S) letterboxed photos -> (N, 5, S/4, S/4): heat-map logit, log sizes, offsets (module doc).
-    S must divide by 16. `width` scales the backbone's channels, `neck` is the neck's and heads' channel count."""
+    S must divide by 16. `width` scales the backbone's channels, `neck` is the neck's and heads' channel count,
+    `stem` the first conv's channels, `expansion` the inverted residuals' t. The constructor's defaults are the
+    first detector's (model files written before the recipe kept only width and neck); training uses RECIPE."""
 
-    def __init__(self, width=1.0, neck=48):
+    def __init__(self, width=1.0, neck=48, stem=32, expansion=6):
         super().__init__()
-        self.width, self.neck = float(width), int(neck)
-        stem = scaled_channels(32, self.width)
+        self.width, self.neck, self.stem_channels, self.expansion = float(width), int(neck), int(stem), int(expansion)
+        stem = scaled_channels(self.stem_channels, self.width)
+        table = stages(self.expansion)
         self.stem = ConvBNReLU6(stem, 3, strides=2, data_format="channels_last")
-        self.stage4, channels = inverted_residual_stack(stem, STAGES[0], self.width, "channels_last")
-        self.stage8, channels = inverted_residual_stack(channels, STAGES[1], self.width, "channels_last")
-        self.stage16, channels = inverted_residual_stack(channels, STAGES[2], self.width, "channels_last")
+        self.stage4, channels = inverted_residual_stack(stem, table[0], self.width, "channels_last")
+        self.stage8, channels = inverted_residual_stack(channels, table[1], self.width, "channels_last")
+        self.stage16, channels = inverted_residual_stack(channels, table[2], self.width, "channels_last")
         self.top = ConvBNReLU6(self.neck, 1, data_format="channels_last")
         self.up8, self.up4 = NeckStep(self.neck), NeckStep(self.neck)
         self.heat, self.box = Head(1), Head(4)
@@ -118,7 +126,7 @@ class PlateCenterNet(tinycnn.Model):
         return out.transpose(0, 3, 1, 2)
 
     def get_config(self):
-        return {"width": self.width, "neck": self.neck}
+        return {"width": self.width, "neck": self.neck, "stem": self.stem_channels, "expansion": self.expansion}
 
 
 def decode(output, threshold=SCORE_THRESHOLD, max_detections=MAX_DETECTIONS):
@@ -163,8 +171,9 @@ class BoxAugmenter:
     """fit's `augment=`: flip, scale, shift, rotate and colour-jitter each picture with ALL its boxes
     (tasks/box_ops.augment_sample keeps every plate at least half in view). Its own seeded generator."""
 
-    def __init__(self, seed):
+    def __init__(self, seed, scale=(0.85, 1.15), shift=0.1):
         self.rng = np.random.default_rng([seed, 2])
+        self.scale_translate = (float(scale[0]), float(scale[1]), float(shift))
 
     def __call__(self, xb, yb):
         images = xb.transpose(0, 2, 3, 1)
@@ -172,7 +181,8 @@ class BoxAugmenter:
         out_x, out_y = np.empty_like(images), np.full_like(yb, -1.0)
         for i, (image, padded) in enumerate(zip(images, yb)):
             boxes = valid_boxes(padded)
-            out_x[i], moved, _ = augment_sample(image, boxes * size, None, self.rng)
+            out_x[i], moved, _ = augment_sample(image, boxes * size, None, self.rng,
+                                                scale_translate=self.scale_translate)
             out_y[i, :len(moved)] = moved / size
         return to_model_input(out_x), out_y
 
@@ -255,10 +265,26 @@ def new_settings(args):
     if "builtin" in source:  # the detector's built-in set: street scenes with 1-4 plates of 10-200 px
         source["builtin"]["scene"] = "street"
     return {"task": "plates-box", "head": "center", "img_size": args.img_size, "width": args.width,
-            "neck": args.neck, "lr": args.lr or DEFAULT_LR, "score_threshold": args.score_threshold,
+            "neck": args.neck or RECIPE["neck"], "stem": RECIPE["stem"], "expansion": RECIPE["expansion"],
+            "lr": args.lr or RECIPE["lr"], "weight_decay": RECIPE["weight_decay"],
+            "schedule": {"epochs": args.epochs, "warmup_epochs": min(RECIPE["warmup_epochs"], args.epochs - 1)},
+            "scale": list(RECIPE["scale"]), "score_threshold": args.score_threshold,
             "source": source, "augment": not args.no_augment, "patience": args.patience,
             "seed": args.seed, "skip_bad_rows": args.skip_bad_rows, "init": args.init,
             "target": "every plate of each photo"}
+
+
+def optimizer_of(settings):
+    """AdamW with a linear warm-up then a cosine to 0 over the run (settings["schedule"]); the first detector's
+    model files (no schedule kept) go on with Adam at a constant rate."""
+    schedule = settings.get("schedule")
+    if schedule is None:
+        return tinycnn.optimizers.Adam(learning_rate=settings["lr"])
+    steps = schedule["epochs"] * schedule["steps_per_epoch"]
+    warmup = schedule["warmup_epochs"] * schedule["steps_per_epoch"]
+    rate = tinycnn.optimizers.CosineDecay(0.0, max(1, steps - warmup), warmup_target=settings["lr"],
+                                          warmup_steps=warmup)
+    return tinycnn.optimizers.AdamW(learning_rate=rate, weight_decay=settings["weight_decay"])
 
 
 class DetectTraining(PlateTraining):
@@ -270,16 +296,22 @@ class DetectTraining(PlateTraining):
         return new_settings(args)
 
     def build(self, settings):
-        return PlateCenterNet(settings["width"], settings["neck"])
+        return PlateCenterNet(settings["width"], settings["neck"], settings.get("stem", 32),
+                              settings.get("expansion", 6))
+
+    def model(self, resumed, settings, args, train_set):
+        if "schedule" in settings:  # the cosine's length in steps, from the training photos (kept for resume)
+            settings["schedule"].setdefault("steps_per_epoch", -(-len(train_set.records) // args.batch_size))
+        return super().model(resumed, settings, args, train_set)
 
     def compile(self, model, settings):
-        model.compile(loss=CenterNetLoss(), optimizer=tinycnn.optimizers.Adam(learning_rate=settings["lr"]))
+        model.compile(loss=CenterNetLoss(), optimizer=optimizer_of(settings))
 
     def targets(self, data):
         return canvas_boxes(data)
 
     def augmenter(self, settings):
-        return BoxAugmenter(settings["seed"]) if settings["augment"] else None
+        return BoxAugmenter(settings["seed"], settings.get("scale", (0.85, 1.15))) if settings["augment"] else None
 
     def describe_settings(self, settings, train_set):
         plates = int(sum(len(record.boxes) for record in train_set.records))

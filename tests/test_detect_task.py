@@ -109,3 +109,30 @@ def test_several_plates_per_image_are_all_targets(tmp_path):
 def test_img_size_must_divide_by_16(plates, tmp_path):
     with pytest.raises(SystemExit, match="divide by 16"):
         train_cli.main(["plates-box", "--data", str(plates), "--img-size", "40", "--out", str(tmp_path / "r")])
+
+
+def test_the_recipe_is_kept_in_the_model_file_and_drives_the_optimizer(detect_run):
+    """The run's model file keeps the recipe (stem, expansion, schedule, scale); its optimizer is AdamW whose
+    rate ramps from 0 over the warm-up, peaks at lr, then falls by a cosine to 0 at the last step."""
+    metadata = read_metadata(detect_run / "best.tcnn")
+    recipe = plates_detect.RECIPE
+    assert (metadata["stem"], metadata["expansion"], metadata["scale"]) == (
+        recipe["stem"], recipe["expansion"], list(recipe["scale"]))
+    schedule = metadata["schedule"]
+    assert schedule["epochs"] == 2 and schedule["warmup_epochs"] == 1 and schedule["steps_per_epoch"] == 3  # 10 / 4
+    optimizer = plates_detect.optimizer_of(metadata)
+    assert type(optimizer).__name__ == "AdamW"
+    rate = optimizer.config["learning_rate"]
+    assert rate(0) == 0.0 and rate(3) == pytest.approx(metadata["lr"]) and rate(6) == pytest.approx(0.0)
+    assert 0 < rate(4) < metadata["lr"]
+
+
+def test_a_first_detector_file_without_the_recipe_builds_the_first_network():
+    """Model files written before the recipe keep only width and neck: they build stem 32, expansion 6 and go on
+    with Adam at a constant rate."""
+    first = plates_detect.PlateCenterNet(**{"width": 1.0, "neck": 16})
+    assert first.get_config() == {"width": 1.0, "neck": 16, "stem": 32, "expansion": 6}
+    assert first.stem.conv.filters == 32 and first.stage4[1].expand.conv.filters == 16 * 6
+    recipe = plates_detect.PlateCenterNet(1.0, 16, plates_detect.RECIPE["stem"], plates_detect.RECIPE["expansion"])
+    assert recipe.stem.conv.filters == 16 and recipe.stage4[1].expand.conv.filters == 16 * 4
+    assert type(plates_detect.optimizer_of({"lr": 1e-3})).__name__ == "Adam"
