@@ -37,18 +37,23 @@ def no_grad():
 
 
 @contextlib.contextmanager
-def recording(recorder):
-    """Inside this block every op calls recorder(op class, its args, its kwargs, its output) (tinycnn/trace.py)."""
-    previous = getattr(_state, "recorder", None)
-    _state.recorder = recorder
+def recording(recorder, on_host_read=None):
+    """Inside this block every op calls recorder(op class, its args, its kwargs, its output) (tinycnn/trace.py),
+    and `Tensor.numpy()` calls on_host_read(tensor), if given: Python that reads values (tinycnn/plan.py)."""
+    previous = getattr(_state, "recorder", None), getattr(_state, "on_host_read", None)
+    _state.recorder, _state.on_host_read = recorder, on_host_read
     try:
         yield
     finally:
-        _state.recorder = previous
+        _state.recorder, _state.on_host_read = previous
 
 
 class Function:
     """One node of the graph: `apply` runs `forward` and records the inputs for `backward`."""
+    # An inference plan (tinycnn/plan.py) may record a call once and replay `forward` on new arrays of the
+    # same shapes; an op whose forward must not be replayed so (it draws a random seed per call, or its
+    # arguments hold one batch's data) says `replayable = False`, and the model then runs as it is.
+    replayable = True
 
     def __init__(self, k):
         self.k = k              # kernel set of the device
@@ -135,6 +140,9 @@ class Tensor:
     # ------------------------------------------------------------------ conversions
     def numpy(self):
         """The data as a NumPy array (a copy from the GPU; the array itself on the CPU)."""
+        on_host_read = getattr(_state, "on_host_read", None)
+        if on_host_read is not None:  # a pass being recorded reads values (tinycnn/plan.py)
+            on_host_read(self)
         return self.data if self.device == "cpu" else self.data.copy_to_host()
 
     def item(self):

@@ -9,6 +9,9 @@ compile, then fit / evaluate / predict built on three public steps that a subcla
     test_step(data)    -> logs   one batch's loss and metrics in inference form, added to the running logs
     predict_step(data) -> out    one batch's outputs (a Tensor, or a list of them)
 
+Both run the model's inference form (tinycnn/fuse.py) through an inference plan (tinycnn/plan.py): the kernel
+calls of the pass recorded once per batch shape, then replayed; `tinycnn.plan.plans_off()` switches it off.
+
 `data` is a tuple (x, y, sample_weight): x the model's input Tensor (a list of them for several inputs), already
 in the model's layout (NCHW inside: fit transposes a channels-last model's arrays once per batch); y the targets
 as NumPy arrays in the caller's layout (a list for several outputs); sample_weight None or one weight per
@@ -41,8 +44,8 @@ from .data.adapter import BatchStream, check_arrays, check_x, is_array_input
 from .data.dataset import Dataset
 from .device import kernels_for
 from .distributed import SingleProcess
-from .fuse import inference_form
 from .metrics import batch_value, final_value, reset_states
+from .plan import infer
 from .random import generator
 from .tensor import Tensor, no_grad
 
@@ -147,15 +150,15 @@ class Trainer:
     def test_step(self, data):
         """Loss and metrics of one batch in inference form (no gradients), added to the running logs."""
         x, y, sample_weight = data
-        y_pred = inference_form(self)(x)
+        y_pred = infer(self, x)
         loss = float(self.compute_loss(x, y, y_pred, sample_weight).item())
         n = nested.length(y)
         return self._tally.add(n * np.array([1.0, loss] + self.compute_metrics(x, y, y_pred, sample_weight)))
 
     def predict_step(self, data):
-        """The outputs of one batch, in inference form."""
+        """The outputs of one batch, in inference form (replayed by an inference plan: tinycnn/plan.py)."""
         x = data[0] if isinstance(data, tuple) else data
-        return inference_form(self)(x)
+        return infer(self, x)
 
     def compute_loss(self, x, y, y_pred, sample_weight=None):
         """The compiled loss of predictions y_pred (model layout) against targets y (the caller's layout)."""

@@ -18,6 +18,8 @@ from .loss import _check_input, _host_float, _loss_array, _same_shape_target
 
 
 class SigmoidFocalLoss(Function):
+    replayable = False  # its target is one batch's (tinycnn/plan.py)
+
     def forward(self, z, *, target, alpha, beta):
         self.z, self.t, self.alpha, self.beta = z, target, alpha, beta
         loss = self.k.detection.focal_loss_forward(z, target, alpha, beta)

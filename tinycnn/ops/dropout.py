@@ -10,6 +10,8 @@ from ..tensor import Function, Tensor
 
 
 class Dropout(Function):
+    replayable = False  # a new seed per call: an inference plan (tinycnn/plan.py) must not repeat one mask
+
     def forward(self, x, p, seed):
         y, self.mask = self.k.dropout.dropout_forward(x, p, seed)
         return y

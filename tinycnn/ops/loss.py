@@ -31,6 +31,8 @@ def _weight_kwargs(weight):
 
 
 class BCEWithLogits(Function):
+    replayable = False  # its target is one batch's (tinycnn/plan.py)
+
     def forward(self, z, *, target, pos_weight, weight, reduction):
         self.z, self.t, self.pos_weight, self.weight = z, target, pos_weight, weight
         self.factor = z.size if reduction == "sum" else 1
@@ -43,6 +45,8 @@ class BCEWithLogits(Function):
 
 
 class BCE(Function):
+    replayable = False  # its target is one batch's (tinycnn/plan.py)
+
     def forward(self, p, *, target, weight, reduction):
         self.p, self.t, self.weight = p, target, weight
         self.factor = p.size if reduction == "sum" else 1
@@ -55,6 +59,8 @@ class BCE(Function):
 
 
 class CrossEntropy(Function):
+    replayable = False  # its target is one batch's (tinycnn/plan.py)
+
     def forward(self, x, *, target, weight, ignore_index, reduction):
         e = self.k.elementwise
         N, C = x.shape[0], x.shape[1]
@@ -78,6 +84,8 @@ class CrossEntropy(Function):
 
 
 class MSE(Function):
+    replayable = False  # its target is one batch's (tinycnn/plan.py)
+
     def forward(self, p, *, target, reduction):
         self.p, self.t = p, target
         self.factor = p.size if reduction == "sum" else 1
