@@ -5,7 +5,7 @@
     python -m benchmarks --only catdog,convs --rounds 5 --write --note "idle machine"
     python benchmarks/run.py --torch-python /path/to/venv/bin/python --tf-python /path/to/tfenv/bin/python
 
-Parts (`--only`, comma-separated): catdog, mobilenet, fcn (training step, inference throughput, batch-1
+Parts (`--only`, comma-separated): catdog, mobilenet, fcn, strong, detector (training step, inference, batch-1
 latency, peak memory of a short training run), convs (each conv layer's forward and backward alone, in
 GFLOP/s, against a measured NumPy SGEMM peak), compile (first run with an empty Numba cache, and a warm
 start with it: `import tinycnn` + first training step, in a fresh process).
@@ -41,8 +41,8 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 RESULT_TAG = "BENCH_RESULT "
-PARTS = ("catdog", "mobilenet", "fcn", "convs", "compile")
-MODEL_PARTS = ("catdog", "mobilenet", "fcn")
+PARTS = ("catdog", "mobilenet", "fcn", "strong", "detector", "convs", "compile")
+MODEL_PARTS = ("catdog", "mobilenet", "fcn", "strong", "detector")
 THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 SGEMM_SHAPES = {"sgemm 512×4608 @ 4608×512": (512, 4608, 512),

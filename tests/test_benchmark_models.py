@@ -33,3 +33,27 @@ def test_the_twins_are_the_task_models():
     assert type(mobilenet) is PlateBoxRegressor and mobilenet.head is None
     assert type(fcn) is PlateSegmenter and fcn.depth == 2
     assert mobilenet.count_params() == 126_340 and fcn.count_params() == 117_378  # the benchmark's networks
+
+
+def test_the_new_twins_are_the_task_models():
+    """strong and detector: the presets' own networks and inputs, with the counts the peers' twins have
+    (PyTorch and Keras: 389,153 and 153,285 trainable parameters; the benchmark's table flags a difference)."""
+    from benchmarks import models
+    from tinycnn.tasks.catdog import PRESETS, strong_model
+    from tinycnn.tasks.plates_detect import RECIPE, PlateCenterNet, stages
+    preset = PRESETS["strong"]
+    assert models.INPUT["strong"] == (1 if preset["grayscale"] else 3, preset["img_size"], preset["img_size"])
+    assert models.BATCH["strong"] == preset["batch_size"]
+    assert models.DETECTOR_STAGES == stages(RECIPE["expansion"])
+    assert (models.DETECTOR_STEM, models.DETECTOR_NECK) == (RECIPE["stem"], RECIPE["neck"])
+    strong, detector = build_tinycnn("strong")[0], build_tinycnn("detector")[0]
+    outputs = {name: model(tinycnn.Tensor(make_batch(name, 1)[0])).shape
+               for model, name in ((strong, "strong"), (detector, "detector"))}
+    reference = strong_model(96, 3, 2)
+    reference(tinycnn.Tensor(make_batch("strong", 1)[0]))
+    assert [type(layer) for layer in strong.layers] == [type(layer) for layer in reference.layers]
+    assert type(detector) is PlateCenterNet
+    assert detector.get_config() == {"width": 1.0, "neck": 64, "stem": 16, "expansion": 4}
+    assert outputs == {"strong": (1, 1), "detector": (1, 5, 64, 64)}
+    assert make_batch("detector", 2)[1].shape == (2, 5, 64, 64)
+    assert strong.count_params() == 389_153 and detector.count_params() == 153_285
