@@ -87,7 +87,7 @@ def import_graph():
 def test_the_graph_is_read():
     graph = import_graph()
     assert "tinycnn.ops.basic" in graph["tinycnn.functional"]
-    assert "tinycnn.fuse" in graph["tinycnn.trainer"]
+    assert "tinycnn.plan" in graph["tinycnn.trainer"] and "tinycnn.fuse" in graph["tinycnn.plan"]
     assert "tinycnn.tensor" in graph["tinycnn.nn"]
     assert "tinycnn.layers" in graph["tinycnn.tasks.plates_models"]  # `from tinycnn import layers`
 

@@ -24,6 +24,8 @@ When there is none (the model runs its ordinary forward), declared and seen whil
 - a module of the model says `replayable = False` (its forward draws random numbers or keeps state of its own);
 - the pass reads a value it computed, or its input, on the host (`Tensor.numpy()`, `.item()`): its Python
   may then take another branch for another batch;
+- the pass makes a Tensor from an array outside the ops (`Tensor(x.data * 2)`, a layer's mask, weights a
+  layer builds on its first call): it may hold this batch's values, which a replay would keep;
 - the inference form is the model itself (a model without sub-modules: nothing is cached to tie a plan to).
 `enabled = False` (module attribute) or `with plans_off():` switches plans off, for debugging.
 """
@@ -102,17 +104,18 @@ class InferencePlan:
         if declared:
             raise NotReplayable(f"{declared[0]} declares replayable = False")
         inputs = list(x) if isinstance(x, (list, tuple)) else [x]
-        calls, reads = _record(form, x)
+        calls, host = _record(form, x)
         self.device = inputs[0].device
         self.output_form = type(calls.outputs) if isinstance(calls.outputs, (list, tuple)) else None
         outputs = list(calls.outputs) if self.output_form else [calls.outputs]
         if not all(isinstance(t, Tensor) for t in outputs):
             raise NotReplayable("the pass returns something other than Tensors")
-        made = [*inputs, *(c.output for c in calls.calls)]
-        if any(id(t) in {id(m) for m in made} for t in reads):
+        computed = {id(t) for t in inputs} | {id(c.output) for c in calls.calls}
+        if any(what == "read" and id(t) in computed for what, t in host):
             raise NotReplayable("the pass reads a value it computed on the host (Tensor.numpy / item)")
-        if _wraps_a_value_of_the_pass(calls.calls, outputs, made):
-            raise NotReplayable("the pass wraps a value it computed in a new Tensor outside the ops")
+        if any(what == "made" for what, _ in host):
+            raise NotReplayable("the pass makes a Tensor from an array outside the ops (it may hold this batch's "
+                                "values, which a replay would keep)")
         for call in calls.calls:
             if not call.op.replayable:
                 raise NotReplayable(f"{call.op.__name__} declares replayable = False")
@@ -173,26 +176,16 @@ class InferencePlan:
 
 
 def _record(form, x):
-    """Run form(x) under no_grad, recording its op calls and the tensors it reads on the host."""
-    calls, reads = [], []
+    """Run form(x) under no_grad: its op calls, and what it did with values on the host ([("read" or "made",
+    tensor)], tinycnn/tensor.py `recording`)."""
+    calls, host = [], []
 
     def record(op, args, kwargs, output):
         calls.append(OpCall(op, args, dict(kwargs), output))
 
-    with no_grad(), recording(record, on_host_read=reads.append):
+    with no_grad(), recording(record, on_host=lambda what, tensor: host.append((what, tensor))):
         out = form(x)
-    return _Recorded(calls, out), reads
-
-
-def _wraps_a_value_of_the_pass(calls, outputs, made):
-    """Does a Tensor that no op made hold (a view of) the array of an input or of an op's output? Such a
-    Tensor(x.data) would otherwise be replayed as a constant: the first batch's values."""
-    made_ids = {id(t) for t in made}
-    arrays = {id(t.data) for t in made} | {id(t.data.base) for t in made if getattr(t.data, "base", None) is not None}
-    for t in [a for c in calls for a in c.args if isinstance(a, Tensor)] + list(outputs):
-        if id(t) not in made_ids and (id(t.data) in arrays or id(getattr(t.data, "base", None)) in arrays):
-            return True
-    return False
+    return _Recorded(calls, out), host
 
 
 _Recorded = collections.namedtuple("_Recorded", "calls outputs")

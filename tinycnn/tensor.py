@@ -37,15 +37,16 @@ def no_grad():
 
 
 @contextlib.contextmanager
-def recording(recorder, on_host_read=None):
-    """Inside this block every op calls recorder(op class, its args, its kwargs, its output) (tinycnn/trace.py),
-    and `Tensor.numpy()` calls on_host_read(tensor), if given: Python that reads values (tinycnn/plan.py)."""
-    previous = getattr(_state, "recorder", None), getattr(_state, "on_host_read", None)
-    _state.recorder, _state.on_host_read = recorder, on_host_read
+def recording(recorder, on_host=None):
+    """Inside this block every op calls recorder(op class, its args, its kwargs, its output) (tinycnn/trace.py);
+    and, if given, on_host("read", tensor) on `Tensor.numpy()` and on_host("made", tensor) when a Tensor is made
+    from an array outside the ops: Python that reads values or makes values of its own (tinycnn/plan.py)."""
+    previous = getattr(_state, "recorder", None), getattr(_state, "on_host", None)
+    _state.recorder, _state.on_host = recorder, on_host
     try:
         yield
     finally:
-        _state.recorder, _state.on_host_read = previous
+        _state.recorder, _state.on_host = previous
 
 
 class Function:
@@ -114,6 +115,9 @@ class Tensor:
             if target != device_of(data):
                 data = _move(data, target)
             _device = target
+            on_host = getattr(_state, "on_host", None)
+            if on_host is not None:  # a pass being recorded makes a value outside the ops (tinycnn/plan.py)
+                on_host("made", self)
         self.data = data
         self.device = _device
         self.requires_grad = bool(requires_grad)
@@ -140,9 +144,9 @@ class Tensor:
     # ------------------------------------------------------------------ conversions
     def numpy(self):
         """The data as a NumPy array (a copy from the GPU; the array itself on the CPU)."""
-        on_host_read = getattr(_state, "on_host_read", None)
-        if on_host_read is not None:  # a pass being recorded reads values (tinycnn/plan.py)
-            on_host_read(self)
+        on_host = getattr(_state, "on_host", None)
+        if on_host is not None:  # a pass being recorded reads values (tinycnn/plan.py)
+            on_host("read", self)
         return self.data if self.device == "cpu" else self.data.copy_to_host()
 
     def item(self):
