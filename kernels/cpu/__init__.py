@@ -4,8 +4,10 @@ CAPABILITIES: the kernel families this backend provides and the optional parts o
 (kernels/contract.py) each one implements, declared here rather than probed.
 """
 from tinycnn import _start_cpu_thread_pool
+from tinycnn.compile_notice import install as _install_compile_notice
 
 _start_cpu_thread_pool()  # with tinycnn's thread settings, before a kernel can start it (tinycnn/__init__.py)
+_install_compile_notice()  # one line on stderr while kernels compile (an empty cache), none when they load
 
 CAPABILITIES = {
     "elementwise": set(), "reduce": set(), "linear": set(),
