@@ -2,13 +2,14 @@
 channels-last on the benchmark twins (benchmarks/models.py) where there is one.
 
     python benchmarks/plan_latency.py [--models catdog,mobilenet,fcn,regressor,unet,detector] [--batches 1,32]
-                                      [--calls 50] [--seconds 10] [--rounds 2] [--torch-python PYTHON]
+                                      [--calls 100] [--seconds 40] [--torch-python PYTHON]
 
-Random weights (latency does not depend on their values). For each model and batch size, alternating rounds
-of: tinycnn's `model.predict(x, batch_size=n)` with plans off (the inference form run op by op, as before the
+Random weights (latency does not depend on their values). For each model and batch size, one call in turn of:
+tinycnn's `model.predict(x, batch_size=n)` with plans off (the inference form run op by op, as before the
 plan) and on; the engine's forward alone (`inference_form(model)(x)` against `plan.infer(model, x)`, a Tensor
-in, as the peer's `model(x)`); each round up to `--calls` calls or `--seconds`, whichever comes first. Median
-per call over all rounds, in ms. Threads: set OMP_NUM_THREADS / NUMBA_NUM_THREADS before running; the torch
+in, as the peer's `model(x)`); `--calls` calls of each, or fewer (at least 5) when they take more than
+`--seconds` in all. Median per call, in ms. The PyTorch twin (a torch venv's Python, `--torch-python`)
+runs in its own process, one call after each turn of tinycnn's: the same load for both. Threads: set OMP_NUM_THREADS / NUMBA_NUM_THREADS before running; the torch
 child takes the same count (torch.set_num_threads).
 """
 import argparse
@@ -35,6 +36,9 @@ MODELS = {
 }
 
 
+CLOCK = time.perf_counter
+
+
 def build(name):
     import tinycnn
     from benchmarks.models import build_tinycnn
@@ -51,16 +55,7 @@ def build(name):
     return PlateCenterNet()
 
 
-def timed(run, calls, seconds):
-    times, start = [], time.perf_counter()
-    while len(times) < calls and (len(times) < 5 or time.perf_counter() - start < seconds):
-        begin = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - begin)
-    return times
-
-
-def measure_tinycnn(name, batch, args):
+def measure_tinycnn(name, batch, args, threads):
     import tinycnn
     from tinycnn import plan
     from tinycnn.fuse import inference_form
@@ -89,19 +84,30 @@ def measure_tinycnn(name, batch, args):
     assert np.array_equal(predict_off(), model.predict(x, batch_size=batch))
     for run in runs.values():  # warm-up: records the plan, compiles what is not cached
         run(), run()
-    times = {key: [] for key in runs}
-    for _ in range(args.rounds):
-        for key, run in runs.items():
-            times[key] += timed(run, args.calls, args.seconds)
+    twin = MODELS[name][2]
+    peer = TorchPeer(args.torch_python, twin, batch, threads, args.clock) if twin and args.torch_python else None
+    times = {key: [] for key in list(runs) + (["torch"] if peer else [])}
+    start = time.perf_counter()
+    while len(times["forward_on"]) < args.calls and (len(times["forward_on"]) < 5 or
+                                                      time.perf_counter() - start < args.seconds):
+        for key, run in runs.items():  # one call of each in turn, so that a busy moment hits all of them
+            begin = CLOCK()
+            run()
+            times[key].append(CLOCK() - begin)
+        if peer:
+            times["torch"] += peer.run(1)
+    if peer:
+        peer.close()
     return {key: (statistics.median(t) * 1e3, len(t)) for key, t in times.items()}
 
 
 TORCH_CHILD = r"""
-import json, statistics, sys, time
+import json, sys, time
 import torch
 sys.path.insert(0, sys.argv[1])
 from benchmarks.models import build_torch, make_batch
-name, batch, calls, seconds, rounds, threads = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
+name, batch, threads = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+clock = time.process_time if sys.argv[5] == "cpu" else time.perf_counter
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 model = build_torch(name)[0].eval().to(memory_format=torch.channels_last)
@@ -110,46 +116,57 @@ def run():
     with torch.inference_mode():
         return model(x)
 for _ in range(3): run()
-times = []
-for _ in range(rounds):
-    start, n = time.perf_counter(), 0
-    while n < calls and (n < 5 or time.perf_counter() - start < seconds):
-        begin = time.perf_counter(); run(); times.append(time.perf_counter() - begin); n += 1
-print(json.dumps([statistics.median(times) * 1e3, len(times), torch.__version__]))
+print(json.dumps(torch.__version__), flush=True)
+for line in sys.stdin:  # "n": time n calls, answer their seconds
+    times = []
+    for _ in range(int(line)):
+        begin = clock(); run(); times.append(clock() - begin)
+    print(json.dumps(times), flush=True)
 """
 
 
-def measure_torch(name, batch, args, threads):
-    twin = MODELS[name][2]
-    if twin is None or not args.torch_python:
-        return None
-    root = str(Path(__file__).resolve().parents[1])
-    out = subprocess.run([args.torch_python, "-c", TORCH_CHILD, root, twin, str(batch), str(args.calls),
-                          str(args.seconds), str(args.rounds), str(threads)], capture_output=True, text=True)
-    if out.returncode:
-        print(f"torch child failed: {out.stderr[-500:]}", file=sys.stderr)
-        return None
-    return json.loads(out.stdout.strip().splitlines()[-1])
+class TorchPeer:
+    """The PyTorch channels-last twin in its own process (a torch venv's Python), timed on request, so that
+    its calls alternate with tinycnn's under the same load."""
+
+    def __init__(self, python, twin, batch, threads, clock):
+        root = str(Path(__file__).resolve().parents[1])
+        self.child = subprocess.Popen([python, "-c", TORCH_CHILD, root, twin, str(batch), str(threads), clock],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.version = json.loads(self.child.stdout.readline())
+
+    def run(self, calls):
+        self.child.stdin.write(f"{calls}\n")
+        self.child.stdin.flush()
+        return json.loads(self.child.stdout.readline())
+
+    def close(self):
+        self.child.stdin.close()
+        self.child.wait()
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--batches", default="1,32")
-    p.add_argument("--calls", type=int, default=50)
-    p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--calls", type=int, default=100)
+    p.add_argument("--seconds", type=float, default=40.0)
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="cpu: this process's CPU time per call (time.process_time), less moved by other "
+                        "processes' load than wall time; meant for 1 thread")
     p.add_argument("--torch-python", default=os.environ.get("TINYCNN_BENCH_TORCH_PYTHON"))
     args = p.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     threads = int(os.environ.get("NUMBA_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or os.cpu_count())
-    print(f"threads {threads}, load average at the start {os.getloadavg()[0]:.1f}")
+    print(f"threads {threads}, {args.clock} time, load average at the start {os.getloadavg()[0]:.1f}")
     print("| model | batch | predict before (ms) | predict plan (ms) | forward before (ms) | forward plan (ms) | "
-          "PyTorch channels-last (ms) | forward plan vs PyTorch | calls |")
+          "PyTorch channels-last (ms) | PyTorch / forward plan | calls |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.models.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
-            ours = measure_tinycnn(name, batch, args)
-            theirs = measure_torch(name, batch, args, threads)
+            ours = measure_tinycnn(name, batch, args, threads)
+            theirs = ours.get("torch")
             peer = f"{theirs[0]:.2f}" if theirs else "–"
             ratio = f"{theirs[0] / ours['forward_on'][0]:.2f}" if theirs else "–"
             calls = "/".join(str(ours[k][1]) for k in ("predict_off", "predict_on"))

@@ -106,7 +106,7 @@ class InferencePlan:
         inputs = list(x) if isinstance(x, (list, tuple)) else [x]
         calls, host = _record(form, x)
         self.device = inputs[0].device
-        self.output_form = type(calls.outputs) if isinstance(calls.outputs, (list, tuple)) else None
+        self.output_form = type(calls.outputs) if type(calls.outputs) in (list, tuple) else None
         outputs = list(calls.outputs) if self.output_form else [calls.outputs]
         if not all(isinstance(t, Tensor) for t in outputs):
             raise NotReplayable("the pass returns something other than Tensors")
