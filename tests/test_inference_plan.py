@@ -245,3 +245,19 @@ def test_the_plan_replays_forward_on_raw_arrays():
     assert isinstance(out, np.ndarray) and np.array_equal(out, expected)
     ops = [step[0].__name__ for step in replay._steps]  # the inference form's fused ops, one step each
     assert ops[:2] == ["Conv2dBiasReLUMaxPool2"] * 2 and ops[-1] == "Sigmoid" and len(replay) == len(ops)
+
+
+def test_a_model_on_cuda_replays_bit_for_bit():
+    """The plan keeps each call's kernel set: on cuda (numba's simulator without a GPU) it replays cuda kernels."""
+    from numba import cuda
+    if not cuda.is_available():
+        pytest.skip("no CUDA device or simulator")
+    tinycnn.manual_seed(0)
+    model = tinycnn.Sequential([layers.Conv2D(4, 3, use_bias=False, input_shape=(8, 8, 2)),
+                                layers.BatchNormalization(), layers.Activation("relu"), layers.MaxPooling2D(2),
+                                layers.Flatten(), layers.Dense(3, activation="softmax")])
+    model.predict(_images((8, 8, 2), n=1))
+    _random_statistics(model)
+    model.to("cuda")
+    _check_replay(model, _images((8, 8, 2), n=2))
+    assert {step[1] for p in _plans(model).values() for step in p._steps} == {tinycnn.device.kernels_for("cuda")}
