@@ -8,9 +8,10 @@ Random weights (latency does not depend on their values). For each model and bat
 tinycnn's `model.predict(x, batch_size=n)` with plans off (the inference form run op by op, as before the
 plan) and on; the engine's forward alone (`inference_form(model)(x)` against `plan.infer(model, x)`, a Tensor
 in, as the peer's `model(x)`); `--calls` calls of each, or fewer (at least 5) when they take more than
-`--seconds` in all. Median per call, in ms. The PyTorch twin (a torch venv's Python, `--torch-python`)
-runs in its own process, one call after each turn of tinycnn's: the same load for both. Threads: set OMP_NUM_THREADS / NUMBA_NUM_THREADS before running; the torch
-child takes the same count (torch.set_num_threads).
+`--seconds` in all. Median per call, in ms (`--clock cpu`: this process's CPU time). The PyTorch twin (a
+torch venv's Python, `--torch-python`) runs in its own process, one call after each turn of tinycnn's: the
+same load for both. Threads: set OMP_NUM_THREADS / NUMBA_NUM_THREADS before running; the torch child takes
+the same count (torch.set_num_threads).
 """
 import argparse
 import json

@@ -2,18 +2,18 @@
 
     outputs = infer(model, x)      # what predict_step and test_step run: model's inference form on x (a Tensor,
                                    # or a list of them), through a plan for x's shapes when it can have one
-    plan = InferencePlan(inference_form(model), [x])
-    arrays = plan(x.data)          # the same arrays, bit for bit, as inference_form(model)(x) under no_grad
+    plan = InferencePlan(inference_form(model), x)
+    (y,) = plan(x.data)            # the same arrays, bit for bit, as inference_form(model)(x) under no_grad
 
 An ordinary forward pays, per op, for Python that decides the same thing on every call with the same shapes:
 the layers' dispatch, the public functions' argument checks and normalisation (ops/*.py), Tensor objects and
-`Function.apply`'s device look-up. A plan runs the pass once under `trace` (tinycnn/trace.py) and keeps, per
-recorded op call, only what its `forward` needs: the op class, the kernel set, which earlier value (an input,
-an earlier op's output or a constant: a weight, a folded batch norm, a stride) goes into each argument, and
-its keyword attributes. Replaying is then a loop of `forward` calls on raw arrays: the same kernels with the
-same arrays, hence the same outputs. Each intermediate is dropped right after its last use, so that the CPU
-kernels' output cache (kernels/cpu/workspace.py) hands the same memory back to the next replay: the buffers
-are allocated once and reused, and no kernel needs an `out=` argument for it.
+`Function.apply`'s device look-up. A plan runs the pass once, recording its op calls as `trace` does
+(tinycnn/trace.py), and keeps, per call, only what its `forward` needs: the op class, the kernel set, which
+earlier value (an input, an earlier op's output or a constant: a weight, a folded batch norm, a stride) goes
+into each argument, and its keyword attributes. Replaying is then a loop of `forward` calls on raw arrays:
+the same kernels with the same arrays, hence the same outputs. Each intermediate is dropped right after its
+last use, so that the CPU kernels' output cache (kernels/cpu/workspace.py) hands the same memory back to the
+next replay: the buffers are allocated once and reused, and no kernel needs an `out=` argument for it.
 
 When a plan is (re)built: plans live on the inference form (tinycnn/fuse.py), which is rebuilt when a weight
 changes (its cache key holds every tensor's version), so a weight change drops them; one plan per input
