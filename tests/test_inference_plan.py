@@ -261,3 +261,16 @@ def test_a_model_on_cuda_replays_bit_for_bit():
     model.to("cuda")
     _check_replay(model, _images((8, 8, 2), n=2))
     assert {step[1] for p in _plans(model).values() for step in p._steps} == {tinycnn.device.kernels_for("cuda")}
+
+
+def test_a_copy_of_a_model_starts_without_plans_and_makes_its_own():
+    import copy
+    import pickle
+    from tasks.catdog import seed_model
+    tinycnn.manual_seed(0)
+    model = seed_model(16, 1, 2)
+    x = _images((16, 16, 1))
+    expected = _check_replay(model, x)
+    for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert np.array_equal(twin.predict(x), expected)
+        assert len(_plans(twin)) == 1 and all(isinstance(p, plan.InferencePlan) for p in _plans(twin).values())

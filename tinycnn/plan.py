@@ -52,6 +52,17 @@ def plans_off():
         enabled = previous
 
 
+class _Plans(collections.OrderedDict):
+    """An inference form's plans by input key (least recently used first). A copy of the model (deepcopy,
+    pickle) starts with none: plans are rebuilt on the first call, and they hold the kernel modules."""
+
+    def __deepcopy__(self, memo):
+        return _Plans()
+
+    def __reduce__(self):
+        return _Plans, ()
+
+
 class NotReplayable(Exception):
     """The pass cannot be replayed (the reason is the message); the model runs its ordinary forward."""
 
@@ -67,7 +78,7 @@ def infer(model, x):
         return form(x)
     plans = form.__dict__.get("_inference_plans")
     if plans is None:
-        plans = collections.OrderedDict()
+        plans = _Plans()
         object.__setattr__(form, "_inference_plans", plans)
     key = tuple((t.shape, t.dtype.str, t.device) for t in inputs) + (isinstance(x, (list, tuple)),)
     if key in plans:
