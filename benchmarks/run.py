@@ -8,7 +8,8 @@
 Parts (`--only`, comma-separated): catdog, mobilenet, fcn, strong, detector (training step, inference, batch-1
 latency, peak memory of a short training run), convs (each conv layer's forward and backward alone, in
 GFLOP/s, against a measured NumPy SGEMM peak), compile (first run with an empty Numba cache, and a warm
-start with it: `import tinycnn` + first training step, in a fresh process).
+start with it: `import tinycnn` + first training step, and, from an empty cache of its own, + first
+`predict` of one image, each in a fresh process; `--compile-models catdog` for the tutorial's net alone).
 
 How it measures: every configuration (framework × layout × model × mode) runs in a fresh child process
 (`run.py --worker SPEC`), the configurations alternating within each round, the order rotated from round
@@ -366,8 +367,9 @@ def _work_sgemm(spec):
 
 
 def _work_startup(spec, t_start):
-    """import + build + first training step, from the worker's first line (the process start is timed by
-    the parent)."""
+    """import + build + first training step (or, spec["phase"] == "predict", first `predict` of one image, as
+    `python -m tinycnn.predict` does), from the worker's first line (the process start is timed by the
+    parent)."""
     from benchmarks.models import BATCH
     if spec["framework"] == "torch":
         import torch
@@ -378,6 +380,8 @@ def _work_startup(spec, t_start):
     else:
         import tinycnn  # noqa: F401
     t_import = time.perf_counter() - t_start
+    if spec.get("phase") == "predict":
+        return dict(_first_predict(spec["model"]), import_s=t_import, rss_peak_mb=_rss_mb())
     fw = _Framework(spec["framework"], spec["layout"], spec["threads"])
     t0 = time.perf_counter()
     model, _ = fw.model(spec["model"], BATCH[spec["model"]])
@@ -388,6 +392,23 @@ def _work_startup(spec, t_start):
     model.train_step()
     return {"import_s": t_import, "first_step_s": t_first, "second_step_s": time.perf_counter() - t1,
             "spawn_to_first_step_s": to_first, "rss_peak_mb": _rss_mb()}
+
+
+def _first_predict(name):
+    """tinycnn's model `name` built, then `model.predict` of one image (channels-last for the Keras-style
+    Sequential nets, NCHW for the others): the build, the first call (with its compiles) and a second one."""
+    import numpy as np
+    from benchmarks.models import build_tinycnn, make_batch
+    x, _ = make_batch(name, 1)
+    if name in ("catdog", "strong"):  # tinycnn.Sequential nets with a Keras input_shape (H, W, C)
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    t0 = time.perf_counter()
+    model, _ = build_tinycnn(name)
+    model.predict(x)
+    t_first = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    model.predict(x)
+    return {"first_predict_s": t_first, "second_predict_s": time.perf_counter() - t1}
 
 
 def worker_main(spec_json):
@@ -628,23 +649,30 @@ class Bench:
         return results
 
     def run_compile(self, names, configs, rounds):
+        """tinycnn's start-up with an empty Numba cache (cold) and on the cache that run filled (warm): the
+        first training step, and, each from its own empty cache, the first predict; then the peers' first
+        training step."""
         results = {}
         peer_configs = [c for c in configs if c.framework == "tf" or (c.framework == "torch" and c.layout == "nchw")]
         tinycnn_config = configs[0]
         for r in range(rounds):
             for m in _rotate(list(names), r):
-                cache = tempfile.mkdtemp(prefix="tinycnn-numba-cache-")
-                try:
-                    for phase in ("cold", "warm"):
-                        label = f"[round {r + 1}/{rounds}] {m} startup tinycnn {phase}"
-                        spec = tinycnn_config.spec(kind="startup", model=m)
-                        res = self.child(label, tinycnn_config, spec, env_extra={"NUMBA_CACHE_DIR": cache})
-                        if res is not None:
-                            results.setdefault((m, f"tinycnn {phase}"), []).append(res)
-                            print(f"  {label}: import {res['import_s']:.2f} s, first step "
-                                  f"{res['first_step_s']:.2f} s, process {res['process_s']:.2f} s", flush=True)
-                finally:
-                    shutil.rmtree(cache, ignore_errors=True)
+                for task in ("train", "predict"):
+                    cache = tempfile.mkdtemp(prefix="tinycnn-numba-cache-")
+                    try:
+                        for phase in ("cold", "warm"):
+                            label = f"[round {r + 1}/{rounds}] {m} startup tinycnn {task} {phase}"
+                            spec = tinycnn_config.spec(kind="startup", model=m, phase=task)
+                            res = self.child(label, tinycnn_config, spec, env_extra={"NUMBA_CACHE_DIR": cache})
+                            if res is None:
+                                continue
+                            key = f"tinycnn {phase}" if task == "train" else f"tinycnn predict {phase}"
+                            results.setdefault((m, key), []).append(res)
+                            first = res["first_step_s"] if task == "train" else res["first_predict_s"]
+                            print(f"  {label}: import {res['import_s']:.2f} s, first {'step' if task == 'train' else 'predict'} "
+                                  f"{first:.2f} s, process {res['process_s']:.2f} s", flush=True)
+                    finally:
+                        shutil.rmtree(cache, ignore_errors=True)
                 for c in peer_configs:
                     label = f"[round {r + 1}/{rounds}] {m} startup {c.label}"
                     res = self.child(label, c, c.spec(kind="startup", model=m))
@@ -784,7 +812,8 @@ def compile_tables(results, names):
     lines = ["| model | configuration | import (s) | build + first training step (s) | process start → first "
              "step done (s) | second step (s) | peak RSS (MB) |", "|---|---|---|---|---|---|---|"]
     for m in names:
-        labels = sorted({label for (model, label) in results if model == m}, key=lambda s: (not s.startswith("tinycnn"), s))
+        labels = sorted({label for (model, label) in results if model == m and "predict" not in label},
+                        key=lambda s: (not s.startswith("tinycnn"), s))
         for label in labels:
             rs = results[(m, label)]
             cells = [_fmt(_med([r[k] for r in rs]), 0 if k == "rss_peak_mb" else 2, [r[k] for r in rs]) for k in keys]
@@ -798,6 +827,17 @@ def compile_tables(results, names):
                  "cache. Import is timed from the worker's first line; 'process start → first step done' "
                  "includes the interpreter start. The second step shows the steady state is reached.")
     lines.append("")
+    keys = ("import_s", "first_predict_s", "process_s", "second_predict_s", "rss_peak_mb")
+    rows = [(m, phase, results[(m, f"tinycnn predict {phase}")]) for m in names for phase in ("cold", "warm")
+            if (m, f"tinycnn predict {phase}") in results]
+    if rows:
+        lines += ["| model | tinycnn predict | import (s) | build + first `predict` of one image (s) | whole process (s) "
+                  "| second predict (s) | peak RSS (MB) |", "|---|---|---|---|---|---|---|"]
+        for m, phase, rs in rows:
+            cells = [_fmt(_med([r[k] for r in rs]), 0 if k == "rss_peak_mb" else 2, [r[k] for r in rs]) for k in keys]
+            lines.append("| " + " | ".join([m, phase] + cells) + " |")
+        lines += ["", "predict: its own empty NUMBA_CACHE_DIR (cold: only what inference compiles), then a second "
+                  "process on it (warm); `model.predict` of one image, as `python -m tinycnn.predict` runs it.", ""]
     return lines
 
 
@@ -835,6 +875,8 @@ def parse_args(argv):
     p.add_argument("--reps", type=int, help="timed calls per conv/SGEMM (default 10, quick 3)")
     p.add_argument("--latency-reps", type=int, help="timed batch-1 calls (default 30, quick 5)")
     p.add_argument("--threads", type=int, default=2, help="threads for every framework (default 2)")
+    p.add_argument("--compile-models", help="models of the compile part, comma-separated (default: the model "
+                   "parts chosen, else catdog, mobilenet and fcn)")
     p.add_argument("--torch-python", help="Python with torch (default: $TINYCNN_BENCH_TORCH_PYTHON, or this one)")
     p.add_argument("--tf-python", help="Python with tensorflow (default: $TINYCNN_BENCH_TF_PYTHON, or this one)")
     p.add_argument("--no-channels-last", action="store_true", help="skip the PyTorch channels-last column")
@@ -852,6 +894,11 @@ def parse_args(argv):
     if bad:
         p.error(f"--only: unknown part(s) {bad}; choose among {', '.join(PARTS)}")
     args.parts = [s for s in PARTS if s in parts]
+    if args.compile_models:
+        from benchmarks.models import BATCH
+        unknown = [m for m in args.compile_models.split(",") if m and m not in BATCH]
+        if unknown:
+            p.error(f"--compile-models: unknown model(s) {unknown}; choose among {', '.join(BATCH)}")
     q = args.quick
     args.rounds = args.rounds or (1 if q else 3)
     args.steps = args.steps or (2 if q else 10)
@@ -890,7 +937,7 @@ def main(argv=None):
         results = bench.run_convs(configs, args.rounds)
         sections += ["#### Conv layers alone (GFLOP/s)", ""] + conv_tables(results, configs)
     if "compile" in args.parts:
-        names = models or list(MODEL_PARTS)
+        names = [m for m in (args.compile_models or "").split(",") if m] or models or list(MODEL_PARTS)
         results = bench.run_compile(names, configs, args.rounds)
         sections += ["#### Start-up: Numba JIT compile (cold cache) and warm start", ""] + compile_tables(results, names)
 

@@ -10,7 +10,7 @@ Presets (`--model`):
 - `strong` (the default: 83 % against the seed net's 64–67 % on real photos, see README): RGB 96×96, four
   blocks of conv3×3 + batch norm + ReLU + max-pool (32-64-128-256), global average pooling, dropout 0.3,
   Dense; flips, random resized crops and brightness/contrast jitter; AdamW 1e-3 (weight decay 1e-4) with a
-  cosine schedule, 15 epochs.
+  cosine schedule, 15 epochs. On the built-in images (no --data): 48×48, 8 epochs (BUILTIN_PRESETS).
 - `resnet`: a small ResNet (stride-2 stages, BN, global pooling, stochastic depth) with a modern recipe: EMA of
   the weights, random resized crops with aspect jitter, RandAugment and random erasing in the data workers,
   label smoothing, warm-up then cosine; RGB 112×112, 30 epochs (tasks/catdog_models.py).
@@ -57,8 +57,13 @@ from .synthetic_catdog import ensure_builtin_catdog
 
 TASK = "catdog"
 TTA = dict(flips=True, crops=5)  # evaluate/predict --tta: the image, 5 crops, and their mirrors (tinycnn/tta.py)
-BUILTIN_TRAIN = dict(n_per_class=1000, seed=0)
+# The built-in images (no --data): 2 × 1120, whose stratified 90/10 split is whole batches of 32 (2,016 train,
+# 224 val: no smaller last batch, whose shapes would compile and keep their own buffers). On them the default
+# preset trains at 48×48 for 8 epochs (BUILTIN_PRESETS, unless --img-size/--epochs say otherwise): the main
+# command of the README, a few minutes from an empty cache on 2 cores (benchmarks/RESULTS.md, issue 20).
+BUILTIN_TRAIN = dict(n_per_class=1120, seed=0)
 BUILTIN_TEST = dict(n_per_class=200, seed=1)
+BUILTIN_PRESETS = {"strong": dict(img_size=48, epochs=8)}
 PRESETS = {
     "seed": dict(img_size=100, grayscale=True, epochs=10, batch_size=32, lr=1e-3, augment=False),
     "strong": dict(img_size=96, grayscale=False, epochs=15, batch_size=32, lr=1e-3, augment=True),
@@ -194,7 +199,7 @@ def train(args):
 
 
 def _settings(args):
-    preset = PRESETS[args.model]
+    preset = dict(PRESETS[args.model], **(BUILTIN_PRESETS.get(args.model, {}) if args.data is None else {}))
     pick = lambda value, key: preset[key] if value is None else value  # noqa: E731
     settings = dict(preset=args.model, data=args.data, img_size=pick(args.img_size, "img_size"),
                     grayscale=pick(args.grayscale, "grayscale"), resize=args.resize,

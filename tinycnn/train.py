@@ -1,6 +1,6 @@
 """python -m tinycnn.train TASK [options]: train one of the tutorial's tasks (see --help of each task).
 
-    python -m tinycnn.train catdog                 # the built-in cat/dog images, the tutorial's net
+    python -m tinycnn.train catdog                 # the built-in cat/dog images (--model seed: the tutorial's net)
     python -m tinycnn.train catdog --data DIR      # a folder per class
     python -m tinycnn.train plates-box | plates-seg
 """

@@ -44,8 +44,11 @@ def _sigmoid(z):
 
 
 # ---------------------------------------------------------------------- BCE with logits
+#
+# Serial loops (prange runs as range): the logits of a binary classifier are one per image, where starting a
+# parallel loop costs more than it saves and compiling one takes a second more on an empty cache.
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _bce_with_logits_sum(z, t, pos_weight, weight):
     total = 0.0
     for i in prange(z.size):
@@ -65,7 +68,7 @@ def bce_with_logits_forward(z, t, pos_weight, weight=None):
     return _scalar(total / n, z.dtype)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _bce_with_logits_grad(z, t, pos_weight, weight, scale, dz):
     for i in prange(z.size):
         s = _sigmoid(np.float64(z[i]))

@@ -14,7 +14,7 @@ from numba import njit, prange
 from ..activation import fused_activate
 from ..workspace import scratch
 from .epilogue import _bias_grad, _bias_or_zeros, _gradient_buffers, _relu_grad_planes
-from .rows import _add_scaled_row, _dot_row, _relu_grad_row
+from .rows import _add_scaled_row, _copy_row, _dot_row, _relu_grad_row
 
 
 def applies(x_shape, w_shape, y_shape, stride, padding, groups, dilation):
@@ -75,8 +75,9 @@ def _padded_plane(x_plane, ph, pw, Wp, buf):
     H, W = x_plane.shape
     if buf.size == 0:
         return x_plane.reshape(H * W)
-    for h in range(H):
-        buf[(h + ph) * Wp + pw:(h + ph) * Wp + pw + W] = x_plane[h]
+    for h in range(H):  # a loop, not a slice assignment: for an array slice assignment Numba compiles a
+        # formatted shape-mismatch error, seconds on an empty cache (and these shapes always match)
+        _copy_row(buf[(h + ph) * Wp + pw:(h + ph) * Wp + pw + W], x_plane[h], 1)
     return buf
 
 
@@ -274,7 +275,7 @@ def _direct_input_grad_plane(dy, w, plane, stride, padding, dilation, dx, dzw, d
                     _add_scaled_row(dxp[i * dil_h * Wp + j * dil_w:i * dil_h * Wp + j * dil_w + L], w[f, 0, i, j],
                                     dzw[margin:], 1)
     for h in range(H):
-        dx[n, c, h] = dxp[(h + ph) * Wp + pw:(h + ph) * Wp + pw + W]
+        _copy_row(dx[n, c, h], dxp[(h + ph) * Wp + pw:], 1)
 
 
 @njit(cache=True, parallel=True)

@@ -13,7 +13,7 @@ from ..activation import fused_activate
 from ..gemm import matmul
 from ..workspace import scratch
 from .epilogue import _bias_or_zeros, _gradient_buffers
-from .rows import _relu_grad_row
+from .rows import _copy_row, _relu_grad_row
 
 WINOGRAD_MIN_CHANNELS = 16  # below this many input channels and filters, im2col's GEMM is the better one
 
@@ -219,7 +219,7 @@ def _winograd_input(x, ph, pw, TH, TW, r0, r1, V):
             for i in range(4):  # the input row 2th + i (a padding row stays 0, for every channel)
                 h = 2 * th + i - ph
                 if 0 <= h < H:
-                    rows[i, base:base + W] = x[n, c, h]
+                    _copy_row(rows[i, base:base + W], x[n, c, h], 1)  # not a slice assignment (direct.py)
         for i in range(4):  # even and odd columns
             ri, ei, oi = rows[i], e[i], o[i]
             for k in range(S + 1):
