@@ -9,13 +9,13 @@ in milliseconds. `install()` (called once by `tinycnn/kernels/cpu/__init__.py`, 
 loaded) registers a listener on Numba's "numba:compile" event, which Numba fires for a cache miss only,
 never for a kernel loaded from the cache: a warm run prints nothing.
 
-The line is a tqdm counter (the progress bars of fit are tqdm bars too, so the two share the terminal
-without overwriting each other): it appears when the first tinycnn kernel starts compiling, counts the
-kernels (helpers compiled inside a kernel included) and is closed, left on screen with the count and the
-time, once no kernel has compiled for QUIET_SECONDS. A later burst (validation's kernels, another model)
+On a terminal the line is a tqdm counter (the progress bars of fit are tqdm bars too, so the two share the
+terminal without overwriting each other); in a log file or a pipe it is the message, then the count and the
+time when the burst ends. It appears when the first tinycnn kernel starts compiling, counts the kernels
+(helpers compiled inside a kernel included) and is closed, left on screen with the count and the time, once
+no kernel has compiled for QUIET_SECONDS. A later burst (validation's kernels, another model)
 gets a line of its own only if it lasts LATER_BURST_SECONDS: a kernel or two compiling in a blink stays
-silent. TINYCNN_COMPILE_NOTICE=0 turns it off. After each kernel's compile the listener also hands the
-memory the compiler freed back to the OS (`release_freed_memory`). Numba's own helpers (its string formatting, array creation)
+silent. TINYCNN_COMPILE_NOTICE=0 turns it off. Numba's own helpers (its string formatting, array creation)
 and code outside tinycnn compile silently: they are not counted.
 """
 import atexit
@@ -37,33 +37,15 @@ def enabled():
 
 
 def install(stream=None):
-    """Register the listener (once per process; the line stays off with TINYCNN_COMPILE_NOTICE=0, the memory
-    release after each kernel's compile stays on). `stream`: where the line goes (default: sys.stderr at the
-    time of the first compile)."""
-    if _state["listener"] is not None:
+    """Register the listener (once per process; nothing when TINYCNN_COMPILE_NOTICE=0). `stream`: where the
+    line goes (default: sys.stderr at the time of the first compile)."""
+    if _state["listener"] is not None or not enabled():
         return _state["listener"]
-    listener = _Notice(stream, show=enabled())
+    listener = _Notice(stream)
     numba_event.register("numba:compile", listener)
     atexit.register(listener.close)
     _state["listener"] = listener
     return listener
-
-
-def release_freed_memory():
-    """Give the memory the compiler freed back to the OS (glibc's malloc_trim; nothing elsewhere).
-
-    LLVM allocates and frees tens of MB per kernel; glibc keeps what is freed in its heap, so a cold first
-    step would carry the compiler's peak into the training's resident set (≈ 100 MB on the cat/dog run)."""
-    trim = _state.get("malloc_trim")
-    if trim is None:
-        try:
-            import ctypes
-            trim = ctypes.CDLL("libc.so.6").malloc_trim if sys.platform.startswith("linux") else False
-        except (OSError, AttributeError):
-            trim = False
-        _state["malloc_trim"] = trim
-    if trim:
-        trim(0)
 
 
 def _is_tinycnn(event):
@@ -76,8 +58,8 @@ class _Notice(numba_event.Listener):
     """Numba's compile events (start and end of each compile) -> the line. Compiles are serialised by Numba's
     global compiler lock; the lock here guards against the watcher thread, which ticks the line and ends it."""
 
-    def __init__(self, stream=None, show=True):
-        self.stream, self.show, self.bar, self.lock = stream, show, None, threading.Lock()
+    def __init__(self, stream=None):
+        self.stream, self.bar, self.lock = stream, None, threading.Lock()
         self.in_burst = self.showing = self.shown_once = False
         self.compiled, self.active, self.started, self.last_end = 0, 0, 0.0, 0.0
 
@@ -105,8 +87,6 @@ class _Notice(numba_event.Listener):
             self.last_end = time.monotonic()
             if self.bar is not None:
                 self.bar.update(1)
-            if self.active == 0:
-                release_freed_memory()
 
     def _watch(self):
         """Show a later burst once it has lasted LATER_BURST_SECONDS, tick the elapsed time, and end the line
@@ -128,8 +108,6 @@ class _Notice(numba_event.Listener):
     def _show(self):
         """The line: a live tqdm counter on a terminal; elsewhere (a log file, a pipe) the message now and the
         count when the burst ends, on the same line."""
-        if not self.show:
-            return
         stream = self.stream or sys.stderr
         self.showing = self.shown_once = True
         if getattr(stream, "isatty", lambda: False)():
