@@ -25,9 +25,10 @@ def _run(cache_dir, **env):
 def test_notice_on_a_cold_cache_and_silence_on_a_warm_one(tmp_path):
     cold = _run(tmp_path / "numba")
     assert cold.count(MESSAGE) == 1, cold
-    line = next(text for text in cold.splitlines() if MESSAGE in text)
-    count = int(line.split(MESSAGE)[1].split()[0])  # "… N compiled in S s" (stderr is not a terminal here)
-    assert count >= 1 and "compiled in" in line
+    lines = cold.splitlines()  # stderr is not a terminal here: the message, then "… N kernels compiled in S s"
+    assert lines.index(MESSAGE) < len(lines) - 1, cold
+    done = lines[lines.index(MESSAGE) + 1]
+    assert done.startswith("… ") and done.split()[2:4] == ["kernels", "compiled"] and int(done.split()[1]) >= 1
     warm = _run(tmp_path / "numba")
     assert MESSAGE not in warm and "compiled" not in warm, warm
 

@@ -10,10 +10,11 @@ loaded) registers a listener on Numba's "numba:compile" event, which Numba fires
 never for a kernel loaded from the cache: a warm run prints nothing.
 
 On a terminal the line is a tqdm counter (the progress bars of fit are tqdm bars too, so the two share the
-terminal without overwriting each other); in a log file or a pipe it is the message, then the count and the
-time when the burst ends. It appears when the first tinycnn kernel starts compiling, counts the kernels
-(helpers compiled inside a kernel included) and is closed, left on screen with the count and the time, once
-no kernel has compiled for QUIET_SECONDS. A later burst (validation's kernels, another model)
+terminal), shown while a kernel compiles and cleared between two, so that what the program prints meanwhile
+(a model summary) starts on a clean line; once no kernel has compiled for QUIET_SECONDS it is printed for
+good, with the count and the time. In a log file or a pipe: the message when the first kernel starts
+compiling, and "… N kernels compiled in S s" when the burst ends. The count includes the helpers compiled
+inside a kernel. A later burst (validation's kernels, another model)
 gets a line of its own only if it lasts LATER_BURST_SECONDS: a kernel or two compiling in a blink stays
 silent. TINYCNN_COMPILE_NOTICE=0 turns it off. Numba's own helpers (its string formatting, array creation)
 and code outside tinycnn compile silently: they are not counted.
@@ -61,7 +62,7 @@ class _Notice(numba_event.Listener):
     def __init__(self, stream=None):
         self.stream, self.bar, self.lock = stream, None, threading.Lock()
         self.in_burst = self.showing = self.shown_once = False
-        self.compiled, self.active, self.started, self.last_end = 0, 0, 0.0, 0.0
+        self.compiled, self.active, self.started, self.started_wall, self.last_end = 0, 0, 0.0, 0.0, 0.0
 
     def notify(self, event):
         if not _is_tinycnn(event):
@@ -75,10 +76,13 @@ class _Notice(numba_event.Listener):
         with self.lock:
             self.active += 1
             if not self.in_burst:
-                self.in_burst, self.started, self.compiled = True, time.monotonic(), 0
+                self.in_burst, self.compiled = True, 0
+                self.started, self.started_wall = time.monotonic(), time.time()
                 threading.Thread(target=self._watch, name="tinycnn-compile-notice", daemon=True).start()
                 if not self.shown_once:
                     self._show()
+            elif self.showing:
+                self._open_bar()
 
     def on_end(self, event):
         with self.lock:
@@ -87,6 +91,8 @@ class _Notice(numba_event.Listener):
             self.last_end = time.monotonic()
             if self.bar is not None:
                 self.bar.update(1)
+                if self.active == 0:  # between two kernels the line is cleared: what others print lands on
+                    self._close_bar()  # a clean line, not after the counter
 
     def _watch(self):
         """Show a later burst once it has lasted LATER_BURST_SECONDS, tick the elapsed time, and end the line
@@ -105,31 +111,49 @@ class _Notice(numba_event.Listener):
                 if self.bar is not None:
                     self.bar.refresh()
 
+    def _stream(self):
+        return self.stream or sys.stderr
+
+    def _tty(self):
+        return getattr(self._stream(), "isatty", lambda: False)()
+
     def _show(self):
-        """The line: a live tqdm counter on a terminal; elsewhere (a log file, a pipe) the message now and the
-        count when the burst ends, on the same line."""
-        stream = self.stream or sys.stderr
+        """On a terminal, a live tqdm counter while a kernel compiles; elsewhere (a log file, a pipe) the
+        message now, and the count and the time when the burst ends."""
         self.showing = self.shown_once = True
-        if getattr(stream, "isatty", lambda: False)():
-            from tqdm import tqdm
-            self.bar = tqdm(desc=MESSAGE, file=stream, initial=self.compiled, leave=True,
-                            bar_format="{desc} {n} compiled [{elapsed}]")
+        if self._tty():
+            self._open_bar()
         else:
-            stream.write(MESSAGE + " ")
-            stream.flush()
+            self._stream().write(MESSAGE + "\n")
+            self._stream().flush()
+
+    def _open_bar(self):
+        if self.bar is not None or self.active == 0 or not self._tty():
+            return
+        from tqdm import tqdm
+        self.bar = tqdm(desc=MESSAGE, file=self._stream(), initial=self.compiled, leave=False,
+                        bar_format="{desc} {n} compiled [{elapsed}]")
+        self.bar.start_t = self.started_wall  # the burst's time, not this kernel's
+        self.bar.refresh()
+
+    def _close_bar(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
     def _end_burst(self):
         self.in_burst = False
         if not self.showing:
             return
         self.showing = False
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        self._close_bar()
+        seconds = time.monotonic() - self.started
+        if self._tty():
+            from tqdm import tqdm
+            tqdm.write(f"{MESSAGE} {self.compiled} compiled in {seconds:.0f} s", file=self._stream())
         else:
-            stream = self.stream or sys.stderr
-            stream.write(f"{self.compiled} compiled in {time.monotonic() - self.started:.0f} s\n")
-            stream.flush()
+            self._stream().write(f"… {self.compiled} kernels compiled in {seconds:.0f} s\n")
+            self._stream().flush()
 
     def close(self):
         with self.lock:
