@@ -28,7 +28,8 @@ def test_notice_on_a_cold_cache_and_silence_on_a_warm_one(tmp_path):
     lines = cold.splitlines()  # stderr is not a terminal here: the message, then "… N kernels compiled in S s"
     assert lines.index(MESSAGE) < len(lines) - 1, cold
     done = lines[lines.index(MESSAGE) + 1]
-    assert done.startswith("… ") and done.split()[2:4] == ["kernels", "compiled"] and int(done.split()[1]) >= 1
+    count, kernels, compiled = done.split()[1:4]
+    assert done.startswith("… ") and int(count) >= 1 and kernels in ("kernel", "kernels") and compiled == "compiled"
     warm = _run(tmp_path / "numba")
     assert MESSAGE not in warm and "compiled" not in warm, warm
 

@@ -152,7 +152,8 @@ class _Notice(numba_event.Listener):
             from tqdm import tqdm
             tqdm.write(f"{MESSAGE} {self.compiled} compiled in {seconds:.0f} s", file=self._stream())
         else:
-            self._stream().write(f"… {self.compiled} kernels compiled in {seconds:.0f} s\n")
+            kernels = "kernel" if self.compiled == 1 else "kernels"
+            self._stream().write(f"… {self.compiled} {kernels} compiled in {seconds:.0f} s\n")
             self._stream().flush()
 
     def close(self):
