@@ -164,8 +164,10 @@ class _TinycnnModel:
         self.model.eval()
 
     def infer(self, x):
+        """The path predict and evaluate run: the inference form (batch norm folded), replayed by a plan."""
+        from tinycnn.plan import infer
         with self.tc.no_grad():
-            return self.model(self.tc.Tensor(x)).numpy()
+            return infer(self.model, self.tc.Tensor(x)).numpy()
 
     def batch(self, n):
         return self.x[:n]
