@@ -244,9 +244,11 @@ def recipe_batch_augment(recipe):
     return lambda xb, yb: (augmenter(xb), yb)
 
 
-def recipe_callbacks(recipe):
+def recipe_callbacks(recipe, bn_data=None):
+    """The EMA callback; bn_data (the training images, without the recipe's augmentation): the batches on which
+    the averaged weights get their own batch-norm statistics (tinycnn/ema.py, issue 19)."""
     from tinycnn.ema import SwapEMAWeights
-    return [SwapEMAWeights()] if recipe["ema"] else []
+    return [SwapEMAWeights(bn_data=bn_data)] if recipe["ema"] else []
 
 
 def build_and_compile(settings, classes, steps_per_epoch, device, seed_model, strong_model):
@@ -278,4 +280,4 @@ def recipe_fit_arguments(settings, classes, train_set, val_set, cosine):
         val_set = val_set.map(lambda images, labels: (images, mixable_labels(labels, classes)), 1)
     augment = recipe_augment(recipe, classes, recipe_batch_augment(recipe) if settings["augment"] else None)
     callbacks = [] if recipe["warmup"] else [LearningRateScheduler(cosine(settings["lr"], settings["epochs"]))]
-    return x, val_set, augment, callbacks + recipe_callbacks(recipe)
+    return x, val_set, augment, callbacks + recipe_callbacks(recipe, bn_data=train_set)
