@@ -37,7 +37,9 @@ stayed at 0.50 with --ema). So the callback has three modes:
     average_buffers=False    (without bn_data) the live model's statistics stay in (Keras 3).
 
 Recomputing costs `bn_batches` forward passes per swap (once per epoch in fit, about as much as a third of
-that many training steps). `recompute_batch_norm_statistics(model, data)` does it on its own, e.g. on a
+that many training steps); bn_data must be readable again each time (arrays, a Dataset, a list: not a
+generator). A checkpoint holds the recomputed statistics, so a `--resume`d run trains on from them (batch
+norm's own momentum replaces them within a few dozen steps). `recompute_batch_norm_statistics(model, data)` does it on its own, e.g. on a
 model loaded from a file.
 
 fit hands its callbacks to the validation evaluate (as Keras), so on_test_begin alone would put the averages in
