@@ -83,7 +83,7 @@ def augment(x, y, rng):
     for i in range(len(x)):
         boxes = targets.valid_boxes(y[i])
         image, moved, _ = box_ops.augment_sample(x[i].transpose(1, 2, 0), boxes * size, None, rng,
-                                                 scale_translate=SCALE)
+                                                 scale_translate=SCALE, max_rotation_deg=0.0)
         out_x[i], out_y[i, :len(moved)] = image.transpose(2, 0, 1), moved / size
     return out_x, out_y
 

@@ -1,12 +1,13 @@
 """The detector's target encoding and decoding (tasks/plates_detect.py): encoding boxes then decoding the
-perfect output gives the boxes back; the heat-map's shape; box-aware augmentation keeps every box."""
+perfect output gives the boxes back, from the centre and from every cell that regresses a box; the heat-map's
+shape; box-aware augmentation keeps every box."""
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tinycnn
 from tinycnn.tasks.detection_metrics import pairwise_iou
-from tinycnn.tasks.plates_detect import (STRIDE, BoxAugmenter, CenterNetLoss, PlateCenterNet, decode,
+from tinycnn.tasks.plates_detect import (STRIDE, BoxAugmenter, boxes_at, CenterNetLoss, PlateCenterNet, decode,
                                          encode_batch, encode_targets, pad_boxes, valid_boxes)
 
 
@@ -47,10 +48,36 @@ def test_encoding_then_decoding_gives_the_boxes_back(scene):
         np.testing.assert_allclose(np.sort(found, axis=0), np.sort(boxes, axis=0), atol=1e-3)
 
 
+@settings(max_examples=80, deadline=None)
+@given(scenes())
+def test_every_cell_that_regresses_gives_its_plates_box(scene):
+    """Dense regression: each weighted cell decodes to one of the boxes; each plate's weights sum to 1,
+    largest at its centre cell."""
+    size, boxes = scene
+    grid = size // STRIDE
+    heat, regression, weights = encode_targets(boxes, grid)
+    output = np.concatenate([heat[None], regression])
+    rows, cols = np.nonzero(weights)
+    assert np.isclose(weights.sum(), len(boxes), atol=1e-4)
+    if not len(boxes):
+        return
+    ious = pairwise_iou(boxes_at(output, rows, cols), boxes)
+    assert np.all(ious.max(axis=1) > 0.999)
+    owner = ious.argmax(axis=1)
+    for k, (x0, y0, x1, y1) in enumerate(boxes / STRIDE):
+        mine = owner == k
+        assert np.isclose(weights[rows[mine], cols[mine]].sum(), 1.0, atol=1e-4)
+        centre = (min(int((y0 + y1) / 2), grid - 1), min(int((x0 + x1) / 2), grid - 1))
+        assert weights[centre] == weights[rows[mine], cols[mine]].max()
+
+
 def test_heat_map_is_one_at_the_centre_and_falls_off():
-    heat, regression, centres = encode_targets(np.array([[20, 30, 60, 42]], np.float32), 32)
+    heat, regression, weights = encode_targets(np.array([[20, 30, 60, 42]], np.float32), 32)
     row, col = int(36 / 4), int(40 / 4)
-    assert heat[row, col] == 1.0 and centres.sum() == 1 and centres[row, col]
+    assert heat[row, col] == 1.0 and np.isclose(weights.sum(), 1.0) and weights[row, col] == weights.max()
+    # a 10-cell-wide plate regresses from its neighbours along x too, with the box seen from there
+    assert 0 < weights[row, col + 1] < weights[row, col]
+    np.testing.assert_allclose(regression[:, row, col + 1], [np.log(10), np.log(3), -1.0, 0.0], atol=1e-6)
     assert heat.max() == 1.0 and 0 < heat[row, col + 1] < 1 and heat[row, col + 1] > heat[row + 1, col]
     np.testing.assert_allclose(regression[:, row, col], [np.log(10), np.log(3), 0.0, 0.0], atol=1e-6)
 
@@ -59,7 +86,7 @@ def test_padding_rows_are_not_boxes():
     padded = pad_boxes([np.zeros((0, 4)), np.array([[0.1, 0.1, 0.2, 0.2]])])
     assert padded.shape == (2, 1, 4) and len(valid_boxes(padded[0])) == 0 and len(valid_boxes(padded[1])) == 1
     heat, _, mask = encode_batch(padded, 32)
-    assert heat[0].max() == 0 and mask[0].sum() == 0 and mask[1, 0].sum() == 1
+    assert heat[0].max() == 0 and mask[0].sum() == 0 and np.isclose(mask[1, 0].sum(), 1)
 
 
 def test_augmentation_keeps_every_box():
