@@ -50,9 +50,10 @@ SCORE_THRESHOLD = 0.3       # the threshold of predict, redact and precision/rec
 AP_THRESHOLD = 0.01         # the scores AP sees: every peak above this
 # The recipe's defaults (the PyTorch reference in ../shared/accuracy-notes.md: AP@0.5 0.90 on the plates' test split)
 # No rotation: a rotated plate's axis-aligned box is taller than the plate (5° makes a 4:1 plate's box ~30 %
-# taller), and the first recipe's boxes came out 13 % too tall on its own training photos.
+# taller), and the first recipe's boxes came out 13 % too tall on its own training photos. Separable heads:
+# a hidden 1x1 layer in each head (docs/plates.md has the runs that chose it).
 RECIPE = dict(stem=16, expansion=4, neck=64, lr=2e-3, weight_decay=1e-4, warmup_epochs=3, scale=(0.6, 1.6),
-              rotation=0.0)
+              rotation=0.0, head_layers="separable")
 
 
 def stages(expansion):
@@ -85,26 +86,43 @@ class NeckStep(tinycnn.Module):
 
 
 class Head(tinycnn.Module):
-    """Depthwise 3x3 (batch norm, ReLU6), then a 1x1 conv to `outputs` channels (with a bias)."""
+    """A head on the neck's map, ending in a 1x1 conv to `outputs` channels (with a bias). `style`:
+    "light"      depthwise 3x3 (batch norm, ReLU6), then the 1x1 out: the first detector's; almost linear
+    "separable"  depthwise 3x3, a 1x1 to `channels` (batch norm, ReLU6: a hidden layer), then the 1x1 out
+    "conv"       a full 3x3 conv to `channels` (batch norm, ReLU6), then the 1x1 out: CenterNet's head"""
+    STYLES = ("light", "separable", "conv")
 
-    def __init__(self, outputs):
+    def __init__(self, outputs, style="light", channels=64):
         super().__init__()
-        self.depthwise = ConvBNReLU6(0, 3, depthwise=True, data_format="channels_last")
+        if style not in self.STYLES:
+            raise ValueError(f"head style {style!r}: expected one of {', '.join(self.STYLES)}")
+        self.style = style
+        if style == "conv":
+            self.conv = ConvBNReLU6(channels, 3, data_format="channels_last")
+        else:
+            self.depthwise = ConvBNReLU6(0, 3, depthwise=True, data_format="channels_last")
+        if style == "separable":
+            self.hidden = ConvBNReLU6(channels, 1, data_format="channels_last")
         self.out = layers.Conv2D(outputs, 1, data_format="channels_last")
 
     def forward(self, x):
-        return self.out(self.depthwise(x))
+        if self.style == "conv":
+            return self.out(self.conv(x))
+        x = self.depthwise(x)
+        return self.out(self.hidden(x) if self.style == "separable" else x)
 
 
 class PlateCenterNet(tinycnn.Model):
     """(N, 3, S, S) letterboxed photos -> (N, 5, S/4, S/4): heat-map logit, log sizes, offsets (module doc).
     S must divide by 16. `width` scales the backbone's channels, `neck` is the neck's and heads' channel count,
-    `stem` the first conv's channels, `expansion` the inverted residuals' t. The constructor's defaults are the
-    first detector's (model files written before the recipe kept only width and neck); training uses RECIPE."""
+    `stem` the first conv's channels, `expansion` the inverted residuals' t, `head` the heads' style (Head).
+    The constructor's defaults are the first detector's (model files written before the recipe kept only width
+    and neck); training uses RECIPE."""
 
-    def __init__(self, width=1.0, neck=48, stem=32, expansion=6):
+    def __init__(self, width=1.0, neck=48, stem=32, expansion=6, head="light"):
         super().__init__()
         self.width, self.neck, self.stem_channels, self.expansion = float(width), int(neck), int(stem), int(expansion)
+        self.head_style = str(head)
         stem = scaled_channels(self.stem_channels, self.width)
         table = stages(self.expansion)
         self.stem = ConvBNReLU6(stem, 3, strides=2, data_format="channels_last")
@@ -113,7 +131,7 @@ class PlateCenterNet(tinycnn.Model):
         self.stage16, channels = inverted_residual_stack(channels, table[2], self.width, "channels_last")
         self.top = ConvBNReLU6(self.neck, 1, data_format="channels_last")
         self.up8, self.up4 = NeckStep(self.neck), NeckStep(self.neck)
-        self.heat, self.box = Head(1), Head(4)
+        self.heat, self.box = Head(1, self.head_style, self.neck), Head(4, self.head_style, self.neck)
 
     def forward(self, x):
         if x.shape[2] % 16 or x.shape[3] % 16:
@@ -129,7 +147,8 @@ class PlateCenterNet(tinycnn.Model):
         return out.transpose(0, 3, 1, 2)
 
     def get_config(self):
-        return {"width": self.width, "neck": self.neck, "stem": self.stem_channels, "expansion": self.expansion}
+        return {"width": self.width, "neck": self.neck, "stem": self.stem_channels, "expansion": self.expansion,
+                "head": self.head_style}
 
 
 def decode(output, threshold=SCORE_THRESHOLD, max_detections=MAX_DETECTIONS):
@@ -271,6 +290,7 @@ def new_settings(args):
         source["builtin"]["scene"] = "street"
     return {"task": "plates-box", "head": "center", "img_size": args.img_size, "width": args.width,
             "neck": args.neck or RECIPE["neck"], "stem": RECIPE["stem"], "expansion": RECIPE["expansion"],
+            "head_layers": RECIPE["head_layers"],
             "lr": args.lr or RECIPE["lr"], "weight_decay": RECIPE["weight_decay"],
             "schedule": {"epochs": args.epochs, "warmup_epochs": min(RECIPE["warmup_epochs"], args.epochs - 1)},
             "scale": list(RECIPE["scale"]), "rotation": RECIPE["rotation"], "score_threshold": args.score_threshold,
@@ -302,7 +322,7 @@ class DetectTraining(PlateTraining):
 
     def build(self, settings):
         return PlateCenterNet(settings["width"], settings["neck"], settings.get("stem", 32),
-                              settings.get("expansion", 6))
+                              settings.get("expansion", 6), settings.get("head_layers", "light"))
 
     def model(self, resumed, settings, args, train_set):
         if "schedule" in settings:  # the cosine's length in steps, from the training photos (kept for resume)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import tinycnn
 from tinycnn import evaluate as evaluate_cli
 from tinycnn import predict as predict_cli
 from tinycnn import train as train_cli
@@ -131,8 +132,27 @@ def test_a_first_detector_file_without_the_recipe_builds_the_first_network():
     """Model files written before the recipe keep only width and neck: they build stem 32, expansion 6 and go on
     with Adam at a constant rate."""
     first = plates_detect.PlateCenterNet(**{"width": 1.0, "neck": 16})
-    assert first.get_config() == {"width": 1.0, "neck": 16, "stem": 32, "expansion": 6}
+    assert first.get_config() == {"width": 1.0, "neck": 16, "stem": 32, "expansion": 6, "head": "light"}
     assert first.stem.conv.filters == 32 and first.stage4[1].expand.conv.filters == 16 * 6
     recipe = plates_detect.PlateCenterNet(1.0, 16, plates_detect.RECIPE["stem"], plates_detect.RECIPE["expansion"])
     assert recipe.stem.conv.filters == 16 and recipe.stage4[1].expand.conv.filters == 16 * 4
     assert type(plates_detect.optimizer_of({"lr": 1e-3})).__name__ == "Adam"
+
+
+def test_head_styles_build_save_and_load(tmp_path):
+    """Each head style gives the same output shape, keeps its style in the model file and predicts the same after
+    loading; an unknown style is a one-line error naming it."""
+    x = np.random.default_rng(0).random((2, 3, 32, 32)).astype(np.float32)
+    for style in ("light", "separable", "conv"):
+        tinycnn.manual_seed(0)
+        model = plates_detect.PlateCenterNet(0.35, 16, 16, 4, head=style)
+        assert model.get_config()["head"] == style
+        assert (style == "separable") == hasattr(model.box, "hidden")
+        before = model.predict(x)
+        assert before.shape == (2, 5, 8, 8)
+        model.save(tmp_path / f"{style}.tcnn")
+        loaded = tinycnn.load_model(tmp_path / f"{style}.tcnn", compile=False)
+        np.testing.assert_allclose(loaded.predict(x), before, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="head style 'wide'"):
+        plates_detect.PlateCenterNet(0.35, 16, head="wide")
+    assert plates_detect.RECIPE["head_layers"] in plates_detect.Head.STYLES
