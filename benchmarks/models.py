@@ -33,7 +33,7 @@ here to match them):
             residual stages (t, c, n, s) (1,16,1,1) (4,24,2,2) | (4,32,3,2) | (4,64,2,2) (4,96,1,1) ending at
             strides 4, 8, 16; 1×1 conv to 64 (+ BN + ReLU6); two neck steps (nearest 2× upsampling + a 1×1
             conv + BN lateral of the stride-8, then the stride-4 map, added, depthwise 3×3 + 1×1, each + BN +
-            ReLU6); two heads (depthwise 3×3 + BN + ReLU6, 1×1 conv with bias to 1 heat-map logit, + the prior
+            ReLU6); two heads (depthwise 3×3 + BN + ReLU6, 1×1 + BN + ReLU6, 1×1 conv with bias to 1 heat-map logit, + the prior
             −2.19, and to 4 box values), concatenated: (N, 5, 64, 64). Loss: a stand-in, MSE of the output
             against random (N, 5, 64, 64) targets in all three frameworks (the task's CenterNet loss, focal
             loss + L1 at the centres, encodes boxes in NumPy per batch and is awkward to write three times;
@@ -140,7 +140,8 @@ def build_tinycnn(name):
         return strong_model(h, c, 2), tinycnn.losses.BinaryCrossentropy()
     if name == "detector":  # the recipe's network; MSE stands in for the CenterNet loss (module doc)
         from tinycnn.tasks.plates_detect import RECIPE, PlateCenterNet
-        model = PlateCenterNet(width=1.0, neck=RECIPE["neck"], stem=RECIPE["stem"], expansion=RECIPE["expansion"])
+        model = PlateCenterNet(width=1.0, neck=RECIPE["neck"], stem=RECIPE["stem"], expansion=RECIPE["expansion"],
+                               head=RECIPE["head_layers"])
         return model, tinycnn.losses.MeanSquaredError()
     raise ValueError(f"unknown model {name!r}: {MODELS}")
 
@@ -244,7 +245,8 @@ def build_torch(name):
                 return self.body(TF.interpolate(coarse, scale_factor=2, mode="nearest") + self.lateral(fine))
 
         def head(outputs):
-            return nn.Sequential(conv_bn(neck, neck, 3, groups=neck), nn.Conv2d(neck, outputs, 1))
+            return nn.Sequential(conv_bn(neck, neck, 3, groups=neck), conv_bn(neck, neck, 1),
+                                 nn.Conv2d(neck, outputs, 1))
 
         class CenterNet(nn.Module):
             def __init__(self):
@@ -345,7 +347,7 @@ def build_keras(name):
             return conv_bn(conv_bn(x, neck, 3, depthwise=True), neck, 1)
 
         def head(x, outputs):
-            return layers.Conv2D(outputs, 1)(conv_bn(x, neck, 3, depthwise=True))
+            return layers.Conv2D(outputs, 1)(conv_bn(conv_bn(x, neck, 3, depthwise=True), neck, 1))
 
         x, features = conv_bn(inputs, DETECTOR_STEM, 3, 2), []
         cin = DETECTOR_STEM

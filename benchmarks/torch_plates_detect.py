@@ -6,10 +6,10 @@ The same network as tasks/plates_detect.PlateCenterNet: the MobileNetV2-style ba
 benchmarks/torch_plates_box.py's blocks (stem 16 s2; stages (1,16,1,1) (4,24,2,2) | (4,32,3,2) |
 (4,64,2,2) (4,96,1,1) ending at strides 4, 8, 16), a 1x1 conv to 64 channels, two neck steps (nearest 2x
 upsampling + a 1x1 lateral of the stride-8 / stride-4 map, added, depthwise 3x3 + 1x1, batch norm and ReLU6)
-and two heads (depthwise 3x3, then a 1x1 conv to 1 heat-map logit, + the prior −2.19, and to 4 box values).
-The same targets (tasks/centernet_targets.py, loaded from its file), loss (CenterNet focal loss α 2 β 4 +
-L1 of log sizes and offsets at the centres, each over the number of plates), augmentation (box_ops.
-augment_sample with every box, scale 0.6-1.6), AdamW 2e-3 (weight decay 1e-4, ε 1e-7) with a 3-epoch linear
+and two heads (depthwise 3x3, a hidden 1x1, then a 1x1 conv to 1 heat-map logit, + the prior −2.19, and to 4
+box values). The same targets (tasks/centernet_targets.py, loaded from its file: dense box regression), loss
+(CenterNet focal loss α 2 β 4 + the weighted L1 of log sizes and offsets, each over the number of plates),
+augmentation (box_ops.augment_sample with every box, scale 0.6-1.6, no rotation), AdamW 2e-3 (weight decay 1e-4, ε 1e-7) with a 3-epoch linear
 warm-up then a cosine to 0, batch 16, 80 epochs, best epoch on val_loss; the same decoding (3x3 max-pool
 peaks, scores >= 0.01 for AP), threshold (the best F1's on val) and metrics (tasks/detection_metrics.py) on
 the test split in the photos' pixels. --latency also times a batch-1 forward at --img-size (eval mode, median).
@@ -103,15 +103,17 @@ class NeckStep(nn.Module):
 
 
 class Head(nn.Module):
+    """tinycnn's "separable" head: depthwise 3x3, a hidden 1x1 (BN, ReLU6), then the 1x1 out."""
     def __init__(self, outputs):
         super().__init__()
         self.depthwise = ConvBN(NECK, NECK, 3, groups=NECK)
+        self.hidden = ConvBN(NECK, NECK)
         self.out = nn.Conv2d(NECK, outputs, 1)
         nn.init.xavier_uniform_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x):
-        return self.out(self.depthwise(x))
+        return self.out(self.hidden(self.depthwise(x)))
 
 
 class CenterNet(nn.Module):
