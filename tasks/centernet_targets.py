@@ -62,13 +62,10 @@ def encode_targets(boxes, grid):
         owners[takes], owner_bump[takes] = k, bump[takes]
         plates.append((cx, cy, w, h))
     for k, (cx, cy, w, h) in enumerate(plates):
-        cells = owners == k
-        if not cells.any():
-            continue
-        weights[cells] = owner_bump[cells] / owner_bump[cells].sum()
-        regression[0][cells], regression[1][cells] = np.log(w), np.log(h)
-        regression[2][cells] = cx - np.broadcast_to(cols, cells.shape)[cells]
-        regression[3][cells] = cy - np.broadcast_to(rows, cells.shape)[cells]
+        r, c = np.nonzero(owners == k)
+        if len(r):
+            weights[r, c] = owner_bump[r, c] / owner_bump[r, c].sum()
+            regression[:, r, c] = np.stack(np.broadcast_arrays(np.log(w), np.log(h), cx - c, cy - r))
     return heat, regression, weights
 
 
