@@ -12,7 +12,9 @@ box values). The same targets (tasks/centernet_targets.py, loaded from its file:
 augmentation (box_ops.augment_sample with every box, scale 0.6-1.6, no rotation), AdamW 2e-3 (weight decay 1e-4, ε 1e-7) with a 3-epoch linear
 warm-up then a cosine to 0, batch 16, 80 epochs, best epoch on val_loss; the same decoding (3x3 max-pool
 peaks, scores >= 0.01 for AP), threshold (the best F1's on val) and metrics (tasks/detection_metrics.py) on
-the test split in the photos' pixels. --latency also times a batch-1 forward at --img-size (eval mode, median).
+the test split in the photos' pixels. Pre-training as tinycnn's (tasks/detect_pretrain.py): first a run on the
+built-in street scenes' folder (~/.cache/tinycnn/plates-v*-1000-60-60-p15-seed0-street, written by tinycnn's
+own pre-training) with --epochs 15 --save pre.pt, then --init pre.pt on the photos. --latency also times a batch-1 forward at --img-size (eval mode, median).
 Only torch, numpy and Pillow are needed.
 """
 import argparse
@@ -222,11 +224,15 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--threshold", type=float, default=None, help="default: the best F1's on val")
     parser.add_argument("--latency", action="store_true", help="only time a batch-1 forward")
+    parser.add_argument("--init", help="start from this state dict (a --save of a pre-training run)")
+    parser.add_argument("--save", help="write the best epoch's state dict here (torch.save)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     model = CenterNet()
+    if args.init:
+        model.load_state_dict(torch.load(args.init))
     if args.latency:
         result = {"framework": f"torch {torch.__version__}", "img_size": args.img_size, "threads": args.threads,
                   "batch1_ms": latency_ms(model, args.img_size)}
@@ -265,6 +271,8 @@ def main():
             if wait >= args.patience:
                 break
     model.load_state_dict(best_state)
+    if args.save:
+        torch.save(best_state, args.save)
     threshold = args.threshold
     if threshold is None:  # as tinycnn's report: the threshold of the best F1 on val
         x_val_photos, _, val_truth, val_geometry = read_split(args.data, "val", args.img_size)

@@ -28,9 +28,10 @@ import numpy as np
 
 import tinycnn
 from tinycnn import functional as F
+from tinycnn.cli import UserInputError
 
 from .box_ops import box_iou, centre_error, fill_mask_from_boxes
-from . import plates_detect
+from . import detect_pretrain, plates_detect
 from .plates_data import largest_box
 from .plates_models import PlateBoxRegressor
 from .plates_pipeline import (PlateTraining, add_plate_train_arguments, data_source, draw_boxes, evaluate_split,
@@ -132,10 +133,14 @@ def add_train_arguments(parser):
                         help="--head center: the score a detection needs in predict, redact and the "
                              "precision/recall/F1 metrics (default: the threshold of the best F1 on val, "
                              "chosen after training and kept in best.tcnn)")
+    detect_pretrain.add_arguments(parser)
 
 
 def _settings(args):
     """Everything the run needs again (resume) or later (evaluate, predict, redact), kept in the model file."""
+    if getattr(args, "pretrain", None):
+        raise UserInputError("--pretrain is for the detector (--head center); the tutorial's regressor starts "
+                             "fresh or from --init")
     return {"task": TASK, "img_size": args.img_size, "width": args.width, "loss": args.loss,
             "lr": args.lr or DEFAULT_LR, "source": data_source(args), "augment": not args.no_augment,
             "patience": args.patience, "seed": args.seed, "skip_bad_rows": args.skip_bad_rows,

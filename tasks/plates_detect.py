@@ -37,6 +37,7 @@ from tinycnn import functional as F
 from tinycnn import layers
 from tinycnn.ops.detection import sigmoid_focal_loss
 
+from . import detect_pretrain
 from .box_ops import augment_sample, boxes_to_letterbox, fill_mask_from_boxes
 from .centernet_targets import STRIDE, boxes_at, encode_batch, encode_targets, pad_boxes, valid_boxes  # noqa: F401
 from .detection_metrics import best_f1_threshold, detection_metrics, draw_pr_curve, pairwise_iou
@@ -296,7 +297,7 @@ def new_settings(args):
             "scale": list(RECIPE["scale"]), "rotation": RECIPE["rotation"], "score_threshold": args.score_threshold,
             "source": source, "augment": not args.no_augment, "patience": args.patience,
             "seed": args.seed, "skip_bad_rows": args.skip_bad_rows, "init": args.init,
-            "target": "every plate of each photo"}
+            "target": "every plate of each photo", "pretrain": detect_pretrain.requested(args)}
 
 
 def optimizer_of(settings):
@@ -325,6 +326,10 @@ class DetectTraining(PlateTraining):
                               settings.get("expansion", 6), settings.get("head_layers", "light"))
 
     def model(self, resumed, settings, args, train_set):
+        if resumed is None and settings.get("pretrain"):  # --pretrain: first the street scenes' run (once)
+            args.init = settings["init"] = detect_pretrain.pretrained_run(settings["pretrain"], settings, args,
+                                                                          DetectTraining)
+            tinycnn.manual_seed(args.seed)  # the fine-tuning run starts the same whether pre-trained now or before
         if "schedule" in settings:  # the cosine's length in steps, from the training photos (kept for resume)
             settings["schedule"].setdefault("steps_per_epoch", -(-len(train_set.records) // args.batch_size))
         return super().model(resumed, settings, args, train_set)

@@ -89,7 +89,7 @@ def test_plate_look_and_otsu():
 def detector(plates, tmp_path_factory):
     folder = tmp_path_factory.mktemp("runs") / "detect"
     assert train_cli.main(["plates-box", "--data", str(plates), "--epochs", "1", "--batch-size", "4", "--width",
-                           "0.35", "--neck", "16", "--img-size", "32", "--out", str(folder), "--quiet"]) == 0
+                           "0.35", "--neck", "16", "--img-size", "32", "--out", str(folder), "--quiet", "--pretrain", "0"]) == 0
     return folder / "best.tcnn"
 
 

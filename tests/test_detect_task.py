@@ -32,7 +32,7 @@ def plates(tmp_path_factory):
 def detect_run(plates, tmp_path_factory):
     folder = tmp_path_factory.mktemp("runs") / "detect"
     assert train_cli.main(["plates-box", "--data", str(plates), "--epochs", "2", "--batch-size", "4", "--width",
-                           "0.35", "--neck", "16", "--img-size", str(SIZE), "--out", str(folder), "--quiet"]) == 0
+                           "0.35", "--neck", "16", "--img-size", str(SIZE), "--out", str(folder), "--quiet", "--pretrain", "0"]) == 0
     return folder
 
 

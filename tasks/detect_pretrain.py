@@ -1,0 +1,86 @@
+"""plates-box --pretrain N: the detector first learns on N built-in street scenes, then fine-tunes on --data.
+
+    python -m tinycnn.train plates-box --data DIR                 # pre-trains on 1,000 scenes (once), then DIR
+    python -m tinycnn.train plates-box --data DIR --pretrain 0    # from scratch
+    python -m tinycnn.train plates-box --data DIR --init RUN_DIR  # from a run of your own
+
+The tutorial starts its box regressor from MobileNetV2's ImageNet weights. tinycnn downloads nothing, so the
+detector's default start is a run on its own street scenes (tasks/synthetic_plates.py, scene "street": 0-4
+plates of 10-200 px in perspective, blurred, at night), the job's own pictures; docs/plates.md has what it
+brings on the real photos. The pre-training run is an ordinary run folder,
+
+    runs/pretrained/plates-street-<N>x<epochs>-<img size>px-<key>/
+
+(<key>: a hash of every setting that shapes it), trained once and reused by every later run with the same
+settings. Only a run that finished counts (it writes `pretrained.json`); an interrupted one goes on from its
+last checkpoint the next time, so no work is lost.
+"""
+import argparse
+import hashlib
+import json
+import os
+
+import tinycnn
+from tinycnn.cli import UserInputError
+
+DEFAULT_SCENES = 1000
+DEFAULT_EPOCHS = 15
+FOLDER = os.path.join("runs", "pretrained")
+DONE = "pretrained.json"
+
+
+def add_arguments(parser):
+    parser.add_argument("--pretrain", type=int, default=None, metavar="N",
+                        help=f"--head center with --data: first pre-train on N built-in street scenes (default "
+                             f"{DEFAULT_SCENES}; trained once into {FOLDER}/ and reused; 0: none)")
+    parser.add_argument("--pretrain-epochs", type=int, default=DEFAULT_EPOCHS, metavar="E",
+                        help=f"epochs of that pre-training (default {DEFAULT_EPOCHS})")
+
+
+def requested(args):
+    """{"scenes": N, "epochs": E} when this run pre-trains first, else None; a one-line error for a --pretrain
+    that cannot apply."""
+    scenes = getattr(args, "pretrain", None)
+    if scenes is not None and scenes < 0:
+        raise UserInputError(f"--pretrain {scenes}: give a number of scenes (0 for none)")
+    if scenes and not args.data:
+        raise UserInputError("--pretrain needs --data: without it the run trains on the built-in scenes already")
+    if scenes and args.init:
+        raise UserInputError("--pretrain and --init both choose the starting weights: give one of them")
+    if args.pretrain_epochs < 1:
+        raise UserInputError(f"--pretrain-epochs {args.pretrain_epochs}: give at least 1")
+    if scenes is None:
+        scenes = DEFAULT_SCENES if args.data and not args.init and not args.resume else 0
+    return {"scenes": scenes, "epochs": args.pretrain_epochs} if scenes else None
+
+
+def run_folder(plan, settings, args):
+    """The pre-training run's folder: named by its settings (those of the fine-tuning run it starts)."""
+    shaping = {key: settings[key] for key in ("img_size", "width", "neck", "stem", "expansion", "head_layers",
+                                               "lr", "weight_decay", "scale", "rotation", "augment", "seed")}
+    shaping.update(plan, batch_size=args.batch_size)
+    key = hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:8]
+    return os.path.join(FOLDER, f"plates-street-{plan['scenes']}x{plan['epochs']}-{settings['img_size']}px-{key}")
+
+
+def pretrained_run(plan, settings, args, training_class):
+    """The folder of a finished pre-training run for this fine-tuning run: reused, resumed or trained here."""
+    folder = run_folder(plan, settings, args)
+    if os.path.isfile(os.path.join(folder, DONE)):
+        print(f"pre-trained on {plan['scenes']} street scenes: reusing {folder} (--pretrain 0: none)")
+        return folder
+    partial = any(os.path.isfile(os.path.join(folder, name)) for name in ("last.tcnn", "interrupted.tcnn"))
+    print(f"pre-training on {plan['scenes']} built-in street scenes for {plan['epochs']} epochs into {folder} "
+          f"({'going on from its last checkpoint; ' if partial else ''}once: later runs reuse it; "
+          f"--pretrain 0: none)")
+    inner = argparse.Namespace(**vars(args))
+    inner.__dict__.update(data=None, synthetic=plan["scenes"], epochs=plan["epochs"], out=folder, overwrite=True,
+                          resume=folder if partial else None, init=None, pretrain=0, score_threshold=None,
+                          skip_bad_rows=False, no_augment=not settings["augment"], lr=settings["lr"])
+    training_class().run(inner)
+    dist = tinycnn.distributed.auto()
+    if dist is None or dist.is_root:
+        with open(os.path.join(folder, DONE), "w") as file:
+            json.dump(plan, file)
+    print(f"pre-training done; fine-tuning on {args.data}")
+    return folder

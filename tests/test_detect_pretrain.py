@@ -1,0 +1,87 @@
+"""plates-box --pretrain: the detector pre-trains on built-in street scenes once, then fine-tunes on --data from
+those weights; a later run reuses the finished pre-training, an unfinished one goes on; wrong uses get one line.
+
+Tiny settings (6 scenes, 1 epoch, 32 px, width 0.35): the wiring is checked, not what such runs reach."""
+import argparse
+
+import pytest
+
+from tinycnn import train as train_cli
+from tinycnn.cli import UserInputError
+from tinycnn.saving import read_metadata
+from tinycnn.tasks import detect_pretrain
+from tinycnn.tasks.synthetic_plates import generate_plates
+
+TINY = ["--epochs", "1", "--batch-size", "4", "--width", "0.35", "--neck", "16", "--img-size", "32", "--quiet"]
+
+
+@pytest.fixture
+def plates(tmp_path):
+    return generate_plates(tmp_path / "plates", 6, 2, 2, size=(96, 72), seed=4)
+
+
+@pytest.fixture
+def pretrained_root(tmp_path, monkeypatch):
+    root = tmp_path / "pretrained"
+    monkeypatch.setattr(detect_pretrain, "FOLDER", str(root))
+    return root
+
+
+def fine_tune(plates, out, *extra):
+    return train_cli.main(["plates-box", "--data", str(plates), "--out", str(out), *TINY, *extra])
+
+
+def test_pretrains_once_then_fine_tunes_from_it(plates, pretrained_root, tmp_path, capsys):
+    assert fine_tune(plates, tmp_path / "a", "--pretrain", "6", "--pretrain-epochs", "1") == 0
+    out = capsys.readouterr().out
+    folders = list(pretrained_root.iterdir())
+    assert len(folders) == 1 and (folders[0] / detect_pretrain.DONE).is_file()
+    assert "pre-training on 6 built-in street scenes" in out and "kept 0 fresh" in out  # every tensor copied
+    metadata = read_metadata(tmp_path / "a" / "best.tcnn")
+    assert metadata["init"] == str(folders[0]) and metadata["pretrain"] == {"scenes": 6, "epochs": 1}
+    assert read_metadata(folders[0] / "best.tcnn")["source"]["builtin"]["scene"] == "street"
+
+    stamp = (folders[0] / "best.tcnn").stat().st_mtime_ns
+    assert fine_tune(plates, tmp_path / "b", "--pretrain", "6", "--pretrain-epochs", "1") == 0
+    assert "reusing" in capsys.readouterr().out
+    assert (folders[0] / "best.tcnn").stat().st_mtime_ns == stamp  # not trained again
+    assert fine_tune(plates, tmp_path / "c", "--pretrain", "6", "--pretrain-epochs", "1", "--seed", "1") == 0
+    assert len(list(pretrained_root.iterdir())) == 2  # another seed: another pre-training run
+
+
+def test_an_unfinished_pretraining_goes_on_from_its_checkpoint(plates, pretrained_root, tmp_path, capsys):
+    assert fine_tune(plates, tmp_path / "a", "--pretrain", "6", "--pretrain-epochs", "1") == 0
+    folder = next(pretrained_root.iterdir())
+    (folder / detect_pretrain.DONE).unlink()  # as if stopped after its last checkpoint
+    capsys.readouterr()
+    assert fine_tune(plates, tmp_path / "b", "--pretrain", "6", "--pretrain-epochs", "2") == 0
+    assert "going on from its last checkpoint" not in capsys.readouterr().out  # 2 epochs: another run's folder
+    (folder / detect_pretrain.DONE).unlink(missing_ok=True)
+    assert fine_tune(plates, tmp_path / "c", "--pretrain", "6", "--pretrain-epochs", "1") == 0
+    assert "going on from its last checkpoint" in capsys.readouterr().out
+    assert (folder / detect_pretrain.DONE).is_file()
+
+
+def _args(**given):
+    base = dict(pretrain=None, pretrain_epochs=15, data="photos", init=None, resume=None)
+    return argparse.Namespace(**{**base, **given})
+
+
+def test_the_default_pretrains_only_for_a_fresh_run_on_a_data_folder():
+    assert detect_pretrain.requested(_args()) == {"scenes": detect_pretrain.DEFAULT_SCENES, "epochs": 15}
+    assert detect_pretrain.requested(_args(data=None)) is None        # the built-in scenes already
+    assert detect_pretrain.requested(_args(init="runs/x")) is None    # the user's own start
+    assert detect_pretrain.requested(_args(pretrain=0)) is None
+
+
+@pytest.mark.parametrize("given, message", [
+    (dict(pretrain=-1), "--pretrain -1"), (dict(pretrain=5, data=None), "needs --data"),
+    (dict(pretrain=5, init="runs/x"), "give one of them"), (dict(pretrain_epochs=0), "--pretrain-epochs 0")])
+def test_wrong_uses_are_one_line_errors(given, message):
+    with pytest.raises(UserInputError, match=message):
+        detect_pretrain.requested(_args(**given))
+
+
+def test_the_regressor_refuses_pretrain(plates, tmp_path):
+    with pytest.raises(UserInputError, match="--pretrain is for the detector"):
+        fine_tune(plates, tmp_path / "r", "--head", "global", "--pretrain", "6")
