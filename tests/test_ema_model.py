@@ -2,6 +2,8 @@
 averaged weights (SwapEMAWeights(bn_data=...)), it validates like the live model on a small learnable problem,
 swapping it in and out gives back the training weights and statistics exactly, and recomputing leaves the
 training itself (its random numbers, a Dataset's shuffles) as it was."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -131,3 +133,13 @@ def test_catdog_recipe_recomputes_the_statistics_on_its_training_images():
     [callback] = recipe_callbacks(dict(ema=0.998), bn_data="train set")
     assert callback.bn_data == "train set" and not callback.average_buffers
     assert recipe_callbacks(dict(ema=None), bn_data="train set") == []
+
+
+def test_a_model_with_batch_norm_and_no_bn_data_is_warned_once_at_the_start():
+    x, y = images(32, 7)
+    with pytest.warns(UserWarning, match="without bn_data on a model with batch norm"):
+        model_with_batch_norm().fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[SwapEMAWeights()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # with bn_data: no warning
+        model_with_batch_norm().fit(x, y, batch_size=16, epochs=1, verbose=0,
+                                    callbacks=[SwapEMAWeights(bn_data=x, bn_batches=2)])

@@ -47,6 +47,7 @@ for validation; the last-batch rule is there for the checkpoints, which may come
 list and still see the averages at on_epoch_end.
 """
 import itertools
+import warnings
 
 import numpy as np
 
@@ -192,6 +193,10 @@ class SwapEMAWeights(Callback):
 
     def on_train_begin(self, logs=None):
         self._optimizer()  # a misconfiguration is told before the first epoch
+        if self.bn_data is None and _has_batch_norm(self.model):
+            warnings.warn("SwapEMAWeights without bn_data on a model with batch norm: the averaged weights run with "
+                          "statistics that are not theirs, which can put every prediction in one class; pass "
+                          "bn_data=<training inputs> to recompute them (see tinycnn/ema.py)", stacklevel=2)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._put_averages_in(False)
@@ -234,3 +239,8 @@ class SwapEMAWeights(Callback):
         if self._swapped_for == what:
             self._put_averages_in(False)
             self._swapped_for = None
+
+
+def _has_batch_norm(model):
+    from .layers import BatchNormalization
+    return any(isinstance(module, BatchNormalization) for _, module in model.named_modules())
