@@ -5,7 +5,7 @@
     --head global            the tutorial's regressor, exactly as before: global pooling + Dense(4), one box
 
     python -m tinycnn.train plates-box                         # built-in synthetic plates
-    python -m tinycnn.train plates-box --data DIR --init runs/synthetic-pretrain
+    python -m tinycnn.train plates-box --data DIR   # pre-trains on street scenes once (tasks/detect_pretrain.py)
     python -m tinycnn.evaluate runs/X/best.tcnn --data DIR --split test --json
     python -m tinycnn.predict runs/X/best.tcnn car.jpg --out shown/ --annotations DIR/annotations/test_annotations.csv
 

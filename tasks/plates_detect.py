@@ -1,7 +1,7 @@
 """plates-box's default head: a dense, anchor-free plate detector (CenterNet-style) that finds every plate.
 
     python -m tinycnn.train plates-box                          # --head center, the built-in synthetic plates
-    python -m tinycnn.train plates-box --data DIR --init runs/synthetic-pretrain
+    python -m tinycnn.train plates-box --data DIR   # pre-trains on street scenes once (tasks/detect_pretrain.py)
     python -m tinycnn.evaluate runs/X/best.tcnn --data DIR --json      # AP, recall, IoU; runs/X/pr_curve.png
 
 The network (PlateCenterNet): a MobileNetV2-style backbone of inverted residual blocks (tasks/plates_models.py,
