@@ -23,6 +23,10 @@ import os
 import tinycnn
 from tinycnn.cli import UserInputError
 
+from .plates_data import read_plates
+from .plates_pipeline import BUILTIN_SIZE, BUILTIN_TEST, BUILTIN_VAL, SEED_OF_BUILTIN
+from .synthetic_plates import ensure_builtin_plates
+
 DEFAULT_SCENES = 1000
 DEFAULT_EPOCHS = 15
 FOLDER = os.path.join("runs", "pretrained")
@@ -33,6 +37,9 @@ def add_arguments(parser):
     parser.add_argument("--pretrain", type=int, default=None, metavar="N",
                         help=f"--head center with --data: first pre-train on N built-in street scenes (default "
                              f"{DEFAULT_SCENES}; trained once into {FOLDER}/ and reused; 0: none)")
+    parser.add_argument("--mix-synthetic", type=int, default=0, metavar="N",
+                        help="with --data: N built-in street scenes join the training photos of every epoch "
+                             "(default 0)")
     parser.add_argument("--pretrain-epochs", type=int, default=DEFAULT_EPOCHS, metavar="E",
                         help=f"epochs of that pre-training (default {DEFAULT_EPOCHS})")
 
@@ -52,6 +59,25 @@ def requested(args):
     if scenes is None:
         scenes = DEFAULT_SCENES if args.data and not args.init and not args.resume else 0
     return {"scenes": scenes, "epochs": args.pretrain_epochs} if scenes else None
+
+
+def mixed(args):
+    """--mix-synthetic's N (0: none); a one-line error where it cannot apply."""
+    n = getattr(args, "mix_synthetic", 0) or 0
+    if n < 0:
+        raise UserInputError(f"--mix-synthetic {n}: give a number of scenes (0 for none)")
+    if n and not args.data:
+        raise UserInputError("--mix-synthetic needs --data: without it the run trains on the built-in scenes only")
+    return n
+
+
+def street_records(n):
+    """The first n training records of the built-in street scenes (the set pre-training uses when n fits)."""
+    if n <= 0:
+        return []
+    folder = ensure_builtin_plates(n_train=max(n, DEFAULT_SCENES), n_val=BUILTIN_VAL, n_test=BUILTIN_TEST,
+                                   size=BUILTIN_SIZE, seed=SEED_OF_BUILTIN, scene="street")
+    return read_plates(folder, ["train"])["train"][:n]
 
 
 def run_folder(plan, settings, args):
@@ -75,7 +101,7 @@ def pretrained_run(plan, settings, args, training_class):
           f"--pretrain 0: none)")
     inner = argparse.Namespace(**vars(args))
     inner.__dict__.update(data=None, synthetic=plan["scenes"], epochs=plan["epochs"], out=folder, overwrite=True,
-                          resume=folder if partial else None, init=None, pretrain=0, score_threshold=None,
+                          resume=folder if partial else None, init=None, pretrain=0, mix_synthetic=0, score_threshold=None,
                           skip_bad_rows=False, no_augment=not settings["augment"], lr=settings["lr"])
     training_class().run(inner)
     dist = tinycnn.distributed.auto()

@@ -138,9 +138,10 @@ def add_train_arguments(parser):
 
 def _settings(args):
     """Everything the run needs again (resume) or later (evaluate, predict, redact), kept in the model file."""
-    if getattr(args, "pretrain", None):
-        raise UserInputError("--pretrain is for the detector (--head center); the tutorial's regressor starts "
-                             "fresh or from --init")
+    for flag, value in (("--pretrain", getattr(args, "pretrain", None)), ("--mix-synthetic", getattr(args, "mix_synthetic", 0))):
+        if value:
+            raise UserInputError(f"{flag} is for the detector (--head center); the tutorial's regressor keeps its "
+                                 "recipe (start it from a run of yours with --init)")
     return {"task": TASK, "img_size": args.img_size, "width": args.width, "loss": args.loss,
             "lr": args.lr or DEFAULT_LR, "source": data_source(args), "augment": not args.no_augment,
             "patience": args.patience, "seed": args.seed, "skip_bad_rows": args.skip_bad_rows,

@@ -297,7 +297,8 @@ def new_settings(args):
             "scale": list(RECIPE["scale"]), "rotation": RECIPE["rotation"], "score_threshold": args.score_threshold,
             "source": source, "augment": not args.no_augment, "patience": args.patience,
             "seed": args.seed, "skip_bad_rows": args.skip_bad_rows, "init": args.init,
-            "target": "every plate of each photo", "pretrain": detect_pretrain.requested(args)}
+            "target": "every plate of each photo", "pretrain": detect_pretrain.requested(args),
+            "mix_synthetic": detect_pretrain.mixed(args)}
 
 
 def optimizer_of(settings):
@@ -345,9 +346,14 @@ class DetectTraining(PlateTraining):
             return None
         return BoxAugmenter(settings["seed"], settings.get("scale", (0.85, 1.15)), rotation=settings.get("rotation", 5.0))
 
+    def extra_training_records(self, settings):
+        """--mix-synthetic N: the first N built-in street scenes (the pre-training's set) join every epoch."""
+        return detect_pretrain.street_records(settings.get("mix_synthetic") or 0)
+
     def describe_settings(self, settings, train_set):
         plates = int(sum(len(record.boxes) for record in train_set.records))
-        return f", {plates} training plates, CenterNet head"
+        mixed = settings.get("mix_synthetic")
+        return f", {plates} training plates{f' (with {mixed} street scenes)' if mixed else ''}, CenterNet head"
 
     def report(self, folder, args, rows, val_set):
         """The best model's metrics on val and its PR curve (RUN/pr_curve-val.png); without --score-threshold,

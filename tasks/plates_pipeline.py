@@ -288,12 +288,17 @@ class PlateTraining(Training):
 
     def data(self, settings, args, folder):
         splits = read_training_splits(settings["source"], settings["skip_bad_rows"])
-        train_set = PlateStream(splits["train"], lambda chunk: letterbox_records(chunk, settings["img_size"]))
+        train_records = splits["train"] + self.extra_training_records(settings)
+        train_set = PlateStream(train_records, lambda chunk: letterbox_records(chunk, settings["img_size"]))
         val_set = letterbox_records(splits["val"], settings["img_size"], keep_photo_masks=self.keep_photo_masks)
         print(f"{self.task}: {len(train_set.records)} training and {len(val_set.records)} validation photos, "
               f"letterboxed to {settings['img_size']} px{self.describe_settings(settings, train_set)}; "
               f"run folder {folder}")
         return train_set, val_set
+
+    def extra_training_records(self, settings):
+        """Records trained on beside the data's own training split (none here)."""
+        return []
 
     def describe_settings(self, settings, train_set):
         """More words for the line `data` prints (", ..."), after settling settings drawn from the data."""

@@ -85,3 +85,21 @@ def test_wrong_uses_are_one_line_errors(given, message):
 def test_the_regressor_refuses_pretrain(plates, tmp_path):
     with pytest.raises(UserInputError, match="--pretrain is for the detector"):
         fine_tune(plates, tmp_path / "r", "--head", "global", "--pretrain", "6")
+
+
+def test_mix_synthetic_adds_street_scenes_to_every_epoch(plates, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(detect_pretrain, "DEFAULT_SCENES", 6)  # a small built-in street set
+    assert fine_tune(plates, tmp_path / "m", "--pretrain", "0", "--mix-synthetic", "4") == 0
+    assert "with 4 street scenes" in capsys.readouterr().out
+    assert read_metadata(tmp_path / "m" / "best.tcnn")["mix_synthetic"] == 4
+    records = detect_pretrain.street_records(4)
+    assert len(records) == 4 and all(len(record.boxes) >= 1 for record in records)
+    with pytest.raises(UserInputError, match="--mix-synthetic is for the detector"):
+        fine_tune(plates, tmp_path / "g", "--head", "global", "--mix-synthetic", "4")
+
+
+@pytest.mark.parametrize("given, message", [(dict(mix_synthetic=-2), "--mix-synthetic -2"),
+                                            (dict(mix_synthetic=3, data=None), "--mix-synthetic needs --data")])
+def test_wrong_mix_synthetic_is_a_one_line_error(given, message):
+    with pytest.raises(UserInputError, match=message):
+        detect_pretrain.mixed(_args(**given))
