@@ -8,10 +8,11 @@ Per channel c, over its M = N · inner values:
     backward:  dβ_c = Σ dy     dγ_c = Σ dy x̂     dx = γ_c invstd_c · (dy − dβ_c / M − x̂ · dγ_c / M)
 
 Every channel's sums are independent of the others', so each kernel gives whole channels to the threads
-(`prange` over C): no two threads ever write the same value, and no sum is split between threads (the
-channels-last kernels split the rows between threads instead, each summing into its own row). The
-variance takes two passes (the mean first, then the squared deviations, which is stable where
-Σx² − M·mean² cancels).
+(a range of channels per call of a serial `nogil` kernel, run on the threads of kernels/cpu/threads.py: a
+`prange` loop costs each kernel about a second more to compile on an empty cache): no two threads ever
+write the same value, and no sum is split between threads (the channels-last kernels split the rows
+between threads instead, each summing into its own row). The variance takes two passes (the mean first,
+then the squared deviations, which is stable where Σx² − M·mean² cancels).
 
 Speed: each (n, c) row of `inner` values is summed in the data's dtype by a SIMD loop (`_row_sum`, with
 fastmath "reassoc" so that LLVM may keep 16 partial sums in a vector register), and the rows' sums are added
@@ -34,6 +35,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from . import threads
 from .activation import FUSED_CODES, fused_activate, fused_passes
 from .workspace import output
 
@@ -85,11 +87,11 @@ def _row_affine(out_row, x_row, scale, shift, act):
             out_row[i] = fused_activate(x_row[i] * scale + shift, act)
 
 
-@njit(cache=True, parallel=True)
-def _train_forward(x3, gamma, beta, eps, y3, mean, invstd, var_unbiased, zero, act):
+@njit(cache=True, nogil=True)
+def _train_forward(x3, gamma, beta, eps, y3, mean, invstd, var_unbiased, zero, act, c0, c1):
     N, C, inner = x3.shape
     count = N * inner
-    for c in prange(C):
+    for c in range(c0, c1):
         total = 0.0
         for n in range(N):
             total += _row_sum(x3[n, c], zero)
@@ -114,15 +116,16 @@ def batch_norm_train_forward(x3, gamma, beta, eps, activation=None):
     C = x3.shape[1]
     y3 = output(x3.shape, x3.dtype)
     mean, invstd, var_unbiased = (np.empty(C, x3.dtype) for _ in range(3))
-    _train_forward(np.ascontiguousarray(x3), gamma, beta, float(eps), y3, mean, invstd, var_unbiased,
-                   x3.dtype.type(0), FUSED_CODES[activation])
+    x3, eps, zero, act = np.ascontiguousarray(x3), float(eps), x3.dtype.type(0), FUSED_CODES[activation]
+    threads.parallel_range(lambda c0, c1: _train_forward(x3, gamma, beta, eps, y3, mean, invstd, var_unbiased, zero,
+                                                         act, c0, c1), C)
     return y3, mean, invstd, var_unbiased
 
 
-@njit(cache=True, parallel=True)
-def _eval_forward(x3, scale, shift, y3, act):
+@njit(cache=True, nogil=True)
+def _eval_forward(x3, scale, shift, y3, act, c0, c1):
     N, C, inner = x3.shape
-    for c in prange(C):
+    for c in range(c0, c1):
         for n in range(N):
             _row_affine(y3[n, c], x3[n, c], scale[c], shift[c], act)
 
@@ -137,7 +140,8 @@ def batch_norm_eval_forward(x3, gamma, beta, running_mean, running_var, eps, act
         _last_affine(np.ascontiguousarray(x3).reshape(-1), _tiled(scale), _tiled(shift), y3.reshape(-1),
                      FUSED_CODES[activation])
         return y3
-    _eval_forward(np.ascontiguousarray(x3), scale, shift, y3, FUSED_CODES[activation])
+    x3, act = np.ascontiguousarray(x3), FUSED_CODES[activation]
+    threads.parallel_range(lambda c0, c1: _eval_forward(x3, scale, shift, y3, act, c0, c1), x3.shape[1])
     return y3
 
 
@@ -167,15 +171,15 @@ def _row_input_grad(dx_row, dy_row, x_row, a, b, offset, mu, y_row, act):
             dx_row[i] = a * dz + b * (x_row[i] - mu) + offset
 
 
-@njit(cache=True, parallel=True)
-def _backward(dy3, x3, gamma, mean, invstd, dgamma, dbeta, dx3, need_dx, coef, zero, y3, act):
+@njit(cache=True, nogil=True)
+def _backward(dy3, x3, gamma, mean, invstd, dgamma, dbeta, dx3, need_dx, coef, zero, y3, act, c0, c1):
     """Per channel (one thread each): the two sums, then, while the channel's dy, x (and y) are still in
     this core's cache, dx = γ invstd · (dy − dβ / M − x̂ dγ / M) = a · dz + b · (x − mean) + offset, with
     a = γ invstd, b = −a · invstd · dγ / M, offset = −a · dβ / M (kept in coef (C, 3), the data's dtype).
     (Two kernels, all sums first, read every array from main memory twice: 1.6× slower.)"""
     N, C, inner = x3.shape
     count = N * inner
-    for c in prange(C):
+    for c in range(c0, c1):
         _channel_sums(dy3, x3, c, mean, invstd, dgamma, dbeta, zero, y3, act)
         if need_dx:
             a = gamma[c] * invstd[c]
@@ -201,8 +205,9 @@ def batch_norm_backward(dy3, x3, gamma, mean, invstd, need_dx, need_dgamma, need
     C = x3.shape[1]
     dgamma, dbeta = np.empty(C, x3.dtype), np.empty(C, x3.dtype)
     dx3 = output(x3.shape, x3.dtype) if need_dx else x3  # x3: a placeholder, not written
-    _backward(dy3, x3, gamma, mean, invstd, dgamma, dbeta, dx3, need_dx, np.empty((C, 3), x3.dtype),
-              x3.dtype.type(0), y3, act)
+    coef, zero = np.empty((C, 3), x3.dtype), x3.dtype.type(0)
+    threads.parallel_range(lambda c0, c1: _backward(dy3, x3, gamma, mean, invstd, dgamma, dbeta, dx3, need_dx, coef,
+                                                    zero, y3, act, c0, c1), C)
     dx3 = dx3 if need_dx else None
     return dx3, (dgamma if need_dgamma else None), (dbeta if need_dbeta else None)
 

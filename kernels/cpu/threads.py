@@ -1,6 +1,7 @@
 """tinycnn's own thread pool, for the CPU kernels whose parallel work includes BLAS calls.
 
     parallel_for(work, count)    work(i) for i in range(count), on Numba's thread count of threads
+    parallel_range(work, count)  work(start, stop) over slices of range(count), the same way
 
 Why a pool of our own: a training step alternates Numba's parallel kernels (on Numba's OpenMP pool) with
 GEMMs many times over. Left to itself, OpenBLAS runs each GEMM on a second pool whose threads spin for a
@@ -64,6 +65,22 @@ def parallel_for(work, count):
                 future.exception()  # wait for every thread before anything is raised
         for future in futures:
             future.result()
+
+
+def parallel_range(work, count, pieces_per_thread=16):
+    """Run work(start, stop) over contiguous slices that cover range(count): one call on one thread, else up
+    to pieces_per_thread slices a thread, handed out as parallel_for hands out its pieces (so a thread slowed
+    by other load takes fewer). For serial `nogil` Numba kernels over a range of planes: a `prange` loop
+    costs each kernel about a second more to compile on an empty cache (Numba compiles its body once more,
+    as a gufunc; benchmarks/RESULTS.md, "Cold start")."""
+    threads = min(count, num_threads())
+    if threads <= 1:
+        if count > 0:
+            work(0, count)
+        return
+    pieces = min(count, pieces_per_thread * threads)
+    bounds = [count * i // pieces for i in range(pieces + 1)]
+    parallel_for(lambda i: work(bounds[i], bounds[i + 1]), pieces)
 
 
 def _executor(threads):

@@ -6,11 +6,14 @@ dimension of KH·KW. Such a conv is memory bound (9 multiply-adds per output for
 one pass over each big array: the forward builds each output plane in a buffer of its thread (bias, the
 KH·KW shifted planes, the activation) and writes it once; the weight gradient reads dy (and the ReLU mask)
 once, and correlates each plane with the input plane. Parallel over output planes (forward), over input
-planes (dx) and over filters (dw), each thread writing only its own.
+planes (dx) and over filters (dw), each thread writing only its own: the kernels are serial and release the
+GIL, each call takes a range of planes, and the threads of kernels/cpu/threads.py run them on their own
+ranges (a `prange` loop would cost each kernel about a second more to compile on an empty cache).
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
+from .. import threads
 from ..activation import fused_activate
 from ..workspace import scratch
 from .epilogue import _bias_grad, _bias_or_zeros, _gradient_buffers, _relu_grad_planes
@@ -24,13 +27,17 @@ def applies(x_shape, w_shape, y_shape, stride, padding, groups, dilation):
 
 def forward(x, w, b, act, stride, padding, dilation, groups, y):
     """y = act(conv2d(x, w) + b) into y (N, F, OH, OW), the bias and activation in the row loop; padding (top, left)."""
-    _direct_forward(x, w, _bias_or_zeros(b, w.shape[0], x.dtype), act, stride, padding, dilation, y)
+    b = _bias_or_zeros(b, w.shape[0], x.dtype)
+    threads.parallel_range(lambda p0, p1: _direct_forward(x, w, b, act, stride, padding, dilation, y, p0, p1),
+                           y.shape[0] * y.shape[1])
     return y
 
 
 def forward_maxpool2(x, w, b, act, stride, padding, dilation, y_shape, pooled):
     """pooled = max_pool2d(act(conv2d(x, w) + b), 2), taken from each plane's wide buffer."""
-    _direct_forward(x, w, _bias_or_zeros(b, w.shape[0], x.dtype), act, stride, padding, dilation, pooled, True)
+    b = _bias_or_zeros(b, w.shape[0], x.dtype)
+    threads.parallel_range(lambda p0, p1: _direct_forward(x, w, b, act, stride, padding, dilation, pooled, p0, p1,
+                                                          True), pooled.shape[0] * pooled.shape[1])
     return pooled
 
 
@@ -40,8 +47,9 @@ def backward(dy, y, x, x_shape, w, w_shape, stride, padding, dilation, groups, n
     dx, dw, bias_sums = _gradient_buffers(dy, x_shape, w_shape, need_dx, need_dw)
     masked = y is not None
     if need_dw:  # dw and the bias sums in one pass over dy (and y)
-        _direct_weight_grad(dy, y if masked else dy, masked, x, stride, padding, dilation, dw,
-                            bias_sums[0], dtype.type(0))
+        y_or_dy, zero = y if masked else dy, dtype.type(0)
+        threads.parallel_range(lambda f0, f1: _direct_weight_grad(dy, y_or_dy, masked, x, stride, padding, dilation,
+                                                                  dw, bias_sums[0], zero, f0, f1), w_shape[0])
         db = bias_sums[0].astype(dtype) if need_db else None
     else:
         db = _bias_grad(dy, y, bias_sums) if need_db else None
@@ -51,7 +59,8 @@ def backward(dy, y, x, x_shape, w, w_shape, stride, padding, dilation, groups, n
             dz = scratch("conv.dz", dy.shape, dtype)
             planes = dy.shape[0], dy.shape[1], -1  # (N, F, OH·OW)
             _relu_grad_planes(dy.reshape(planes), y.reshape(planes), dz.reshape(planes), bias_sums)
-        _direct_input_grad(dz, w, stride, padding, dilation, dx)
+        threads.parallel_range(lambda p0, p1: _direct_input_grad(dz, w, stride, padding, dilation, dx, p0, p1),
+                               x_shape[0] * x_shape[1])
     return dx, dw, db
 
 
@@ -150,14 +159,14 @@ def _wide_dots3x3(total, dz, src, row, col, zero):
     total[2, 2] += a22
 
 
-@njit(cache=True, parallel=True)
-def _direct_forward(x, w, b, act, stride, padding, dilation, y, pooled=False):
+@njit(cache=True, nogil=True)
+def _direct_forward(x, w, b, act, stride, padding, dilation, y, p0, p1, pooled=False):
     """x (N, C, H, W), w (F, 1, KH, KW), F = m·C -> y (N, F, OH, OW): filter f reads only channel f // m,
 
       y[n, f, oh, ow] = b[f] + Σ_{i, j} w[f, 0, i, j] · x[n, f // m, oh·sh + i·dil_h − ph, ow·sw + j·dil_w − pw]
 
-    through the activation `act` (a FUSED_CODES code). Parallel over the output planes (n, f). Each plane is
-    built on the wide grid in a buffer of this thread (the bias, then one multiply-add per kernel offset),
+    through the activation `act` (a FUSED_CODES code), for the output planes n·F + f in [p0, p1). Each plane
+    is built on the wide grid in a buffer of this call (the bias, then one multiply-add per kernel offset),
     then its pixels are written to y once, through the activation. With pooled, y (N, F, OH // 2, OW // 2)
     gets the 2×2 max pooling of that output instead, taken from the same buffer."""
     N, C, H, W = x.shape
@@ -167,17 +176,15 @@ def _direct_forward(x, w, b, act, stride, padding, dilation, y, pooled=False):
     Hp, Wp = _padded_extent(H, ph, OH, KH, sh, dil_h), _padded_extent(W, pw, OW, KW, sw, dil_w)
     L = (Hp - (KH - 1) * dil_h) * Wp - (KW - 1) * dil_w
     m = F // C
-    per = _planes_per_task(N * F)
-    for task in prange(-(-N * F // per)):
-        buf = np.zeros(Hp * Wp if Hp * Wp != H * W else 0, x.dtype)  # its border stays 0: the inside is copied
-        wide = np.empty(L, y.dtype)
-        for plane in range(task * per, min(N * F, (task + 1) * per)):
-            _direct_forward_plane(x, w, b, act, plane, stride, padding, dilation, y, pooled, buf, wide, Wp, OH, m)
+    buf = np.zeros(Hp * Wp if Hp * Wp != H * W else 0, x.dtype)  # its border stays 0: the inside is copied
+    wide = np.empty(L, y.dtype)
+    for plane in range(p0, p1):
+        _direct_forward_plane(x, w, b, act, plane, stride, padding, dilation, y, pooled, buf, wide, Wp, OH, m)
 
 
 @njit(cache=True)
 def _direct_forward_plane(x, w, b, act, plane, stride, padding, dilation, y, pooled, buf, wide, Wp, OH, m):
-    """One output plane of _direct_forward, in this thread's buffers."""
+    """One output plane of _direct_forward, in its call's buffers."""
     F, _, KH, KW = w.shape
     (sh, sw), (ph, pw), (dil_h, dil_w) = stride, padding, dilation
     n, f = plane // F, plane % F
@@ -206,14 +213,6 @@ def _pool_out_row(out, wide0, wide1, step, act):
 
 
 @njit(cache=True)
-def _planes_per_task(planes):
-    """Planes per parallel task of the direct kernels: about 64 tasks, so each thread allocates its plane
-    buffers a few times per call instead of once per plane (6,144 small planes in the regressor's last
-    depthwise conv), and a thread slowed by other load still finds tasks left to balance."""
-    return max(1, planes // 64)
-
-
-@njit(cache=True)
 def _copy_out_row(out, wide, step, act):
     """out[k] = act(wide[k·step]) (act: a FUSED_CODES code; NaN passes through)."""
     if step != 1:  # the strided copy first, then the activation in a unit-stride loop, which vectorizes
@@ -230,12 +229,13 @@ def _copy_out_row(out, wide, step, act):
             out[k] = wide[k]
 
 
-@njit(cache=True, parallel=True)
-def _direct_input_grad(dy, w, stride, padding, dilation, dx):
+@njit(cache=True, nogil=True)
+def _direct_input_grad(dy, w, stride, padding, dilation, dx, p0, p1):
     """dx[n, c, ih, iw] = Σ w[f, 0, i, j] · dy[n, f, oh, ow] over the m filters f that read channel c and
-    the (i, j, oh, ow) that met (ih, iw) (dx is overwritten). Parallel over the input planes (n, c): each
-    thread owns its plane. On the wide grids: dy's plane is spread onto the stride-1 grid, each kernel offset
-    adds w·(that grid) into the padded input plane, whose interior is then dx's plane."""
+    the (i, j, oh, ow) that met (ih, iw) (dx is overwritten), for the input planes n·C + c in [p0, p1)
+    (parallel over the planes: each thread owns its own). On the wide grids: dy's plane is spread onto the
+    stride-1 grid, each kernel offset adds w·(that grid) into the padded input plane, whose interior is then
+    dx's plane."""
     N, C, H, W = dx.shape
     F, _, KH, KW = w.shape
     (sh, sw), (ph, pw), (dil_h, dil_w) = stride, padding, dilation
@@ -243,19 +243,17 @@ def _direct_input_grad(dy, w, stride, padding, dilation, dx):
     Wp = _padded_extent(W, pw, dy.shape[3], KW, sw, dil_w)
     L = (Hp - (KH - 1) * dil_h) * Wp - (KW - 1) * dil_w
     m = F // C
-    per = _planes_per_task(N * C)
-    for task in prange(-(-N * C // per)):
-        # wide dz, with a margin of zeros in front (see the plane's 3×3 case); the pixels no output samples stay 0
-        margin = (KH - 1) * dil_h * Wp + (KW - 1) * dil_w
-        dzw = np.zeros(Hp * Wp + 2 * margin, dx.dtype)
-        dxp = np.empty(Hp * Wp, dx.dtype)  # the padded input plane's gradient
-        for plane in range(task * per, min(N * C, (task + 1) * per)):
-            _direct_input_grad_plane(dy, w, plane, stride, padding, dilation, dx, dzw, dxp, Wp, L, m, margin)
+    # wide dz, with a margin of zeros in front (see the plane's 3×3 case); the pixels no output samples stay 0
+    margin = (KH - 1) * dil_h * Wp + (KW - 1) * dil_w
+    dzw = np.zeros(Hp * Wp + 2 * margin, dx.dtype)
+    dxp = np.empty(Hp * Wp, dx.dtype)  # the padded input plane's gradient
+    for plane in range(p0, p1):
+        _direct_input_grad_plane(dy, w, plane, stride, padding, dilation, dx, dzw, dxp, Wp, L, m, margin)
 
 
 @njit(cache=True)
 def _direct_input_grad_plane(dy, w, plane, stride, padding, dilation, dx, dzw, dxp, Wp, L, m, margin):
-    """One input plane of _direct_input_grad, in this thread's buffers; dz's wide grid sits at
+    """One input plane of _direct_input_grad, in its call's buffers; dz's wide grid sits at
     dzw[margin:]. A 3×3 kernel with one filter per channel gathers instead of scattering: dxp[q] =
     Σ_{i,j} w[i, j] · dz[q − i·row − j·col] = Σ_{i,j} w[2 − i, 2 − j] · dzw[q + i·row + j·col], one pass
     that writes each pixel once (the forward's _wide_conv3x3 with the kernel flipped), not nine passes."""
@@ -278,14 +276,15 @@ def _direct_input_grad_plane(dy, w, plane, stride, padding, dilation, dx, dzw, d
         _copy_row(dx[n, c, h], dxp[(h + ph) * Wp + pw:], 1)
 
 
-@njit(cache=True, parallel=True)
-def _direct_weight_grad(dy, y, masked, x, stride, padding, dilation, dw, bias_sums, zero):
+@njit(cache=True, nogil=True)
+def _direct_weight_grad(dy, y, masked, x, stride, padding, dilation, dw, bias_sums, zero, f0, f1):
     """With dz = dy · [y > 0] when masked (a fused ReLU), else dz = dy:
 
       dw[f, 0, i, j] = Σ_{n, oh, ow} dz[n, f, oh, ow] · x[n, f // m, oh·sh + i·dil_h − ph, ow·sw + j·dil_w − pw]
         bias_sums[f] = Σ_{n, oh, ow} dz[n, f, oh, ow]
 
-    Parallel over the filters f: each thread sums its own dw[f] over the whole batch (never racy). dy (and y)
+    For the filters f in [f0, f1) (parallel over the filters: each thread sums its own dw[f] over the whole
+    batch, never racy). dy (and y)
     are read once: each plane of dz is spread onto the wide grid, then each kernel offset is one long dot
     product with the (padded) input plane. The dots run in the data's dtype (`zero`), their sums in float64."""
     N, C, H, W = x.shape
@@ -295,7 +294,7 @@ def _direct_weight_grad(dy, y, masked, x, stride, padding, dilation, dw, bias_su
     Wp = _padded_extent(W, pw, dy.shape[3], KW, sw, dil_w)
     L = (Hp - (KH - 1) * dil_h) * Wp - (KW - 1) * dil_w
     m = F // C
-    for f in prange(F):
+    for f in range(f0, f1):
         c = f // m
         dzw = np.zeros(L + (KW - 1) * dil_w, dy.dtype)
         buf = np.zeros(Hp * Wp if Hp * Wp != H * W else 0, x.dtype)

@@ -1,8 +1,9 @@
 """Epilogues of the NCHW convs: bias and activation on the output, the ReLU mask on the output gradient,
 the bias gradient's plane sums."""
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
+from .. import threads
 from ..activation import FUSED_CODES, fused_activate
 from ..workspace import output, scratch
 
@@ -45,13 +46,29 @@ def _bias_grad(dy, y, bias_sums):
 
 # ---------------------------------------------------------------------- epilogues: bias, ReLU, mask, sums
 #
-# y, dy, dz are seen as (N, F, P) (P = OH·OW); each thread takes whole (n, f) planes.
+# y, dy, dz are seen as (N, F, P) (P = OH·OW); each thread takes whole (n, f) planes: each function below
+# runs its serial `nogil` kernel on ranges of the planes n·F + f, on the threads of kernels/cpu/threads.py (a
+# `prange` loop costs each kernel about a second more to compile on an empty cache).
 
-@njit(cache=True, parallel=True)
 def _bias_act(y, b, act):
     """y[n, f] = act(y[n, f] + b[f]) in place (act: a FUSED_CODES code; NaN passes through)."""
+    threads.parallel_range(lambda p0, p1: _bias_act_planes(y, b, act, p0, p1), y.shape[0] * y.shape[1])
+
+
+def _relu_grad_planes(dy, y, dz, sums):
+    """dz = dy · [y > 0] and sums[n, f] = Σ_p dz[n, f, p] (float64)."""
+    threads.parallel_range(lambda p0, p1: _relu_grad_plane_range(dy, y, dz, sums, p0, p1), dy.shape[0] * dy.shape[1])
+
+
+def _plane_sums(dy, sums):
+    """sums[n, f] = Σ_p dy[n, f, p], in float64."""
+    threads.parallel_range(lambda p0, p1: _plane_sum_range(dy, sums, p0, p1), dy.shape[0] * dy.shape[1])
+
+
+@njit(cache=True, nogil=True)
+def _bias_act_planes(y, b, act, p0, p1):
     N, F, P = y.shape
-    for plane in prange(N * F):
+    for plane in range(p0, p1):
         n, f = plane // F, plane % F
         bias = b[f]
         if act:
@@ -62,11 +79,11 @@ def _bias_act(y, b, act):
                 y[n, f, p] += bias
 
 
-@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
-def _relu_grad_planes(dy, y, dz, sums):
-    """dz = dy · [y > 0] and sums[n, f] = Σ_p dz[n, f, p] (float64; reassociated so that it vectorizes)."""
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _relu_grad_plane_range(dy, y, dz, sums, p0, p1):
+    """_relu_grad_planes for the planes [p0, p1) (the sums reassociated, so that they vectorize)."""
     N, F, P = dy.shape
-    for plane in prange(N * F):
+    for plane in range(p0, p1):
         n, f = plane // F, plane % F
         total = 0.0
         for p in range(P):
@@ -76,11 +93,10 @@ def _relu_grad_planes(dy, y, dz, sums):
         sums[n, f] = total
 
 
-@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
-def _plane_sums(dy, sums):
-    """sums[n, f] = Σ_p dy[n, f, p], in float64."""
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _plane_sum_range(dy, sums, p0, p1):
     N, F, P = dy.shape
-    for plane in prange(N * F):
+    for plane in range(p0, p1):
         n, f = plane // F, plane % F
         total = 0.0
         for p in range(P):

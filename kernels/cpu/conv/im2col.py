@@ -14,8 +14,9 @@ nothing refers to them any more. The bias and activation are applied to each chu
 cache (epilogue.py); the backward masks dy by [y > 0] chunk by chunk when the conv had a fused ReLU.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
+from .. import threads
 from ..gemm import matmul
 from ..workspace import scratch
 from .epilogue import _bias_act, _bias_or_zeros, _gradient_buffers, _masked_chunk
@@ -90,7 +91,6 @@ def _gemm_setup(x_shape, w_shape, pixels, groups, dtype):
 
 # ---------------------------------------------------------------------- im2col + GEMM
 
-@njit(cache=True, parallel=True)
 def _im2col(x, KH, KW, stride, padding, dilation, OH, OW, cols):
     """x (N, C, H, W) -> cols (N, C·KH·KW, OH·OW), for each image one row per (c, i, j), one column per output:
 
@@ -99,11 +99,19 @@ def _im2col(x, KH, KW, stride, padding, dilation, OH, OW, cols):
     (0 where that pixel is padding).
 
     Parallel over the (n, row) pairs: each thread fills whole rows, left to right; the KH·KW rows of a plane
-    are neighbours, so a thread reads each input plane from its cache KH·KW times."""
+    are neighbours, so a thread reads each input plane from its cache KH·KW times. (A serial `nogil` kernel
+    on ranges of the pairs, on the threads of kernels/cpu/threads.py: a `prange` loop costs each kernel
+    about a second more to compile on an empty cache.)"""
+    threads.parallel_range(lambda t0, t1: _im2col_rows(x, KH, KW, stride, padding, dilation, OH, OW, cols, t0, t1),
+                           x.shape[0] * x.shape[1] * KH * KW)
+
+
+@njit(cache=True, nogil=True)
+def _im2col_rows(x, KH, KW, stride, padding, dilation, OH, OW, cols, t0, t1):
     N, C, H, W = x.shape
     (sh, sw), (ph, pw), (dil_h, dil_w) = stride, padding, dilation
     R = C * KH * KW
-    for task in prange(N * R):
+    for task in range(t0, t1):
         n, row = task // R, task % R
         c, i, j = row // (KH * KW), (row // KW) % KH, row % KW
         oh_lo, oh_hi = _valid_range(i * dil_h - ph, sh, H, OH)
@@ -119,15 +127,20 @@ def _im2col(x, KH, KW, stride, padding, dilation, OH, OW, cols):
             out[ow_hi:] = 0
 
 
-@njit(cache=True, parallel=True)
 def _col2im(cols, KH, KW, stride, padding, dilation, OH, OW, dx):
     """The adjoint of _im2col: dx[n, c, ih, iw] = the sum of every entry of cols that _im2col copied from
     (ih, iw) (dx is overwritten: each plane is zeroed first, while it is in this thread's cache).
 
     Parallel over the (n, c) planes of dx: a thread adds only into its own plane, so there are no races."""
+    threads.parallel_range(lambda p0, p1: _col2im_planes(cols, KH, KW, stride, padding, dilation, OH, OW, dx, p0, p1),
+                           dx.shape[0] * dx.shape[1])
+
+
+@njit(cache=True, nogil=True)
+def _col2im_planes(cols, KH, KW, stride, padding, dilation, OH, OW, dx, p0, p1):
     N, C, H, W = dx.shape
     (sh, sw), (ph, pw), (dil_h, dil_w) = stride, padding, dilation
-    for plane in prange(N * C):
+    for plane in range(p0, p1):
         n, c = plane // C, plane % C
         dx[n, c] = 0
         for i in range(KH):
