@@ -8,7 +8,11 @@ KH·KW shifted planes, the activation) and writes it once; the weight gradient r
 once, and correlates each plane with the input plane. Parallel over output planes (forward), over input
 planes (dx) and over filters (dw), each thread writing only its own: the kernels are serial and release the
 GIL, each call takes a range of planes, and the threads of kernels/cpu/threads.py run them on their own
-ranges (a `prange` loop would cost each kernel about a second more to compile on an empty cache).
+ranges (a `prange` loop would cost each kernel about a second more to compile on an empty cache). The
+forward's per-plane helpers are inlined into it (`inline="always"`, Numba's own inlining): not compiled once
+more on their own, they cost less to compile, and the forward kept the speed it had as a `prange` loop
+(called, they ran slower; inlining the pooling row or the backward's helpers made those slower:
+benchmarks/RESULTS.md, "Cold start").
 """
 import numpy as np
 from numba import njit
@@ -77,7 +81,7 @@ def backward(dy, y, x, x_shape, w, w_shape, stride, padding, dilation, groups, n
 # every (sh, sw) pixels: the kernels compute the stride-1 grid and read (forward) or fill (backward) only
 # the sampled pixels — sh·sw times the multiply-adds, but in SIMD code, and these convs are cheap.
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _padded_plane(x_plane, ph, pw, Wp, buf):
     """The (H, W) plane with ph rows and pw columns of zeros before it, in rows of Wp, flattened: the plane
     itself when buf is empty (no padding), else copied into buf (whose border the caller zeroed once)."""
@@ -182,7 +186,7 @@ def _direct_forward(x, w, b, act, stride, padding, dilation, y, p0, p1, pooled=F
         _direct_forward_plane(x, w, b, act, plane, stride, padding, dilation, y, pooled, buf, wide, Wp, OH, m)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _direct_forward_plane(x, w, b, act, plane, stride, padding, dilation, y, pooled, buf, wide, Wp, OH, m):
     """One output plane of _direct_forward, in its call's buffers."""
     F, _, KH, KW = w.shape
@@ -212,7 +216,7 @@ def _pool_out_row(out, wide0, wide1, step, act):
         out[k] = fused_activate(v, act)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _copy_out_row(out, wide, step, act):
     """out[k] = act(wide[k·step]) (act: a FUSED_CODES code; NaN passes through)."""
     if step != 1:  # the strided copy first, then the activation in a unit-stride loop, which vectorizes
