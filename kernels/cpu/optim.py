@@ -8,11 +8,13 @@ Adam / AdamW:     g = grad + λ θ (Adam: L2 in the gradient)  or  θ = θ (1 �
                   m = β₁ m + (1 − β₁) g          v = β₂ v + (1 − β₂) g²
                   θ = θ − η · m̂ / (√v̂ + ε),     m̂ = m / (1 − β₁ᵗ),  v̂ = v / (1 − β₂ᵗ)
 
-Every element is independent: `prange` over the flattened parameter. The gradient is only read (it may be
+Every element is independent: `prange` over the flattened parameter (Adam: ranges of it on tinycnn's threads). The gradient is only read (it may be
 shared with other tensors' .grad). The arithmetic is float64; stores keep the parameter's dtype.
 """
 import numpy as np
 from numba import njit, prange
+
+from . import threads
 
 
 def _flat(a):
@@ -63,29 +65,28 @@ def _adam_update(param, grad, m, v, i, lr, beta1, beta2, eps, weight_decay, deco
     param[i] = p - lr * (m_i / m_correction) / (np.sqrt(v_i / v_correction) + eps)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _adam(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
-    m_correction = 1.0 - beta1 ** step
-    v_correction = 1.0 - beta2 ** step
-    for i in prange(param.size):
-        _adam_update(param, grad, m, v, i, lr, beta1, beta2, eps, weight_decay, decoupled, m_correction, v_correction)
-
-
-@njit(cache=True)
-def _adam_serial(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
-    """_adam on one thread, for small parameters: waking the parallel threads costs more than the update
-    (a MobileNetV2 has 56 parameter tensors, most of a few hundred values)."""
+    """A serial kernel that releases the GIL: the threads of kernels/cpu/threads.py run it on slices of a big
+    parameter (a `prange` loop of its own cost about half a second more to compile on an empty cache).
+    NumPy's error model (x / 0 gives inf or NaN, as in a `prange` loop's body): with Python's, every division
+    tests its divisor for zero, and the loop did not vectorize."""
     m_correction = 1.0 - beta1 ** step
     v_correction = 1.0 - beta2 ** step
     for i in range(param.size):
         _adam_update(param, grad, m, v, i, lr, beta1, beta2, eps, weight_decay, decoupled, m_correction, v_correction)
 
 
-SERIAL_BELOW = 1 << 15  # parameters with fewer values are updated on one thread
+SERIAL_BELOW = 1 << 15  # parameters with fewer values are updated on one thread: waking the other threads
+# costs more than the update (a MobileNetV2 has 56 parameter tensors, most of a few hundred values)
 
 
 def adam_step(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
     """One Adam step (AdamW when `decoupled`), in place on param, m and v; `step` is t ≥ 1."""
-    kernel = _adam_serial if param.size < SERIAL_BELOW else _adam
-    kernel(_flat(param), np.ascontiguousarray(grad).reshape(-1), _flat(m), _flat(v), float(lr), float(beta1),
-           float(beta2), float(eps), float(weight_decay), bool(decoupled), int(step))
+    arrays = (_flat(param), np.ascontiguousarray(grad).reshape(-1), _flat(m), _flat(v))
+    scalars = (float(lr), float(beta1), float(beta2), float(eps), float(weight_decay), bool(decoupled), int(step))
+    if param.size < SERIAL_BELOW:
+        _adam(*arrays, *scalars)
+    else:
+        threads.parallel_range(lambda i0, i1: _adam(*(a[i0:i1] for a in arrays), *scalars), param.size,
+                               pieces_per_thread=2)
