@@ -8,8 +8,8 @@ Adam / AdamW:     g = grad + λ θ (Adam: L2 in the gradient)  or  θ = θ (1 �
                   m = β₁ m + (1 − β₁) g          v = β₂ v + (1 − β₂) g²
                   θ = θ − η · m̂ / (√v̂ + ε),     m̂ = m / (1 − β₁ᵗ),  v̂ = v / (1 − β₂ᵗ)
 
-Every element is independent: `prange` over the flattened parameter (Adam: ranges of it on tinycnn's threads). The gradient is only read (it may be
-shared with other tensors' .grad). The arithmetic is float64; stores keep the parameter's dtype.
+Every element is independent: `prange` over the flattened parameter (Adam: slices of it on tinycnn's
+threads). The gradient is only read (it may be shared with other tensors' .grad). The arithmetic is float64; stores keep the parameter's dtype.
 """
 import numpy as np
 from numba import njit, prange
