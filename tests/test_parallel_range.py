@@ -1,0 +1,84 @@
+"""threads.parallel_range (kernels/cpu/threads.py) and the kernels it splits: every index once, and the same
+results whether a kernel runs as one range or as many ranges on two threads."""
+import threading
+
+import numpy as np
+import pytest
+
+from tinycnn.kernels.cpu import batchnorm, conv, optim, pool, threads
+
+
+def _on_threads(monkeypatch, n):
+    monkeypatch.setattr(threads, "num_threads", lambda: n)
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 5, 33, 1000])
+def test_parallel_range_covers_each_index_once(monkeypatch, count):
+    _on_threads(monkeypatch, 2)
+    seen, lock = [], threading.Lock()
+
+    def work(start, stop):
+        with lock:
+            seen.append((start, stop))
+
+    threads.parallel_range(work, count)
+    assert sorted(i for start, stop in seen for i in range(start, stop)) == list(range(count))
+    assert all(start < stop for start, stop in seen)
+    assert len(seen) == (0 if count == 0 else 1 if count == 1 else min(count, 32))
+
+
+def test_parallel_range_one_thread_is_one_call(monkeypatch):
+    _on_threads(monkeypatch, 1)
+    seen = []
+    threads.parallel_range(lambda start, stop: seen.append((start, stop)), 77)
+    assert seen == [(0, 77)]
+
+
+def _split_kernel_outputs():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 6, 11, 13)).astype(np.float32)
+    w_dw = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
+    w_full = rng.standard_normal((5, 6, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    out = {}
+    y = conv.conv2d_bias_relu_forward(x, w_dw, b, (2, 1), (1, 1), (1, 1), 6).copy()
+    out["direct fwd"] = y
+    out["direct fwd pool"] = conv.conv2d_bias_relu_maxpool2_forward(x, w_dw, b, (1, 1), (1, 1), (1, 1), 6).copy()
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    out["direct bwd"] = [a.copy() for a in conv.conv2d_bias_relu_backward(dy, y, x, w_dw, (2, 1), (1, 1), (1, 1), 6,
+                                                                          True, True, True)]
+    y2 = conv.conv2d_bias_relu_forward(x, w_full, None, (1, 1), (0, 0), (1, 1), 1).copy()  # im2col + epilogue
+    out["im2col fwd"] = y2
+    dy2 = rng.standard_normal(y2.shape).astype(np.float32)
+    out["im2col bwd"] = [a.copy() for a in conv.conv2d_bias_relu_backward(dy2, y2, x, w_full, (1, 1), (0, 0), (1, 1), 1,
+                                                                          True, True, True)]
+    yp, argmax = pool.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+    out["max pool"] = [yp.copy(), argmax.copy()]
+    out["max unpool"] = pool.max_pool2d_backward(rng.standard_normal(yp.shape).astype(np.float32), argmax.copy(),
+                                                 x.shape).copy()
+    out["avg pool"] = pool.avg_pool2d_forward(x, (3, 3), (2, 2), (1, 1), False).copy()
+    x3 = x.reshape(3, 6, -1)
+    gamma, beta = rng.standard_normal(6).astype(np.float32), rng.standard_normal(6).astype(np.float32)
+    y3, mean, invstd, _ = [a.copy() for a in batchnorm.batch_norm_train_forward(x3, gamma, beta, 1e-3, "relu")]
+    out["bn train"] = [y3, mean, invstd]
+    out["bn bwd"] = [a.copy() for a in batchnorm.batch_norm_backward(rng.standard_normal(x3.shape).astype(np.float32),
+                                                                     x3, gamma, mean, invstd, True, True, True, y3,
+                                                                     "relu")]
+    param = rng.standard_normal(optim.SERIAL_BELOW + 7).astype(np.float32)
+    m, v = np.zeros_like(param), np.zeros_like(param)
+    optim.adam_step(param, rng.standard_normal(param.size).astype(np.float32), m, v, 1e-2, 0.9, 0.999, 1e-7, 0.0,
+                    False, 1)
+    out["adam"] = [param, m, v]
+    return out
+
+
+def test_split_kernels_match_one_range(monkeypatch):
+    """Each plane (channel, element) is computed by the same code whatever range it falls in: bit for bit."""
+    _on_threads(monkeypatch, 1)
+    whole = _split_kernel_outputs()
+    _on_threads(monkeypatch, 2)
+    split = _split_kernel_outputs()
+    for name, expected in whole.items():
+        got = split[name]
+        for e, g in zip(expected if isinstance(expected, list) else [expected], got if isinstance(got, list) else [got]):
+            np.testing.assert_array_equal(g, e, err_msg=name)
