@@ -32,7 +32,7 @@ def applies(x_shape, w_shape, y_shape, stride, padding, groups, dilation):
 def forward(x, w, b, act, stride, padding, dilation, groups, y):
     """y = act(conv2d(x, w) + b) into y (N, F, OH, OW), the bias and activation in the row loop; padding (top, left)."""
     b = _bias_or_zeros(b, w.shape[0], x.dtype)
-    threads.parallel_range(lambda p0, p1: _direct_forward(x, w, b, act, stride, padding, dilation, y, p0, p1),
+    threads.parallel_range(lambda p0, p1: _direct_forward(x, w, b, act, stride, padding, dilation, y, False, p0, p1),
                            y.shape[0] * y.shape[1])
     return y
 
@@ -40,8 +40,8 @@ def forward(x, w, b, act, stride, padding, dilation, groups, y):
 def forward_maxpool2(x, w, b, act, stride, padding, dilation, y_shape, pooled):
     """pooled = max_pool2d(act(conv2d(x, w) + b), 2), taken from each plane's wide buffer."""
     b = _bias_or_zeros(b, w.shape[0], x.dtype)
-    threads.parallel_range(lambda p0, p1: _direct_forward(x, w, b, act, stride, padding, dilation, pooled, p0, p1,
-                                                          True), pooled.shape[0] * pooled.shape[1])
+    threads.parallel_range(lambda p0, p1: _direct_forward(x, w, b, act, stride, padding, dilation, pooled, True, p0,
+                                                          p1), pooled.shape[0] * pooled.shape[1])
     return pooled
 
 
@@ -164,7 +164,7 @@ def _wide_dots3x3(total, dz, src, row, col, zero):
 
 
 @njit(cache=True, nogil=True)
-def _direct_forward(x, w, b, act, stride, padding, dilation, y, p0, p1, pooled=False):
+def _direct_forward(x, w, b, act, stride, padding, dilation, y, pooled, p0, p1):
     """x (N, C, H, W), w (F, 1, KH, KW), F = m·C -> y (N, F, OH, OW): filter f reads only channel f // m,
 
       y[n, f, oh, ow] = b[f] + Σ_{i, j} w[f, 0, i, j] · x[n, f // m, oh·sh + i·dil_h − ph, ow·sw + j·dil_w − pw]
@@ -172,7 +172,9 @@ def _direct_forward(x, w, b, act, stride, padding, dilation, y, p0, p1, pooled=F
     through the activation `act` (a FUSED_CODES code), for the output planes n·F + f in [p0, p1). Each plane
     is built on the wide grid in a buffer of this call (the bias, then one multiply-add per kernel offset),
     then its pixels are written to y once, through the activation. With pooled, y (N, F, OH // 2, OW // 2)
-    gets the 2×2 max pooling of that output instead, taken from the same buffer."""
+    gets the 2×2 max pooling of that output instead, taken from the same buffer. `pooled` is a runtime flag,
+    not a default argument (a specialisation of its own): a model's first predict runs both forms (its build
+    forward, then its plan's fused pooling), and one compile of both costs less than two."""
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
     OH, OW = (y.shape[2], y.shape[3]) if not pooled else (2 * y.shape[2], 2 * y.shape[3])
