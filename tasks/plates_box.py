@@ -41,6 +41,7 @@ TASK = "plates-box"
 DEFAULT_IMG_SIZE = 128           # --head global
 DETECT_IMG_SIZE = 256            # --head center
 DEFAULT_LR = 1e-3
+TTA = dict(flips=True)           # evaluate/predict --tta, the detector only: the photo and its mirror, averaged
 
 
 # ------------------------------------------------------------------------------------------ losses, metrics
@@ -183,6 +184,12 @@ def train(args):
     return (plates_detect.DetectTraining() if head == "center" else BoxTraining()).run(args)
 
 
+def _refuse_tta(args):
+    if getattr(args, "tta", False):
+        raise UserInputError(f"--tta: {args.model} is the tutorial's regressor (--head global), which has no "
+                             "test-time augmentation; the detector (--head center) has")
+
+
 def _is_detector(model_or_metadata):
     metadata = getattr(model_or_metadata, "metadata", model_or_metadata)
     return metadata.get("head", "global") == "center"
@@ -195,6 +202,7 @@ def evaluate(args):
     from tinycnn.saving import read_metadata
     if _is_detector(read_metadata(args.model)):
         return plates_detect.evaluate(args)
+    _refuse_tta(args)
     return evaluate_split(args, evaluate_on, _describe)
 
 
@@ -210,6 +218,7 @@ def predict(args):
     from tinycnn.saving import read_metadata
     if _is_detector(read_metadata(args.model)):
         return plates_detect.predict(args)
+    _refuse_tta(args)
     model = tinycnn.load_model(args.model, device=args.device, compile=False)
     truth = read_annotation_csv(args.annotations) if args.annotations else {}
     used = set()

@@ -226,11 +226,29 @@ def photo_detections(photo, output, threshold):
     return photo.boxes_to_photo(boxes / photo.size), scores
 
 
-def detect_all(model, data, threshold, batch_size=16):
+def mirrored_back(output):
+    """The (N, 5, g, g) output of mirrored canvases, in the original canvas's frame: every map flipped back along
+    x, and the x offset o -> 1 - o (in the mirror, cell j's centre j + o lies at g - j - o = c + 1 - o from
+    the original cell c = g - 1 - j); sizes and the y offset are unchanged."""
+    back = np.array(output[..., ::-1], np.float32)
+    back[:, 3] = 1.0 - back[:, 3]
+    return back
+
+
+def predict_outputs(model, x, batch_size=16, tta=False):
+    """The model's outputs (N, 5, g, g); tta (--tta): the mean of the outputs of x and of its mirror image."""
+    output = model.predict(x, batch_size=batch_size)
+    if tta:
+        mirrored = model.predict(np.ascontiguousarray(x[..., ::-1]), batch_size=batch_size)
+        output = 0.5 * (output + mirrored_back(mirrored))
+    return output
+
+
+def detect_all(model, data, threshold, batch_size=16, tta=False):
     """[(boxes, scores)] of every photo of a LetterboxedSet, in the photos' pixels."""
     found = []
     for begin in range(0, len(data.x), batch_size):
-        outputs = model.predict(data.x[begin:begin + batch_size], batch_size=batch_size)
+        outputs = predict_outputs(model, data.x[begin:begin + batch_size], batch_size, tta)
         found.extend(photo_detections(photo, output, threshold)
                      for photo, output in zip(data.photos[begin:begin + batch_size], outputs))
     return found
@@ -242,11 +260,11 @@ def threshold_of(metadata):
     return SCORE_THRESHOLD if value is None else float(value)
 
 
-def evaluate_on(model, data, batch_size=16, threshold=None, predictions=None):
+def evaluate_on(model, data, batch_size=16, threshold=None, predictions=None, tta=False):
     """detection_metrics of the model on a LetterboxedSet (every true plate), with the PR curve under "curve"."""
     threshold = threshold_of(model.metadata) if threshold is None else threshold
     if predictions is None:
-        predictions = detect_all(model, data, AP_THRESHOLD, batch_size)
+        predictions = detect_all(model, data, AP_THRESHOLD, batch_size, tta)
     return detection_metrics(predictions, [record.boxes for record in data.records], threshold)
 
 
@@ -271,7 +289,7 @@ def evaluate(args):
     target = Path(args.model).parent / ("pr_curve.png" if split == "test" else f"pr_curve-{split}.png")
 
     def evaluate_and_draw(model, data, batch_size):
-        metrics = evaluate_on(model, data, batch_size)
+        metrics = evaluate_on(model, data, batch_size, tta=getattr(args, "tta", False))
         draw_pr_curve(target, metrics.pop("curve"), title=f"precision-recall at IoU 0.5, {split} split",
                       threshold=metrics["threshold"])
         metrics["pr_curve"] = str(target)
@@ -399,7 +417,8 @@ def predict(args):
         if args.out:
             draw_boxes(image, boxes, true_boxes, scores).save(output_path(args.out, path, used))
 
-    return predict_photos(model, args.images, model.metadata["img_size"], show)
+    return predict_photos(model, args.images, model.metadata["img_size"], show,
+                          run=lambda x: predict_outputs(model, x, 1, getattr(args, "tta", False)))
 
 
 def plate_boxes(photo, output, threshold=SCORE_THRESHOLD):

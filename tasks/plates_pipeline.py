@@ -377,8 +377,9 @@ def load_photo(path):
     return load_image(path)
 
 
-def predict_photos(model, paths, img_size, handle):
-    """For each path: load, letterbox, run the model, and call handle(path, image, photo, output).
+def predict_photos(model, paths, img_size, handle, run=None):
+    """For each path: load, letterbox, run the model (`run(x)`, default model.predict), and call
+    handle(path, image, photo, output).
 
     A photo that cannot be read or handled prints a one-line error to stderr and the others still run.
     Returns the process exit status: 0, or 1 if any photo failed.
@@ -388,7 +389,7 @@ def predict_photos(model, paths, img_size, handle):
         try:
             image = load_photo(path)
             photo = letterbox_photo(image, img_size)
-            output = model.predict(to_model_input([photo.canvas]))[0]
+            output = (run or model.predict)(to_model_input([photo.canvas]))[0]
             handle(path, image, photo, output)
         except (OSError, ValueError) as error:
             failed += 1

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 import tinycnn
 from tinycnn.tasks.detection_metrics import pairwise_iou
 from tinycnn.tasks.plates_detect import (STRIDE, BoxAugmenter, boxes_at, CenterNetLoss, PlateCenterNet, decode,
-                                         encode_batch, encode_targets, pad_boxes, valid_boxes)
+                                         encode_batch, encode_targets, mirrored_back, pad_boxes,
+                                         valid_boxes)
 
 
 def perfect_output(boxes, grid):
@@ -46,6 +47,22 @@ def test_encoding_then_decoding_gives_the_boxes_back(scene):
         ious = pairwise_iou(boxes, found)
         assert np.all(ious.max(axis=1) > 0.999)
         np.testing.assert_allclose(np.sort(found, axis=0), np.sort(boxes, axis=0), atol=1e-3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(scenes())
+def test_the_mirror_images_output_mapped_back_gives_the_boxes(scene):
+    """--tta: the perfect output for the mirrored canvas, mapped back by mirrored_back, decodes to the original
+    boxes, and so does its mean with the original's perfect output."""
+    size, boxes = scene
+    grid = size // STRIDE
+    mirrored = boxes[:, [2, 1, 0, 3]] * np.float32([-1, 1, -1, 1]) + np.float32([size, 0, size, 0])
+    back = mirrored_back(perfect_output(mirrored, grid)[None])[0]
+    for output in (back, 0.5 * (back + perfect_output(boxes, grid))):
+        found, _ = decode(output, threshold=0.99)
+        assert len(found) == len(boxes)
+        if len(boxes):
+            np.testing.assert_allclose(np.sort(found, axis=0), np.sort(boxes, axis=0), atol=1e-3)
 
 
 @settings(max_examples=80, deadline=None)

@@ -64,6 +64,16 @@ def test_evaluate_json_has_the_detection_metrics_and_draws_the_pr_curve(detect_r
     assert Image.open(detect_run / "pr_curve.png").size == (480, 400)
 
 
+def test_evaluate_and_predict_with_tta(detect_run, plates, capsys):
+    """--tta: the detector averages the outputs of each photo and its mirror image."""
+    assert evaluate_cli.main([str(detect_run / "best.tcnn"), "--data", str(plates), "--json", "--tta"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert DETECT_KEYS <= set(metrics) and metrics["n_images"] == 4
+    image = plates / "test" / "test_00000.jpg"
+    assert predict_cli.main([str(detect_run / "best.tcnn"), str(image), "--tta"]) == 0
+    assert "plate(s)" in capsys.readouterr().out
+
+
 def test_predict_prints_every_box_with_its_score(detect_run, plates, tmp_path, capsys, monkeypatch):
     # a stand-in decoder that finds two plates, so the printing and drawing of several boxes is exercised
     monkeypatch.setattr(plates_detect, "decode", lambda output, threshold: (

@@ -15,7 +15,7 @@ def main(argv=None):
     parser.add_argument("--annotations", help="CSV of ground-truth boxes to draw beside the prediction (plates)")
     parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--tta", action="store_true", help="test-time augmentation: average over flips and crops "
-                        "(tasks that have it: catdog)")
+                        "(tasks that have it: catdog; plates-box's detector: the mirror image)")
     args = parser.parse_args(argv)
     if args.tta and not getattr(task_of_model(args.model), "TTA", False):
         parser.error(f"--tta: the task of {args.model} has no test-time augmentation")
