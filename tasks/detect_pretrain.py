@@ -1,6 +1,7 @@
 """plates-box --pretrain N: the detector first learns on N built-in street scenes, then fine-tunes on --data.
 
     python -m tinycnn.train plates-box --data DIR                 # pre-trains on 1,000 scenes (once), then DIR
+                                                                  # with 128 of the scenes in every epoch
     python -m tinycnn.train plates-box --data DIR --pretrain 0    # from scratch
     python -m tinycnn.train plates-box --data DIR --init RUN_DIR  # from a run of your own
 
@@ -12,7 +13,9 @@ brings on the real photos. The pre-training run is an ordinary run folder,
     runs/pretrained/plates-street-<N>x<epochs>-<img size>px-<key>/
 
 (<key>: a hash of every setting that shapes it), trained once and reused by every later run with the same
-settings. Only a run that finished counts (it writes `pretrained.json`); an interrupted one goes on from its
+settings. Fine-tuning then keeps DEFAULT_MIX of those scenes in every epoch beside the photos (`--mix-synthetic N`;
+0: the photos alone), so the plates the photos lack (wide European ones, tiny ones) stay in view.
+Only a run that finished counts (it writes `pretrained.json`); an interrupted one goes on from its
 last checkpoint the next time, so no work is lost.
 """
 import argparse
@@ -29,6 +32,7 @@ from .synthetic_plates import ensure_builtin_plates
 
 DEFAULT_SCENES = 1000
 DEFAULT_EPOCHS = 15
+DEFAULT_MIX = 128      # street scenes in every fine-tuning epoch (docs/plates.md: test AP@0.5 +0.07/+0.10, 2 seeds)
 FOLDER = os.path.join("runs", "pretrained")
 DONE = "pretrained.json"
 
@@ -37,9 +41,9 @@ def add_arguments(parser):
     parser.add_argument("--pretrain", type=int, default=None, metavar="N",
                         help=f"--head center with --data: first pre-train on N built-in street scenes (default "
                              f"{DEFAULT_SCENES}; trained once into {FOLDER}/ and reused; 0: none)")
-    parser.add_argument("--mix-synthetic", type=int, default=0, metavar="N",
-                        help="with --data: N built-in street scenes join the training photos of every epoch "
-                             "(default 0)")
+    parser.add_argument("--mix-synthetic", type=int, default=None, metavar="N",
+                        help=f"with --data: N of the built-in street scenes join the training photos of every epoch "
+                             f"(default {DEFAULT_MIX} when pre-training, else 0)")
     parser.add_argument("--pretrain-epochs", type=int, default=DEFAULT_EPOCHS, metavar="E",
                         help=f"epochs of that pre-training (default {DEFAULT_EPOCHS})")
 
@@ -61,9 +65,12 @@ def requested(args):
     return {"scenes": scenes, "epochs": args.pretrain_epochs} if scenes else None
 
 
-def mixed(args):
-    """--mix-synthetic's N (0: none); a one-line error where it cannot apply."""
-    n = getattr(args, "mix_synthetic", 0) or 0
+def mixed(args, plan):
+    """--mix-synthetic's N (0: none; by default DEFAULT_MIX when `plan`, the run's pre-training, is not None);
+    a one-line error where it cannot apply."""
+    n = getattr(args, "mix_synthetic", None)
+    if n is None:
+        return DEFAULT_MIX if plan else 0
     if n < 0:
         raise UserInputError(f"--mix-synthetic {n}: give a number of scenes (0 for none)")
     if n and not args.data:
@@ -71,11 +78,12 @@ def mixed(args):
     return n
 
 
-def street_records(n):
-    """The first n training records of the built-in street scenes (the set pre-training uses when n fits)."""
+def street_records(n, scenes=None):
+    """The first n training records of the built-in street scenes: of the set of `scenes` pictures that
+    pre-training used (default DEFAULT_SCENES), or of a set of n where n is larger."""
     if n <= 0:
         return []
-    folder = ensure_builtin_plates(n_train=max(n, DEFAULT_SCENES), n_val=BUILTIN_VAL, n_test=BUILTIN_TEST,
+    folder = ensure_builtin_plates(n_train=max(n, scenes or DEFAULT_SCENES), n_val=BUILTIN_VAL, n_test=BUILTIN_TEST,
                                    size=BUILTIN_SIZE, seed=SEED_OF_BUILTIN, scene="street")
     return read_plates(folder, ["train"])["train"][:n]
 

@@ -307,6 +307,7 @@ def new_settings(args):
     source = data_source(args)
     if "builtin" in source:  # the detector's built-in set: street scenes with 1-4 plates of 10-200 px
         source["builtin"]["scene"] = "street"
+    pretrain = detect_pretrain.requested(args)
     return {"task": "plates-box", "head": "center", "img_size": args.img_size, "width": args.width,
             "neck": args.neck or RECIPE["neck"], "stem": RECIPE["stem"], "expansion": RECIPE["expansion"],
             "head_layers": RECIPE["head_layers"],
@@ -315,8 +316,8 @@ def new_settings(args):
             "scale": list(RECIPE["scale"]), "rotation": RECIPE["rotation"], "score_threshold": args.score_threshold,
             "source": source, "augment": not args.no_augment, "patience": args.patience,
             "seed": args.seed, "skip_bad_rows": args.skip_bad_rows, "init": args.init,
-            "target": "every plate of each photo", "pretrain": detect_pretrain.requested(args),
-            "mix_synthetic": detect_pretrain.mixed(args)}
+            "target": "every plate of each photo", "pretrain": pretrain,
+            "mix_synthetic": detect_pretrain.mixed(args, pretrain)}
 
 
 def optimizer_of(settings):
@@ -366,7 +367,8 @@ class DetectTraining(PlateTraining):
 
     def extra_training_records(self, settings):
         """--mix-synthetic N: the first N built-in street scenes (the pre-training's set) join every epoch."""
-        return detect_pretrain.street_records(settings.get("mix_synthetic") or 0)
+        scenes = (settings.get("pretrain") or {}).get("scenes")
+        return detect_pretrain.street_records(settings.get("mix_synthetic") or 0, scenes)
 
     def describe_settings(self, settings, train_set):
         plates = int(sum(len(record.boxes) for record in train_set.records))

@@ -12,7 +12,8 @@ from tinycnn.saving import read_metadata
 from tinycnn.tasks import detect_pretrain
 from tinycnn.tasks.synthetic_plates import generate_plates
 
-TINY = ["--epochs", "1", "--batch-size", "4", "--width", "0.35", "--neck", "16", "--img-size", "32", "--quiet"]
+TINY = ["--epochs", "1", "--batch-size", "4", "--width", "0.35", "--neck", "16", "--img-size", "32", "--quiet",
+        "--mix-synthetic", "3"]  # 3 of the pre-training's scenes in every fine-tuning epoch (the default: 128)
 
 
 @pytest.fixture
@@ -39,6 +40,7 @@ def test_pretrains_once_then_fine_tunes_from_it(plates, pretrained_root, tmp_pat
     assert "pre-training on 6 built-in street scenes" in out and "kept 0 fresh" in out  # every tensor copied
     metadata = read_metadata(tmp_path / "a" / "best.tcnn")
     assert metadata["init"] == str(folders[0]) and metadata["pretrain"] == {"scenes": 6, "epochs": 1}
+    assert metadata["mix_synthetic"] == 3 and "with 3 street scenes" in out
     assert read_metadata(folders[0] / "best.tcnn")["source"]["builtin"]["scene"] == "street"
 
     stamp = (folders[0] / "best.tcnn").stat().st_mtime_ns
@@ -63,7 +65,7 @@ def test_an_unfinished_pretraining_goes_on_from_its_checkpoint(plates, pretraine
 
 
 def _args(**given):
-    base = dict(pretrain=None, pretrain_epochs=15, data="photos", init=None, resume=None)
+    base = dict(pretrain=None, pretrain_epochs=15, data="photos", init=None, resume=None, mix_synthetic=None)
     return argparse.Namespace(**{**base, **given})
 
 
@@ -98,8 +100,16 @@ def test_mix_synthetic_adds_street_scenes_to_every_epoch(plates, tmp_path, monke
         fine_tune(plates, tmp_path / "g", "--head", "global", "--mix-synthetic", "4")
 
 
+def test_the_default_mixes_street_scenes_in_only_when_pre_training():
+    plan = {"scenes": 1000, "epochs": 15}
+    assert detect_pretrain.mixed(_args(), plan) == detect_pretrain.DEFAULT_MIX
+    assert detect_pretrain.mixed(_args(), None) == 0                       # from scratch or --init: the photos
+    assert detect_pretrain.mixed(_args(mix_synthetic=0), plan) == 0
+    assert detect_pretrain.mixed(_args(mix_synthetic=5, init="runs/x"), None) == 5
+
+
 @pytest.mark.parametrize("given, message", [(dict(mix_synthetic=-2), "--mix-synthetic -2"),
                                             (dict(mix_synthetic=3, data=None), "--mix-synthetic needs --data")])
 def test_wrong_mix_synthetic_is_a_one_line_error(given, message):
     with pytest.raises(UserInputError, match=message):
-        detect_pretrain.mixed(_args(**given))
+        detect_pretrain.mixed(_args(**given), None)
