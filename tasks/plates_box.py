@@ -40,6 +40,8 @@ from .plates_pipeline import (PlateTraining, add_plate_train_arguments, data_sou
 TASK = "plates-box"
 DEFAULT_IMG_SIZE = 128           # --head global
 DETECT_IMG_SIZE = 256            # --head center
+DEFAULT_EPOCHS = 30              # without --epochs; the detector on --data photos: DETECT_EPOCHS (its recipe's)
+DETECT_EPOCHS = 80
 DEFAULT_LR = 1e-3
 TTA = dict(flips=True)           # evaluate/predict --tta, the detector only: the photo and its mirror, averaged
 
@@ -121,7 +123,7 @@ def evaluate_on(model, data, batch_size=32):
 # ------------------------------------------------------------------------------------------ train
 
 def add_train_arguments(parser):
-    add_plate_train_arguments(parser, epochs=30, batch_size=16, img_size=None, synthetic=400,
+    add_plate_train_arguments(parser, epochs=None, batch_size=16, img_size=None, synthetic=400,
                               img_size_default_help=f"{DETECT_IMG_SIZE} with --head center, "
                                                     f"{DEFAULT_IMG_SIZE} with --head global")
     parser.add_argument("--head", choices=("center", "global"), default="center",
@@ -174,11 +176,14 @@ class BoxTraining(PlateTraining):
 
 def train(args):
     """python -m tinycnn.train plates-box: train, keep last/best checkpoints, print the best model's val metrics."""
-    head = args.head
-    if args.resume:  # the resumed run's head (its checkpoint checked: of this task, one line if not)
+    head, planned = args.head, None
+    if args.resume:  # the resumed run's head and planned epochs (its checkpoint checked: of this task)
         from tinycnn.cli import resume_checkpoint
         from tinycnn.saving import read_metadata
-        head = read_metadata(resume_checkpoint(args.resume, TASK)).get("head", "global")
+        metadata = read_metadata(resume_checkpoint(args.resume, TASK))
+        head, planned = metadata.get("head", "global"), (metadata.get("schedule") or {}).get("epochs")
+    if args.epochs is None:
+        args.epochs = default_epochs(head, args.data, planned)
     if args.img_size is None:
         args.img_size = DETECT_IMG_SIZE if head == "center" else DEFAULT_IMG_SIZE
     return (plates_detect.DetectTraining() if head == "center" else BoxTraining()).run(args)
@@ -188,6 +193,14 @@ def _refuse_tta(args):
     if getattr(args, "tta", False):
         raise UserInputError(f"--tta: {args.model} is the tutorial's regressor (--head global), which has no "
                              "test-time augmentation; the detector (--head center) has")
+
+
+def default_epochs(head, data, planned=None):
+    """--epochs when not given: a resumed run's planned epochs, else DETECT_EPOCHS for the detector on photos
+    (--data), else DEFAULT_EPOCHS."""
+    if planned:
+        return planned
+    return DETECT_EPOCHS if head == "center" and data else DEFAULT_EPOCHS
 
 
 def _is_detector(model_or_metadata):

@@ -113,3 +113,10 @@ def test_the_default_mixes_street_scenes_in_only_when_pre_training():
 def test_wrong_mix_synthetic_is_a_one_line_error(given, message):
     with pytest.raises(UserInputError, match=message):
         detect_pretrain.mixed(_args(**given), None)
+
+
+def test_the_detector_on_photos_trains_its_recipes_80_epochs_by_default():
+    from tinycnn.tasks import plates_box
+    assert plates_box.default_epochs("center", "photos") == plates_box.DETECT_EPOCHS == 80
+    assert plates_box.default_epochs("center", None) == plates_box.default_epochs("global", "photos") == 30
+    assert plates_box.default_epochs("center", "photos", planned=12) == 12   # --resume: the run's own plan
