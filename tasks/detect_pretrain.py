@@ -88,7 +88,7 @@ def street_records(n, scenes=None):
     return read_plates(folder, ["train"])["train"][:n]
 
 
-def run_folder(plan, settings, args):
+def pretrain_folder(plan, settings, args):
     """The pre-training run's folder: named by its settings (those of the fine-tuning run it starts)."""
     shaping = {key: settings[key] for key in ("img_size", "width", "neck", "stem", "expansion", "head_layers",
                                                "lr", "weight_decay", "scale", "rotation", "augment", "seed")}
@@ -99,7 +99,7 @@ def run_folder(plan, settings, args):
 
 def pretrained_run(plan, settings, args, training_class):
     """The folder of a finished pre-training run for this fine-tuning run: reused, resumed or trained here."""
-    folder = run_folder(plan, settings, args)
+    folder = pretrain_folder(plan, settings, args)
     if os.path.isfile(os.path.join(folder, DONE)):
         print(f"pre-trained on {plan['scenes']} street scenes: reusing {folder} (--pretrain 0: none)")
         return folder
@@ -107,10 +107,10 @@ def pretrained_run(plan, settings, args, training_class):
     print(f"pre-training on {plan['scenes']} built-in street scenes for {plan['epochs']} epochs into {folder} "
           f"({'going on from its last checkpoint; ' if partial else ''}once: later runs reuse it; "
           f"--pretrain 0: none)")
-    inner = argparse.Namespace(**vars(args))
-    inner.__dict__.update(data=None, synthetic=plan["scenes"], epochs=plan["epochs"], out=folder, overwrite=True,
-                          resume=folder if partial else None, init=None, pretrain=0, mix_synthetic=0, score_threshold=None,
-                          skip_bad_rows=False, no_augment=not settings["augment"], lr=settings["lr"])
+    inner = argparse.Namespace(**{**vars(args), **dict(
+        data=None, synthetic=plan["scenes"], epochs=plan["epochs"], out=folder, overwrite=True,
+        resume=folder if partial else None, init=None, pretrain=0, mix_synthetic=0, score_threshold=None,
+        skip_bad_rows=False, no_augment=not settings["augment"], lr=settings["lr"])})
     training_class().run(inner)
     dist = tinycnn.distributed.auto()
     if dist is None or dist.is_root:

@@ -141,7 +141,9 @@ def add_train_arguments(parser):
 
 def _settings(args):
     """Everything the run needs again (resume) or later (evaluate, predict, redact), kept in the model file."""
-    for flag, value in (("--pretrain", getattr(args, "pretrain", None)), ("--mix-synthetic", getattr(args, "mix_synthetic", 0))):
+    detector_only = (("--pretrain", getattr(args, "pretrain", None)),
+                     ("--mix-synthetic", getattr(args, "mix_synthetic", 0)))
+    for flag, value in detector_only:
         if value:
             raise UserInputError(f"{flag} is for the detector (--head center); the tutorial's regressor keeps its "
                                  "recipe (start it from a run of yours with --init)")
