@@ -311,8 +311,9 @@ def _depthwise_last_forward(x, taps, b, stride, padding, dilation, y, act):
     for r in prange(N * OH):
         n, oh = r // OH, r % OH
         out = y[n, oh]
-        for ow in range(OW):
-            out[ow] = b
+        for ow in range(OW):  # element by element: an array assignment would compile Numba's formatted
+            for c in range(C):  # shape-mismatch error (seconds of string formatting on a cold cache)
+                out[ow, c] = b[c]
         for i in range(KH):
             ih = oh * sh + i * dil_h - top
             if ih < 0 or ih >= H:
@@ -409,7 +410,8 @@ def _depthwise_rows_forward(x_rows, tap_rows, bias_row, C, H, OH, sh, padding, d
     for r in prange(y_rows.shape[0]):
         n, oh = r // OH, r % OH
         out = y_rows[r]
-        out[:] = bias_row
+        for k in range(out.size):  # not out[:] = bias_row: see _depthwise_last_forward
+            out[k] = bias_row[k]
         for i in range(KH):
             ih = oh * sh + i * dil_h - top
             if ih < 0 or ih >= H:
