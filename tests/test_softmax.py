@@ -91,3 +91,20 @@ def test_softmax_errors():
         F.softmax(x, dim=None)
     with pytest.raises(TypeError, match="float"):
         F.softmax(tinycnn.Tensor(np.zeros((2, 3), np.int64)))
+
+
+def test_kernels_split_over_threads_match_one_range(monkeypatch):
+    """The kernels run over ranges of `outer` slices (threads.parallel_range): the same values bit for bit
+    whether the slices run as one range or spread over two threads."""
+    from tinycnn.kernels.cpu import threads
+    rng = np.random.default_rng(5)
+    x3 = rng.standard_normal((7, 3, 10)).astype(np.float32)
+    dy3 = rng.standard_normal(x3.shape).astype(np.float32)
+
+    def outputs(n_threads):
+        monkeypatch.setattr(threads, "num_threads", lambda: n_threads)
+        y, log_y = cpu.softmax_forward(x3), cpu.log_softmax_forward(x3)
+        return [y, log_y, cpu.softmax_backward(dy3, y), cpu.log_softmax_backward(dy3, log_y)]
+
+    for whole, split in zip(outputs(1), outputs(2)):
+        np.testing.assert_array_equal(split, whole)

@@ -13,7 +13,9 @@ max and one sum per position, so every pass reads memory in order. Sums are accu
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
+
+from . import threads
 
 
 @njit(cache=True)
@@ -28,45 +30,59 @@ def _max_over_c(x, o, m):
                 m[i] = x[o, c, i]
 
 
-@njit(cache=True, parallel=True)
-def _softmax(x, y, log):
-    outer, C, inner = x.shape
-    for o in prange(outer):
-        m = np.empty(inner, np.float64)
-        total = np.zeros(inner, np.float64)
+@njit(cache=True, nogil=True)
+def _softmax(x, y, log, o0, o1):
+    """y[o] = softmax (or log_softmax) of x[o] over C, for the slices o in [o0, o1): one e^(x − m) per value
+    (kept in y for softmax, then divided by the sum), shift = m + log Σ for log_softmax."""
+    C, inner = x.shape[1], x.shape[2]
+    m = np.empty(inner, np.float64)
+    total = np.empty(inner, np.float64)
+    for o in range(o0, o1):
         _max_over_c(x, o, m)
+        total[:] = 0.0
         for c in range(C):
             for i in range(inner):
-                total[i] += math.exp(x[o, c, i] - m[i])
-        for c in range(C):
+                e = math.exp(x[o, c, i] - m[i])
+                total[i] += e
+                if not log:
+                    y[o, c, i] = e
+        if log:
             for i in range(inner):
-                if log:
-                    y[o, c, i] = x[o, c, i] - m[i] - math.log(total[i])
-                else:
-                    y[o, c, i] = math.exp(x[o, c, i] - m[i]) / total[i]
+                total[i] = m[i] + math.log(total[i])  # the shift: y = x − m − log Σ
+            for c in range(C):
+                for i in range(inner):
+                    y[o, c, i] = x[o, c, i] - total[i]
+        else:
+            for i in range(inner):
+                total[i] = 1.0 / total[i]
+            for c in range(C):
+                for i in range(inner):
+                    y[o, c, i] *= total[i]
+
+
+def _forward(x3, log):
+    y3 = np.empty_like(x3, order="C")
+    if x3.shape[1] > 0:
+        x3 = np.ascontiguousarray(x3)
+        threads.parallel_range(lambda o0, o1: _softmax(x3, y3, log, o0, o1), x3.shape[0])
+    return y3
 
 
 def softmax_forward(x3):
     """x3 (outer, C, inner) -> y3, softmax over C."""
-    y3 = np.empty_like(x3, order="C")
-    if x3.shape[1] > 0:
-        _softmax(np.ascontiguousarray(x3), y3, False)
-    return y3
+    return _forward(x3, False)
 
 
 def log_softmax_forward(x3):
     """x3 (outer, C, inner) -> y3, log-softmax over C."""
-    y3 = np.empty_like(x3, order="C")
-    if x3.shape[1] > 0:
-        _softmax(np.ascontiguousarray(x3), y3, True)
-    return y3
+    return _forward(x3, True)
 
 
-@njit(cache=True, parallel=True)
-def _softmax_grad(dy, y, dx):
-    """dx = y (dy − Σ_c dy y)."""
-    outer, C, inner = dy.shape
-    for o in prange(outer):
+@njit(cache=True, nogil=True)
+def _softmax_grad(dy, y, dx, o0, o1):
+    """dx = y (dy − Σ_c dy y), for the slices o in [o0, o1)."""
+    C, inner = dy.shape[1], dy.shape[2]
+    for o in range(o0, o1):
         dot = np.zeros(inner, np.float64)
         for c in range(C):
             for i in range(inner):
@@ -76,11 +92,11 @@ def _softmax_grad(dy, y, dx):
                 dx[o, c, i] = y[o, c, i] * (dy[o, c, i] - dot[i])
 
 
-@njit(cache=True, parallel=True)
-def _log_softmax_grad(dy, y, dx):
-    """dx = dy − e^y Σ_c dy."""
-    outer, C, inner = dy.shape
-    for o in prange(outer):
+@njit(cache=True, nogil=True)
+def _log_softmax_grad(dy, y, dx, o0, o1):
+    """dx = dy − e^y Σ_c dy, for the slices o in [o0, o1)."""
+    C, inner = dy.shape[1], dy.shape[2]
+    for o in range(o0, o1):
         total = np.zeros(inner, np.float64)
         for c in range(C):
             for i in range(inner):
@@ -90,13 +106,16 @@ def _log_softmax_grad(dy, y, dx):
                 dx[o, c, i] = dy[o, c, i] - math.exp(y[o, c, i]) * total[i]
 
 
-def softmax_backward(dy3, y3):
+def _backward(kernel, dy3, y3):
     dx3 = np.empty_like(dy3, order="C")
-    _softmax_grad(np.ascontiguousarray(dy3), np.ascontiguousarray(y3), dx3)
+    dy3, y3 = np.ascontiguousarray(dy3), np.ascontiguousarray(y3)
+    threads.parallel_range(lambda o0, o1: kernel(dy3, y3, dx3, o0, o1), dy3.shape[0])
     return dx3
+
+
+def softmax_backward(dy3, y3):
+    return _backward(_softmax_grad, dy3, y3)
 
 
 def log_softmax_backward(dy3, y3):
-    dx3 = np.empty_like(dy3, order="C")
-    _log_softmax_grad(np.ascontiguousarray(dy3), np.ascontiguousarray(y3), dx3)
-    return dx3
+    return _backward(_log_softmax_grad, dy3, y3)
