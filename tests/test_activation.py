@@ -77,6 +77,25 @@ def test_leaky_relu_kernels_match_reference(shape, slope, dtype, seed):
     np.testing.assert_allclose(dx, ref.leaky_relu_backward(dy, x, slope), rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("threads_used", [1, 2])
+def test_kernels_over_several_chunks_match_reference(monkeypatch, threads_used):
+    """An array of several CHUNKs runs as pieces spread over the threads (threads.parallel_range): every
+    element still computed once, as the reference does."""
+    from tinycnn.kernels.cpu import threads
+    monkeypatch.setattr(threads, "num_threads", lambda: threads_used)
+    shape = (3, cpu.CHUNK + 7)
+    x = away_from([0.0, 6.0], shape, 11).astype(np.float32)
+    dy = np.random.default_rng(12).standard_normal(shape).astype(np.float32)
+    for name in ("relu", "relu6", "sigmoid", "tanh"):
+        y = getattr(cpu, name + "_forward")(x)
+        np.testing.assert_allclose(y, getattr(ref, name + "_forward")(x), rtol=1e-6, atol=1e-6, err_msg=name)
+        saved = x if name.startswith("relu") else y
+        np.testing.assert_allclose(getattr(cpu, name + "_backward")(dy, saved),
+                                   getattr(ref, name + "_backward")(dy, saved), rtol=1e-6, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(cpu.leaky_relu_forward(x, 0.3), ref.leaky_relu_forward(x, 0.3), rtol=1e-6)
+    np.testing.assert_allclose(cpu.leaky_relu_backward(dy, x, 0.3), ref.leaky_relu_backward(dy, x, 0.3), rtol=1e-6)
+
+
 # ---------------------------------------------------------------------- known values and behaviour
 
 def test_known_values():
