@@ -128,10 +128,7 @@ def _winograd_forward(x, w, b, act, padding, y, pooled_from=None):
         M = scratch("conv.winograd_m", (16, F, tiles), x.dtype)
         _winograd_input(x, padding[0], padding[1], TH, TW, r0, r1, V)
         np.matmul(U, V, out=M)
-        if pooled_from is None:
-            _winograd_output(M, b, act, TH, TW, r0, r1, y)
-        else:
-            _winograd_output_pooled(M, b, act, TH, TW, r0, r1, y)
+        _winograd_output(M, b, act, pooled_from is not None, TH, TW, r0, r1, y)
 
     threads.parallel_for(piece, pieces)
 
@@ -245,15 +242,20 @@ def _winograd_input(x, ph, pw, TH, TW, r0, r1, V):
 
 
 @njit(cache=True, nogil=True)
-def _winograd_output(M, b, act, TH, TW, r0, r1, y):
+def _winograd_output(M, b, act, pooled, TH, TW, r0, r1, y):
     """For the tile rows r = n·TH + th in [r0, r1): y[n, f, 2th:2th + 2] = the 2×2 blocks Aᵀ M A of the row's
     tiles (slots (r − r0)·(TW + 1) + tw), plus b[f], through the activation `act` (rows and columns past an
-    odd output size, and the spare slots, are dropped)."""
+    odd output size, and the spare slots, are dropped).
+    pooled: y (N, F, OH // 2, OW // 2) gets each whole tile's max instead, + b[f], then the activation
+    (monotone: it commutes with the max): the 2×2 max pooling of that output; a tile past the pooled size
+    (odd OH or OW) is dropped, as pooling does. One kernel for both, as a runtime flag: a first `predict`
+    runs both forms (the build forward, then the plan's fused pooling), and one compile is shorter than two."""
     N, F, OH, OW = y.shape
     TW1 = TW + 1
     S = (r1 - r0) * TW1
     s = np.empty((8, S), y.dtype)  # Aᵀ M: rows 0 and 1 of each tile's 2×4
     out = np.empty((2, 2 * S), y.dtype)  # (Aᵀ M) A: the 2 output rows of each tile row, 2 columns a slot
+    peak = out[0, :S]  # pooled: the max of each tile's 4 outputs
     for f in range(F):
         for j in range(4):  # Aᵀ M: combine the rows, for each column j of the tiles
             m0, m1, m2, m3 = M[j, f, :S], M[4 + j, f, :S], M[8 + j, f, :S], M[12 + j, f, :S]
@@ -261,12 +263,24 @@ def _winograd_output(M, b, act, TH, TW, r0, r1, y):
             for t in range(S):
                 s0[t] = m0[t] + m1[t] + m2[t]
                 s1[t] = m1[t] - m2[t] - m3[t]
+        bias = b[f]
+        if pooled:
+            a0, a1, a2, a3, a4, a5, a6, a7 = s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]
+            for t in range(S):  # (Aᵀ M) A: the tile's 4 outputs, and their max
+                peak[t] = max(max(a0[t] + a1[t] + a2[t], a1[t] - a2[t] - a3[t]),
+                              max(a4[t] + a5[t] + a6[t], a5[t] - a6[t] - a7[t]))
+            for r in range(r0, r1):
+                n, th = r // TH, r % TH
+                if th < OH:
+                    dst, src = y[n, f, th], peak[(r - r0) * TW1:]
+                    for tw in range(OW):
+                        dst[tw] = fused_activate(src[tw] + bias, act)
+            continue
         for i in range(2):  # (Aᵀ M) A: combine the columns of each row i
             row, a0, a1, a2, a3 = out[i], s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]
             for t in range(S):
                 row[2 * t] = a0[t] + a1[t] + a2[t]
                 row[2 * t + 1] = a1[t] - a2[t] - a3[t]
-        bias = b[f]
         for r in range(r0, r1):
             n, th = r // TH, r % TH
             base = 2 * (r - r0) * TW1
@@ -278,36 +292,6 @@ def _winograd_output(M, b, act, TH, TW, r0, r1, y):
                 else:
                     for ow in range(OW):
                         dst[ow] = src[ow] + bias
-
-
-@njit(cache=True, nogil=True)
-def _winograd_output_pooled(M, b, act, TH, TW, r0, r1, y):
-    """Like _winograd_output, but y (N, F, OH // 2, OW // 2) gets each whole tile's max, + b[f], then the
-    activation (monotone: it commutes with the max): its 2×2 max pooling. A tile past the pooled size (odd
-    OH or OW) is dropped, as pooling does."""
-    N, F, PH, PW = y.shape
-    TW1 = TW + 1
-    S = (r1 - r0) * TW1
-    s = np.empty((8, S), y.dtype)  # Aᵀ M: rows 0 and 1 of each tile's 2×4
-    peak = np.empty(S, y.dtype)  # the max of each tile's 4 outputs
-    for f in range(F):
-        for j in range(4):  # Aᵀ M: combine the rows, for each column j of the tiles
-            m0, m1, m2, m3 = M[j, f, :S], M[4 + j, f, :S], M[8 + j, f, :S], M[12 + j, f, :S]
-            s0, s1 = s[j], s[4 + j]
-            for t in range(S):
-                s0[t] = m0[t] + m1[t] + m2[t]
-                s1[t] = m1[t] - m2[t] - m3[t]
-        a0, a1, a2, a3, a4, a5, a6, a7 = s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]
-        for t in range(S):  # (Aᵀ M) A: the tile's 4 outputs, and their max
-            peak[t] = max(max(a0[t] + a1[t] + a2[t], a1[t] - a2[t] - a3[t]),
-                          max(a4[t] + a5[t] + a6[t], a5[t] - a6[t] - a7[t]))
-        bias = b[f]
-        for r in range(r0, r1):
-            n, th = r // TH, r % TH
-            if th < PH:
-                dst, src = y[n, f, th], peak[(r - r0) * TW1:]
-                for tw in range(PW):
-                    dst[tw] = fused_activate(src[tw] + bias, act)
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
