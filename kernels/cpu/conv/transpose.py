@@ -6,8 +6,9 @@ backward is conv2d's forward (dx) and conv2d's weight gradient (dw), so it reuse
 (algorithms.py).
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
+from .. import threads
 from ..gemm import matmul
 from ..workspace import output, scratch
 from .algorithms import convolve, convolve_backward
@@ -80,7 +81,8 @@ def _shuffle_transpose_forward(x, w, b):
     _, F, KH, KW = w.shape
     Z = matmul(w.reshape(C, F * KH * KW).T, x.reshape(N, C, H * W))  # (N, F·KH·KW, H·W)
     y = output((N, F, H * KH, W * KW), x.dtype)
-    _pixel_shuffle(Z.reshape(N, F, KH, KW, H, W), _bias_or_zeros(b, F, x.dtype), y)
+    Z, b = Z.reshape(N, F, KH, KW, H, W), _bias_or_zeros(b, F, x.dtype)
+    threads.parallel_range(lambda p0, p1: _pixel_shuffle(Z, b, y, p0, p1), N * F)
     return y
 
 
@@ -88,7 +90,7 @@ def _shuffle_transpose_backward(dy, x, w, need_dx, need_dw, need_db):
     N, C, H, W = x.shape
     _, F, KH, KW = w.shape
     dZ = scratch("conv.unshuffled", (N, F, KH, KW, H, W), dy.dtype)
-    _pixel_unshuffle(dy, dZ)
+    threads.parallel_range(lambda p0, p1: _pixel_unshuffle(dy, dZ, p0, p1), N * F)
     dZ = dZ.reshape(N, F * KH * KW, H * W)
     dx = dw = db = None
     if need_dx:  # dx[n] = W (C, F·KH·KW) @ dZ[n]
@@ -101,11 +103,12 @@ def _shuffle_transpose_backward(dy, x, w, need_dx, need_dw, need_db):
     return dx, dw, db
 
 
-@njit(cache=True, parallel=True)
-def _pixel_shuffle(Z, b, y):
-    """y[n, f, h·KH + i, w·KW + j] = Z[n, f, i, j, h, w] + b[f]; parallel over the (n, f) planes."""
+@njit(cache=True, nogil=True)
+def _pixel_shuffle(Z, b, y, p0, p1):
+    """y[n, f, h·KH + i, w·KW + j] = Z[n, f, i, j, h, w] + b[f] for the (n, f) planes p0 ≤ n·F + f < p1
+    (threads.parallel_range spreads the planes: serial kernels compile faster than prange ones)."""
     N, F, KH, KW, H, W = Z.shape
-    for plane in prange(N * F):
+    for plane in range(p0, p1):
         n, f = plane // F, plane % F
         for h in range(H):
             for i in range(KH):
@@ -116,11 +119,11 @@ def _pixel_shuffle(Z, b, y):
                         row[w_ * KW + j] = src[w_] + b[f]
 
 
-@njit(cache=True, parallel=True)
-def _pixel_unshuffle(dy, dZ):
-    """dZ[n, f, i, j, h, w] = dy[n, f, h·KH + i, w·KW + j]; parallel over the (n, f) planes."""
+@njit(cache=True, nogil=True)
+def _pixel_unshuffle(dy, dZ, p0, p1):
+    """dZ[n, f, i, j, h, w] = dy[n, f, h·KH + i, w·KW + j] for the (n, f) planes p0 ≤ n·F + f < p1."""
     N, F, KH, KW, H, W = dZ.shape
-    for plane in prange(N * F):
+    for plane in range(p0, p1):
         n, f = plane // F, plane % F
         for h in range(H):
             for i in range(KH):
