@@ -82,3 +82,57 @@ def test_split_kernels_match_one_range(monkeypatch):
         got = split[name]
         for e, g in zip(expected if isinstance(expected, list) else [expected], got if isinstance(got, list) else [got]):
             np.testing.assert_array_equal(g, e, err_msg=name)
+
+
+def _channels_last_outputs():
+    from tinycnn.kernels.cpu import elementwise
+    from tinycnn.kernels.cpu.conv import channels_last as cl
+    rng = np.random.default_rng(5)
+    f32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)
+    x, b = f32(3, 11, 13, 8), f32(8)
+    out = {}
+    for stride in [(1, 1), (2, 2), (2, 1)]:  # depthwise: the row kernels (unit stride along the rows) and the pixel ones
+        w = f32(8, 1, 3, 3)
+        y = cl.conv2d_channels_last_forward(x, w, b, stride, (1, 1), (1, 1), 8, "relu6").copy()
+        out[f"dw fwd {stride}"] = y
+        out[f"dw bwd {stride}"] = [a.copy() for a in cl.conv2d_channels_last_backward(
+            f32(*y.shape), x, w, stride, (1, 1), (1, 1), 8, True, True, True)]
+    w = f32(5, 8, 3, 3)  # groups = 1: im2col + GEMM, the bias + activation epilogue, the bias gradient's sums
+    y = cl.conv2d_channels_last_forward(x, w, b[:5], (2, 2), (1, 0), (1, 1), 1, "relu").copy()
+    out["im2col fwd"] = y
+    out["im2col bwd"] = [a.copy() for a in cl.conv2d_channels_last_backward(f32(*y.shape), x, w, (2, 2), (1, 0),
+                                                                            (1, 1), 1, True, True, True)]
+    x3 = x.reshape(-1, 8, 1)  # channels-last batch norm: (M, C, 1)
+    gamma, beta = f32(8), f32(8)
+    y3, mean, invstd, var = [a.copy() for a in batchnorm.batch_norm_train_forward(x3, gamma, beta, 1e-3, "relu6")]
+    out["bn last train"] = [y3, mean, invstd, var]
+    out["bn last eval"] = batchnorm.batch_norm_eval_forward(x3, gamma, beta, mean, var, 1e-3, "relu").copy()
+    out["bn last bwd"] = [a.copy() for a in batchnorm.batch_norm_backward(f32(*x3.shape), x3, gamma, mean, invstd, True,
+                                                                          True, True, y3, "relu6", beta)]
+    big = f32(2, 8, 64, 64)  # NCHW <-> NHWC from elementwise.LAYOUT_SWAP_MIN_BYTES up
+    out["to last"] = elementwise.transpose(big, (0, 2, 3, 1)).copy()
+    out["to first"] = elementwise.transpose(out["to last"], (0, 3, 1, 2)).copy()
+    return out
+
+
+def test_channels_last_kernels_match_one_range(monkeypatch):
+    """The channels-last kernels give the same bits as one range when split over two threads (their sums
+    have as many shares as Numba has threads, here 3, whichever threads run them)."""
+    import numba
+    from tinycnn.kernels.cpu.conv import channels_last as cl
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 3)
+    _on_threads(monkeypatch, 1)
+    whole = _channels_last_outputs()
+    _on_threads(monkeypatch, 2)
+    for module in (cl, batchnorm):
+        monkeypatch.setattr(module, "SERIAL_BELOW", 0)  # these small arrays would otherwise run as one range
+    pieces = []
+    parallel_for = threads.parallel_for
+    monkeypatch.setattr(threads, "parallel_for", lambda work, count: (pieces.append(count), parallel_for(work, count)))
+    split = _channels_last_outputs()
+    assert len(pieces) >= 15 and min(pieces) >= 2
+    np.testing.assert_array_equal(whole["to first"], np.ascontiguousarray(whole["to last"].transpose(0, 3, 1, 2)))
+    for name, expected in whole.items():
+        got = split[name]
+        for e, g in zip(expected if isinstance(expected, list) else [expected], got if isinstance(got, list) else [got]):
+            np.testing.assert_array_equal(g, e, err_msg=name)

@@ -33,7 +33,7 @@ the channels-last backward recomputes the pre-activation from x instead of readi
 """
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import threads
 from .activation import FUSED_CODES, fused_activate, fused_passes
@@ -230,10 +230,23 @@ def update_running(running, batch_value, momentum):
 # M·C values in blocks of `BLOCK_ROWS` rows: within a block, value k belongs to channel k mod C, so the
 # per-channel vectors (sums, scale, shift, ...) are tiled to the block's length once and every inner loop is
 # one contiguous SIMD loop of R·C values, whatever C is (16 channels would otherwise be one vector per row).
-# Threads take whole blocks: the sums go to one row per thread (added up after), the elementwise passes
-# write their own blocks. The statistics take one pass: Σ (x − K) and Σ (x − K)² with K = x's first row, a
+# Threads take whole blocks (ranges of them, each a call of a serial `nogil` kernel on the threads of
+# kernels/cpu/threads.py, as above): the sums go to one row per share of the blocks (as many shares as
+# threads, added up after), the elementwise passes write their own blocks. The statistics take one pass: Σ (x − K) and Σ (x − K)² with K = x's first row, a
 # shift that keeps the variance from cancelling (as the synchronised batch norm does with the running
 # mean); the sums are taken in the data's dtype for up to 64 blocks, then added into float64.
+
+SERIAL_BELOW = 1 << 15  # maps of fewer values run on the caller's thread: waking the others costs more
+
+
+def _on_threads(kernel, count, values, *args):
+    """kernel(*args, start, stop) over range(count): one call below SERIAL_BELOW values, else ranges of it on
+    tinycnn's threads (threads.parallel_range)."""
+    if values < SERIAL_BELOW:
+        kernel(*args, 0, count)
+    else:
+        threads.parallel_range(lambda start, stop: kernel(*args, start, stop), count)
+
 
 def _block_rows(C):
     """Rows per block: about 512 values, a whole number of rows."""
@@ -293,12 +306,16 @@ def _last_backward(dy3, x3, gamma, beta, mean, invstd, need_dx, y3, act):
 # (Each block is taken as slices of the arrays: indexed as flat[start + k] instead, LLVM left the loops
 # scalar, 5× slower.)
 
-@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
 def _last_shifted_sums(flat, shift, sums):
-    """sums[t] += (Σ (x − shift), Σ (x − shift)²) per position of a block, over thread t's blocks."""
+    """sums[t] += (Σ (x − shift), Σ (x − shift)²) per position of a block, over share t of the blocks."""
+    _on_threads(_last_shifted_sum_shares, sums.shape[0], flat.size, flat, shift, sums)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def _last_shifted_sum_shares(flat, shift, sums, t0, t1):
     T, _, L = sums.shape
     blocks = -(-flat.size // L)
-    for t in prange(T):
+    for t in range(t0, t1):
         s = np.zeros(L, flat.dtype)
         q = np.zeros(L, flat.dtype)
         for block in range(t * blocks // T, (t + 1) * blocks // T):
@@ -321,11 +338,15 @@ def _flush(s, q, totals):
     q[:] = 0
 
 
-@njit(cache=True, parallel=True, fastmath={"contract"})
 def _last_affine(flat, scale, shift, out, act):
     """out = act(x · scale + shift), the tiled scale and shift repeating every block."""
+    _on_threads(_last_affine_blocks, -(-flat.size // scale.size), flat.size, flat, scale, shift, out, act)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def _last_affine_blocks(flat, scale, shift, out, act, b0, b1):
     L = scale.size
-    for block in prange(-(-flat.size // L)):
+    for block in range(b0, b1):
         x, y = flat[block * L:(block + 1) * L], out[block * L:(block + 1) * L]
         for k in range(x.size):
             y[k] = fused_activate(x[k] * scale[k] + shift[k], act)
@@ -337,12 +358,17 @@ def _passes(x, y, scale, shift, act, from_input):
     return fused_passes(x * scale + shift if from_input else y, act)
 
 
-@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
 def _last_grad_sums(dy, flat, y, scale, shift, mean, act, from_input, sums):
-    """sums[t] += (Σ dz, Σ dz · (x − mean)) per position of a block, dz = dy · act'(·) (_passes)."""
+    """sums[t] += (Σ dz, Σ dz · (x − mean)) per position of a block, over share t of the blocks,
+    dz = dy · act'(·) (_passes)."""
+    _on_threads(_last_grad_sum_shares, sums.shape[0], flat.size, dy, flat, y, scale, shift, mean, act, from_input, sums)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def _last_grad_sum_shares(dy, flat, y, scale, shift, mean, act, from_input, sums, t0, t1):
     T, _, L = sums.shape
     blocks = -(-flat.size // L)
-    for t in prange(T):
+    for t in range(t0, t1):
         s = np.zeros(L, flat.dtype)
         q = np.zeros(L, flat.dtype)
         for block in range(t * blocks // T, (t + 1) * blocks // T):
@@ -357,11 +383,16 @@ def _last_grad_sums(dy, flat, y, scale, shift, mean, act, from_input, sums):
         _flush(s, q, sums[t])
 
 
-@njit(cache=True, parallel=True, fastmath={"contract"})
 def _last_input_grad(dy, flat, y, scale, shift, mean, act, from_input, a, b, offset, dx):
     """dx = a · dz + b · (x − mean) + offset, dz = dy · act'(·) (_passes), coefficients tiled per block."""
+    _on_threads(_last_input_grad_blocks, -(-flat.size // a.size), flat.size, dy, flat, y, scale, shift, mean, act,
+                from_input, a, b, offset, dx)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def _last_input_grad_blocks(dy, flat, y, scale, shift, mean, act, from_input, a, b, offset, dx, b0, b1):
     L = a.size
-    for block in prange(-(-flat.size // L)):
+    for block in range(b0, b1):
         lo, hi = block * L, (block + 1) * L
         g, x, out, d = dy[lo:hi], flat[lo:hi], y[lo:hi], dx[lo:hi]
         for k in range(x.size):

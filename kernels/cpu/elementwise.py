@@ -5,8 +5,9 @@ would add. The heavy ops of a CNN (conv, pooling, norms, losses) have Numba kern
 Shapes: any; `a`, `b` broadcast as in NumPy; either may be a Python scalar.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
+from . import threads
 from .workspace import output
 
 LAYOUT_SWAP_MIN_BYTES = 1 << 18  # NCHW <-> NHWC copies from this size go to the parallel kernels below
@@ -61,11 +62,21 @@ def transpose(a, axes):
     return np.ascontiguousarray(np.transpose(a, axes))
 
 
-@njit(cache=True, parallel=True)
 def _channels_to_last(x, y):
-    """y[n, h, w, c] = x[n, c, h, w]; parallel over the output rows (n, h)."""
+    """y[n, h, w, c] = x[n, c, h, w], in ranges of the output rows (n, h) on the threads of
+    kernels/cpu/threads.py (a serial `nogil` kernel: a `prange` loop costs about a second more to compile)."""
+    threads.parallel_range(lambda r0, r1: _channels_to_last_rows(x, y, r0, r1), x.shape[0] * x.shape[2])
+
+
+def _channels_to_first(x, y):
+    """y[n, c, h, w] = x[n, h, w, c], in ranges of the input rows (n, h), as _channels_to_last."""
+    threads.parallel_range(lambda r0, r1: _channels_to_first_rows(x, y, r0, r1), x.shape[0] * x.shape[1])
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _channels_to_last_rows(x, y, r0, r1):
     N, C, H, W = x.shape
-    for r in prange(N * H):
+    for r in range(r0, r1):
         n, h = r // H, r % H
         row = y[n, h]
         for c in range(C):
@@ -74,11 +85,10 @@ def _channels_to_last(x, y):
                 row[w, c] = plane_row[w]
 
 
-@njit(cache=True, parallel=True)
-def _channels_to_first(x, y):
-    """y[n, c, h, w] = x[n, h, w, c]; parallel over the input rows (n, h)."""
+@njit(cache=True, nogil=True, error_model="numpy")
+def _channels_to_first_rows(x, y, r0, r1):
     N, H, W, C = x.shape
-    for r in prange(N * H):
+    for r in range(r0, r1):
         n, h = r // H, r % H
         row = x[n, h]
         for c in range(C):

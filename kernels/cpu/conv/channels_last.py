@@ -36,6 +36,24 @@ from .rows import _valid_range
 # runs any other conv through the NCHW kernels between two transposes.
 
 
+# ---------------------------------------------------------------------- threads
+#
+# Each kernel below that loops over rows (or over the shares of a sum) is a serial `nogil` kernel over a range
+# of them, kernel(..., start, stop), run on the threads of kernels/cpu/threads.py: a `prange` loop costs each
+# kernel about a second more to compile on an empty cache (benchmarks/RESULTS.md, "Cold start").
+
+SERIAL_BELOW = 1 << 15  # arrays of fewer values run on the caller's thread: waking the others costs more
+
+
+def _on_threads(kernel, count, values, *args):
+    """kernel(*args, start, stop) over range(count): one call when `values` (the size of the array the kernel
+    goes over) is below SERIAL_BELOW, else ranges of it on tinycnn's threads (threads.parallel_range)."""
+    if values < SERIAL_BELOW:
+        kernel(*args, 0, count)
+    else:
+        threads.parallel_range(lambda start, stop: kernel(*args, start, stop), count)
+
+
 def conv2d_channels_last_forward(x, w, b, stride, padding, dilation, groups, activation=None):
     """x (N, H, W, C), w (F, C/G, KH, KW), b (F,) or None -> y = act(conv2d + b) (N, OH, OW, F), for groups = 1
     or a depthwise conv (groups = C = F); activation None, "relu" or "relu6"."""
@@ -156,17 +174,17 @@ def _column_sums(a2):
     (NumPy's float64 sum over the rows is one-threaded and slower; timings: benchmarks/RESULTS.md,
     "Timings moved from kernel docstrings")."""
     sums = np.zeros((numba.get_num_threads(), a2.shape[1]), np.float64)
-    _row_block_sums(a2, sums)
+    _on_threads(_row_block_sums, sums.shape[0], a2.size, a2, sums)
     return sums.sum(axis=0).astype(a2.dtype)
 
 
-@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
-def _row_block_sums(a2, sums):
-    """sums[t] += Σ of thread t's share of the rows of a2, in the data's dtype for 64 rows at a time (SIMD
-    over the columns), then into the float64 totals."""
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def _row_block_sums(a2, sums, t0, t1):
+    """sums[t] += Σ of share t of the rows of a2 (T = len(sums) shares), for t in [t0, t1), in the data's
+    dtype for 64 rows at a time (SIMD over the columns), then into the float64 totals."""
     T, F = sums.shape
     M = a2.shape[0]
-    for t in prange(T):
+    for t in range(t0, t1):
         part = np.zeros(F, a2.dtype)
         first, last = t * M // T, (t + 1) * M // T
         for m in range(first, last):
@@ -216,24 +234,40 @@ def _columns_last(x, w_shape, stride, top_left, dilation, y_shape, fill=True):
         yield n0, n1, cols
 
 
-@njit(cache=True, parallel=True)
 def _im2col_last(x, KH, KW, stride, padding, dilation, OH, OW, cols):
     """cols[(n, oh, ow), (i, j, c)] = x[n, oh·sh + i·dil_h − top, ow·sw + j·dil_w − left, c], 0 outside the image.
-    Parallel over the output rows (n, oh): each writes its own rows of cols."""
+    In ranges of the output rows (n, oh): each writes its own rows of cols."""
+    _on_threads(_im2col_last_rows, x.shape[0] * OH, cols.size, x, KH, KW, stride, padding, dilation, OH, OW, cols)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _im2col_last_rows(x, KH, KW, stride, padding, dilation, OH, OW, cols, r0, r1):
+    """_im2col_last for the output rows [r0, r1), tap by tap: the pixels ow in [lo, hi) whose tap reads inside
+    the image copy its C values, the others get zeros (the bounds found once a tap, not tested per pixel)."""
     N, H, W, C = x.shape
     (sh, sw), (top, left), (dil_h, dil_w) = stride, padding, dilation
-    for r in prange(N * OH):
+    for r in range(r0, r1):
         n, oh = r // OH, r % OH
-        for ow in range(OW):
-            row = cols[r * OW + ow]
-            for i in range(KH):
-                ih = oh * sh + i * dil_h - top
-                for j in range(KW):
-                    iw = ow * sw + j * dil_w - left
-                    k = (i * KW + j) * C
-                    inside = 0 <= ih < H and 0 <= iw < W
+        rows = cols[r * OW:(r + 1) * OW]
+        for i in range(KH):
+            ih = oh * sh + i * dil_h - top
+            for j in range(KW):
+                k, shift = (i * KW + j) * C, j * dil_w - left
+                lo, hi = _valid_range(shift, sw, W, OW)
+                if ih < 0 or ih >= H:
+                    lo, hi = OW, OW
+                for ow in range(min(lo, OW)):
                     for c in range(C):  # (a slice assignment per pixel costs more than its 3 values on RGB)
-                        row[k + c] = x[n, ih, iw, c] if inside else 0
+                        rows[ow, k + c] = 0
+                for ow in range(hi, OW):
+                    for c in range(C):
+                        rows[ow, k + c] = 0
+                if lo < hi:
+                    src = x[n, ih]
+                    for ow in range(lo, hi):
+                        pixel, dst = src[ow * sw + shift], rows[ow]
+                        for c in range(C):
+                            dst[k + c] = pixel[c]
 
 
 @njit(cache=True)
@@ -289,26 +323,35 @@ def _gather_input_row(row, src, taps, weighted, ih, KH, KW, C, stride, padding, 
                         acc[c] += grad[c]
 
 
-@njit(cache=True, parallel=True)
 def _bias_act_last(y2, b, act):
     """y2 (M, F) = act(y2 + b), per row."""
+    _on_threads(_bias_act_last_rows, y2.shape[0], y2.size, y2, b, act)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _bias_act_last_rows(y2, b, act, m0, m1):
     M, F = y2.shape
-    for m in prange(M):
+    for m in range(m0, m1):
         row = y2[m]
         for f in range(F):
             row[f] = fused_activate(row[f] + b[f], act)
 
 
-@njit(cache=True, parallel=True, fastmath={"contract"})
 def _depthwise_last_forward(x, taps, b, stride, padding, dilation, y, act):
     """y[n, oh, ow, c] = act(b[c] + Σ_{i,j} taps[i, j, c] · x[n, oh·sh + i·dil_h − top, ow·sw + j·dil_w − left, c]).
-    Parallel over the output rows (n, oh); the row (OW·C values) is built in place, tap by tap, each tap a
+    In ranges of the output rows (n, oh); the row (OW·C values) is built in place, tap by tap, each tap a
     multiply-add of C contiguous values per pixel."""
+    _on_threads(_depthwise_last_forward_rows, y.shape[0] * y.shape[1], y.size, x, taps, b, stride, padding, dilation,
+                y, act)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def _depthwise_last_forward_rows(x, taps, b, stride, padding, dilation, y, act, r0, r1):
     N, H, W, C = x.shape
     _, OH, OW, _ = y.shape
     KH, KW, _ = taps.shape
     (sh, sw), (top, left), (dil_h, dil_w) = stride, padding, dilation
-    for r in prange(N * OH):
+    for r in range(r0, r1):
         n, oh = r // OH, r % OH
         out = y[n, oh]
         for ow in range(OW):  # element by element: an array assignment would compile Numba's formatted
@@ -332,30 +375,40 @@ def _depthwise_last_forward(x, taps, b, stride, padding, dilation, y, act):
                     acc[c] = fused_activate(acc[c], act)
 
 
-@njit(cache=True, parallel=True, fastmath={"contract"})
 def _depthwise_last_input_grad(dy, taps, stride, padding, dilation, dx):
     """dx[n, ih, iw, c] = Σ taps[i, j, c] · dy[n, oh, ow, c] over the (oh, ow, i, j) with oh·sh + i·dil_h − top = ih
-    and ow·sw + j·dil_w − left = iw. Parallel over the input rows (n, ih), each gathering from its output rows
+    and ow·sw + j·dil_w − left = iw. In ranges of the input rows (n, ih), each gathering from its output rows
     (`_gather_input_row`)."""
+    _on_threads(_depthwise_last_input_grad_rows, dx.shape[0] * dx.shape[1], dx.size, dy, taps, stride, padding,
+                dilation, dx)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def _depthwise_last_input_grad_rows(dy, taps, stride, padding, dilation, dx, r0, r1):
     N, H, W, C = dx.shape
     KH, KW, _ = taps.shape
-    for r in prange(N * H):
+    for r in range(r0, r1):
         n, ih = r // H, r % H
         _gather_input_row(dx[n, ih], dy[n], taps, True, ih, KH, KW, C, stride, padding, dilation)
 
 
-@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
 def _depthwise_last_weight_grad(dy, x, KH, KW, stride, padding, dilation, sums):
     """sums[t, i·KW + j, c] = Σ dy[n, oh, ow, c] · x[n, oh·sh + i·dil_h − top, ow·sw + j·dil_w − left, c] and
-    sums[t, KH·KW, c] = Σ dy[n, oh, ow, c] (the bias gradient), over thread t's share of the output rows.
-    Each output row is summed in the data's dtype (SIMD over c), then added to the float64 totals; the
-    caller adds the threads' totals: no two threads write the same value."""
+    sums[t, KH·KW, c] = Σ dy[n, oh, ow, c] (the bias gradient), over share t of the output rows (T = len(sums)
+    shares, one range of them a call). Each output row is summed in the data's dtype (SIMD over c), then added
+    to the float64 totals; the caller adds the shares' totals: no two threads write the same value."""
+    _on_threads(_depthwise_last_weight_grad_shares, sums.shape[0], dy.size, dy, x, KH, KW, stride, padding, dilation,
+                sums)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def _depthwise_last_weight_grad_shares(dy, x, KH, KW, stride, padding, dilation, sums, t0, t1):
     N, H, W, C = x.shape
     _, OH, OW, _ = dy.shape
     T, taps_and_bias, _ = sums.shape
     (sh, sw), (top, left), (dil_h, dil_w) = stride, padding, dilation
     rows = N * OH
-    for t in prange(T):
+    for t in range(t0, t1):
         row_sums = np.zeros((taps_and_bias, C), dy.dtype)
         for r in range(t * rows // T, (t + 1) * rows // T):
             n, oh = r // OH, r % OH
@@ -399,18 +452,23 @@ def _tiled_taps(taps, OW):
     return np.ascontiguousarray(np.tile(taps, (1, 1, OW)))
 
 
-@njit(cache=True, parallel=True, fastmath={"contract"})
 def _depthwise_rows_forward(x_rows, tap_rows, bias_row, C, H, OH, sh, padding, dilation, y_rows, act):
     """y[n, oh] = act(bias + Σ_{i,j} tap_row[i, j] · (x[n, oh·sh + i·dil_h − top] shifted by j·dil_w − left pixels)),
-    x_rows (N·H, W·C), y_rows (N·OH, OW·C), tap_rows (KH, KW, OW·C); parallel over the output rows (n, oh)."""
+    x_rows (N·H, W·C), y_rows (N·OH, OW·C), tap_rows (KH, KW, OW·C); in ranges of the output rows (n, oh)."""
+    _on_threads(_depthwise_rows_forward_range, y_rows.shape[0], y_rows.size, x_rows, tap_rows, bias_row, C, H, OH, sh,
+                padding, dilation, y_rows, act)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def _depthwise_rows_forward_range(x_rows, tap_rows, bias_row, C, H, OH, sh, padding, dilation, y_rows, act, r0, r1):
     KH, KW, _ = tap_rows.shape
     W, OW = x_rows.shape[1] // C, y_rows.shape[1] // C
     top, left = padding
     dil_h, dil_w = dilation
-    for r in prange(y_rows.shape[0]):
+    for r in range(r0, r1):
         n, oh = r // OH, r % OH
         out = y_rows[r]
-        for k in range(out.size):  # not out[:] = bias_row: see _depthwise_last_forward
+        for k in range(out.size):  # not out[:] = bias_row: see _depthwise_last_forward_rows
             out[k] = bias_row[k]
         for i in range(KH):
             ih = oh * sh + i * dil_h - top
@@ -428,16 +486,21 @@ def _depthwise_rows_forward(x_rows, tap_rows, bias_row, C, H, OH, sh, padding, d
                 out[k] = fused_activate(out[k], act)
 
 
-@njit(cache=True, parallel=True, fastmath={"contract"})
 def _depthwise_rows_input_grad(dy_rows, tap_rows, C, H, OH, sh, padding, dilation, dx_rows):
     """dx[n, ih] = Σ tap_row[i, j] · (dy[n, oh] shifted by j·dil_w − left pixels) over the taps (i, j) and the
-    output rows oh with oh·sh + i·dil_h − top = ih; dy_rows (N·OH, OW·C), dx_rows (N·H, W·C). Parallel over the
+    output rows oh with oh·sh + i·dil_h − top = ih; dy_rows (N·OH, OW·C), dx_rows (N·H, W·C). In ranges of the
     input rows (n, ih): each gathers into its own row."""
+    _on_threads(_depthwise_rows_input_grad_range, dx_rows.shape[0], dx_rows.size, dy_rows, tap_rows, C, H, OH, sh,
+                padding, dilation, dx_rows)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def _depthwise_rows_input_grad_range(dy_rows, tap_rows, C, H, OH, sh, padding, dilation, dx_rows, r0, r1):
     KH, KW, _ = tap_rows.shape
     W, OW = dx_rows.shape[1] // C, dy_rows.shape[1] // C
     top, left = padding
     dil_h, dil_w = dilation
-    for r in prange(dx_rows.shape[0]):
+    for r in range(r0, r1):
         n, ih = r // H, r % H
         row = dx_rows[r]
         row[:] = 0
@@ -454,19 +517,24 @@ def _depthwise_rows_input_grad(dy_rows, tap_rows, C, H, OH, sh, padding, dilatio
                     acc[k] += g[k] * tap[k]
 
 
-@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
 def _depthwise_rows_weight_grad(dy_rows, x_rows, C, H, OH, sh, padding, dilation, KW, sums):
     """sums[t, i·KW + j, ow·C + c] = Σ dy[n, oh, ow, c] · x[n, oh·sh + i·dil_h − top, ow + j·dil_w − left, c], and
-    sums[t, KH·KW] = Σ dy (the bias gradient), over thread t's share of the output rows (n, oh): one SIMD
-    multiply-add over a whole row per tap. The sums run in the data's dtype for 16 rows at a time, then go
-    into the float64 totals; the caller adds them over t and ow."""
+    sums[t, KH·KW] = Σ dy (the bias gradient), over share t of the output rows (n, oh) (T = len(sums) shares,
+    one range of them a call): one SIMD multiply-add over a whole row per tap. The sums run in the data's
+    dtype for 16 rows at a time, then go into the float64 totals; the caller adds them over t and ow."""
+    _on_threads(_depthwise_rows_weight_grad_shares, sums.shape[0], dy_rows.size, dy_rows, x_rows, C, H, OH, sh,
+                padding, dilation, KW, sums)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def _depthwise_rows_weight_grad_shares(dy_rows, x_rows, C, H, OH, sh, padding, dilation, KW, sums, t0, t1):
     T, taps_and_bias, OWC = sums.shape
     KH = (taps_and_bias - 1) // KW
     W, OW = x_rows.shape[1] // C, OWC // C
     top, left = padding
     dil_h, dil_w = dilation
     rows = dy_rows.shape[0]
-    for t in prange(T):
+    for t in range(t0, t1):
         part = np.zeros((taps_and_bias, OWC), dy_rows.dtype)
         first, last = t * rows // T, (t + 1) * rows // T
         for r in range(first, last):
