@@ -120,15 +120,24 @@ def detection_metrics(predictions, truths, threshold):
             "curve": {"precision": precision, "recall": recall, "scores": scores}}
 
 
-def best_f1_threshold(curve, default):
-    """The score threshold whose detections have the best F1 at IoU 0.5 on the curve's data (the lowest
-    score of that prefix of the ranking); `default` when nothing is ever matched."""
+def best_f1_threshold(curve, default, tolerance=0.0):
+    """The score threshold whose detections have the best F1 at IoU 0.5 on the curve's data (the lowest score
+    of that prefix of the ranking); with a tolerance, the lowest threshold whose F1 is within `tolerance` of
+    the best (on a small val set F1 is flat over a wide range of thresholds: of those, the lowest keeps the
+    most plates). `default` when nothing is ever matched."""
     precision, recall = np.asarray(curve["precision"]), np.asarray(curve["recall"])
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
     if len(f1) == 0 or f1.max() <= 0:
         return float(default)
-    return float(np.asarray(curve["scores"])[int(np.argmax(f1))])
+    index = int(np.argmax(f1)) if tolerance <= 0 else int(np.nonzero(f1 >= f1.max() - tolerance)[0].max())
+    return float(np.asarray(curve["scores"])[index])
+
+
+def one_plate_tolerance(n_plates):
+    """The F1 tolerance of the detector's threshold rule: one plate's worth of recall (1 / plates), under
+    which a difference in F1 on the val set is one plate found or missed: noise, on a few dozen photos."""
+    return 1.0 / n_plates if n_plates else 0.0
 
 
 def draw_pr_curve(path, curve, title="precision-recall at IoU 0.5", threshold=None, size=(480, 400)):

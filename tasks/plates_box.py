@@ -134,8 +134,8 @@ def add_train_arguments(parser):
     parser.add_argument("--neck", type=int, default=None, help="--head center: channels of the neck and heads (default 64)")
     parser.add_argument("--score-threshold", type=float, default=None,
                         help="--head center: the score a detection needs in predict, redact and the "
-                             "precision/recall/F1 metrics (default: the threshold of the best F1 on val, "
-                             "chosen after training and kept in best.tcnn)")
+                             "precision/recall/F1 metrics (default: the lowest threshold whose F1 on val is "
+                             "within one plate of the best, chosen after training and kept in best.tcnn)")
     detect_pretrain.add_arguments(parser)
 
 

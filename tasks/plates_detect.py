@@ -40,7 +40,7 @@ from tinycnn.ops.detection import sigmoid_focal_loss
 from . import detect_pretrain
 from .box_ops import augment_sample, boxes_to_letterbox, fill_mask_from_boxes
 from .centernet_targets import STRIDE, boxes_at, encode_batch, encode_targets, pad_boxes, valid_boxes  # noqa: F401
-from .detection_metrics import best_f1_threshold, detection_metrics, draw_pr_curve, pairwise_iou
+from .detection_metrics import best_f1_threshold, detection_metrics, draw_pr_curve, one_plate_tolerance, pairwise_iou
 from .plates_models import ConvBNReLU6, inverted_residual_stack, scaled_channels
 from .plates_pipeline import (PlateTraining, data_source, draw_boxes, evaluate_split, output_path, predict_photos,
                               read_annotation_csv, to_model_input)
@@ -377,20 +377,22 @@ class DetectTraining(PlateTraining):
 
     def report(self, folder, args, rows, val_set):
         """The best model's metrics on val and its PR curve (RUN/pr_curve-val.png); without --score-threshold,
-        first the threshold of the best F1 on val, kept in best.tcnn for evaluate, predict and redact."""
+        first the score threshold, kept in best.tcnn for evaluate, predict and redact: the lowest whose F1 on
+        val is within one plate's worth (1 / val plates) of the best F1."""
         path = os.path.join(folder, "best.tcnn")
         best = tinycnn.load_model(path, device=args.device, compile=False)
         predictions = detect_all(best, val_set, AP_THRESHOLD, args.batch_size)
         chosen = best.metadata.get("score_threshold") is None
         if chosen:
-            curve = evaluate_on(best, val_set, predictions=predictions, threshold=SCORE_THRESHOLD)["curve"]
-            best.metadata["score_threshold"] = best_f1_threshold(curve, default=SCORE_THRESHOLD)
+            metrics = evaluate_on(best, val_set, predictions=predictions, threshold=SCORE_THRESHOLD)
+            best.metadata["score_threshold"] = best_f1_threshold(
+                metrics["curve"], default=SCORE_THRESHOLD, tolerance=one_plate_tolerance(metrics["n_plates"]))
             best.save(path)
         metrics = evaluate_on(best, val_set, predictions=predictions)
         draw_pr_curve(os.path.join(folder, "pr_curve-val.png"), metrics.pop("curve"),
                       title="precision-recall at IoU 0.5, val split", threshold=metrics["threshold"])
         print(f"best.tcnn on val ({metrics['n_images']} photos, original pixels): " + describe(metrics)
-              + (" (the threshold of the best F1 on val, kept in best.tcnn)" if chosen else ""))
+              + (" (the lowest threshold within one plate of the best F1 on val, kept in best.tcnn)" if chosen else ""))
 
     describe = staticmethod(describe)
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tinycnn.tasks.detection_metrics import (average_precision, best_f1_threshold, detection_metrics, draw_pr_curve,
-                                             match_image, pairwise_iou, precision_recall)
+                                             match_image, one_plate_tolerance, pairwise_iou, precision_recall)
 
 A = [0, 0, 10, 10]
 B = [20, 0, 30, 10]
@@ -88,3 +88,15 @@ def test_best_f1_threshold_by_hand():
     assert best_f1_threshold(curve, default=0.3) == pytest.approx(0.7)
     nothing = {"precision": np.zeros(2), "recall": np.zeros(2), "scores": np.array([0.5, 0.4])}
     assert best_f1_threshold(nothing, default=0.3) == 0.3
+
+
+def test_threshold_within_a_tolerance_of_the_best_f1_is_the_lowest():
+    # 4 plates; ranking hit 0.9, hit 0.8, hit 0.7, miss 0.6, miss 0.5, hit 0.4:
+    # F1 after each = 0.4, 0.667, 0.857, 0.75, 0.667, 0.8
+    tp = np.cumsum([1, 1, 1, 0, 0, 1])
+    curve = {"precision": tp / np.arange(1, 7), "recall": tp / 4, "scores": np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])}
+    assert best_f1_threshold(curve, default=0.3) == pytest.approx(0.7)  # the best F1, 0.857
+    assert one_plate_tolerance(4) == 0.25
+    assert best_f1_threshold(curve, default=0.3, tolerance=one_plate_tolerance(4)) == pytest.approx(0.4)  # F1 0.8
+    assert best_f1_threshold(curve, default=0.3, tolerance=0.05) == pytest.approx(0.7)  # 0.8 is 0.057 below
+    assert one_plate_tolerance(0) == 0.0

@@ -39,7 +39,7 @@ def detect_run(plates, tmp_path_factory):
 def test_the_default_head_is_the_detector(detect_run):
     metadata = read_metadata(detect_run / "best.tcnn")
     assert metadata["head"] == "center" and metadata["task"] == "plates-box" and metadata["img_size"] == SIZE
-    # no --score-threshold: the best F1's threshold on val, chosen after training, is kept in best.tcnn
+    # no --score-threshold: the lowest threshold within one plate of the best F1 on val, kept in best.tcnn
     assert isinstance(metadata["score_threshold"], float) and 0 < metadata["score_threshold"] <= 1
     assert read_metadata(detect_run / "last.tcnn")["score_threshold"] is None
     for name in ("best.tcnn", "last.tcnn", "history.csv", "curves.png", "pr_curve-val.png"):
