@@ -85,7 +85,8 @@ DEFAULTS = {
         "fused_activation": (batch_norm_train_forward, batch_norm_eval_forward, batch_norm_backward),
     },
 }
-NOT_COMPOSED = {("conv", "asymmetric_padding"), ("conv", "channels_last")}  # the op layer handles these
+NOT_COMPOSED = {("conv", "asymmetric_padding"), ("conv", "channels_last"),  # the op layer handles these,
+                ("conv", "constant_weights")}  # and the inference plan this one
 
 
 class FamilyWithDefaults:

@@ -141,6 +141,9 @@ OPTIONAL = {
             "conv2d_channels_last_forward": f"x, w, b, {_GEOMETRY}, activation=None",
             "conv2d_channels_last_backward": f"dy, x, w, {_GEOMETRY}, {_NEEDS}",
         }),
+        # a context manager: inside it the given arrays (an inference plan's weights) stay the same, so what the
+        # kernels derive from them (transformed filters) may be kept in `memo` across calls
+        "constant_weights": _table({"constant_weights": "arrays, memo"}),
     },
     "batchnorm": {
         # activation=None | "relu" | "relu6" applied in the batch norm's pass; the backward gets the output y3

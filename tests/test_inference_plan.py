@@ -132,6 +132,25 @@ def test_an_in_place_weight_change_rebuilds_the_plan():
     assert not np.array_equal(before, after)
 
 
+def test_the_plan_keeps_the_winograd_filters_and_an_in_place_weight_change_drops_them():
+    """A replay keeps what the kernels derive from the weights (the Winograd filter transform of the tutorial
+    net's 3x3 conv: kernels/cpu/workspace.py `prepared`), and a weight changed in place gets a new plan with a
+    transform of the new weights: the same outputs as the ordinary forward."""
+    from tasks.catdog import seed_model
+    tinycnn.manual_seed(0)
+    model = seed_model(32, 1, 2)
+    x = _images((32, 32, 1))
+    before = _check_replay(model, x)
+    old_plan = next(iter(_plans(model).values()))
+    assert any(key[0] == "winograd_filters" for key in old_plan._prepared)
+    conv = [m for _, m in model.named_modules() if isinstance(m, layers.Conv2D)][1]  # 64 -> 64, 3x3: Winograd
+    conv.kernel.data *= -1.5  # in place: the same array, the same address
+    conv.kernel.bump_version()
+    after = _check_replay(model, x)
+    assert next(iter(_plans(model).values())) is not old_plan
+    assert not np.array_equal(before, after)
+
+
 def test_an_optimizer_step_rebuilds_the_plan():
     from tasks.catdog import strong_model
     tinycnn.manual_seed(0)

@@ -15,6 +15,10 @@ the same kernels with the same arrays, hence the same outputs. Each intermediate
 last use, so that the CPU kernels' output cache (kernels/cpu/workspace.py) hands the same memory back to the
 next replay: the buffers are allocated once and reused, and no kernel needs an `out=` argument for it.
 
+The weights are constants of the plan: a backend that declares the conv capability "constant_weights"
+(kernels/contract.py) is told so around each replay, and keeps what it derives from them (the CPU's
+Winograd filter transform, U = G g Gᵀ) for the next replay instead of deriving it on every call.
+
 When a plan is (re)built: plans live on the inference form (tinycnn/fuse.py), which is rebuilt when a weight
 changes (its cache key holds every tensor's version), so a weight change drops them; one plan per input
 shapes, dtypes and device (a batch size, the last partial batch of predict its own), `PLANS_PER_FORM` kept.
@@ -166,15 +170,20 @@ class InferencePlan:
                 dropped[index].append(i)
         self._values = values
         self._inputs = len(inputs)
+        self._constants = [v for i, v in enumerate(values) if i >= len(inputs) and i not in computed]
+        self._prepared = {}  # what the kernels derive from the constants (transformed filters), kept across calls
+        k = kernels_for(self.device)
+        self._constant_block = k.conv.constant_weights if k.has("conv", "constant_weights") else None
         self._steps = [step + (tuple(drop),) for step, drop in zip(steps, dropped)]
 
     def __call__(self, *arrays):
         values = self._values.copy()
         values[:self._inputs] = arrays
-        for op, k, slots, kwargs, out, last_uses in self._steps:
-            values[out] = op.forward(op(k), *[values[i] for i in slots], **kwargs)
-            for i in last_uses:
-                values[i] = None
+        with self._constant_block(self._constants, self._prepared) if self._constant_block else _no_block():
+            for op, k, slots, kwargs, out, last_uses in self._steps:
+                values[out] = op.forward(op(k), *[values[i] for i in slots], **kwargs)
+                for i in last_uses:
+                    values[i] = None
         return [values[i] for i in self._outputs]
 
     def run(self, tensors):
@@ -184,6 +193,9 @@ class InferencePlan:
 
     def __len__(self):
         return len(self._steps)
+
+
+_no_block = contextlib.nullcontext
 
 
 def _record(form, x):

@@ -15,10 +15,16 @@ allocator and tcmalloc buy the same).
   view (a view holds a reference to its base), graph node or user variable can see it being reused. Only
   arrays of at least `OUTPUT_MIN_BYTES` are kept, `OUTPUT_CACHE_BYTES` in all (least recently used first out).
 
+- `constant_weights(arrays, memo)`: a block (an inference plan's replay) in which these arrays do not change;
+  inside it `prepared(w, role, make)` keeps make(w) (Winograd's transformed filters, ...) in `memo` for the
+  next replay instead of deriving it again on every call. Outside such a block, or for an array that is not
+  one of them, `prepared` is make(w).
+
 Both are per thread, so two threads running kernels never share a buffer. The CUDA kernels need neither
 (the GPU allocator of numba-cuda has its own pool).
 """
 import collections
+import contextlib
 import sys
 import threading
 
@@ -89,3 +95,31 @@ def output(shape, dtype):
 def clear():
     """Forget this thread's scratch buffers and recycled outputs (arrays still in use stay valid)."""
     _local.state = None
+
+
+def _address(array):
+    return array.__array_interface__["data"][0]
+
+
+@contextlib.contextmanager
+def constant_weights(arrays, memo):
+    """Inside the block (on this thread), the NumPy arrays among `arrays` are constants (see the module doc)."""
+    previous = getattr(_local, "constants", None)
+    _local.constants = ({_address(a) for a in arrays if isinstance(a, np.ndarray)}, memo)
+    try:
+        yield
+    finally:
+        _local.constants = previous
+
+
+def prepared(w, role, make):
+    """make(w), kept in the memo of the enclosing `constant_weights` block when w's memory is one of its
+    constants (the same memory, shape, strides and dtype: the same values), else computed now."""
+    block = getattr(_local, "constants", None)
+    if block is None or _address(w) not in block[0]:
+        return make(w)
+    key = (role, _address(w), w.shape, w.strides, w.dtype.str)
+    memo = block[1]
+    if key not in memo:
+        memo[key] = make(w)
+    return memo[key]

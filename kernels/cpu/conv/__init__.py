@@ -43,7 +43,7 @@ import numpy as np
 
 from ..activation import FUSED_CODES
 from ..pool import max_pool2d_forward
-from ..workspace import output
+from ..workspace import constant_weights, output  # noqa: F401 (constant_weights: the capability)
 from .algorithms import ALGORITHMS, Algorithm, choose, convolve, convolve_backward
 from .channels_last import conv2d_channels_last_backward, conv2d_channels_last_forward
 from .geometry import _geometry, _top_left, conv_output_size, conv_transpose_output_size

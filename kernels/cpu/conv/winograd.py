@@ -11,7 +11,7 @@ from numba import njit
 from .. import threads
 from ..activation import fused_activate
 from ..gemm import matmul
-from ..workspace import scratch
+from ..workspace import prepared, scratch
 from .epilogue import _bias_or_zeros, _gradient_buffers
 from .rows import _copy_row, _relu_grad_row
 
@@ -117,7 +117,7 @@ def _winograd_forward(x, w, b, act, padding, y, pooled_from=None):
     N, C = x.shape[0], x.shape[1]
     F = w.shape[0]
     TH, TW = _winograd_tiles(y.shape[2:] if pooled_from is None else pooled_from[2:])
-    U = _winograd_filters(w)
+    U = prepared(w, "winograd_filters", _winograd_filters)  # kept across an inference plan's replays
     rows = _winograd_piece_rows(C, F, TW, x.dtype.itemsize)
     pieces = -(-N * TH // rows)
 
