@@ -123,8 +123,11 @@ class Module:
         return int(sum(p.size for p in self.parameters()))
 
     def train(self, mode=True):
-        for _, module in self.named_modules():
+        stack = [self]  # every module, without named_modules' nested generators (predict calls this twice)
+        while stack:
+            module = stack.pop()
             object.__setattr__(module, "training", mode)
+            stack.extend(module._modules.values())
         return self
 
     def eval(self):

@@ -103,9 +103,13 @@ def _address(array):
 
 @contextlib.contextmanager
 def constant_weights(arrays, memo):
-    """Inside the block (on this thread), the NumPy arrays among `arrays` are constants (see the module doc)."""
+    """Inside the block (on this thread), the NumPy arrays among `arrays` are constants (see the module doc);
+    one memo goes with one list of arrays."""
     previous = getattr(_local, "constants", None)
-    _local.constants = ({_address(a) for a in arrays if isinstance(a, np.ndarray)}, memo)
+    addresses = memo.get("constant addresses")  # the same arrays on every call with this memo: found once
+    if addresses is None:
+        addresses = memo["constant addresses"] = frozenset(_address(a) for a in arrays if isinstance(a, np.ndarray))
+    _local.constants = (addresses, memo)
     try:
         yield
     finally:
