@@ -119,6 +119,7 @@ def test_channels_last_kernels_match_one_range(monkeypatch):
     """The channels-last kernels give the same bits as one range when split over two threads (their sums
     have as many shares as Numba has threads, here 3, whichever threads run them)."""
     import numba
+    from tinycnn.kernels.cpu import elementwise
     from tinycnn.kernels.cpu.conv import channels_last as cl
     monkeypatch.setattr(numba, "get_num_threads", lambda: 3)
     _on_threads(monkeypatch, 1)
@@ -126,6 +127,7 @@ def test_channels_last_kernels_match_one_range(monkeypatch):
     _on_threads(monkeypatch, 2)
     for module in (cl, batchnorm):
         monkeypatch.setattr(module, "SERIAL_BELOW", 0)  # these small arrays would otherwise run as one range
+    monkeypatch.setattr(elementwise, "LAYOUT_SWAP_THREADS_BYTES", 0)
     pieces = []
     parallel_for = threads.parallel_for
     monkeypatch.setattr(threads, "parallel_for", lambda work, count: (pieces.append(count), parallel_for(work, count)))

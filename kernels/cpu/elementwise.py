@@ -10,7 +10,8 @@ from numba import njit
 from . import threads
 from .workspace import output
 
-LAYOUT_SWAP_MIN_BYTES = 1 << 18  # NCHW <-> NHWC copies from this size go to the parallel kernels below
+LAYOUT_SWAP_MIN_BYTES = 1 << 18  # NCHW <-> NHWC copies from this size go to the kernels below
+LAYOUT_SWAP_THREADS_BYTES = 1 << 20  # and from this size to tinycnn's threads (waking them costs ~50 µs)
 
 
 def asarray(a, dtype):
@@ -65,12 +66,20 @@ def transpose(a, axes):
 def _channels_to_last(x, y):
     """y[n, h, w, c] = x[n, c, h, w], in ranges of the output rows (n, h) on the threads of
     kernels/cpu/threads.py (a serial `nogil` kernel: a `prange` loop costs about a second more to compile)."""
-    threads.parallel_range(lambda r0, r1: _channels_to_last_rows(x, y, r0, r1), x.shape[0] * x.shape[2])
+    _rows_on_threads(_channels_to_last_rows, x, y, x.shape[0] * x.shape[2])
 
 
 def _channels_to_first(x, y):
     """y[n, c, h, w] = x[n, h, w, c], in ranges of the input rows (n, h), as _channels_to_last."""
-    threads.parallel_range(lambda r0, r1: _channels_to_first_rows(x, y, r0, r1), x.shape[0] * x.shape[1])
+    _rows_on_threads(_channels_to_first_rows, x, y, x.shape[0] * x.shape[1])
+
+
+def _rows_on_threads(kernel, x, y, rows):
+    """kernel(x, y, start, stop) over range(rows): one call below LAYOUT_SWAP_THREADS_BYTES, else ranges of it."""
+    if x.nbytes < LAYOUT_SWAP_THREADS_BYTES:
+        kernel(x, y, 0, rows)
+    else:
+        threads.parallel_range(lambda start, stop: kernel(x, y, start, stop), rows)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
