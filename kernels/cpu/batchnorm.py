@@ -236,8 +236,8 @@ def update_running(running, batch_value, momentum):
 # shift that keeps the variance from cancelling (as the synchronised batch norm does with the running
 # mean); the sums are taken in the data's dtype for up to 64 blocks, then added into float64.
 
-SERIAL_BELOW = 1 << 20  # maps of fewer values run on the caller's thread: waking tinycnn's threads (~50 µs at 2
-# threads) costs more than it saves on a pass of ~0.2 ns a value (timings: benchmarks/RESULTS.md, "Cold start")
+SERIAL_BELOW = 1 << 20  # maps of fewer values run on the caller's thread: waking tinycnn's threads (~50 µs)
+# costs more than it saves (timings: benchmarks/RESULTS.md, "Cold start")
 
 
 def _on_threads(kernel, count, values, *args):

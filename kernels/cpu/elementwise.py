@@ -11,7 +11,7 @@ from . import threads
 from .workspace import output
 
 LAYOUT_SWAP_MIN_BYTES = 1 << 18  # NCHW <-> NHWC copies from this size go to the kernels below
-LAYOUT_SWAP_THREADS_BYTES = 1 << 20  # and from this size to tinycnn's threads (waking them costs ~50 µs)
+LAYOUT_SWAP_THREADS_BYTES = 1 << 22  # and from this size to tinycnn's threads (waking them costs ~50 µs)
 
 
 def asarray(a, dtype):

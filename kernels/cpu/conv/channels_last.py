@@ -42,16 +42,14 @@ from .rows import _valid_range
 # of them, kernel(..., start, stop), run on the threads of kernels/cpu/threads.py: a `prange` loop costs each
 # kernel about a second more to compile on an empty cache (benchmarks/RESULTS.md, "Cold start").
 
-SERIAL_BELOW = 1 << 17  # less work runs on the caller's thread: waking tinycnn's threads costs more than it saves
-PASS_COST = 8  # a one-pass elementwise kernel (bias + activation, sums) does this much less work a value than a 3×3
-# depthwise kernel (timings: benchmarks/RESULTS.md, "Cold start (issue 20)")
+SERIAL_BELOW = 1 << 20  # arrays of fewer values run on the caller's thread: waking tinycnn's threads (~50 µs)
+# costs more than it saves, and a batch-1 predict stays on one thread (timings: benchmarks/RESULTS.md, "Cold start")
 
 
-def _on_threads(kernel, count, work, *args):
-    """kernel(*args, start, stop) over range(count): one call when `work` (the values the kernel writes or
-    reads, for a depthwise 3×3 kernel; divided by PASS_COST for a one-pass kernel) is below SERIAL_BELOW, else
-    ranges of it on tinycnn's threads (threads.parallel_range)."""
-    if work < SERIAL_BELOW:
+def _on_threads(kernel, count, values, *args):
+    """kernel(*args, start, stop) over range(count): one call when `values` (the size of the array the kernel
+    goes over) is below SERIAL_BELOW, else ranges of it on tinycnn's threads (threads.parallel_range)."""
+    if values < SERIAL_BELOW:
         kernel(*args, 0, count)
     else:
         threads.parallel_range(lambda start, stop: kernel(*args, start, stop), count)
@@ -177,7 +175,7 @@ def _column_sums(a2):
     (NumPy's float64 sum over the rows is one-threaded and slower; timings: benchmarks/RESULTS.md,
     "Timings moved from kernel docstrings")."""
     sums = np.zeros((numba.get_num_threads(), a2.shape[1]), np.float64)
-    _on_threads(_row_block_sums, sums.shape[0], a2.size // PASS_COST, a2, sums)
+    _on_threads(_row_block_sums, sums.shape[0], a2.size, a2, sums)
     return sums.sum(axis=0).astype(a2.dtype)
 
 
@@ -328,7 +326,7 @@ def _gather_input_row(row, src, taps, weighted, ih, KH, KW, C, stride, padding, 
 
 def _bias_act_last(y2, b, act):
     """y2 (M, F) = act(y2 + b), per row."""
-    _on_threads(_bias_act_last_rows, y2.shape[0], y2.size // PASS_COST, y2, b, act)
+    _on_threads(_bias_act_last_rows, y2.shape[0], y2.size, y2, b, act)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
