@@ -120,13 +120,11 @@ def test_channels_last_kernels_match_one_range(monkeypatch):
     have as many shares as Numba has threads, here 3, whichever threads run them)."""
     import numba
     from tinycnn.kernels.cpu import elementwise
-    from tinycnn.kernels.cpu.conv import channels_last as cl
     monkeypatch.setattr(numba, "get_num_threads", lambda: 3)
     _on_threads(monkeypatch, 1)
     whole = _channels_last_outputs()
     _on_threads(monkeypatch, 2)
-    for module in (cl, batchnorm):
-        monkeypatch.setattr(module, "SERIAL_BELOW", 0)  # these small arrays would otherwise run as one range
+    monkeypatch.setattr(threads, "SERIAL_BELOW", 0)  # these small arrays would otherwise run as one range
     monkeypatch.setattr(elementwise, "LAYOUT_SWAP_THREADS_BYTES", 0)
     pieces = []
     parallel_for = threads.parallel_for

@@ -236,17 +236,7 @@ def update_running(running, batch_value, momentum):
 # shift that keeps the variance from cancelling (as the synchronised batch norm does with the running
 # mean); the sums are taken in the data's dtype for up to 64 blocks, then added into float64.
 
-SERIAL_BELOW = 1 << 20  # maps of fewer values run on the caller's thread: waking tinycnn's threads (~50 µs)
-# costs more than it saves (timings: benchmarks/RESULTS.md, "Cold start")
-
-
-def _on_threads(kernel, count, values, *args):
-    """kernel(*args, start, stop) over range(count): one call below SERIAL_BELOW values, else ranges of it on
-    tinycnn's threads (threads.parallel_range)."""
-    if values < SERIAL_BELOW:
-        kernel(*args, 0, count)
-    else:
-        threads.parallel_range(lambda start, stop: kernel(*args, start, stop), count)
+_on_threads = threads.on_threads  # one call below threads.SERIAL_BELOW values, else tinycnn's threads
 
 
 def _block_rows(C):

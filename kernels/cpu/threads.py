@@ -83,6 +83,19 @@ def parallel_range(work, count, pieces_per_thread=16):
     parallel_for(lambda i: work(bounds[i], bounds[i + 1]), pieces)
 
 
+SERIAL_BELOW = 1 << 20  # arrays of fewer values run on the caller's thread: waking tinycnn's threads (~50 µs)
+# costs more than it saves, and a batch-1 predict stays on one thread (timings: benchmarks/RESULTS.md, "Cold start")
+
+
+def on_threads(kernel, count, values, *args):
+    """kernel(*args, start, stop) over range(count): one call when `values` (the size of the array the kernel
+    goes over) is below SERIAL_BELOW, else ranges of it spread by parallel_range."""
+    if values < SERIAL_BELOW:
+        kernel(*args, 0, count)
+    else:
+        parallel_range(lambda start, stop: kernel(*args, start, stop), count)
+
+
 def _executor(threads):
     """The pool (threads − 1 workers: the caller is the other one), grown when more threads are asked for."""
     global _pool, _pool_size

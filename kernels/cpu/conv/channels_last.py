@@ -42,17 +42,7 @@ from .rows import _valid_range
 # of them, kernel(..., start, stop), run on the threads of kernels/cpu/threads.py: a `prange` loop costs each
 # kernel about a second more to compile on an empty cache (benchmarks/RESULTS.md, "Cold start").
 
-SERIAL_BELOW = 1 << 20  # arrays of fewer values run on the caller's thread: waking tinycnn's threads (~50 µs)
-# costs more than it saves, and a batch-1 predict stays on one thread (timings: benchmarks/RESULTS.md, "Cold start")
-
-
-def _on_threads(kernel, count, values, *args):
-    """kernel(*args, start, stop) over range(count): one call when `values` (the size of the array the kernel
-    goes over) is below SERIAL_BELOW, else ranges of it on tinycnn's threads (threads.parallel_range)."""
-    if values < SERIAL_BELOW:
-        kernel(*args, 0, count)
-    else:
-        threads.parallel_range(lambda start, stop: kernel(*args, start, stop), count)
+_on_threads = threads.on_threads  # one call below threads.SERIAL_BELOW values, else tinycnn's threads
 
 
 def conv2d_channels_last_forward(x, w, b, stride, padding, dilation, groups, activation=None):
