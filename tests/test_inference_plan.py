@@ -151,6 +151,27 @@ def test_the_plan_keeps_the_winograd_filters_and_an_in_place_weight_change_drops
     assert not np.array_equal(before, after)
 
 
+def test_the_plan_keeps_the_channels_last_taps_and_an_in_place_weight_change_drops_them():
+    """Channels-last convs re-lay their filters (taps last; a depthwise conv's taps repeated along a row):
+    a replay keeps them, and a depthwise weight changed in place gets a new plan with the new taps."""
+    from tasks.plates_models import PlateBoxRegressor
+    tinycnn.manual_seed(0)
+    model = PlateBoxRegressor(width=0.5, data_format="channels_last")
+    x = _images((3, 64, 64))
+    model.predict(x)
+    _random_statistics(model)
+    before = _check_replay(model, x)
+    old_plan = next(iter(_plans(model).values()))
+    roles = {key[0] if isinstance(key[0], str) else key[0][0] for key in old_plan._prepared}
+    assert {"taps_last", "depthwise_tap_rows", "bias_row"} <= roles
+    depthwise = [m for _, m in model.named_modules() if isinstance(m, layers.DepthwiseConv2D)][-1]
+    depthwise.kernel.data *= -1.5
+    depthwise.kernel.bump_version()
+    after = _check_replay(model, x)
+    assert next(iter(_plans(model).values())) is not old_plan
+    assert not np.array_equal(before, after)
+
+
 def test_an_optimizer_step_rebuilds_the_plan():
     from tasks.catdog import strong_model
     tinycnn.manual_seed(0)

@@ -9,7 +9,7 @@ from numba import njit, prange
 from .. import threads
 from ..activation import FUSED_CODES, fused_activate
 from ..gemm import matmul
-from ..workspace import output, scratch
+from ..workspace import output, prepared, scratch
 from .epilogue import NO_ACTIVATION, _bias_or_zeros
 from .geometry import _geometry
 from .im2col import COLS_BUDGET_BYTES
@@ -55,19 +55,21 @@ def conv2d_channels_last_forward(x, w, b, stride, padding, dilation, groups, act
     F = w.shape[0]
     bias = _bias_or_zeros(b, F, x.dtype)
     if depthwise:
-        taps = _taps_last(w)[:, :, 0]  # (KH, KW, C)
-        if stride[1] == 1:
+        if stride[1] == 1:  # the re-laid taps and bias are kept across an inference plan's replays
             OW = y_shape[2]
-            _depthwise_rows_forward(_image_rows(x), _tiled_taps(taps, OW), np.tile(bias, OW), F, x.shape[1], y_shape[1],
+            tap_rows = prepared(w, ("depthwise_tap_rows", OW), lambda w: _tiled_taps(_taps_last(w)[:, :, 0], OW))
+            bias_row = np.tile(bias, OW) if b is None else prepared(b, ("bias_row", OW), lambda _: np.tile(bias, OW))
+            _depthwise_rows_forward(_image_rows(x), tap_rows, bias_row, F, x.shape[1], y_shape[1],
                                     stride[0], (top, left), dilation, _image_rows(y), act)
         else:
-            _depthwise_last_forward(x, taps, bias, stride, (top, left), dilation, y, act)
+            _depthwise_last_forward(x, _taps_last(w)[:, :, 0], bias, stride, (top, left), dilation, y, act)
         return y
     y2 = y.reshape(-1, F)
     if _is_pointwise(x.shape, w.shape, stride, y_shape):  # x is its own im2col matrix
         matmul(x.reshape(-1, x.shape[3]), w.reshape(F, -1).T, out=y2)
     else:
-        weights = _taps_last(w).reshape(-1, F)  # (KH·KW·C, F), rows in the (i, j, c) order of the columns
+        # (KH·KW·C, F), rows in the (i, j, c) order of the columns; kept across an inference plan's replays
+        weights = prepared(w, "taps_last", _taps_last).reshape(-1, F)
         for n0, n1, cols in _columns_last(x, w.shape, stride, (top, left), dilation, y_shape):
             rows = slice(n0 * y_shape[1] * y_shape[2], n1 * y_shape[1] * y_shape[2])
             matmul(cols, weights, out=y2[rows])
