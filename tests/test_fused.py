@@ -171,6 +171,24 @@ def test_winograd_in_small_pieces(piece_bytes, relu, monkeypatch):
     np.testing.assert_allclose(whole[0], np.maximum(expected, 0) if relu else expected, rtol=1e-10, atol=1e-10)
 
 
+def test_winograd_forward_gives_every_thread_a_piece_of_one_big_image(monkeypatch):
+    """One image whose GEMMs are worth two threads is cut into two pieces at 2 threads (one piece by the
+    byte budget alone), one at 1 thread; a tiny product stays one piece; the values are the same."""
+    winograd = cpu.winograd
+    assert winograd._winograd_piece_rows(128, 256, 6, 4) >= 6                # one piece by bytes alone
+    monkeypatch.setattr(winograd.threads, "num_threads", lambda: 2)
+    assert winograd._forward_piece_rows(128, 256, 6, 4, total_rows=6) == 3    # 2 pieces
+    assert winograd._forward_piece_rows(2, 2, 2, 4, total_rows=2) == winograd._winograd_piece_rows(2, 2, 2, 4)
+    rng = np.random.default_rng(7)
+    x, w, b = randn(rng, 1, 128, 12, 12), randn(rng, 256, 128, 3, 3) / 32, randn(rng, 256)
+    geometry = (1, 1), (1, 1), (1, 1), 1
+    two = cpu.conv2d_bias_relu_forward(x, w, b, *geometry).copy()
+    monkeypatch.setattr(winograd.threads, "num_threads", lambda: 1)
+    assert winograd._forward_piece_rows(128, 256, 6, 4, total_rows=6) >= 6    # 1 piece
+    np.testing.assert_allclose(two, cpu.conv2d_bias_relu_forward(x, w, b, *geometry), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(two, np.maximum(ref.conv2d_forward(x, w, b, *geometry), 0), rtol=1e-10, atol=1e-10)
+
+
 # ---------------------------------------------------------------------- the layer and the fallback
 
 def test_conv2d_layer_with_relu_uses_the_fused_op():

@@ -10,7 +10,7 @@ from numba import njit
 
 from .. import threads
 from ..activation import fused_activate
-from ..gemm import matmul
+from ..gemm import MIN_FLOPS_PER_THREAD, matmul
 from ..workspace import prepared, scratch
 from .epilogue import _bias_or_zeros, _gradient_buffers
 from .rows import _copy_row, _relu_grad_row
@@ -110,6 +110,15 @@ def _winograd_piece_rows(C, F, TW, itemsize):
     return max(1, WINOGRAD_PIECE_BYTES // (16 * (C + F) * (TW + 1) * itemsize))
 
 
+def _forward_piece_rows(C, F, TW, itemsize, total_rows):
+    """_winograd_piece_rows, or fewer so that every thread gets a piece when its share of the GEMMs is worth
+    waking it for (a batch-1 predict: the tiles of one image would otherwise be one or two pieces)."""
+    rows = _winograd_piece_rows(C, F, TW, itemsize)
+    flops = 2.0 * 16 * F * C * (TW + 1) * total_rows
+    parts = min(threads.num_threads(), int(flops // MIN_FLOPS_PER_THREAD))
+    return min(rows, -(-total_rows // parts)) if parts > 1 else rows
+
+
 def _winograd_forward(x, w, b, act, padding, y, pooled_from=None):
     """y = act(conv2d(x, w) + b) for 3×3, stride 1, piece by piece of tile rows (r = n·TH + th):
     V = input transform, M_ξ = U_ξ @ V_ξ (16 GEMMs), y = output transform (+ bias, activation). With
@@ -118,7 +127,7 @@ def _winograd_forward(x, w, b, act, padding, y, pooled_from=None):
     F = w.shape[0]
     TH, TW = _winograd_tiles(y.shape[2:] if pooled_from is None else pooled_from[2:])
     U = prepared(w, "winograd_filters", _winograd_filters)  # kept across an inference plan's replays
-    rows = _winograd_piece_rows(C, F, TW, x.dtype.itemsize)
+    rows = _forward_piece_rows(C, F, TW, x.dtype.itemsize, N * TH)
     pieces = -(-N * TH // rows)
 
     def piece(i):
