@@ -8,9 +8,9 @@ The tinycnn run it mirrors (README, issue 19):
 Two steps, because PyTorch lives in its own environment (it is never a tinycnn dependency):
 
     # 1. with tinycnn's Python: decode and split the folder as that run does (uint8, RGB 128×128 stretched)
-    python benchmarks/torch_catdog_strong.py export --data ../shared/data/catdog --out /tmp/catdog-strong-s0.npz --seed 0
+    python benchmarks/torch_catdog_strong.py export --data ../shared/data/catdog --out /tmp/cd-s0.npz --seed 0
     # 2. with a Python that has torch and numpy (no torchvision needed):
-    python benchmarks/torch_catdog_strong.py train --arrays /tmp/catdog-strong-s0.npz --epochs 30 --seed 0
+    python benchmarks/torch_catdog_strong.py train --arrays /tmp/cd-s0.npz --epochs 30 --seed 0
 
 What matches (tasks/catdog.py, tasks/catdog_models.py, tinycnn/data/policies.py, augment.py, ema.py, optimizers.py):
 - split: tinycnn's own `training_datasets` (stratified 90/10 seeded by --seed), the same decoded pixels;
@@ -44,7 +44,8 @@ def export(args):
     from tinycnn.tasks.catdog import training_datasets
     settings = dict(img_size=args.img_size, grayscale=False, resize="stretch", batch_size=32)
     arrays = {}
-    for name, ds in zip(("train", "val"), training_datasets(args.data, settings, args.val_split, args.seed, cache=False)):
+    split = training_datasets(args.data, settings, args.val_split, args.seed, cache=False)
+    for name, ds in zip(("train", "val"), split):
         batches = list(ds)  # images in [0, 1], whole numbers / 255: back to uint8 exactly
         arrays[f"x_{name}"] = np.concatenate([np.rint(x * 255) for x, _ in batches]).astype(np.uint8)
         arrays[f"y_{name}"] = np.concatenate([y for _, y in batches]).astype(np.int64)
