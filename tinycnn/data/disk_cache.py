@@ -91,7 +91,7 @@ class DiskCache:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(self.path))
         parts, as_tuple, offset = [], False, 0
         try:
-            with os.fdopen(fd, "wb") as f, tqdm(total=total, desc=f"caching {self.path}", unit="element",
+            with os.fdopen(fd, "wb") as f, tqdm(total=total, desc=f"caching {self.path}", unit="element", disable=None,
                                                  leave=False) as bar:
                 for element in self.source:
                     as_tuple = isinstance(element, tuple)
