@@ -327,6 +327,7 @@ def builtin_cache(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("flags", [["--model", "seed"], ["--model", "strong"], ["--model", "resnet"],
+                                   ["--model", "strong-ema"],
                                    ["--model", "strong", "--ema", "0.9", "--mixup", "0.2", "--cutmix", "1",
                                     "--label-smoothing", "0.1", "--randaugment", "2,5", "--warmup", "1", "--crop", "0.5",
                                     "--hsv", "0.02,0.3,0.3", "--erasing", "0.5"]])
@@ -336,7 +337,9 @@ def test_every_preset_trains_a_few_steps_on_builtin_data(builtin_cache, flags):
                        "--batch-size", "8", "--quiet", "--out", str(out)]) == 0
     meta = tinycnn.saving.read_metadata(out / "last.tcnn")
     assert meta["epochs_done"] == 2 and meta["preset"] == flags[1]
-    assert ("recipe" in meta) == (flags[1] == "resnet" or len(flags) > 2)
+    assert ("recipe" in meta) == (flags[1] in ("resnet", "strong-ema") or len(flags) > 2)
+    if flags == ["--model", "strong-ema"]:
+        assert meta["recipe"]["ema"] == 0.998 and meta["recipe"]["crop"] == 0.7 and meta["recipe"]["warmup"] == 1
     if "--mixup" in flags:
         assert meta["recipe"]["mixup"] == 0.2 and meta["recipe"]["randaugment"] == [2, 5]
     model = tinycnn.load_model(out / "best.tcnn")
@@ -426,3 +429,17 @@ def test_recipe_flags_override_the_preset_and_switch_off():
     for bad in (["--randaugment", "2"], ["--randaugment", "2.5,3"], ["--hsv", "0.1,0.2"]):
         with pytest.raises(SystemExit):
             parser.parse_args(bad)
+
+
+def test_strong_ema_preset_is_the_measured_command():
+    """`--model strong-ema` is exactly the run measured in the README: the strong net with
+    --img-size 128 --epochs 45 --warmup 1 --crop 0.7 --hsv 0.02,0.2,0.2 --ema 0.998."""
+    parser = __import__("argparse").ArgumentParser()
+    catdog.add_train_arguments(parser)
+    preset = catdog._settings(parser.parse_args(["--model", "strong-ema", "--data", "photos"]))
+    flags = catdog._settings(parser.parse_args(["--model", "strong", "--data", "photos", "--img-size", "128",
+                                                "--epochs", "45", "--warmup", "1", "--crop", "0.7",
+                                                "--hsv", "0.02,0.2,0.2", "--ema", "0.998"]))
+    assert preset.pop("preset") == "strong-ema" and flags.pop("preset") == "strong"
+    assert preset["recipe"].pop("hsv") == pytest.approx(flags["recipe"].pop("hsv"))
+    assert preset == flags
