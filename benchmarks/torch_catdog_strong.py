@@ -1,16 +1,16 @@
-"""The cat/dog `strong` preset with the final recipe, in PyTorch, on exactly the split and pixels tinycnn trains on.
+"""The cat/dog `strong-ema` preset in PyTorch, on exactly the split and pixels tinycnn trains on.
 
 The tinycnn run it mirrors (README, issue 19):
 
-    python -m tinycnn.train catdog --data ../shared/data/catdog --model strong --img-size 128 --epochs 30 \\
-        --warmup 1 --crop 0.7 --hsv 0.02,0.2,0.2 --ema 0.998 --seed S
+    python -m tinycnn.train catdog --data ../shared/data/catdog --model strong-ema --seed S
+    # = --model strong --img-size 128 --epochs 45 --warmup 1 --crop 0.7 --hsv 0.02,0.2,0.2 --ema 0.998
 
 Two steps, because PyTorch lives in its own environment (it is never a tinycnn dependency):
 
     # 1. with tinycnn's Python: decode and split the folder as that run does (uint8, RGB 128×128 stretched)
     python benchmarks/torch_catdog_strong.py export --data ../shared/data/catdog --out /tmp/cd-s0.npz --seed 0
     # 2. with a Python that has torch and numpy (no torchvision needed):
-    python benchmarks/torch_catdog_strong.py train --arrays /tmp/cd-s0.npz --epochs 30 --seed 0
+    python benchmarks/torch_catdog_strong.py train --arrays /tmp/cd-s0.npz --epochs 45 --seed 0
 
 What matches (tasks/catdog.py, tasks/catdog_models.py, tinycnn/data/policies.py, augment.py, ema.py, optimizers.py):
 - split: tinycnn's own `training_datasets` (stratified 90/10 seeded by --seed), the same decoded pixels;
@@ -252,7 +252,7 @@ def main():
     e.add_argument("--seed", type=int, default=0, help="tinycnn's --seed: the split's")
     t = sub.add_parser("train")
     t.add_argument("--arrays", required=True)
-    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--epochs", type=int, default=45)
     t.add_argument("--img-size", type=int, default=None, help="check the arrays' size (set at export)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=2)
