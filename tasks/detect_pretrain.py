@@ -109,7 +109,7 @@ def pretrained_run(plan, settings, args, training_class):
           f"--pretrain 0: none)")
     inner = argparse.Namespace(**{**vars(args), **dict(
         data=None, synthetic=plan["scenes"], epochs=plan["epochs"], out=folder, overwrite=True,
-        resume=folder if partial else None, init=None, pretrain=0, mix_synthetic=0, score_threshold=None,
+        resume=folder if partial else None, init=None, pretrain=0, mix_synthetic=0, ema=None, score_threshold=None,
         skip_bad_rows=False, no_augment=not settings["augment"], lr=settings["lr"])})
     training_class().run(inner)
     dist = tinycnn.distributed.auto()

@@ -136,13 +136,18 @@ def add_train_arguments(parser):
                         help="--head center: the score a detection needs in predict, redact and the "
                              "precision/recall/F1 metrics (default: the lowest threshold whose F1 on val is "
                              "within one plate of the best, chosen after training and kept in best.tcnn)")
+    parser.add_argument("--ema", type=float, nargs="?", const=plates_detect.EMA_MOMENTUM, default=None,
+                        metavar="MOMENTUM", help="--head center: validate and keep a moving average of the weights "
+                        f"(momentum {plates_detect.EMA_MOMENTUM} when given alone; tinycnn/ema.py)")
+    parser.add_argument("--no-ema", dest="ema", action="store_const", const=0.0,
+                        help="--head center: keep the training weights themselves")
     detect_pretrain.add_arguments(parser)
 
 
 def _settings(args):
     """Everything the run needs again (resume) or later (evaluate, predict, redact), kept in the model file."""
     detector_only = (("--pretrain", getattr(args, "pretrain", None)),
-                     ("--mix-synthetic", getattr(args, "mix_synthetic", 0)))
+                     ("--mix-synthetic", getattr(args, "mix_synthetic", 0)), ("--ema", getattr(args, "ema", None)))
     for flag, value in detector_only:
         if value:
             raise UserInputError(f"{flag} is for the detector (--head center); the tutorial's regressor keeps its "

@@ -34,6 +34,7 @@ import numpy as np
 
 import tinycnn
 from tinycnn import functional as F
+from tinycnn.cli import UserInputError
 from tinycnn import layers
 from tinycnn.ops.detection import sigmoid_focal_loss
 
@@ -55,6 +56,8 @@ AP_THRESHOLD = 0.01         # the scores AP sees: every peak above this
 # a hidden 1x1 layer in each head (docs/plates.md has the runs that chose it).
 RECIPE = dict(stem=16, expansion=4, neck=64, lr=2e-3, weight_decay=1e-4, warmup_epochs=3, scale=(0.6, 1.6),
               rotation=0.0, head_layers="separable")
+EMA_MOMENTUM = 0.995        # --ema alone: an average over ~200 steps, ~8 epochs of the photos and mixed scenes
+EMA_BN_BATCHES = 8          # training batches (unaugmented) that give the averaged weights their BN statistics
 
 
 def stages(expansion):
@@ -317,12 +320,21 @@ def new_settings(args):
             "source": source, "augment": not args.no_augment, "patience": args.patience,
             "seed": args.seed, "skip_bad_rows": args.skip_bad_rows, "init": args.init,
             "target": "every plate of each photo", "pretrain": pretrain,
-            "mix_synthetic": detect_pretrain.mixed(args, pretrain)}
+            "mix_synthetic": detect_pretrain.mixed(args, pretrain), "ema": ema_momentum(args)}
+
+
+def ema_momentum(args):
+    """--ema's momentum (None: no moving average); a one-line error outside (0, 1)."""
+    momentum = getattr(args, "ema", None) or None
+    if momentum is not None and not 0.0 < momentum < 1.0:
+        raise UserInputError(f"--ema {momentum:g}: the momentum must be in (0, 1)")
+    return momentum
 
 
 def optimizer_of(settings):
-    """AdamW with a linear warm-up then a cosine to 0 over the run (settings["schedule"]); the first detector's
-    model files (no schedule kept) go on with Adam at a constant rate."""
+    """AdamW with a linear warm-up then a cosine to 0 over the run (settings["schedule"]), keeping a moving
+    average of the weights with settings["ema"]; the first detector's model files (no schedule kept) go on with
+    Adam at a constant rate."""
     schedule = settings.get("schedule")
     if schedule is None:
         return tinycnn.optimizers.Adam(learning_rate=settings["lr"])
@@ -330,7 +342,8 @@ def optimizer_of(settings):
     warmup = schedule["warmup_epochs"] * schedule["steps_per_epoch"]
     rate = tinycnn.optimizers.CosineDecay(0.0, max(1, steps - warmup), warmup_target=settings["lr"],
                                           warmup_steps=warmup)
-    return tinycnn.optimizers.AdamW(learning_rate=rate, weight_decay=settings["weight_decay"])
+    ema = dict(use_ema=True, ema_momentum=settings["ema"]) if settings.get("ema") else {}
+    return tinycnn.optimizers.AdamW(learning_rate=rate, weight_decay=settings["weight_decay"], **ema)
 
 
 class DetectTraining(PlateTraining):
@@ -360,6 +373,16 @@ class DetectTraining(PlateTraining):
     def targets(self, data):
         return canvas_boxes(data)
 
+    def fit_arguments(self, settings, args, train_set, val_set):
+        """PlateTraining's, with --ema: the averaged weights validated and saved, with batch-norm statistics
+        of their own from EMA_BN_BATCHES unaugmented training batches (tinycnn/ema.py)."""
+        arguments = super().fit_arguments(settings, args, train_set, val_set)
+        if settings.get("ema"):
+            from tinycnn.ema import SwapEMAWeights
+            bn_data = train_set.batches(self.targets, args.batch_size, settings["seed"])
+            arguments["callbacks"].insert(0, SwapEMAWeights(bn_data=bn_data, bn_batches=EMA_BN_BATCHES))
+        return arguments
+
     def augmenter(self, settings):
         if not settings["augment"]:
             return None
@@ -372,8 +395,9 @@ class DetectTraining(PlateTraining):
 
     def describe_settings(self, settings, train_set):
         plates = int(sum(len(record.boxes) for record in train_set.records))
-        mixed = settings.get("mix_synthetic")
-        return f", {plates} training plates{f' (with {mixed} street scenes)' if mixed else ''}, CenterNet head"
+        mixed, ema = settings.get("mix_synthetic"), settings.get("ema")
+        return (f", {plates} training plates{f' (with {mixed} street scenes)' if mixed else ''}, CenterNet head"
+                + (f", moving average of the weights (momentum {ema:g})" if ema else ""))
 
     def report(self, folder, args, rows, val_set):
         """The best model's metrics on val and its PR curve (RUN/pr_curve-val.png); without --score-threshold,
