@@ -136,3 +136,40 @@ def test_channels_last_kernels_match_one_range(monkeypatch):
         got = split[name]
         for e, g in zip(expected if isinstance(expected, list) else [expected], got if isinstance(got, list) else [got]):
             np.testing.assert_array_equal(g, e, err_msg=name)
+
+
+def test_parallel_for_does_not_wait_for_a_worker_that_never_came(monkeypatch):
+    """With every pool worker held elsewhere, the caller does each piece itself and returns (it waits only for
+    pieces another thread took); the pool's workers, once free, find nothing left of that call."""
+    _on_threads(monkeypatch, 2)
+    release = threading.Event()
+    pool = threads._executor(2)
+    held = [pool.submit(release.wait) for _ in range(threads._pool_size)]
+    seen, done = [], threading.Event()
+    caller = threading.Thread(target=lambda: (threads.parallel_for(seen.append, 7), done.set()))
+    caller.start()
+    try:
+        assert done.wait(10), "parallel_for waited for a worker that was busy elsewhere"
+        assert sorted(seen) == list(range(7))
+    finally:
+        release.set()
+        caller.join()
+        for future in held:
+            future.result()
+
+
+def test_parallel_for_raises_a_pieces_error_after_the_running_pieces(monkeypatch):
+    _on_threads(monkeypatch, 2)
+    seen, lock = [], threading.Lock()
+
+    def work(i):
+        if i == 3:
+            raise ValueError("piece 3")
+        with lock:
+            seen.append(i)
+
+    with pytest.raises(ValueError, match="piece 3"):
+        threads.parallel_for(work, 50)
+    assert 3 not in seen and len(set(seen)) == len(seen)
+    threads.parallel_for(seen.append, 4)  # the pool still works after it
+    assert seen[-4:] and set(range(4)) <= set(seen)

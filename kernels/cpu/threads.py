@@ -18,7 +18,6 @@ The thread count is Numba's (`numba.get_num_threads()`, set by NUMBA_NUM_THREADS
 `tinycnn.set_num_threads`): one setting governs every CPU kernel. Work already running on a pool thread
 (a GEMM inside a parallel_for) runs serially where it is: the pool never waits on itself.
 """
-import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -38,33 +37,66 @@ def num_threads():
 
 def parallel_for(work, count):
     """Run work(i) for every i in range(count), spread over num_threads() threads (the caller is one of
-    them); returns when all are done. An exception in any piece is raised here, after the others finish."""
+    them); returns when all are done. An exception in any piece is raised here, after the pieces already
+    started finish (no new piece starts after it)."""
     threads = min(count, num_threads())
     with one_blas_thread():
         if threads <= 1:
             for i in range(count):
                 work(i)
             return
-        counter = itertools.count()  # next() on it is atomic under the GIL
+        run = _Run(work, count)
+        for _ in range(threads - 1):
+            _executor(threads).submit(run.loop)
+        run.loop()
+        run.wait()
 
-        def loop():
-            _local.inside = True
-            try:
-                for i in iter(lambda: next(counter), None):
-                    if i >= count:
-                        return
-                    work(i)
-            finally:
-                _local.inside = False
 
-        futures = [_executor(threads).submit(loop) for _ in range(threads - 1)]
+class _Run:
+    """One parallel_for's pieces, taken one at a time by whichever threads come for them. The caller waits
+    only for pieces that other threads took, never for a thread to wake up: when the work is short, the
+    caller often does every piece itself before a sleeping worker is scheduled (tens of µs on a busy
+    machine), and the worker that comes late finds nothing left and goes back to sleep."""
+
+    def __init__(self, work, count):
+        self.work, self.count = work, count
+        self.next_piece, self.running, self.error = 0, 0, None
+        self.finished = threading.Condition(threading.Lock())
+
+    def _claim(self):
+        """The next piece's index, or None when none is left (or a piece failed)."""
+        with self.finished:
+            if self.next_piece >= self.count or self.error is not None:
+                return None
+            self.next_piece += 1
+            self.running += 1
+            return self.next_piece - 1
+
+    def loop(self):
+        _local.inside = True
         try:
-            loop()
+            while (i := self._claim()) is not None:
+                error = None
+                try:
+                    self.work(i)
+                except BaseException as exc:  # noqa: BLE001 (raised in the caller's thread by wait)
+                    error = exc
+                with self.finished:
+                    self.running -= 1
+                    if error is not None and self.error is None:
+                        self.error = error
+                    if self.running == 0:
+                        self.finished.notify_all()
         finally:
-            for future in futures:
-                future.exception()  # wait for every thread before anything is raised
-        for future in futures:
-            future.result()
+            _local.inside = False
+
+    def wait(self):
+        """Return when no piece is running and none is left; raise the first piece's exception, if any."""
+        with self.finished:
+            while self.running:
+                self.finished.wait()
+        if self.error is not None:
+            raise self.error
 
 
 def parallel_range(work, count, pieces_per_thread=16):
