@@ -142,9 +142,18 @@ def test_parallel_for_does_not_wait_for_a_worker_that_never_came(monkeypatch):
     """With every pool worker held elsewhere, the caller does each piece itself and returns (it waits only for
     pieces another thread took); the pool's workers, once free, find nothing left of that call."""
     _on_threads(monkeypatch, 2)
-    release = threading.Event()
-    pool = threads._executor(2)
-    held = [pool.submit(release.wait) for _ in range(threads._pool_size)]
+    release, holding = threading.Event(), threading.Semaphore(0)
+
+    class Hold:  # a run that keeps its worker until released
+        def loop(self):
+            holding.release()
+            release.wait()
+
+    threads._start_workers(1)
+    for _ in threads._workers:
+        threads._jobs.put(Hold())
+    for _ in threads._workers:
+        assert holding.acquire(timeout=10)
     seen, done = [], threading.Event()
     caller = threading.Thread(target=lambda: (threads.parallel_for(seen.append, 7), done.set()))
     caller.start()
@@ -154,8 +163,6 @@ def test_parallel_for_does_not_wait_for_a_worker_that_never_came(monkeypatch):
     finally:
         release.set()
         caller.join()
-        for future in held:
-            future.result()
 
 
 def test_parallel_for_raises_a_pieces_error_after_the_running_pieces(monkeypatch):
