@@ -19,15 +19,23 @@ The thread count is Numba's (`numba.get_num_threads()`, set by NUMBA_NUM_THREADS
 (a GEMM inside a parallel_for) runs serially where it is: the pool never waits on itself.
 """
 import itertools
+import platform
 import queue
 import threading
 
 import numba
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.core.extending import intrinsic
 
 _lock = threading.Lock()
 _local = threading.local()
 _jobs = queue.SimpleQueue()   # the runs the workers take, one put per worker wanted
+_posted = np.zeros(1, np.int64)  # bumped after each put: what an idle worker watches before it sleeps
 _workers = []
+SPIN_PAUSES = 4000  # ~100 µs of `pause` here: how long an idle worker watches for the next run before it sleeps
 _blas = None
 
 
@@ -49,6 +57,7 @@ def parallel_for(work, count):
         _start_workers(threads - 1)
         for _ in range(threads - 1):
             _jobs.put(run)
+        _posted[0] += 1
         run.loop(caller=True)
         run.wait()
 
@@ -132,8 +141,48 @@ def _start_workers(wanted):
 
 
 def _work_forever():
+    """A worker: the next run from _jobs, or, when there is none, a short watch of _posted outside the GIL
+    (a kernel call's worth of time: a run posted meanwhile starts without the wake-up of a sleeping thread,
+    tens of µs on a virtual machine), then sleep on the queue."""
     while True:
-        _jobs.get().loop()
+        seen = _posted[0]  # read before looking: a run put after the look bumps it after this read
+        try:
+            run = _jobs.get_nowait()
+        except queue.Empty:
+            _watch(_posted, seen, SPIN_PAUSES)
+            run = _jobs.get()
+        run.loop()
+
+
+@intrinsic
+def _load_acquire(typingctx, counter):
+    """counter[0] of a 1-D int64 array, read from memory on every call (an atomic acquire load: a plain
+    load of a value the loop never writes would be hoisted out of it)."""
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.load_atomic(array.data, "acquire", 8)
+    return types.int64(counter), codegen
+
+
+@intrinsic
+def _pause(typingctx):
+    """x86's `pause` (a spin-wait hint that frees the core's pipeline for its sibling); elsewhere nothing."""
+    def codegen(context, builder, signature, args):
+        if platform.machine().lower() in ("x86_64", "amd64"):
+            pause = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                   "llvm.x86.sse2.pause")
+            builder.call(pause, [])
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+@njit(cache=True, nogil=True)
+def _watch(counter, seen, pauses):
+    """Return as soon as counter[0] differs from `seen`, or after `pauses` pauses; without the GIL."""
+    for _ in range(pauses):
+        if _load_acquire(counter) != seen:
+            return
+        _pause()
 
 
 class one_blas_thread:
