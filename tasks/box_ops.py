@@ -222,14 +222,15 @@ def boxes_from_letterbox(boxes, scale, pad, size=None):
 
 # ------------------------------------------------------------------------------------------------ augmentation
 
-def _affine(scale=1.0, angle_deg=0.0, flip=False, shift=(0.0, 0.0), centre=(0.0, 0.0)):
-    """3x3 matrix: about `centre`, mirror x (if flip), scale, rotate by `angle_deg`, then shift by `shift`."""
+def _affine(scale=1.0, angle_deg=0.0, flip=False, shift=(0.0, 0.0), centre=(0.0, 0.0), stretch=1.0):
+    """3x3 matrix: about `centre`, mirror x (if flip), scale x by scale·stretch and y by scale / stretch
+    (stretch 1: the aspect kept), rotate by `angle_deg`, then shift by `shift`."""
     cx, cy = centre
     angle = math.radians(angle_deg)
-    cos, sin = math.cos(angle) * scale, math.sin(angle) * scale
-    mirror = -1.0 if flip else 1.0
+    sx, sy = scale * stretch * (-1.0 if flip else 1.0), scale / stretch
+    cos, sin = math.cos(angle), math.sin(angle)
     to_origin = np.array([[1, 0, -cx], [0, 1, -cy], [0, 0, 1]], dtype=np.float64)
-    turn = np.array([[cos * mirror, -sin, 0], [sin * mirror, cos, 0], [0, 0, 1]], dtype=np.float64)
+    turn = np.array([[cos * sx, -sin * sy, 0], [sin * sx, cos * sy, 0], [0, 0, 1]], dtype=np.float64)
     back = np.array([[1, 0, cx + shift[0]], [0, 1, cy + shift[1]], [0, 0, 1]], dtype=np.float64)
     return back @ turn @ to_origin
 
@@ -283,15 +284,18 @@ def jitter_colours(image, rng, strength):
     return np.clip(out, 0, 1, out=out)
 
 
-def _random_geometry(width, height, rng, flip, scale_translate, max_rotation_deg):
-    """One random affine matrix about the image centre (flip is decided by the caller, once)."""
+def _random_geometry(width, height, rng, flip, scale_translate, max_rotation_deg, max_stretch=1.0):
+    """One random affine matrix about the image centre (flip is decided by the caller, once); the stretch is
+    log-uniform in [1 / max_stretch, max_stretch] (drawn only when max_stretch > 1, so the other draws stay
+    those of a run without it)."""
     scale, shift = 1.0, (0.0, 0.0)
     if scale_translate is not None:
         low, high, max_shift = scale_translate
         scale = rng.uniform(low, high)
         shift = tuple(rng.uniform(-max_shift, max_shift, size=2) * (width, height))
     angle = rng.uniform(-max_rotation_deg, max_rotation_deg) if max_rotation_deg else 0.0
-    return _affine(scale, angle, flip, shift, centre=(width / 2, height / 2))
+    stretch = math.exp(rng.uniform(-math.log(max_stretch), math.log(max_stretch))) if max_stretch > 1 else 1.0
+    return _affine(scale, angle, flip, shift, centre=(width / 2, height / 2), stretch=stretch)
 
 
 def _visible_fractions(moved, width, height):
@@ -301,13 +305,15 @@ def _visible_fractions(moved, width, height):
 
 
 def augment_sample(image, boxes, mask, rng, flip=True, scale_translate=(0.85, 1.15, 0.1), max_rotation_deg=5.0,
-                   colour_jitter=0.2, min_visible=0.5, max_tries=10, fill=LETTERBOX_GREY):
+                   colour_jitter=0.2, min_visible=0.5, max_tries=10, fill=LETTERBOX_GREY, max_stretch=1.0):
     """Randomly flip, scale, shift and rotate an image with its plate boxes and mask; then jitter its colours.
 
     image: (H, W, C) float32 in [0, 1]; boxes: (K, 4) pixels; mask: (H, W) or None; rng: np.random.Generator.
     - flip: mirror left-right with probability 1/2.
     - scale_translate: (min scale, max scale, max shift as a fraction of width/height), about the image centre;
       None switches it off. max_rotation_deg: a rotation drawn from [-max, max] degrees; 0 switches it off.
+    - max_stretch: widen x and narrow y by a factor log-uniform in [1 / max_stretch, max_stretch] (a plate's
+      aspect ratio times its square); 1 switches it off.
     - colour_jitter: brightness, contrast, saturation factors in [1 - j, 1 + j]; 0 or None switches it off.
     One affine transform moves the pixels (bilinear, uncovered border filled with grey `fill`), the mask
     (nearest, border 0) and the boxes together. A moved box is the bounding box of its four moved corners,
@@ -323,9 +329,9 @@ def augment_sample(image, boxes, mask, rng, flip=True, scale_translate=(0.85, 1.
         raise ValueError(f"mask shape {np.shape(mask)} does not match the image's {(height, width)}")
     flipped = bool(flip) and rng.random() < 0.5
     matrix = _affine(flip=flipped, centre=(width / 2, height / 2))
-    if scale_translate is not None or max_rotation_deg:
+    if scale_translate is not None or max_rotation_deg or max_stretch > 1:
         for _ in range(max_tries):
-            candidate = _random_geometry(width, height, rng, flipped, scale_translate, max_rotation_deg)
+            candidate = _random_geometry(width, height, rng, flipped, scale_translate, max_rotation_deg, max_stretch)
             if np.all(_visible_fractions(transform_boxes(boxes, candidate), width, height) >= min_visible):
                 matrix = candidate
                 break

@@ -55,7 +55,7 @@ AP_THRESHOLD = 0.01         # the scores AP sees: every peak above this
 # taller), and the first recipe's boxes came out 13 % too tall on its own training photos. Separable heads:
 # a hidden 1x1 layer in each head (docs/plates.md has the runs that chose it).
 RECIPE = dict(stem=16, expansion=4, neck=64, lr=2e-3, weight_decay=1e-4, warmup_epochs=3, scale=(0.6, 1.6),
-              rotation=0.0, head_layers="separable")
+              rotation=0.0, head_layers="separable", stretch=1.0)
 EMA_MOMENTUM = 0.995        # --ema alone: an average over ~200 steps, ~8 epochs of the photos and mixed scenes
 EMA_BN_BATCHES = 8          # training batches (unaugmented) that give the averaged weights their BN statistics
 
@@ -197,10 +197,10 @@ class BoxAugmenter:
     """fit's `augment=`: flip, scale, shift, rotate and colour-jitter each picture with ALL its boxes
     (tasks/box_ops.augment_sample keeps every plate at least half in view). Its own seeded generator."""
 
-    def __init__(self, seed, scale=(0.85, 1.15), shift=0.1, rotation=5.0):
+    def __init__(self, seed, scale=(0.85, 1.15), shift=0.1, rotation=5.0, stretch=1.0):
         self.rng = np.random.default_rng([seed, 2])
         self.scale_translate = (float(scale[0]), float(scale[1]), float(shift))
-        self.rotation = float(rotation)
+        self.rotation, self.stretch = float(rotation), float(stretch)
 
     def __call__(self, xb, yb):
         images = xb.transpose(0, 2, 3, 1)
@@ -210,7 +210,7 @@ class BoxAugmenter:
             boxes = valid_boxes(padded)
             out_x[i], moved, _ = augment_sample(image, boxes * size, None, self.rng,
                                                 scale_translate=self.scale_translate,
-                                                max_rotation_deg=self.rotation)
+                                                max_rotation_deg=self.rotation, max_stretch=self.stretch)
             out_y[i, :len(moved)] = moved / size
         return to_model_input(out_x), out_y
 
@@ -316,7 +316,8 @@ def new_settings(args):
             "head_layers": RECIPE["head_layers"],
             "lr": args.lr or RECIPE["lr"], "weight_decay": RECIPE["weight_decay"],
             "schedule": {"epochs": args.epochs, "warmup_epochs": min(RECIPE["warmup_epochs"], args.epochs - 1)},
-            "scale": list(RECIPE["scale"]), "rotation": RECIPE["rotation"], "score_threshold": args.score_threshold,
+            "scale": list(RECIPE["scale"]), "rotation": RECIPE["rotation"], "stretch": RECIPE["stretch"],
+            "score_threshold": args.score_threshold,
             "source": source, "augment": not args.no_augment, "patience": args.patience,
             "seed": args.seed, "skip_bad_rows": args.skip_bad_rows, "init": args.init,
             "target": "every plate of each photo", "pretrain": pretrain,
@@ -386,7 +387,8 @@ class DetectTraining(PlateTraining):
     def augmenter(self, settings):
         if not settings["augment"]:
             return None
-        return BoxAugmenter(settings["seed"], settings.get("scale", (0.85, 1.15)), rotation=settings.get("rotation", 5.0))
+        return BoxAugmenter(settings["seed"], settings.get("scale", (0.85, 1.15)), rotation=settings.get("rotation", 5.0),
+                            stretch=settings.get("stretch", 1.0))
 
     def extra_training_records(self, settings):
         """--mix-synthetic N: the first N built-in street scenes (the pre-training's set) join every epoch."""

@@ -125,6 +125,8 @@ GEOMETRIES = {
     "scale_translate": dict(flip=False, scale_translate=(0.7, 1.3, 0.2), max_rotation_deg=0),
     "rotation": dict(flip=False, scale_translate=None, max_rotation_deg=8),
     "all": dict(flip=True, scale_translate=(0.8, 1.2, 0.15), max_rotation_deg=5),
+    "stretch": dict(flip=False, scale_translate=None, max_rotation_deg=0, max_stretch=1.3),
+    "all + stretch": dict(flip=True, scale_translate=(0.8, 1.2, 0.15), max_rotation_deg=5, max_stretch=1.3),
 }
 
 
@@ -145,6 +147,32 @@ def test_augmented_box_stays_on_the_plate(seed, kind, height, width, corner, ext
     np.testing.assert_allclose(new_boxes[0], from_mask, atol=2.0)
     white = new_image[:, :, 0] > 0.75  # the pixels moved with the mask
     assert mask_iou(white, new_mask) > 0.7
+
+
+def test_stretch_changes_the_aspect_within_its_range_and_keeps_the_area():
+    box = np.array([[40.0, 45.0, 60.0, 55.0]], np.float32)  # 20 x 10, about the centre of a 100 x 100 picture
+    image = np.zeros((100, 100, 3), np.float32)
+    aspects = []
+    for seed in range(40):
+        _, moved, _ = augment_sample(image, box, None, np.random.default_rng(seed), flip=False, scale_translate=None,
+                                     max_rotation_deg=0, colour_jitter=0, max_stretch=1.25)
+        w, h = moved[0, 2] - moved[0, 0], moved[0, 3] - moved[0, 1]
+        assert w * h == pytest.approx(200.0, rel=1e-4)
+        aspects.append(w / h / 2.0)  # the stretch squared
+    assert 1 / 1.25 ** 2 - 1e-4 <= min(aspects) < 0.9 and 1.1 < max(aspects) <= 1.25 ** 2 + 1e-4
+
+
+def test_without_stretch_the_draws_are_those_of_before():
+    """max_stretch 1 draws nothing more: scale, shift and angle from the generator in that order, as before the
+    option, so a run without it gets the same pictures."""
+    from tinycnn.tasks.box_ops import _affine, _random_geometry
+    matrix = _random_geometry(60, 50, np.random.default_rng(5), False, (0.8, 1.2, 0.1), 4.0, max_stretch=1.0)
+    rng = np.random.default_rng(5)
+    scale, shift = rng.uniform(0.8, 1.2), tuple(rng.uniform(-0.1, 0.1, size=2) * (60, 50))
+    expected = _affine(scale, rng.uniform(-4.0, 4.0), False, shift, centre=(30, 25))
+    np.testing.assert_allclose(matrix, expected, rtol=1e-12)
+    stretched = _random_geometry(60, 50, np.random.default_rng(5), False, (0.8, 1.2, 0.1), 4.0, max_stretch=1.3)
+    assert not np.allclose(stretched, expected)
 
 
 def test_flip_mirrors_image_boxes_and_mask_exactly():
