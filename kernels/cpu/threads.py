@@ -86,6 +86,8 @@ class _Run:
                 except BaseException as exc:  # noqa: BLE001 (raised in the caller's thread by wait)
                     self.errors.append(exc)
                 if next(self.finished) == self.count:
+                    self.work = None  # no piece is left to run: let go of its arrays (a stale copy of this run
+                    # may sit in the queue for a while; the workspace recycles only buffers nothing holds)
                     if caller:
                         self.caller_finished_last = True
                     else:
@@ -152,6 +154,7 @@ def _work_forever():
             _watch(_posted, seen, SPIN_PAUSES)
             run = _jobs.get()
         run.loop()
+        del run  # not held while this worker waits for the next one
 
 
 @intrinsic
