@@ -34,8 +34,8 @@ import numpy as np
 
 import tinycnn
 from tinycnn import functional as F
-from tinycnn.cli import UserInputError
 from tinycnn import layers
+from tinycnn.cli import UserInputError
 from tinycnn.ops.detection import sigmoid_focal_loss
 
 from . import detect_pretrain

@@ -10,9 +10,10 @@ of one pool took the cores from the working threads of the other, and a 2-thread
 than a 1-thread one (2× on an idle machine, 8× under load; benchmarks/RESULTS.md, "Threads"). So work that
 calls BLAS runs here instead: each piece of work is a one-thread BLAS call or a serial `nogil` Numba kernel,
 the pieces go to Python threads (which run them without the GIL; between calls a worker watches for the
-next one for ~100 µs, outside the GIL, then sleeps on a queue), and OpenBLAS is held at one thread meanwhile (via threadpoolctl; its setting is given back afterwards, so user
-code's NumPy keeps its usual threads). The threads take the pieces one at a time from a shared counter,
-so a thread slowed by other load on the machine simply takes fewer of them.
+next one for ~100 µs, outside the GIL, then sleeps on a queue), and OpenBLAS is held at one thread meanwhile
+(via threadpoolctl; its setting is given back afterwards, so user code's NumPy keeps its usual threads). The
+threads take the pieces one at a time from a shared counter, so a thread slowed by other load on the machine
+simply takes fewer of them.
 
 The thread count is Numba's (`numba.get_num_threads()`, set by NUMBA_NUM_THREADS or
 `tinycnn.set_num_threads`): one setting governs every CPU kernel. Work already running on a pool thread
