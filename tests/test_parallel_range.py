@@ -77,7 +77,12 @@ def test_split_kernels_match_one_range(monkeypatch):
     _on_threads(monkeypatch, 1)
     whole = _split_kernel_outputs()
     _on_threads(monkeypatch, 2)
+    monkeypatch.setattr(threads, "SERIAL_BELOW", 0)  # these small arrays would otherwise run as one range
+    pieces = []
+    parallel_for = threads.parallel_for
+    monkeypatch.setattr(threads, "parallel_for", lambda work, count: (pieces.append(count), parallel_for(work, count)))
     split = _split_kernel_outputs()
+    assert len(pieces) >= 12 and min(pieces) >= 2
     for name, expected in whole.items():
         got = split[name]
         for e, g in zip(expected if isinstance(expected, list) else [expected], got if isinstance(got, list) else [got]):
@@ -180,3 +185,19 @@ def test_parallel_for_raises_a_pieces_error_after_the_running_pieces(monkeypatch
     assert 3 not in seen and len(set(seen)) == len(seen)
     threads.parallel_for(seen.append, 4)  # the pool still works after it
     assert seen[-4:] and set(range(4)) <= set(seen)
+
+
+def test_small_arrays_run_as_one_range(monkeypatch):
+    """A memory-bound kernel on an array below SERIAL_BELOW values is one call on the caller's thread (a
+    batch-1 max pool split into 32 Numba calls took 5x as long); from SERIAL_BELOW up it is split."""
+    _on_threads(monkeypatch, 2)
+    calls = []
+    parallel_for = threads.parallel_for
+    monkeypatch.setattr(threads, "parallel_for", lambda work, count: (calls.append(count), parallel_for(work, count)))
+    x = np.random.default_rng(0).standard_normal((1, 64, 24, 24)).astype(np.float32)
+    y, _ = pool.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+    assert calls == []
+    monkeypatch.setattr(threads, "SERIAL_BELOW", x.size)
+    y_split, _ = pool.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+    assert calls == [32]
+    np.testing.assert_array_equal(y_split, y)

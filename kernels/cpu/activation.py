@@ -50,7 +50,7 @@ def _elementwise(kernel, *arrays, scalars=()):
         lo, hi = c0 * CHUNK, min(c1 * CHUNK, size)
         kernel(*[a[lo:hi] for a in flat], *scalars, flat_out[lo:hi])
 
-    threads.parallel_range(work, -(-size // CHUNK))
+    threads.parallel_range(work, -(-size // CHUNK), values=size)
     return out
 
 

@@ -118,7 +118,7 @@ def batch_norm_train_forward(x3, gamma, beta, eps, activation=None):
     mean, invstd, var_unbiased = (np.empty(C, x3.dtype) for _ in range(3))
     x3, eps, zero, act = np.ascontiguousarray(x3), float(eps), x3.dtype.type(0), FUSED_CODES[activation]
     threads.parallel_range(lambda c0, c1: _train_forward(x3, gamma, beta, eps, y3, mean, invstd, var_unbiased, zero,
-                                                         act, c0, c1), C)
+                                                         act, c0, c1), C, values=x3.size)
     return y3, mean, invstd, var_unbiased
 
 
@@ -141,7 +141,8 @@ def batch_norm_eval_forward(x3, gamma, beta, running_mean, running_var, eps, act
                      FUSED_CODES[activation])
         return y3
     x3, act = np.ascontiguousarray(x3), FUSED_CODES[activation]
-    threads.parallel_range(lambda c0, c1: _eval_forward(x3, scale, shift, y3, act, c0, c1), x3.shape[1])
+    threads.parallel_range(lambda c0, c1: _eval_forward(x3, scale, shift, y3, act, c0, c1), x3.shape[1],
+                           values=x3.size)
     return y3
 
 
@@ -207,7 +208,7 @@ def batch_norm_backward(dy3, x3, gamma, mean, invstd, need_dx, need_dgamma, need
     dx3 = output(x3.shape, x3.dtype) if need_dx else x3  # x3: a placeholder, not written
     coef, zero = np.empty((C, 3), x3.dtype), x3.dtype.type(0)
     threads.parallel_range(lambda c0, c1: _backward(dy3, x3, gamma, mean, invstd, dgamma, dbeta, dx3, need_dx, coef,
-                                                    zero, y3, act, c0, c1), C)
+                                                    zero, y3, act, c0, c1), C, values=x3.size)
     dx3 = dx3 if need_dx else None
     return dx3, (dgamma if need_dgamma else None), (dbeta if need_dbeta else None)
 

@@ -94,10 +94,10 @@ def max_pool2d_forward(x, kernel, stride, padding):
     argmax = output((N, C, OH, OW), np.int32)
     x, y_, argmax_ = _planes(np.ascontiguousarray(x)), _planes(y), _planes(argmax)
     if tuple(kernel) == tuple(stride) == (2, 2) and tuple(padding) == (0, 0):
-        threads.parallel_range(lambda p0, p1: _max_pool_2x2_planes(x, y_, argmax_, p0, p1), N * C)
+        threads.parallel_range(lambda p0, p1: _max_pool_2x2_planes(x, y_, argmax_, p0, p1), N * C, values=x.size)
     else:
         threads.parallel_range(lambda p0, p1: _max_pool_planes(x, y_, argmax_, *kernel, *stride, *padding, p0, p1),
-                               N * C)
+                               N * C, values=x.size)
     return y, argmax
 
 
@@ -119,7 +119,8 @@ def max_pool2d_backward(dy, argmax, x_shape):
     """dy (N, C, OH, OW) -> dx x_shape: each output's gradient goes to its window's winner."""
     dx = output(x_shape, dy.dtype)
     dy_, argmax_, dx_ = _planes(np.ascontiguousarray(dy)), _planes(argmax), dx.reshape(-1, x_shape[2] * x_shape[3])
-    threads.parallel_range(lambda p0, p1: _max_unpool_planes(dy_, argmax_, dx_, p0, p1), dx_.shape[0])
+    threads.parallel_range(lambda p0, p1: _max_unpool_planes(dy_, argmax_, dx_, p0, p1), dx_.shape[0],
+                           values=dx.size)
     return dx
 
 
@@ -154,7 +155,8 @@ def avg_pool2d_forward(x, kernel, stride, padding, count_include_pad):
     N, C = x.shape[0], x.shape[1]
     y = output((N, C) + _output_hw(x.shape, kernel, stride, padding), x.dtype)
     x_, y_, include = _planes(np.ascontiguousarray(x)), _planes(y), bool(count_include_pad)
-    threads.parallel_range(lambda p0, p1: _avg_pool_planes(x_, y_, *kernel, *stride, *padding, include, p0, p1), N * C)
+    threads.parallel_range(lambda p0, p1: _avg_pool_planes(x_, y_, *kernel, *stride, *padding, include, p0, p1), N * C,
+                           values=x_.size)
     return y
 
 
@@ -180,5 +182,5 @@ def avg_pool2d_backward(dy, x_shape, kernel, stride, padding, count_include_pad)
     dx = output(x_shape, dy.dtype)
     dy_, dx_, include = _planes(np.ascontiguousarray(dy)), _planes(dx), bool(count_include_pad)
     threads.parallel_range(lambda p0, p1: _avg_unpool_planes(dy_, dx_, *kernel, *stride, *padding, include, p0, p1),
-                           dx_.shape[0])
+                           dx_.shape[0], values=dx_.size)
     return dx

@@ -64,7 +64,7 @@ def _forward(x3, log):
     y3 = np.empty_like(x3, order="C")
     if x3.shape[1] > 0:
         x3 = np.ascontiguousarray(x3)
-        threads.parallel_range(lambda o0, o1: _softmax(x3, y3, log, o0, o1), x3.shape[0])
+        threads.parallel_range(lambda o0, o1: _softmax(x3, y3, log, o0, o1), x3.shape[0], values=x3.size)
     return y3
 
 
@@ -109,7 +109,7 @@ def _log_softmax_grad(dy, y, dx, o0, o1):
 def _backward(kernel, dy3, y3):
     dx3 = np.empty_like(dy3, order="C")
     dy3, y3 = np.ascontiguousarray(dy3), np.ascontiguousarray(y3)
-    threads.parallel_range(lambda o0, o1: kernel(dy3, y3, dx3, o0, o1), dy3.shape[0])
+    threads.parallel_range(lambda o0, o1: kernel(dy3, y3, dx3, o0, o1), dy3.shape[0], values=dy3.size)
     return dx3
 
 

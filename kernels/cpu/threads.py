@@ -104,14 +104,17 @@ class _Run:
             raise self.errors[0]
 
 
-def parallel_range(work, count, pieces_per_thread=16):
+def parallel_range(work, count, pieces_per_thread=16, values=None):
     """Run work(start, stop) over contiguous slices that cover range(count): one call on one thread, else up
     to pieces_per_thread slices a thread, handed out as parallel_for hands out its pieces (so a thread slowed
     by other load takes fewer). For serial `nogil` Numba kernels over a range of planes: a `prange` loop
     costs each kernel about a second more to compile on an empty cache (Numba compiles its body once more,
-    as a gufunc; benchmarks/RESULTS.md, "Cold start")."""
+    as a gufunc; benchmarks/RESULTS.md, "Cold start").
+
+    values: the size of the array the work goes over, for a memory-bound kernel: below SERIAL_BELOW the work
+    is one call on the caller's thread (each slice is a call of a Numba kernel from Python, a few µs)."""
     threads = min(count, num_threads())
-    if threads <= 1:
+    if threads <= 1 or (values is not None and values < SERIAL_BELOW):
         if count > 0:
             work(0, count)
         return
@@ -127,10 +130,7 @@ SERIAL_BELOW = 1 << 20  # arrays of fewer values run on the caller's thread: wak
 def on_threads(kernel, count, values, *args):
     """kernel(*args, start, stop) over range(count): one call when `values` (the size of the array the kernel
     goes over) is below SERIAL_BELOW, else ranges of it spread by parallel_range."""
-    if values < SERIAL_BELOW:
-        kernel(*args, 0, count)
-    else:
-        parallel_range(lambda start, stop: kernel(*args, start, stop), count)
+    parallel_range(lambda start, stop: kernel(*args, start, stop), count, values=values)
 
 
 def _start_workers(wanted):

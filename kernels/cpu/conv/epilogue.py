@@ -52,17 +52,20 @@ def _bias_grad(dy, y, bias_sums):
 
 def _bias_act(y, b, act):
     """y[n, f] = act(y[n, f] + b[f]) in place (act: a FUSED_CODES code; NaN passes through)."""
-    threads.parallel_range(lambda p0, p1: _bias_act_planes(y, b, act, p0, p1), y.shape[0] * y.shape[1])
+    threads.parallel_range(lambda p0, p1: _bias_act_planes(y, b, act, p0, p1), y.shape[0] * y.shape[1],
+                           values=y.size)
 
 
 def _relu_grad_planes(dy, y, dz, sums):
     """dz = dy · [y > 0] and sums[n, f] = Σ_p dz[n, f, p] (float64)."""
-    threads.parallel_range(lambda p0, p1: _relu_grad_plane_range(dy, y, dz, sums, p0, p1), dy.shape[0] * dy.shape[1])
+    threads.parallel_range(lambda p0, p1: _relu_grad_plane_range(dy, y, dz, sums, p0, p1), dy.shape[0] * dy.shape[1],
+                           values=dy.size)
 
 
 def _plane_sums(dy, sums):
     """sums[n, f] = Σ_p dy[n, f, p], in float64."""
-    threads.parallel_range(lambda p0, p1: _plane_sum_range(dy, sums, p0, p1), dy.shape[0] * dy.shape[1])
+    threads.parallel_range(lambda p0, p1: _plane_sum_range(dy, sums, p0, p1), dy.shape[0] * dy.shape[1],
+                           values=dy.size)
 
 
 @njit(cache=True, nogil=True)

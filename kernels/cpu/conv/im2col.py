@@ -103,7 +103,7 @@ def _im2col(x, KH, KW, stride, padding, dilation, OH, OW, cols):
     on ranges of the pairs, on the threads of kernels/cpu/threads.py: a `prange` loop costs each kernel
     about a second more to compile on an empty cache.)"""
     threads.parallel_range(lambda t0, t1: _im2col_rows(x, KH, KW, stride, padding, dilation, OH, OW, cols, t0, t1),
-                           x.shape[0] * x.shape[1] * KH * KW)
+                           x.shape[0] * x.shape[1] * KH * KW, values=cols.size)
 
 
 @njit(cache=True, nogil=True)
@@ -133,7 +133,7 @@ def _col2im(cols, KH, KW, stride, padding, dilation, OH, OW, dx):
 
     Parallel over the (n, c) planes of dx: a thread adds only into its own plane, so there are no races."""
     threads.parallel_range(lambda p0, p1: _col2im_planes(cols, KH, KW, stride, padding, dilation, OH, OW, dx, p0, p1),
-                           dx.shape[0] * dx.shape[1])
+                           dx.shape[0] * dx.shape[1], values=cols.size)
 
 
 @njit(cache=True, nogil=True)

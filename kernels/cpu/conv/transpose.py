@@ -82,7 +82,7 @@ def _shuffle_transpose_forward(x, w, b):
     Z = matmul(w.reshape(C, F * KH * KW).T, x.reshape(N, C, H * W))  # (N, F·KH·KW, H·W)
     y = output((N, F, H * KH, W * KW), x.dtype)
     Z, b = Z.reshape(N, F, KH, KW, H, W), _bias_or_zeros(b, F, x.dtype)
-    threads.parallel_range(lambda p0, p1: _pixel_shuffle(Z, b, y, p0, p1), N * F)
+    threads.parallel_range(lambda p0, p1: _pixel_shuffle(Z, b, y, p0, p1), N * F, values=y.size)
     return y
 
 
@@ -90,7 +90,7 @@ def _shuffle_transpose_backward(dy, x, w, need_dx, need_dw, need_db):
     N, C, H, W = x.shape
     _, F, KH, KW = w.shape
     dZ = scratch("conv.unshuffled", (N, F, KH, KW, H, W), dy.dtype)
-    threads.parallel_range(lambda p0, p1: _pixel_unshuffle(dy, dZ, p0, p1), N * F)
+    threads.parallel_range(lambda p0, p1: _pixel_unshuffle(dy, dZ, p0, p1), N * F, values=dy.size)
     dZ = dZ.reshape(N, F * KH * KW, H * W)
     dx = dw = db = None
     if need_dx:  # dx[n] = W (C, F·KH·KW) @ dZ[n]
