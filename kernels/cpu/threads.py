@@ -69,7 +69,10 @@ class _Run:
     before a sleeping worker is scheduled (tens of µs on a busy machine), and a worker that comes late finds
     nothing left and goes back to sleep. Cheap per piece and per call: the counters are itertools.count
     (next() on one is atomic under the GIL), and the caller waits on a plain lock that the worker finishing
-    the last piece releases (a Condition per piece cost ~3 µs a piece, an Event per call ~5 µs)."""
+    the last piece releases (a Condition per piece cost ~3 µs a piece, an Event per call ~5 µs). Before it
+    sleeps on that lock, the caller watches the run's finished_flag for ~100 µs outside the GIL: the worker
+    sets it once it has let go of the GIL, so the caller goes on at once instead of being woken (two
+    82 µs pieces: 145 µs for the call when the caller slept, 109 µs with the watch)."""
 
     def __init__(self, work, count):
         self.work, self.count = work, count
@@ -77,9 +80,13 @@ class _Run:
         self.errors, self.caller_finished_last = [], False
         self.done = threading.Lock()
         self.done.acquire()  # released by a worker that finishes the last piece
+        self.finished_flag = np.zeros(1, np.int64)  # then set by that worker, outside the GIL (_work_forever)
 
     def loop(self, caller=False):
+        """Run pieces until none is left; a worker that finished the last one gets the run's finished_flag
+        back (to set outside the GIL), else None."""
         _local.inside = True
+        flag = None
         try:
             while (i := next(self.claims)) < self.count:
                 try:
@@ -93,12 +100,15 @@ class _Run:
                         self.caller_finished_last = True
                     else:
                         self.done.release()
+                        flag = self.finished_flag
         finally:
             _local.inside = False
+        return flag
 
     def wait(self):
         """Return when every piece is done; raise the first exception a piece raised, if any."""
         if not self.caller_finished_last:
+            _watch(self.finished_flag, 0, SPIN_PAUSES, _NO_FLAG)  # a short watch outside the GIL, then sleep
             self.done.acquire()
         if self.errors:
             raise self.errors[0]
@@ -147,14 +157,17 @@ def _work_forever():
     """A worker: the next run from _jobs, or, when there is none, a short watch of _posted outside the GIL
     (a kernel call's worth of time: a run posted meanwhile starts without the wake-up of a sleeping thread,
     tens of µs on a virtual machine), then sleep on the queue."""
+    finished = _NO_FLAG
     while True:
         seen = _posted[0]  # read before looking: a run put after the look bumps it after this read
         try:
             run = _jobs.get_nowait()
+            _watch(_posted, seen, 0, finished)
         except queue.Empty:
-            _watch(_posted, seen, SPIN_PAUSES)
+            _watch(_posted, seen, SPIN_PAUSES, finished)
             run = _jobs.get()
-        run.loop()
+        finished = run.loop()
+        finished = _NO_FLAG if finished is None else finished
         del run  # not held while this worker waits for the next one
 
 
@@ -180,9 +193,25 @@ def _pause(typingctx):
     return types.void(), codegen
 
 
+@intrinsic
+def _store_release(typingctx, flag, value):
+    """flag[0] = value, an atomic release store: every write before it is seen before it."""
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        builder.store_atomic(args[1], array.data, "release", 8)
+        return context.get_dummy_value()
+    return types.void(flag, value), codegen
+
+
+_NO_FLAG = np.zeros(1, np.int64)  # a flag nobody watches
+
+
 @njit(cache=True, nogil=True)
-def _watch(counter, seen, pauses):
-    """Return as soon as counter[0] differs from `seen`, or after `pauses` pauses; without the GIL."""
+def _watch(counter, seen, pauses, finished):
+    """Set finished[0] = 1 (the caller of the run this thread finished may be watching it: setting it here,
+    outside the GIL, lets that caller go on at once, without waiting for the GIL), then return as soon as
+    counter[0] differs from `seen`, or after `pauses` pauses; without the GIL."""
+    _store_release(finished, np.int64(1))
     for _ in range(pauses):
         if _load_acquire(counter) != seen:
             return
