@@ -1,6 +1,7 @@
 """threads.parallel_range (kernels/cpu/threads.py) and the kernels it splits: every index once, and the same
 results whether a kernel runs as one range or as many ranges on two threads."""
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -168,6 +169,31 @@ def test_parallel_for_does_not_wait_for_a_worker_that_never_came(monkeypatch):
     finally:
         release.set()
         caller.join()
+
+
+@pytest.mark.parametrize("pauses", [0, threads.SPIN_PAUSES, 10 ** 7])
+def test_parallel_for_returns_when_a_worker_finishes_last(monkeypatch, pauses):
+    """The caller waits for a piece a worker is still running: by watching the run's finished flag (which
+    that worker sets once it has let go of the GIL), then on the lock it releases. With no watch (0), a
+    watch that ends first (the default) and one that outlasts the piece, every piece is done on return."""
+    _on_threads(monkeypatch, 2)
+    monkeypatch.setattr(threads, "SPIN_PAUSES", pauses)
+    caller = threading.get_ident()
+    worker_started, done_by = threading.Event(), {}
+
+    def work(i):
+        if i == 0:  # the caller's piece: hold it until a worker has taken the other one
+            assert worker_started.wait(10)
+        else:
+            worker_started.set()
+            time.sleep(0.05)  # the worker finishes last
+        done_by[i] = threading.get_ident()
+
+    for _ in range(3):
+        worker_started.clear()
+        done_by.clear()
+        threads.parallel_for(work, 2)
+        assert sorted(done_by) == [0, 1] and done_by[0] == caller and done_by[1] != caller
 
 
 def test_parallel_for_raises_a_pieces_error_after_the_running_pieces(monkeypatch):
