@@ -156,7 +156,8 @@ def _start_workers(wanted):
 def _work_forever():
     """A worker: the next run from _jobs, or, when there is none, a short watch of _posted outside the GIL
     (a kernel call's worth of time: a run posted meanwhile starts without the wake-up of a sleeping thread,
-    tens of µs on a virtual machine), then sleep on the queue."""
+    tens of µs on a virtual machine), then sleep on the queue. The finished flag of the run whose last piece
+    it ran is set at the start of that watch, once this thread has let go of the GIL (_Run.wait)."""
     finished = _NO_FLAG
     while True:
         seen = _posted[0]  # read before looking: a run put after the look bumps it after this read
