@@ -16,6 +16,10 @@ The functions below are the contract's (kernels/contract.py). Each NCHW one pick
   conv is memory bound, so one pass over each big array wins.
 - **matmul** (`pointwise.py`): 1×1, stride 1, no padding, no groups. x is already its own im2col matrix: one
   GEMM per image, no copy.
+- **few_channels** (`few_channels.py`): 3×3, stride 1, at most 4 input channels, no groups (a first layer on
+  an RGB image). im2col's GEMM would have an inner dimension of C·9 = 27 and a few filters as its rows, far
+  below BLAS's peak; the forward builds each output plane in one pass per input channel instead (its
+  backward is im2col's).
 - **winograd** (`winograd.py`): 3×3, stride 1, no dilation or groups, at least 16 channels in and out, a
   symmetric padding ≤ 2. Where the FLOPs are (the tutorial's 64 → 64 conv is 90 % of its arithmetic): 2.25×
   fewer multiply-adds than im2col; with fewer channels the 16 GEMMs are too thin to gain.
