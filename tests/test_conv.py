@@ -192,6 +192,21 @@ def test_conv_transpose2d_gradients_named_cases(case):
     gradcheck(_conv_transpose_fn(case), arrays)
 
 
+@pytest.mark.parametrize("n_images", [1, 3])
+def test_upsampling_split_in_bands_matches_reference(monkeypatch, n_images):
+    """The 2×2 stride-2 transposed conv at a size worth two threads: one image cut into bands of rows,
+    three images cut between images; each band's GEMM and shuffle on its thread give the reference's values."""
+    from tinycnn.kernels.cpu import threads
+    monkeypatch.setattr(threads, "num_threads", lambda: 2)
+    rng = np.random.default_rng(3)
+    x, w, b = randn(rng, n_images, 64, 33, 40), randn(rng, 64, 16, 2, 2) / 8, randn(rng, 16)
+    geometry = (2, 2), (0, 0), (0, 0), (1, 1), 1
+    expected = ref.conv_transpose2d_forward(x, w, b, *geometry)
+    got = cpu.conv_transpose2d_forward(x.astype(np.float32), w.astype(np.float32), b.astype(np.float32), *geometry)
+    assert got.shape == (n_images, 16, 66, 80)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
 @settings(deadline=None, max_examples=15)
 @given(shape=st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 4), st.integers(1, 4)),
        pad=st.tuples(*[st.integers(0, 2)] * 4), value=st.floats(-2, 2), seed=st.integers(0, 2**16))

@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit
 
 from .. import threads
-from ..gemm import matmul
+from ..gemm import MIN_FLOPS_PER_THREAD, matmul
 from ..workspace import output, scratch
 from .algorithms import convolve, convolve_backward
 from .epilogue import NO_ACTIVATION, _bias_act, _bias_or_zeros
@@ -77,13 +77,34 @@ def _is_pixel_shuffle(w_shape, stride, padding, output_padding, dilation, groups
 
 
 def _shuffle_transpose_forward(x, w, b):
+    """Each piece of work is a band of input rows of some images: its GEMM (one BLAS thread) and its
+    shuffle into y run on the same thread, back to back, while its part of Z is still in cache."""
     N, C, H, W = x.shape
     _, F, KH, KW = w.shape
-    Z = matmul(w.reshape(C, F * KH * KW).T, x.reshape(N, C, H * W))  # (N, F·KH·KW, H·W)
+    w_t = w.reshape(C, F * KH * KW).T  # (F·KH·KW, C), a transposed view: BLAS reads it as it is
+    x_rows = x.reshape(N, C, H * W)
+    Z = scratch("conv.shuffled", (N, F * KH * KW, H * W), x.dtype)
     y = output((N, F, H * KH, W * KW), x.dtype)
-    Z, b = Z.reshape(N, F, KH, KW, H, W), _bias_or_zeros(b, F, x.dtype)
-    threads.parallel_range(lambda p0, p1: _pixel_shuffle(Z, b, y, p0, p1), N * F, values=y.size)
+    b = _bias_or_zeros(b, F, x.dtype)
+    bands = _bands(N, H, max(1, min(threads.num_threads(), int(2.0 * Z.size * C // MIN_FLOPS_PER_THREAD))))
+
+    def band(i):
+        n0, n1, h0, h1 = bands[i]
+        columns = slice(h0 * W, h1 * W)
+        np.matmul(w_t, x_rows[n0:n1, :, columns], out=Z[n0:n1, :, columns])
+        _pixel_shuffle(Z.reshape(N, F, KH, KW, H, W), b, y, n0, n1, h0, h1)
+
+    threads.parallel_for(band, len(bands))
     return y
+
+
+def _bands(N, H, parts):
+    """`parts` pieces (n0, n1, h0, h1) covering the N images' H rows: whole images when there are as many
+    as parts, else bands of rows of each image."""
+    if N >= parts:
+        return [(N * i // parts, N * (i + 1) // parts, 0, H) for i in range(parts)]
+    per_image = -(-parts // N)
+    return [(n, n + 1, H * i // per_image, H * (i + 1) // per_image) for n in range(N) for i in range(per_image)]
 
 
 def _shuffle_transpose_backward(dy, x, w, need_dx, need_dw, need_db):
@@ -104,19 +125,19 @@ def _shuffle_transpose_backward(dy, x, w, need_dx, need_dw, need_db):
 
 
 @njit(cache=True, nogil=True)
-def _pixel_shuffle(Z, b, y, p0, p1):
-    """y[n, f, h·KH + i, w·KW + j] = Z[n, f, i, j, h, w] + b[f] for the (n, f) planes p0 ≤ n·F + f < p1
-    (threads.parallel_range spreads the planes: serial kernels compile faster than prange ones)."""
+def _pixel_shuffle(Z, b, y, n0, n1, h0, h1):
+    """y[n, f, h·KH + i, w·KW + j] = Z[n, f, i, j, h, w] + b[f] for the images n0 ≤ n < n1 and their input
+    rows h0 ≤ h < h1."""
     N, F, KH, KW, H, W = Z.shape
-    for plane in range(p0, p1):
-        n, f = plane // F, plane % F
-        for h in range(H):
-            for i in range(KH):
-                row = y[n, f, h * KH + i]
-                for j in range(KW):
-                    src = Z[n, f, i, j, h]
-                    for w_ in range(W):
-                        row[w_ * KW + j] = src[w_] + b[f]
+    for n in range(n0, n1):
+        for f in range(F):
+            for h in range(h0, h1):
+                for i in range(KH):
+                    row = y[n, f, h * KH + i]
+                    for j in range(KW):
+                        src = Z[n, f, i, j, h]
+                        for w_ in range(W):
+                            row[w_ * KW + j] = src[w_] + b[f]
 
 
 @njit(cache=True, nogil=True)
