@@ -21,10 +21,11 @@ _P0, _P1, _P2 = np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.flo
 _P3, _P4, _P5 = np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1)
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, fastmath={"contract"}, inline="always")
 def exp_row(out, x, shift, powers):
     """out[i] = e^(x[i] − shift[i]) for float32 rows; powers is an int32 scratch row of the same length
-    (2^k is put together in a second loop: integer bits and float arithmetic in one loop do not vectorize)."""
+    (2^k is put together in a second loop: integer bits and float arithmetic in one loop do not vectorize).
+    Inlined into its caller: compiled on its own as well, it cost a first run ~0.4 s more."""
     for i in range(out.size):
         v = min(max(x[i] - shift[i], _LOW), _HIGH)
         k = np.floor(v * _LOG2E + np.float32(0.5))

@@ -17,9 +17,8 @@ import numpy as np
 from numba import njit
 
 from .. import threads
-from .direct import _copy_out_row
+from ..activation import fused_activate
 from .epilogue import _bias_or_zeros
-from .rows import _copy_row
 
 FEW_CHANNELS = 4
 
@@ -57,13 +56,17 @@ def _few_channel_forward(x, w, b, act, ph, pw, y, p0, p1):
             for c in range(C):
                 for h in range(H):
                     start = (h + ph) * Wp + pw
-                    _copy_row(padded[c, start:start + W], x[n, c, h], 1)  # not a slice assignment (direct.py)
+                    for k in range(W):
+                        padded[c, start + k] = x[n, c, h, k]
             image = n
-        wide[:] = b[f]
+        for k in range(wide.size):
+            wide[k] = b[f]
         for c in range(C):
             _add_conv3x3(wide, padded[c], w[f, c], Wp)
         for oh in range(OH):
-            _copy_out_row(y[n, f, oh], wide[oh * Wp:], 1, act)
+            out, row = y[n, f, oh], wide[oh * Wp:]
+            for k in range(OW):
+                out[k] = fused_activate(row[k], act)
 
 
 @njit(cache=True, fastmath={"contract"})
