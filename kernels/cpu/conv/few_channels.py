@@ -32,23 +32,26 @@ def applies(x_shape, w_shape, y_shape, stride, padding, groups, dilation):
 def forward(x, w, b, act, stride, padding, dilation, groups, y):
     """y = act(conv2d(x, w) + b) into y (N, F, OH, OW); padding (top, left)."""
     b = _bias_or_zeros(b, w.shape[0], x.dtype)
-    # few pieces: each one pads the images it starts on
-    threads.parallel_range(lambda p0, p1: _few_channel_forward(x, w, b, act, padding[0], padding[1], y, p0, p1),
-                           y.shape[0] * y.shape[1], pieces_per_thread=2)
+    (N, C, H, W), (ph, pw), (OH, OW) = x.shape, padding, y.shape[2:]
+    Hp, Wp = max(H + 2 * ph, OH + 2), max(W + 2 * pw, OW + 2)
+
+    def planes(p0, p1):  # each piece pads the images it starts on in buffers of its own
+        padded = np.zeros((C, Hp * Wp), x.dtype)  # the border stays 0: only the inside is copied
+        wide = np.empty(OH * Wp - 2, y.dtype)     # the last row's two extra columns are never read
+        _few_channel_forward(x, w, b, act, ph, pw, Wp, padded, wide, y, p0, p1)
+
+    threads.parallel_range(planes, y.shape[0] * y.shape[1], pieces_per_thread=2)
     return y
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def _few_channel_forward(x, w, b, act, ph, pw, y, p0, p1):
+def _few_channel_forward(x, w, b, act, ph, pw, Wp, padded, wide, y, p0, p1):
     """x (N, C, H, W), w (F, C, 3, 3) -> y (N, F, OH, OW) = act(conv2d(x, w) + b) for the output planes
     n·F + f in [p0, p1), with ph rows and pw columns of zeros before the image (and as many as the outputs
-    read after it)."""
+    read after it, rows of Wp); padded (C, Hp·Wp) holds the padded image (its border 0), wide the output plane."""
     N, C, H, W = x.shape
     F = w.shape[0]
     OH, OW = y.shape[2], y.shape[3]
-    Hp, Wp = max(H + 2 * ph, OH + 2), max(W + 2 * pw, OW + 2)
-    padded = np.zeros((C, Hp * Wp), x.dtype)  # the border stays 0: only the inside is copied
-    wide = np.empty(OH * Wp - 2, y.dtype)     # the last row's two extra columns are never read
     image = -1
     for plane in range(p0, p1):
         n, f = plane // F, plane % F
