@@ -8,8 +8,9 @@
 The op layer views any tensor as (outer, C, inner) around the softmax axis: (N, C) logits are (N, C, 1),
 per-pixel class scores (N, C, H, W) over dim=1 are (N, C, H·W). A thread takes a range of `outer` slices;
 inside one the loops run over c, then over the contiguous `inner` positions, keeping one running max and one
-sum per position, so every pass reads memory in order. Sums are accumulated in float64; a float32
-softmax over rows of pixels takes its exponentials in SIMD code (fast_exp.py), the rest math.exp.
+sum per position, so every pass reads memory in order. Sums are accumulated in float64, except in a float32
+softmax over rows of pixels, which takes its exponentials in SIMD code (fast_exp.py) and sums them in
+float32; the rest use math.exp.
 """
 import math
 
@@ -52,24 +53,26 @@ def _softmax(x, y, log, o0, o1):
 
 
 @njit(cache=True, nogil=True)
-def _softmax_float32(x, y, o0, o1):
-    """_softmax (not log) for float32, its exps in SIMD code (fast_exp.py), a row of e^(x − m) at a time."""
+def _softmax_float32(x, y, m, total, powers, o0, o1):
+    """_softmax (not log) for float32, its exps in SIMD code (fast_exp.py), a row of e^(x − m) at a time;
+    m, total and powers are float32, float32 and int32 rows of the inner length (made by the caller: its
+    own loops, buffers and sums make this kernel's first compile shorter, a float32 sum over the few
+    classes of a pixel is exact enough)."""
     C, inner = x.shape[1], x.shape[2]
-    m = np.empty(inner, np.float32)
-    total = np.empty(inner, np.float64)
-    powers = np.empty(inner, np.int32)
     for o in range(o0, o1):
-        _max_over_c(x, o, m)
-        total[:] = 0.0
+        for i in range(inner):
+            m[i] = x[o, 0, i]
+            total[i] = 0
+        for c in range(1, C):
+            for i in range(inner):
+                m[i] = max(m[i], x[o, c, i])
         for c in range(C):
             exp_row(y[o, c], x[o, c], m, powers)
             for i in range(inner):
                 total[i] += y[o, c, i]
-        for i in range(inner):
-            m[i] = 1.0 / total[i]
         for c in range(C):
             for i in range(inner):
-                y[o, c, i] *= m[i]
+                y[o, c, i] /= total[i]
 
 
 @njit(cache=True)
@@ -94,12 +97,18 @@ def _normalize(x, y, o, m, total, log):
 SIMD_ROW = 16  # float32 softmax: exps in SIMD code for rows of at least this many positions
 
 
+def _rows(inner):
+    """_softmax_float32's buffers, for one call (one thread)."""
+    return np.empty(inner, np.float32), np.empty(inner, np.float32), np.empty(inner, np.int32)
+
+
 def _forward(x3, log):
     y3 = np.empty_like(x3, order="C")
     if x3.shape[1] > 0:
         x3 = np.ascontiguousarray(x3)
         if not log and x3.dtype == np.float32 and x3.shape[2] >= SIMD_ROW:  # (N, C) logits: rows of 1
-            threads.parallel_range(lambda o0, o1: _softmax_float32(x3, y3, o0, o1), x3.shape[0], values=x3.size)
+            threads.parallel_range(lambda o0, o1: _softmax_float32(x3, y3, *_rows(x3.shape[2]), o0, o1), x3.shape[0],
+                                   values=x3.size)
         else:
             threads.parallel_range(lambda o0, o1: _softmax(x3, y3, log, o0, o1), x3.shape[0], values=x3.size)
     return y3
