@@ -135,11 +135,18 @@ def _winograd_forward(x, w, b, act, padding, y, pooled_from=None):
         tiles = (r1 - r0) * (TW + 1)  # slots: TW tiles and one spare per row
         V = scratch("conv.winograd_v", (16, C, tiles), x.dtype)
         M = scratch("conv.winograd_m", (16, F, tiles), x.dtype)
-        _winograd_input(x, padding[0], padding[1], TH, TW, r0, r1, V)
+        _winograd_input(x, padding[0], padding[1], TH, TW, r0, r1, V, *_input_buffers(tiles, x.dtype))
         np.matmul(U, V, out=M)
         _winograd_output(M, b, act, pooled_from is not None, TH, TW, r0, r1, y)
 
     threads.parallel_for(piece, pieces)
+
+
+def _input_buffers(S, dtype):
+    """_winograd_input's buffers for a piece of S slots (made here: arrays made in the kernel cost its first
+    compile more): the padded rows (zeros: only the input's pixels are written), their even and odd
+    columns, and Bᵀ d on those (+ 1: the last spare slot reads one past the end)."""
+    return (np.zeros((4, 2 * S + 2), dtype),) + tuple(np.empty((4, S + 1), dtype) for _ in range(4))
 
 
 def _winograd_backward(dy, y, x, x_shape, w, w_shape, padding, dx, dw, bias_sums):
@@ -172,7 +179,7 @@ def _winograd_backward(dy, y, x, x_shape, w, w_shape, padding, dx, dw, bias_sums
             _winograd_output_grad(dy, y if masked else dy, masked, TH, TW, r0, r1, dM, bias_sums)
             if dw is not None:  # dU_ξ += dM_ξ @ V_ξᵀ
                 V = scratch("conv.winograd_v", (16, C, tiles), dy.dtype)
-                _winograd_input(x, ph, pw, TH, TW, r0, r1, V)
+                _winograd_input(x, ph, pw, TH, TW, r0, r1, V, *_input_buffers(tiles, dy.dtype))
                 dU += np.matmul(dM, V.transpose(0, 2, 1), out=scratch("conv.winograd_dup", (16, F, C), dy.dtype))
             if dx is not None:  # dV_ξ = U_ξᵀ @ dM_ξ, then dd = B dV Bᵀ into the image's plane buffer
                 dV = scratch("conv.winograd_v", (16, C, tiles), dy.dtype)
@@ -200,7 +207,7 @@ def _winograd_backward(dy, y, x, x_shape, w, w_shape, padding, dx, dw, bias_sums
 # run them on their own pieces.
 
 @njit(cache=True, nogil=True)
-def _winograd_input(x, ph, pw, TH, TW, r0, r1, V):
+def _winograd_input(x, ph, pw, TH, TW, r0, r1, V, rows, e, o, te, to):
     """V[ξ, c, slot] = (Bᵀ d B)[ξ] for the tiles of rows r = n·TH + th in [r0, r1), slot (r − r0)·(TW + 1)
     + tw, d the 4×4 tile at (2·th, 2·tw) of the zero-padded x[n, c] (ξ = 4·row + column of the transformed
     tile); the spare slots get junk.
@@ -213,11 +220,6 @@ def _winograd_input(x, ph, pw, TH, TW, r0, r1, V):
     N, C, H, W = x.shape
     TW1 = TW + 1
     S = (r1 - r0) * TW1  # slots in the piece
-    rows = np.zeros((4, 2 * S + 2), x.dtype)  # only the input's pixels are written: the padding stays 0
-    e = np.empty((4, S + 1), x.dtype)  # + 1: the last spare slot reads one past the end
-    o = np.empty((4, S + 1), x.dtype)
-    te = np.empty((4, S + 1), x.dtype)
-    to = np.empty((4, S + 1), x.dtype)
     for c in range(C):
         for r in range(r0, r1):
             n, th = r // TH, r % TH
