@@ -70,7 +70,9 @@ NAMED_CONV_CASES = {
     "1x1 (matmul)": dict(x_shape=(2, 3, 4, 3), w_shape=(4, 3, 1, 1), stride=(1, 1), padding=(0, 0)),
     "1x1 strided (im2col)": dict(x_shape=(1, 3, 5, 4), w_shape=(2, 3, 1, 1), stride=(2, 3), padding=(0, 0)),
     "1x1 padded (im2col)": dict(x_shape=(1, 2, 3, 3), w_shape=(2, 2, 1, 1), stride=(1, 1), padding=(1, 0)),
-    "one input channel (direct)": dict(x_shape=(2, 1, 6, 5), w_shape=(5, 1, 3, 3), stride=(1, 1), padding=(1, 1)),
+    "one input channel (few_channels)": dict(x_shape=(2, 1, 6, 5), w_shape=(5, 1, 3, 3), stride=(1, 1), padding=(1, 1)),
+    "one input channel, strided (direct)": dict(x_shape=(2, 1, 7, 6), w_shape=(3, 1, 3, 3), stride=(2, 1),
+                                                padding=(1, 1)),
     "depthwise strided (direct)": dict(x_shape=(1, 3, 7, 6), w_shape=(3, 1, 3, 3), stride=(2, 2), padding=(1, 1),
                                        groups=3),
     "depthwise multiplier 2 (direct)": dict(x_shape=(2, 2, 5, 5), w_shape=(4, 1, 2, 3), padding=(1, 0),
@@ -84,8 +86,9 @@ NAMED_CONV_CASES = {
     "same, even kernel": dict(x_shape=(1, 2, 4, 5), w_shape=(3, 2, 2, 4), padding="same"),
     "same, dilated": dict(x_shape=(1, 2, 5, 4), w_shape=(2, 2, 3, 2), padding="same", dilation=(2, 3)),
 }
-EXPECTED_ALGORITHM = {"1x1 (matmul)": "matmul", "one input channel (direct)": "direct",
-                      "depthwise strided (direct)": "direct", "depthwise multiplier 2 (direct)": "direct",
+EXPECTED_ALGORITHM = {"1x1 (matmul)": "matmul", "one input channel (few_channels)": "few_channels",
+                      "depthwise strided (direct)": "direct", "one input channel, strided (direct)": "direct",
+                      "depthwise multiplier 2 (direct)": "direct",
                       "RGB first layer (few_channels)": "few_channels",
                       "stride > kernel (im2col)": "im2col", "groups 2, dilated (im2col)": "im2col",
                       "1x1 strided (im2col)": "im2col", "1x1 padded (im2col)": "im2col"}

@@ -21,7 +21,9 @@ DTYPES = [np.float32, np.float64]
 
 # One problem per algorithm (and the awkward geometries of the direct and Winograd kernels).
 CASES = {
-    "direct, one input channel": dict(x_shape=(2, 1, 7, 6), w_shape=(5, 1, 3, 3)),
+    "few_channels, one input channel": dict(x_shape=(2, 1, 7, 6), w_shape=(5, 1, 3, 3)),
+    "few_channels, RGB, padded": dict(x_shape=(2, 3, 7, 6), w_shape=(4, 3, 3, 3), padding=(1, 2)),
+    "direct, one input channel, strided": dict(x_shape=(2, 1, 7, 6), w_shape=(5, 1, 3, 3), stride=(2, 1)),
     "direct, depthwise, strided, padded": dict(x_shape=(2, 3, 7, 6), w_shape=(3, 1, 3, 3), stride=(2, 2),
                                                padding=(1, 1), groups=3),
     "direct, multiplier 2, dilated, 2x3": dict(x_shape=(1, 2, 6, 7), w_shape=(4, 1, 2, 3), padding=(1, 0),
@@ -31,7 +33,8 @@ CASES = {
     "winograd, odd output": dict(x_shape=(2, 16, 7, 6), w_shape=(16, 16, 3, 3)),
     "winograd, padded": dict(x_shape=(1, 16, 4, 5), w_shape=(17, 16, 3, 3), padding=(1, 2)),
 }
-EXPECTED = {"direct, one input channel": "direct", "direct, depthwise, strided, padded": "direct",
+EXPECTED = {"few_channels, one input channel": "few_channels", "few_channels, RGB, padded": "few_channels",
+            "direct, one input channel, strided": "direct", "direct, depthwise, strided, padded": "direct",
             "direct, multiplier 2, dilated, 2x3": "direct", "matmul (1x1)": "matmul",
             "im2col, strided": "im2col", "winograd, odd output": "winograd", "winograd, padded": "winograd"}
 
@@ -309,7 +312,8 @@ def test_conv_relu_maxpool_kernel_matches_reference(name, dtype):
     np.testing.assert_allclose(got, expected, **TOL[dtype])
 
 
-@pytest.mark.parametrize("name", ["direct, one input channel", "winograd, odd output", "im2col, strided"])
+@pytest.mark.parametrize("name", ["few_channels, one input channel", "few_channels, RGB, padded",
+                                  "direct, one input channel, strided", "winograd, odd output", "im2col, strided"])
 def test_conv_relu_maxpool_gradients(name):
     """The fused op's backward (which recomputes the conv) against finite differences."""
     case = _case(name)
@@ -326,7 +330,7 @@ def test_inference_form_fuses_conv_and_pool(monkeypatch):
     calls = []
     original = cpu.conv2d_bias_relu_maxpool2_forward
     monkeypatch.setattr(cpu, "conv2d_bias_relu_maxpool2_forward", lambda *a: calls.append(1) or original(*a))
-    model = tinycnn.Sequential([layers.Conv2D(16, 3, activation="relu", input_shape=(14, 13, 1)),  # direct
+    model = tinycnn.Sequential([layers.Conv2D(16, 3, activation="relu", input_shape=(14, 13, 1)),  # few_channels
                                 layers.MaxPooling2D(2), layers.Conv2D(16, 3, activation="relu"),  # Winograd
                                 layers.MaxPooling2D(2), layers.Flatten(), layers.Dense(1)])
     x = np.random.default_rng(7).uniform(size=(3, 1, 14, 13)).astype(np.float32)

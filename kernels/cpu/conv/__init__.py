@@ -11,15 +11,15 @@ db = Σ_{n, oh, ow} dy.
 The functions below are the contract's (kernels/contract.py). Each NCHW one picks an algorithm from
 `ALGORITHMS` (algorithms.py), the first that applies to the shapes, in this order:
 
-- **direct** (`direct.py`): one input channel per filter (C/G = 1: depthwise convs, a first layer on a grey
-  image). im2col would copy the input KH·KW times to feed a GEMM whose inner dimension is only KH·KW; the
-  conv is memory bound, so one pass over each big array wins.
+- **few_channels** (`few_channels.py`): 3×3, stride 1, at most 4 input channels, no groups (a first layer on
+  a grey or colour image). im2col's GEMM would have an inner dimension of C·9 (9 or 27) and a few filters
+  as its rows, far below BLAS's peak; the forward builds each output plane in one pass per input channel
+  instead (its backward is direct's for one channel, else im2col's).
+- **direct** (`direct.py`): one input channel per filter (C/G = 1: depthwise convs, and the grey first
+  layers few_channels does not take). im2col would copy the input KH·KW times to feed a GEMM whose inner
+  dimension is only KH·KW; the conv is memory bound, so one pass over each big array wins.
 - **matmul** (`pointwise.py`): 1×1, stride 1, no padding, no groups. x is already its own im2col matrix: one
   GEMM per image, no copy.
-- **few_channels** (`few_channels.py`): 3×3, stride 1, at most 4 input channels, no groups (a first layer on
-  an RGB image). im2col's GEMM would have an inner dimension of C·9 = 27 and a few filters as its rows, far
-  below BLAS's peak; the forward builds each output plane in one pass per input channel instead (its
-  backward is im2col's).
 - **winograd** (`winograd.py`): 3×3, stride 1, no dilation or groups, at least 16 channels in and out, a
   symmetric padding ≤ 2. Where the FLOPs are (the tutorial's 64 → 64 conv is 90 % of its arithmetic): 2.25×
   fewer multiply-adds than im2col; with fewer channels the 16 GEMMs are too thin to gain.

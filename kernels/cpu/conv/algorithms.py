@@ -25,9 +25,10 @@ class Algorithm(NamedTuple):
 
 
 ALGORITHMS = (
+    Algorithm("few_channels", few_channels.applies, few_channels.forward, few_channels.backward,
+              few_channels.forward_maxpool2),
     Algorithm("direct", direct.applies, direct.forward, direct.backward, direct.forward_maxpool2),
     Algorithm("matmul", pointwise.applies, pointwise.forward, pointwise.backward),
-    Algorithm("few_channels", few_channels.applies, few_channels.forward, im2col.backward),
     Algorithm("winograd", winograd.applies, winograd.forward, winograd.backward, winograd.forward_maxpool2),
     Algorithm("im2col", im2col.applies, im2col.forward, im2col.backward),
 )

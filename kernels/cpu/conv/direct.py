@@ -1,5 +1,6 @@
 """Direct NCHW convolution for one input channel per filter (C/G = 1: depthwise convs with G = C, and a first
-layer on a grey image, C = 1).
+layer on a grey image, C = 1; few_channels.py takes that layer's 3×3 stride-1 forward, this file's backward
+does its gradients).
 
 Each filter reads a single plane, so im2col would copy the input KH·KW times to feed a GEMM with an inner
 dimension of KH·KW. Such a conv is memory bound (9 multiply-adds per output for a 3×3), so the kernels make
