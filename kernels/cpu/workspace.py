@@ -25,6 +25,7 @@ Both are per thread, so two threads running kernels never share a buffer. The CU
 """
 import collections
 import contextlib
+import math
 import sys
 import threading
 
@@ -71,7 +72,7 @@ def output(shape, dtype):
     """An uninitialised C-contiguous array of `shape` and `dtype` for a kernel's result: a recycled one
     that nothing else refers to any more, or a new one (kept for later reuse when big enough)."""
     shape, dtype = tuple(int(s) for s in shape), np.dtype(dtype)
-    nbytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+    nbytes = dtype.itemsize * math.prod(shape)
     if nbytes < OUTPUT_MIN_BYTES:
         return np.empty(shape, dtype)
     state = _state()

@@ -43,16 +43,28 @@ the top and left padding and the output's size, and read every pixel outside the
 padding (Keras' 'same' at stride 2 pads only the bottom and right) needs no pad op and no padded copy of the
 whole input.
 """
+import contextlib
+
 import numpy as np
 
+from .. import threads, workspace
 from ..activation import FUSED_CODES
 from ..pool import max_pool2d_forward
-from ..workspace import constant_weights, output  # noqa: F401 (constant_weights: the capability)
+from ..workspace import output
 from .algorithms import ALGORITHMS, Algorithm, choose, convolve, convolve_backward
 from .channels_last import conv2d_channels_last_backward, conv2d_channels_last_forward
 from .geometry import _geometry, _top_left, conv_output_size, conv_transpose_output_size
 from .padding import pad2d_backward, pad2d_forward
 from .transpose import conv_transpose2d_backward, conv_transpose2d_forward
+
+@contextlib.contextmanager
+def constant_weights(arrays, memo):
+    """The block around an inference plan's replay (the "constant_weights" capability): workspace.py's, in
+    which `arrays` are constants, with NumPy's BLAS held at one thread for the whole replay (each kernel
+    call would otherwise set it and give it back, ~4 µs a call)."""
+    with workspace.constant_weights(arrays, memo), threads.one_blas_thread():
+        yield
+
 
 def conv2d_forward(x, w, b, stride, padding, dilation, groups):
     """x (N, C, H, W), w (F, C/G, KH, KW), b (F,) or None -> y (N, F, OH, OW)."""
