@@ -221,7 +221,14 @@ def _is_module(value):
 
 def _weights_key(model):
     """The cache key of `model`'s inference form: its modules, their tensors' arrays and versions. A layer
-    built since (its first call creates its weights) changes the key."""
-    modules = [m for _, m in model.named_modules()]
-    tensors = [t for m in modules for t in (*m._parameters.values(), *m._buffers.values())]
-    return tuple(map(id, modules)) + tuple((id(t.data), t.version) for t in tensors)
+    built since (its first call creates its weights) changes the key. (Read on every predict: a plain stack,
+    not named_modules' nested generators, which cost a 59-layer detector ~0.1 ms a call.)"""
+    key, stack = [], [model]
+    while stack:
+        module = stack.pop()
+        key.append(id(module))
+        for tensors in (module._parameters, module._buffers):
+            for t in tensors.values():
+                key += (id(t.data), t.version)
+        stack.extend(module._modules.values())
+    return tuple(key)
