@@ -229,8 +229,10 @@ def _columns_last(x, w_shape, stride, top_left, dilation, y_shape, fill=True):
 
 def _im2col_last(x, KH, KW, stride, padding, dilation, OH, OW, cols):
     """cols[(n, oh, ow), (i, j, c)] = x[n, oh·sh + i·dil_h − top, ow·sw + j·dil_w − left, c], 0 outside the image.
-    In ranges of the output rows (n, oh): each writes its own rows of cols."""
-    _on_threads(_im2col_last_rows, x.shape[0] * OH, cols.size, x, KH, KW, stride, padding, dilation, OH, OW, cols)
+    In ranges of the output rows (n, oh): each writes its own rows of cols. On the threads even when small:
+    its nine copies of a batch-1 RGB stem's input (0.44 M values) took ~0.45 ms on one thread, ~0.25 on two."""
+    threads.parallel_range(lambda r0, r1: _im2col_last_rows(x, KH, KW, stride, padding, dilation, OH, OW, cols, r0, r1),
+                           x.shape[0] * OH, pieces_per_thread=4)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
