@@ -81,6 +81,8 @@ def test_kernels_match_reference(dtype, case, activation, seed):
     (20, (1, 1), (2, 2, 2, 2), (2, 2), (1, 7, 9)),      # dilated
     (33, (1, 2), (1, 1, 0, 1), (1, 2), (2, 6, 10)),     # strided along the rows: the per-pixel kernels
     (48, (2, 2), (0, 1, 0, 1), (1, 1), (3, 8, 8)),      # Keras 'same' at stride 2
+    (100, (1, 1), (1, 1, 1, 1), (1, 1), (1, 5, 23)),    # rows of 2,300 values: chunks of 10, 10 and 3 pixels
+    (300, (1, 1), (2, 2, 2, 2), (2, 2), (1, 6, 9)),     # chunks of 3 pixels, a dilated tap reaching across one
 ])
 def test_depthwise_many_channels_match_reference(dtype, C, stride, padding, dilation, shape):
     """Depthwise convs with more channels than one SIMD vector, through both depthwise paths."""

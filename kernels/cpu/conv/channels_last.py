@@ -57,8 +57,9 @@ def conv2d_channels_last_forward(x, w, b, stride, padding, dilation, groups, act
     if depthwise:
         if stride[1] == 1:  # the re-laid taps and bias are kept across an inference plan's replays
             OW = y_shape[2]
-            tap_rows = prepared(w, ("depthwise_tap_rows", OW), lambda w: _tiled_taps(_taps_last(w)[:, :, 0], OW))
-            bias_row = np.tile(bias, OW) if b is None else prepared(b, ("bias_row", OW), lambda _: np.tile(bias, OW))
+            P = min(OW, max(1, DEPTHWISE_CHUNK // F))  # pixels a chunk
+            tap_rows = prepared(w, ("depthwise_tap_rows", P), lambda w: _tiled_taps(_taps_last(w)[:, :, 0], P))
+            bias_row = np.tile(bias, P) if b is None else prepared(b, ("bias_row", P), lambda _: np.tile(bias, P))
             _depthwise_rows_forward(_image_rows(x), tap_rows, bias_row, F, x.shape[1], y_shape[1],
                                     stride[0], (top, left), dilation, _image_rows(y), act)
         else:
@@ -441,6 +442,10 @@ def _depthwise_last_weight_grad_shares(dy, x, KH, KW, stride, padding, dilation,
 # instead of OW loops of C (2 vectors for 32 channels, where the loop overhead was half the time)
 # (timings: benchmarks/RESULTS.md, "Timings moved from kernel docstrings").
 
+DEPTHWISE_CHUNK = 1024  # values of an output row summed at a time over all taps (the forward): with its taps
+# and bias tiled to that length (not to the whole row), the chunk, its taps and its bias stay in L1
+
+
 def _image_rows(a):
     """(N, H, W, C) -> (N·H, W·C), a view: one image row per row."""
     N, H, W, C = a.shape
@@ -463,27 +468,35 @@ def _depthwise_rows_forward(x_rows, tap_rows, bias_row, C, H, OH, sh, padding, d
 def _depthwise_rows_forward_range(x_rows, tap_rows, bias_row, C, H, OH, sh, padding, dilation, y_rows, act, r0, r1):
     KH, KW, _ = tap_rows.shape
     W, OW = x_rows.shape[1] // C, y_rows.shape[1] // C
+    P = tap_rows.shape[2] // C  # pixels a chunk: the taps are tiled P times (DEPTHWISE_CHUNK)
     top, left = padding
     dil_h, dil_w = dilation
     for r in range(r0, r1):
         n, oh = r // OH, r % OH
         out = y_rows[r]
-        for k in range(out.size):  # not out[:] = bias_row: see _depthwise_last_forward_rows
-            out[k] = bias_row[k]
-        for i in range(KH):
-            ih = oh * sh + i * dil_h - top
-            if ih < 0 or ih >= H:
-                continue
-            src = x_rows[n * H + ih]
-            for j in range(KW):
-                shift = j * dil_w - left
-                lo, hi = _valid_range(shift, 1, W, OW)
-                acc, pixels, tap = out[lo * C:hi * C], src[(lo + shift) * C:(hi + shift) * C], tap_rows[i, j]
-                for k in range(acc.size):
-                    acc[k] += pixels[k] * tap[k]
-        if act != NO_ACTIVATION:
-            for k in range(out.size):
-                out[k] = fused_activate(out[k], act)
+        for p0 in range(0, OW, P):  # a chunk of the row at a time, all its taps while it is in L1
+            p1 = min(OW, p0 + P)
+            chunk = out[p0 * C:p1 * C]
+            for k in range(chunk.size):  # not out[:] = bias_row: see _depthwise_last_forward_rows
+                chunk[k] = bias_row[k]
+            for i in range(KH):
+                ih = oh * sh + i * dil_h - top
+                if ih < 0 or ih >= H:
+                    continue
+                src = x_rows[n * H + ih]
+                for j in range(KW):
+                    shift = j * dil_w - left
+                    lo, hi = _valid_range(shift, 1, W, OW)
+                    lo, hi = max(lo, p0), min(hi, p1)
+                    if lo >= hi:
+                        continue
+                    acc, pixels = out[lo * C:hi * C], src[(lo + shift) * C:(hi + shift) * C]
+                    tap = tap_rows[i, j, (lo - p0) * C:(hi - p0) * C]
+                    for k in range(acc.size):
+                        acc[k] += pixels[k] * tap[k]
+            if act != NO_ACTIVATION:
+                for k in range(chunk.size):
+                    chunk[k] = fused_activate(chunk[k], act)
 
 
 def _depthwise_rows_input_grad(dy_rows, tap_rows, C, H, OH, sh, padding, dilation, dx_rows):
