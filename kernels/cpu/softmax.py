@@ -49,7 +49,18 @@ def _softmax(x, y, log, o0, o1):
                 total[i] += e
                 if not log:
                     y[o, c, i] = e
-        _normalize(x, y, o, m, total, log)
+        if log:
+            for i in range(inner):
+                total[i] = m[i] + math.log(total[i])  # the shift: y = x − m − log Σ
+            for c in range(C):
+                for i in range(inner):
+                    y[o, c, i] = x[o, c, i] - total[i]
+        else:
+            for i in range(inner):
+                total[i] = 1.0 / total[i]
+            for c in range(C):
+                for i in range(inner):
+                    y[o, c, i] *= total[i]
 
 
 @njit(cache=True, nogil=True)
@@ -73,25 +84,6 @@ def _softmax_float32(x, y, m, total, powers, o0, o1):
         for c in range(C):
             for i in range(inner):
                 y[o, c, i] /= total[i]
-
-
-@njit(cache=True)
-def _normalize(x, y, o, m, total, log):
-    """Given total = Σ_c e^(x − m) (and, for softmax, y[o] = e^(x − m)): y[o] /= total, or, for
-    log_softmax, y[o] = x[o] − m − log total."""
-    C, inner = x.shape[1], x.shape[2]
-    if log:
-        for i in range(inner):
-            total[i] = m[i] + math.log(total[i])  # the shift: y = x − m − log Σ
-        for c in range(C):
-            for i in range(inner):
-                y[o, c, i] = x[o, c, i] - total[i]
-    else:
-        for i in range(inner):
-            total[i] = 1.0 / total[i]
-        for c in range(C):
-            for i in range(inner):
-                y[o, c, i] *= total[i]
 
 
 SIMD_ROW = 16  # float32 softmax: exps in SIMD code for rows of at least this many positions
