@@ -86,6 +86,7 @@ DEFAULTS = {
     },
 }
 NOT_COMPOSED = {("conv", "asymmetric_padding"), ("conv", "channels_last"),  # the op layer handles these,
+                ("conv", "fused_separable"),
                 ("conv", "constant_weights")}  # and the inference plan this one
 
 

@@ -141,6 +141,13 @@ OPTIONAL = {
             "conv2d_channels_last_forward": f"x, w, b, {_GEOMETRY}, activation=None",
             "conv2d_channels_last_backward": f"dy, x, w, {_GEOMETRY}, {_NEEDS}",
         }),
+        # act_p(1×1 conv(act_d(depthwise(act_e(1×1 conv(x) + be)) + bd)) + bp) on (N, H, W, C) arrays, one pass
+        # (inference; MobileNet's inverted residual block): we/be None for no expand, a bias may be None,
+        # activations (act_e, act_d, act_p) each None, "relu" or "relu6"; stride, padding, dilation the depthwise's
+        "fused_separable": _table({
+            "conv2d_channels_last_separable_forward": "x, we, be, wd, bd, wp, bp, stride, padding, dilation, "
+                                                      "activations",
+        }),
         # a context manager: inside it the given arrays (an inference plan's weights) stay the same, so what the
         # kernels derive from them (transformed filters) may be kept in `memo` across calls
         "constant_weights": _table({"constant_weights": "arrays, memo"}),
@@ -157,7 +164,8 @@ OPTIONAL = {
     },
 }
 
-IMPLIES = {("conv", "channels_last"): ("conv", "asymmetric_padding")}
+IMPLIES = {("conv", "channels_last"): ("conv", "asymmetric_padding"),
+           ("conv", "fused_separable"): ("conv", "channels_last")}
 
 
 

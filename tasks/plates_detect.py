@@ -78,6 +78,7 @@ def upsample2x(x):
 
 class NeckStep(tinycnn.Module):
     """Upsample the coarser map 2x, add a 1x1 projection of the finer backbone map, then depthwise 3x3 + 1x1."""
+    fusable = (("depthwise", "pointwise"),)  # predict runs the two as one op (tinycnn/fuse.py)
 
     def __init__(self, channels):
         super().__init__()
@@ -95,6 +96,7 @@ class Head(tinycnn.Module):
     "separable"  depthwise 3x3, a 1x1 to `channels` (batch norm, ReLU6: a hidden layer), then the 1x1 out
     "conv"       a full 3x3 conv to `channels` (batch norm, ReLU6), then the 1x1 out: CenterNet's head"""
     STYLES = ("light", "separable", "conv")
+    fusable = (("conv", "depthwise", "hidden", "out"),)  # the style's layers, one after another (tinycnn/fuse.py)
 
     def __init__(self, outputs, style="light", channels=64):
         super().__init__()

@@ -41,6 +41,7 @@ class ConvBNReLU6(tinycnn.Module):
     """Conv (no bias: batch norm has one), batch norm, then ReLU6 unless `activation` is False; on
     (N, H, W, C) maps when data_format is "channels_last"."""
     fusable = (("conv", "bn"),)  # predict folds the batch norm into the conv (tinycnn/fuse.py)
+    chain = ("conv", "bn")  # forward is these two, one after the other: blocks of them fuse further
 
     def __init__(self, filters, kernel_size=1, strides=1, depthwise=False, activation=True,
                  data_format="channels_first"):
@@ -63,6 +64,7 @@ class InvertedResidual(tinycnn.Module):
     """MobileNetV2's block: 1x1 expand to in·t channels (skipped when t = 1), 3x3 depthwise with `strides`,
     1x1 linear projection to `out_channels`. The input is added to the output when the block keeps the
     shape (strides 1 and in_channels == out_channels): `self.residual` says whether it does."""
+    fusable = (("expand", "depthwise", "project"),)  # predict runs the three as one op (tinycnn/fuse.py)
 
     def __init__(self, in_channels, out_channels, strides, expansion, data_format="channels_first"):
         super().__init__()

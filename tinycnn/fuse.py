@@ -13,16 +13,22 @@ parameters, in which runs of layers are replaced by fused steps:
 - conv + ReLU → 2×2 max-pool (stride 2, valid, channels first) becomes one op that never writes the conv's
   full-size output (`ConvReLUMaxPool`);
 - batch norm → ReLU/ReLU6 becomes one batch norm with the activation in its passes (`BatchNormActivation`).
-  This one has a backward, so a Sequential model trains with it too (`training_steps`).
+  This one has a backward, so a Sequential model trains with it too (`training_steps`);
+- [1×1 conv →] depthwise conv → 1×1 conv, channels last, each folded as above (MobileNetV2's inverted
+  residual block, its residual add aside), becomes one op that runs the three band by band of output rows,
+  so the expanded map never goes to memory whole (`SeparableConvs`; kernels/cpu/conv/separable.py).
 
 What may be fused is declared, never guessed from a forward:
 
 - a Module whose forward runs a list of layers one after another declares `sequence = "<attribute>"` and
   runs `self._steps` (Sequential: `sequence = "layers"`); the pass fuses neighbours in that list;
-- a hand-written Module declares `fusable = (("conv", "bn"), ...)`: attribute names (a layer, or parallel
-  lists of layers) such that its forward always applies bn directly to conv's output and uses that output
-  nowhere else; optionally a third name, an Activation/ReLU layer applied to bn's output. The pass puts the
-  fused conv in the first slot and an identity in the others, so the module's own forward runs unchanged;
+- a hand-written Module declares `fusable = (("conv", "bn"), ...)`: groups of attribute names (layers,
+  parallel lists of layers, or modules that declare `chain`) such that its forward always applies each
+  member directly to the previous one's output and uses that output nowhere else (an absent or None member
+  is skipped). The pass fuses the group's layers as a Sequential's, puts the fused steps in the first slot
+  and an identity in the others, so the module's own forward runs unchanged;
+- a Module whose forward is nothing but its sub-modules called one after another declares them, in order,
+  as `chain = ("conv", "bn")`: a group of another module may then hold it, its layers taking part;
 - layers say what they are with `fuses_as` ("conv", "batch_norm", "max_pool", "activation").
 
 Cache: the form is kept on the model with a key made of every sub-module's identity and every parameter and
@@ -91,7 +97,47 @@ def inference_steps(layers):
         else:
             steps.append(fuse(layer))
             i += 1
-    return steps
+    return _separable_runs(steps)
+
+
+def _separable_runs(steps):
+    """Runs of [1×1 conv →] depthwise conv → 1×1 conv (channels last) merged into SeparableConvs steps."""
+    merged, i = [], 0
+    while i < len(steps):
+        for width in (3, 2):
+            convs = [_conv_of(step) for step in steps[i:i + width]]
+            if len(convs) == width and _separable(convs):
+                merged.append(SeparableConvs(*([None] * (3 - width) + convs)))
+                i += width
+                break
+        else:
+            merged.append(steps[i])
+            i += 1
+    return merged
+
+
+def _conv_of(step):
+    """(layer, kernel, bias, activation) of a step that is one channels-last conv (folded or a conv layer),
+    with an activation the fused kernels apply; else None."""
+    if isinstance(step, FoldedConv):
+        layer, conv = step.conv, (step.conv, step.kernel, step.bias, step.activation)
+    elif _kind(step) == "conv" and step.built and step.activation in (None, "relu", "relu6"):
+        layer, conv = step, (step, step.kernel, step.bias, step.activation)
+    else:
+        return None
+    return conv if layer.channels_last and layer.dilation_rate == (1, 1) else None
+
+
+def _separable(convs):
+    """convs (from _conv_of) are [1×1 →] depthwise → 1×1, each taking the previous one's channels."""
+    if any(c is None for c in convs):
+        return False
+    *expand, depthwise, project = convs
+    channels = [(c[1].shape[1] * c[0].groups, c[1].shape[0]) for c in convs]  # (in, out) of each
+    pointwise = all(c[1].shape[2:] == (1, 1) and c[0].strides == (1, 1) and c[0].groups == 1 for c in expand + [project])
+    is_depthwise = depthwise[1].shape[1] == 1 and depthwise[0].groups == depthwise[1].shape[0]
+    chained = all(after[0] == before[1] for before, after in zip(channels, channels[1:]))
+    return pointwise and is_depthwise and chained
 
 
 def training_steps(layers):
@@ -145,6 +191,32 @@ class BatchNormActivation:
         return self.bn(x, activation=self.activation)
 
 
+class SeparableConvs:
+    """[1×1 conv →] depthwise conv → 1×1 conv, channels last, as one op (Conv2D.forward_separable), each conv
+    given as (layer, kernel, bias, activation): its batch norm folded in where it had one (FoldedConv)."""
+
+    def __init__(self, expand, depthwise, project):
+        self.expand, self.depthwise, self.project = expand, depthwise, project
+
+    def __call__(self, x):
+        first = (self.expand or self.depthwise)[0]
+        expand = self.expand[1:] if self.expand else None
+        with first.errors_named(x.shape):
+            return self.depthwise[0].forward_separable(x, expand, self.depthwise[1:], self.project[1:])
+
+
+class Steps:
+    """Fused steps run one after another: a declared group (`fusable`) that fused into more than one."""
+
+    def __init__(self, steps):
+        self.steps = steps
+
+    def __call__(self, x):
+        for step in self.steps:
+            x = step(x)
+        return x
+
+
 class Identity:
     """A slot whose work a fused step before it has done."""
 
@@ -155,8 +227,8 @@ class Identity:
 # ---------------------------------------------------------------------- what fuses with what
 
 def _fuse_declared(module, form, names):
-    """Fuse one declared (conv, bn[, activation]) group of `module` into `form`; the names it replaced."""
-    groups = [getattr(module, name) for name in names]
+    """Fuse one declared group of `module` (see `fusable`) into `form`; the names it replaced."""
+    groups = [getattr(module, name, None) for name in names]
     if all(isinstance(g, list) for g in groups):
         fused = [_fuse_group(*members) for members in zip(*groups)]
         if not any(f is not None for f in fused):
@@ -167,20 +239,44 @@ def _fuse_declared(module, form, names):
     fused = _fuse_group(*groups)
     if fused is None:
         return set()
-    for name, value in zip(names, fused):
-        object.__setattr__(form, name, value)
-    return set(names)
+    replaced = {name for name, value in zip(names, fused) if value is not None}
+    for name in replaced:
+        object.__setattr__(form, name, fused[names.index(name)])
+    return replaced
 
 
-def _fuse_group(conv, bn, act=None):
-    """(FoldedConv, Identity[, Identity]) when conv → bn [→ act] folds, else None."""
-    if not _folds(conv, bn):
+def _fuse_group(*members):
+    """A declared group's replacements when its layers fuse: the fused steps in the first member's slot and
+    an Identity in the others' (None for an absent member); None when nothing fuses (the members are then
+    fused inside, each on its own)."""
+    present = [m for m in members if m is not None]
+    chains = [_chain_layers(m) for m in present]
+    if not present or any(chain is None for chain in chains):
         return None
-    activation = _activation_of(act) if act is not None and bn.activation is None else None
-    if act is not None and activation is None:
-        return None  # an activation the fused conv cannot apply: leave the group as it is
-    folded = FoldedConv(conv, bn, activation or bn.activation)
-    return (folded, Identity()) + ((Identity(),) if act is not None else ())
+    layers = [layer for chain in chains for layer in chain]
+    steps = inference_steps(layers)
+    if len(steps) == len(layers):
+        return None
+    first = next(i for i, m in enumerate(members) if m is not None)
+    fused = steps[0] if len(steps) == 1 else Steps(steps)
+    return tuple(None if m is None else fused if i == first else Identity() for i, m in enumerate(members))
+
+
+def _chain_layers(module):
+    """The layers that `module` runs one after another: itself for a layer (no sub-modules), its declared
+    `chain` flattened for a module that declares one, else None (its forward is not a plain chain)."""
+    if not module._modules:
+        return [module]
+    if not module.chain:
+        return None
+    layers = []
+    for name in module.chain:
+        member = getattr(module, name, None)
+        chain = [] if member is None else _chain_layers(member)
+        if chain is None:
+            return None
+        layers += chain
+    return layers
 
 
 def _folds(conv, bn):

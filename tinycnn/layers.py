@@ -18,7 +18,8 @@ from . import functional as F
 from .keras_tensor import call_symbolic, is_symbolic
 from .nn import Module, Parameter
 from .ops.batchnorm import batch_norm_activation
-from .ops.conv import conv2d_activation, conv2d_channels_last, conv2d_relu, conv2d_relu_maxpool2
+from .ops.conv import (conv2d_activation, conv2d_channels_last, conv2d_channels_last_separable, conv2d_relu,
+                       conv2d_relu_maxpool2)
 from .random import generator
 from .tensor import Tensor
 
@@ -178,6 +179,14 @@ class Conv2D(Layer):
                                     channels_last=self.channels_last)
         fused = conv2d_channels_last if self.channels_last else conv2d_activation
         return fused(x, kernel, bias, self.strides, padding, self.dilation_rate, self.groups, activation)
+
+    def forward_separable(self, x, expand, depthwise, project):
+        """expand (optional) → depthwise → project as one op, each a (kernel, bias, activation) triple, this
+        (depthwise, channels-last) layer's stride, padding and dilation the depthwise's (ops/conv.py
+        conv2d_channels_last_separable): an inference step of fuse.py."""
+        _, padding = _apply_padding(x, self.padding, self.kernel_size, self.strides, self.dilation_rate,
+                                    channels_last=True)
+        return conv2d_channels_last_separable(x, depthwise, project, expand, self.strides, padding, self.dilation_rate)
 
     def forward_pooled(self, x):
         """This layer (ReLU), then MaxPooling2D(2), as one op (ops/conv.py): an inference step of fuse.py."""

@@ -34,10 +34,13 @@ class Parameter(Tensor):
 class Module:
     registry = CLASSES  # "module.Class" -> class, for load_model (it rebuilds from a config: registry.py)
     input_format = "channels_first"  # fit/predict take (N, C, H, W) arrays; Sequential says channels_last
-    # What the inference pass (tinycnn/fuse.py) may fuse, declared: `fusable`, (conv, batch norm[, activation])
-    # attribute names whose layers forward applies one straight after the other; `sequence`, the attribute of
-    # a list of layers that forward runs in order through `self._steps` (Sequential's "layers").
+    # What the inference pass (tinycnn/fuse.py) may fuse, declared: `fusable`, groups of attribute names (a
+    # layer, or a module that declares `chain`) whose calls forward applies one straight after the other, each
+    # output used by the next only; `chain`, the attribute names whose calls, one after another, are the whole
+    # of forward (absent or None ones skipped); `sequence`, the attribute of a list of layers that forward
+    # runs in order through `self._steps` (Sequential's "layers").
     fusable = ()
+    chain = ()
     sequence = None
 
     def __init_subclass__(cls, **kwargs):

@@ -207,6 +207,25 @@ def conv2d_channels_last(g, call):
     return g.transpose(y, (0, 2, 3, 1))
 
 
+@converts(conv.Conv2dChannelsLastSeparable)
+def conv2d_channels_last_separable(g, call):
+    """[1×1 →] depthwise → 1×1 (an inverted residual block, fused at inference): one Conv node each."""
+    x, we, be, wd, bd, wp, bp = call.args
+    k, dtype = call.kwargs, _dtype(call)
+    act_e, act_d, act_p = k["activations"]
+
+    def conv_node(y, w, b, activation, **geometry):
+        inputs = [y, g.value(w)] + ([g.value(b)] if b is not None else [])
+        return _activate(g, g.node("Conv", inputs, kernel_shape=list(w.shape[2:]), **geometry), activation, dtype)
+
+    y = g.transpose(g.value(x), (0, 3, 1, 2))
+    if we is not None:
+        y = conv_node(y, we, be, act_e)
+    y = conv_node(y, wd, bd, act_d, strides=list(k["stride"]), pads=_pads(k["padding"]),
+                  dilations=list(k["dilation"]), group=int(wd.shape[0]))
+    return g.transpose(conv_node(y, wp, bp, act_p), (0, 2, 3, 1))
+
+
 @converts(conv.ConvTranspose2d)
 def conv_transpose2d(g, call):
     weights = call.tensor_args[1:]

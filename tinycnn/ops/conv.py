@@ -108,6 +108,44 @@ class Conv2dChannelsLast(Function):
         return (dx, dw, db) if self.has_bias else (dx, dw)
 
 
+class Conv2dChannelsLastSeparable(Function):
+    """act_p(1×1 conv(act_d(depthwise(act_e(1×1 conv(x)))))) with the channels last, as one op: MobileNetV2's
+    inverted residual block without its residual add (the expand optional), for inference. The kernels run it
+    band by band of output rows, so the expanded map never goes to memory whole. Its backward, for
+    completeness, recomputes the intermediate maps with the separate convs and runs their backward kernels."""
+
+    def forward(self, x, we, be, wd, bd, wp, bp, *, stride, padding, dilation, activations):
+        self.arrays, self.geometry, self.activations = (x, we, be, wd, bd, wp, bp), (stride, padding, dilation), activations
+        return self.k.conv.conv2d_channels_last_separable_forward(x, we, be, wd, bd, wp, bp, stride, padding,
+                                                                  dilation, activations)
+
+    def backward(self, dy):
+        x, we, be, wd, bd, wp, bp = self.arrays
+        act_e, act_d, act_p = self.activations
+        depthwise = self.geometry + (wd.shape[0],)
+        e = x if we is None else self._conv(x, we, be, _POINTWISE, act_e)
+        d = self._conv(e, wd, bd, depthwise, act_d)
+        y = self._conv(d, wp, bp, _POINTWISE, act_p) if act_p is not None else None
+        dd, dwp, dbp = self._conv_grads(dy, y, act_p, d, wp, bp, _POINTWISE)
+        de, dwd, dbd = self._conv_grads(dd, d, act_d, e, wd, bd, depthwise)
+        if we is None:
+            return self.tensor_grads(de, None, None, dwd, dbd, dwp, dbp)
+        dx, dwe, dbe = self._conv_grads(de, e, act_e, x, we, be, _POINTWISE)
+        return self.tensor_grads(dx, dwe, dbe, dwd, dbd, dwp, dbp)
+
+    def _conv(self, x, w, b, geometry, activation):
+        return self.k.conv.conv2d_channels_last_forward(x, w, b, *geometry, activation)
+
+    def _conv_grads(self, dy, y, activation, x, w, b, geometry):
+        """(dx, dw, db) of y = activation(conv(x, w) + b) given dy (db None without a bias)."""
+        if activation is not None:  # the activation's mask, from its output
+            dy = getattr(self.k.activation, f"{activation}_backward")(dy, y)
+        return self.k.conv.conv2d_channels_last_backward(dy, x, w, *geometry, True, True, b is not None)
+
+
+_POINTWISE = ((1, 1), (0, 0), (1, 1), 1)  # a 1×1 conv's stride, padding, dilation, groups
+
+
 class ConvTranspose2d(Function):
     def forward(self, x, w, b=None, *, stride, padding, output_padding, dilation, groups):
         self.x, self.w, self.has_bias = x, w, b is not None
@@ -192,6 +230,66 @@ def conv2d_channels_last(input, weight, bias=None, stride=1, padding=0, dilation
     return Conv2dChannelsLast.apply(checked, *args, **geometry, activation=activation)
 
 
+def conv2d_channels_last_separable(input, depthwise, project, expand=None, stride=1, padding=0, dilation=1):
+    """MobileNetV2's inverted residual block without its residual add, channels last, as one op (inference):
+    expand (optional) → depthwise → project, each a triple (weight, bias or None, activation None, "relu" or
+    "relu6") of a conv2d_channels_last:
+
+        expand     (E, C, 1, 1), a 1×1 conv         input (N, H, W, C) -> (N, H, W, E)   (no expand: E = C)
+        depthwise  (E, 1, KH, KW), groups = E, with stride, padding and dilation as in conv2d_channels_last
+        project    (F, E, 1, 1), a 1×1 conv         -> (N, OH, OW, F)
+
+    Where the device's kernels have it (the capability "fused_separable", kernels/contract.py), one pass band
+    by band of output rows; otherwise the three convs one after another: the same values up to rounding."""
+    op = "conv2d_channels_last_separable"
+    for name, triple in (("expand", expand), ("depthwise", depthwise), ("project", project)):
+        if triple is None and name == "expand":
+            continue
+        if not (isinstance(triple, (tuple, list)) and len(triple) == 3):
+            raise TypeError(f"{op}: {name} must be (weight, bias or None, activation), got {triple!r}")
+        if triple[2] not in (None, "relu", "relu6"):
+            raise ValueError(f"{op}: {name}'s activation must be None, 'relu' or 'relu6', got {triple[2]!r}")
+    if not (isinstance(input, Tensor) and kernels_for(input.device).has("conv", "fused_separable")):
+        x = input if expand is None else conv2d_channels_last(input, *expand[:2], activation=expand[2])
+        x = conv2d_channels_last(x, *depthwise[:2], stride, padding, dilation, x.shape[3], activation=depthwise[2])
+        return conv2d_channels_last(x, *project[:2], activation=project[2])
+    we, be, act_e = expand if expand is not None else (None, None, None)
+    wd, bd, act_d = depthwise
+    wp, bp, act_p = project
+    for name, t in (("expand", we), ("expand's bias", be), ("depthwise", wd), ("depthwise's bias", bd),
+                    ("project", wp), ("project's bias", bp)):
+        if t is not None and not isinstance(t, Tensor):
+            raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
+    check_nchw(input, op, "(N, H, W, C)")
+    N, H, W, C = input.shape
+    E = C if we is None else we.shape[0]
+    weights_fit = ((we is None or we.shape[1:] == (C, 1, 1)) and wd.ndim == 4 and wd.shape[:2] == (E, 1)
+                   and wp.ndim == 4 and wp.shape[1:] == (E, 1, 1))
+    if not weights_fit:
+        raise ValueError(f"{op}: weights expand {None if we is None else we.shape}, depthwise {wd.shape}, project "
+                         f"{wp.shape} do not chain on an input of {C} channels ((E, {C}, 1, 1), (E, 1, KH, KW), "
+                         f"(F, E, 1, 1))")
+    for name, b, channels in (("expand", be, E), ("depthwise", bd, E), ("project", bp, wp.shape[0])):
+        _check_bias(f"{op} ({name})", b, channels)
+    if any(t is not None and t.dtype != input.dtype for t in (we, be, wd, bd, wp, bp)):
+        raise TypeError(f"{op}: the weights' dtypes differ from the input's {input.dtype}")
+    stride, dilation = _positive_pair(stride, op, "stride"), _positive_pair(dilation, op, "dilation")
+    (top, bottom), (left, right) = _padding_of(op, padding, wd.shape[2:], stride, dilation)
+    if dilation[0] * (wd.shape[2] - 1) + 1 > H + top + bottom or dilation[1] * (wd.shape[3] - 1) + 1 > W + left + right:
+        raise ValueError(f"{op}: the depthwise kernel {wd.shape[2:]} is larger than the padded input {input.shape}")
+    return Conv2dChannelsLastSeparable.apply(input, we, be, wd, bd, wp, bp, stride=stride,
+                                             padding=(top, bottom, left, right), dilation=dilation,
+                                             activations=(act_e, act_d, act_p))
+
+
+def _padding_of(op, padding, kernel, stride, dilation):
+    """A conv's padding argument (an int, a pair, ((top, bottom), (left, right)), "same" or "valid") ->
+    ((top, bottom), (left, right))."""
+    if isinstance(padding, str):
+        return _string_padding(op, padding, kernel, stride, dilation)
+    return _padding_amounts(padding, op)
+
+
 def _conv2d_arguments(op, input, weight, bias, stride, padding, dilation, groups, channels_last=False):
     """Check conv2d's arguments; -> (input, padded first where the padding is uneven and the device's kernels
     take only a symmetric one), the weight and bias to pass, and the normalised geometry (stride, padding,
@@ -209,10 +307,7 @@ def _conv2d_arguments(op, input, weight, bias, stride, padding, dilation, groups
         raise ValueError(f"{op}: input has {C} channels but weight {weight.shape} with groups={groups} "
                          f"expects {Cg * groups} (weight.shape[1] · groups)")
     _check_bias(op, bias, F)
-    if isinstance(padding, str):
-        (top, bottom), (left, right) = _string_padding(op, padding, (KH, KW), stride, dilation)
-    else:
-        (top, bottom), (left, right) = _padding_amounts(padding, op)
+    (top, bottom), (left, right) = _padding_of(op, padding, (KH, KW), stride, dilation)
     span_h, span_w = dilation[0] * (KH - 1) + 1, dilation[1] * (KW - 1) + 1
     if span_h > H + top + bottom or span_w > W + left + right:
         raise ValueError(f"{op}: kernel {KH}×{KW} (dilation {dilation}, spanning {span_h}×{span_w}) is larger "

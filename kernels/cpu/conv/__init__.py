@@ -30,7 +30,9 @@ The other files: `epilogue.py` (bias, activation, the ReLU mask and the bias sum
 while the output is in cache), `rows.py` (the row loops the kernels share), `geometry.py` (output sizes,
 the two forms of padding), `transpose.py` (transposed conv, which reuses the algorithms above, and its
 pixel-shuffle case for stride = kernel), `padding.py` (pad2d), `channels_last.py` (the same conv on
-(N, H, W, C) arrays, for MobileNet's 1×1 and depthwise convs, which run faster in that layout).
+(N, H, W, C) arrays, for MobileNet's 1×1 and depthwise convs, which run faster in that layout), `separable.py`
+(an inverted residual block's [1×1 →] depthwise → 1×1 convs, channels last, band by band in one pass:
+inference).
 
 **Fused conv + bias + activation** (`conv2d_bias_relu_forward/backward`, `conv2d_bias_act_forward`): the
 bias and the activation are applied to each chunk (GEMM, Winograd) or plane (direct) of the output while it
@@ -55,6 +57,7 @@ from .algorithms import ALGORITHMS, Algorithm, choose, convolve, convolve_backwa
 from .channels_last import conv2d_channels_last_backward, conv2d_channels_last_forward
 from .geometry import _geometry, _top_left, conv_output_size, conv_transpose_output_size
 from .padding import pad2d_backward, pad2d_forward
+from .separable import separable_forward
 from .transpose import conv_transpose2d_backward, conv_transpose2d_forward
 
 @contextlib.contextmanager
@@ -115,3 +118,12 @@ def conv2d_bias_relu_maxpool2_forward(x, w, b, stride, padding, dilation, groups
     pooled[...] = max_pool2d_forward(convolve(x, w, b, relu, stride, padding, dilation, groups, y_shape),
                                      (2, 2), (2, 2), (0, 0))[0]
     return pooled
+
+
+def conv2d_channels_last_separable_forward(x, we, be, wd, bd, wp, bp, stride, padding, dilation, activations):
+    """y = act_p(1×1 conv(act_d(depthwise(act_e(1×1 conv(x, we) + be), wd) + bd), wp) + bp), x (N, H, W, C) ->
+    (N, OH, OW, F), in one pass (separable.py); we and be None for no expand; stride, padding and dilation
+    the depthwise's; activations (act_e, act_d, act_p), each None, "relu" or "relu6"."""
+    x, we, wd, wp = (None if a is None else np.ascontiguousarray(a) for a in (x, we, wd, wp))
+    return separable_forward(x, we, be, wd, bd, wp, bp, stride, padding, dilation,
+                             tuple(FUSED_CODES[a] for a in activations))
