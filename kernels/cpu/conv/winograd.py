@@ -74,7 +74,9 @@ def backward(dy, y, x, x_shape, w, w_shape, stride, padding, dilation, groups, n
 #
 # How the work is cut: into pieces of a few rows of tiles, each piece run start to finish by one thread of
 # kernels/cpu/threads.py — input transform, the 16 GEMMs, output transform — in buffers of that thread
-# small enough to stay in its core's L2 cache (WINOGRAD_PIECE_BYTES for V and M together). Transforming
+# small enough to stay in its core's L2 cache (WINOGRAD_PIECE_BYTES for V and M together; the backward's
+# pieces, which run two transforms more, each call costing µs of Python, are twice that: the spill goes to
+# the L3, and it was 5–15 % faster on the task models' convs). Transforming
 # the whole batch first and then multiplying (16 GEMMs over ~18,000 tiles for the tutorial) sent V and M
 # through main memory, and one core's SGEMM slowed down by a third; the transforms, writing 16 strided
 # streams, lost as much (timings: benchmarks/RESULTS.md, "Timings moved from kernel docstrings"). The
@@ -83,6 +85,7 @@ def backward(dy, y, x, x_shape, w, w_shape, stride, padding, dilation, groups, n
 # plane buffer of its own; each thread also sums its own share of dU (float64), added up at the end.
 
 WINOGRAD_PIECE_BYTES = 1 << 20  # V and M of one piece: about one core's L2 cache
+WINOGRAD_BACKWARD_PIECE_BYTES = 2 << 20
 
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 # G g Gᵀ for every 3×3 filter g at once: flattened row by row, vec(G g Gᵀ) = (G ⊗ G) vec(g), so the
@@ -104,10 +107,10 @@ def _winograd_filters(w):
     return np.ascontiguousarray(U.T.reshape(16, F, C))
 
 
-def _winograd_piece_rows(C, F, TW, itemsize):
-    """Rows of tiles per piece: V (16, C, slots) and M (16, F, slots) within WINOGRAD_PIECE_BYTES
-    (TW + 1 slots per row of tiles, see the transforms)."""
-    return max(1, WINOGRAD_PIECE_BYTES // (16 * (C + F) * (TW + 1) * itemsize))
+def _winograd_piece_rows(C, F, TW, itemsize, budget=WINOGRAD_PIECE_BYTES):
+    """Rows of tiles per piece: V (16, C, slots) and M (16, F, slots) within `budget` bytes (TW + 1 slots
+    per row of tiles, see the transforms)."""
+    return max(1, budget // (16 * (C + F) * (TW + 1) * itemsize))
 
 
 def _forward_piece_rows(C, F, TW, itemsize, total_rows):
@@ -159,7 +162,7 @@ def _winograd_backward(dy, y, x, x_shape, w, w_shape, padding, dx, dw, bias_sums
     ph, pw = padding
     TH, TW = _winograd_tiles(dy.shape[2:])
     Ut = np.ascontiguousarray(_winograd_filters(w).transpose(0, 2, 1)) if dx is not None else None
-    rows = _winograd_piece_rows(C, F, TW, dy.dtype.itemsize)
+    rows = _winograd_piece_rows(C, F, TW, dy.dtype.itemsize, WINOGRAD_BACKWARD_PIECE_BYTES)
     masked = y is not None
     dU_parts = {}  # thread -> its float64 (16, F, C) share of dU
 
