@@ -167,7 +167,9 @@ def test_winograd_in_small_pieces(piece_bytes, relu, monkeypatch):
 
     whole = run()
     monkeypatch.setattr(cpu.winograd, "WINOGRAD_PIECE_BYTES", piece_bytes)
+    monkeypatch.setattr(cpu.winograd, "WINOGRAD_BACKWARD_PIECE_BYTES", piece_bytes)
     assert cpu.winograd._winograd_piece_rows(16, 20, 5, 4) == (1 if piece_bytes == 1 else 2)
+    assert cpu.winograd._winograd_piece_rows(16, 20, 5, 4, backward=True) == (1 if piece_bytes == 1 else 2)
     for label, got, want in zip(("y", "pooled", "dx", "dw", "db"), run(), whole):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=label)
     expected = ref.conv2d_forward(x, w, b, *geometry)

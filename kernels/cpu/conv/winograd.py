@@ -107,9 +107,10 @@ def _winograd_filters(w):
     return np.ascontiguousarray(U.T.reshape(16, F, C))
 
 
-def _winograd_piece_rows(C, F, TW, itemsize, budget=WINOGRAD_PIECE_BYTES):
-    """Rows of tiles per piece: V (16, C, slots) and M (16, F, slots) within `budget` bytes (TW + 1 slots
-    per row of tiles, see the transforms)."""
+def _winograd_piece_rows(C, F, TW, itemsize, backward=False):
+    """Rows of tiles per piece: V (16, C, slots) and M (16, F, slots) within WINOGRAD_PIECE_BYTES (or the
+    backward's budget) (TW + 1 slots per row of tiles, see the transforms)."""
+    budget = WINOGRAD_BACKWARD_PIECE_BYTES if backward else WINOGRAD_PIECE_BYTES
     return max(1, budget // (16 * (C + F) * (TW + 1) * itemsize))
 
 
@@ -162,7 +163,7 @@ def _winograd_backward(dy, y, x, x_shape, w, w_shape, padding, dx, dw, bias_sums
     ph, pw = padding
     TH, TW = _winograd_tiles(dy.shape[2:])
     Ut = np.ascontiguousarray(_winograd_filters(w).transpose(0, 2, 1)) if dx is not None else None
-    rows = _winograd_piece_rows(C, F, TW, dy.dtype.itemsize, WINOGRAD_BACKWARD_PIECE_BYTES)
+    rows = _winograd_piece_rows(C, F, TW, dy.dtype.itemsize, backward=True)
     masked = y is not None
     dU_parts = {}  # thread -> its float64 (16, F, C) share of dU
 
