@@ -55,6 +55,25 @@ def test_steps_and_outputs():
         [float(np.mean(_layer_by_layer(model, x) ** 2))], rel=1e-4)
 
 
+def test_a_folded_conv_with_relu_takes_the_pooling_after_it():
+    """conv → batch norm → ReLU → 2×2 max-pool (the strong cat/dog net's blocks): one pooled op with the folded
+    weights; a pooling of another size, or after ReLU6, stays a step of its own."""
+    tinycnn.manual_seed(2)
+    model = tinycnn.Sequential([
+        layers.Conv2D(4, 3, padding="same", use_bias=False, input_shape=(9, 9, 3)), layers.BatchNormalization(),
+        layers.Activation("relu"), layers.MaxPooling2D(2),
+        layers.Conv2D(5, 3, padding="same"), layers.BatchNormalization(), layers.ReLU(6.0), layers.MaxPooling2D(2),
+        layers.Conv2D(6, 1), layers.BatchNormalization(activation="relu"), layers.MaxPooling2D(1),
+        layers.Flatten(), layers.Dense(2)])
+    x = np.random.default_rng(0).uniform(size=(3, 9, 9, 3)).astype(np.float32)
+    _fit_once(model, x, np.zeros((3, 2), np.float32))
+    steps = fuse.inference_form(model)._steps
+    assert [type(s) for s in steps] == [fuse.ConvReLUMaxPool, fuse.FoldedConv, layers.MaxPooling2D, fuse.FoldedConv,
+                                        layers.MaxPooling2D, layers.Flatten, layers.Dense]
+    assert steps[0].folded is not None
+    np.testing.assert_allclose(model.predict(x), _layer_by_layer(model, x), rtol=1e-4, atol=1e-5)
+
+
 def test_training_fuses_batch_norm_and_relu(monkeypatch):
     """In training the Sequential runs batch norm + ReLU as one op with its backward (and no fold)."""
     model = _net()

@@ -11,7 +11,7 @@ parameters, in which runs of layers are replaced by fused steps:
       bn(conv(x)) = w' ∗ x + b',   w'[f] = s[f] · w[f],   b' = s · (b − moving_mean) + β,
   and the activation in the conv's own pass (`FoldedConv`);
 - conv + ReLU → 2×2 max-pool (stride 2, valid, channels first) becomes one op that never writes the conv's
-  full-size output (`ConvReLUMaxPool`);
+  full-size output (`ConvReLUMaxPool`), also when a batch norm folded into the conv comes between;
 - batch norm → ReLU/ReLU6 becomes one batch norm with the activation in its passes (`BatchNormActivation`).
   This one has a backward, so a Sequential model trains with it too (`training_steps`);
 - [1×1 conv →] depthwise conv → 1×1 conv, channels last, each folded as above (MobileNetV2's inverted
@@ -91,6 +91,9 @@ def inference_steps(layers):
             activation = _activation_of(then) if after.activation is None else None
             steps.append(FoldedConv(layer, after, activation or after.activation))
             i += 3 if activation else 2
+            if steps[-1].activation == "relu" and _pools(layer, _at(layers, i), activation="relu"):
+                steps[-1] = ConvReLUMaxPool(layer, steps[-1])
+                i += 1
         elif _activation_after(layer, after):
             steps.append(BatchNormActivation(layer, after.activation))
             i += 2
@@ -171,14 +174,17 @@ class FoldedConv:
 
 
 class ConvReLUMaxPool:
-    """conv (ReLU) → MaxPooling2D(2) as one op (Conv2D.forward_pooled)."""
+    """conv (ReLU) → MaxPooling2D(2) as one op (Conv2D.forward_pooled); `folded`: the conv's FoldedConv (a batch
+    norm folded into it, then the ReLU), whose weights it runs with instead of the layer's."""
 
-    def __init__(self, conv):
-        self.conv = conv
+    def __init__(self, conv, folded=None):
+        self.conv, self.folded = conv, folded
 
     def __call__(self, x):
         with self.conv.errors_named(x.shape):
-            return self.conv.forward_pooled(x)
+            if self.folded is None:
+                return self.conv.forward_pooled(x)
+            return self.conv.forward_pooled(x, self.folded.kernel, self.folded.bias)
 
 
 class BatchNormActivation:
@@ -285,8 +291,9 @@ def _folds(conv, bn):
             and conv.built and bn.built and (bn.axis != 1) == conv.channels_last)
 
 
-def _pools(conv, pool):
-    return (_kind(conv) == "conv" and _kind(pool) == "max_pool" and conv.activation == "relu"
+def _pools(conv, pool, activation=None):
+    """conv (its ReLU, or `activation` when a fused step applies it) → 2×2 max pooling, channels first."""
+    return (_kind(conv) == "conv" and _kind(pool) == "max_pool" and (activation or conv.activation) == "relu"
             and not conv.channels_last and pool.pool_size == (2, 2) and pool.strides == (2, 2)
             and pool.padding == "valid")
 

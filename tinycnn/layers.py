@@ -188,10 +188,13 @@ class Conv2D(Layer):
                                     channels_last=True)
         return conv2d_channels_last_separable(x, depthwise, project, expand, self.strides, padding, self.dilation_rate)
 
-    def forward_pooled(self, x):
-        """This layer (ReLU), then MaxPooling2D(2), as one op (ops/conv.py): an inference step of fuse.py."""
+    def forward_pooled(self, x, kernel=None, bias=None):
+        """This layer (ReLU), then MaxPooling2D(2), as one op (ops/conv.py): an inference step of fuse.py. With
+        `kernel` and `bias` (a batch norm folded in, fuse.py) instead of the layer's own."""
         x, padding = _apply_padding(x, self.padding, self.kernel_size, self.strides, self.dilation_rate)
-        return conv2d_relu_maxpool2(x, self.kernel, self.bias, self.strides, padding, self.dilation_rate, self.groups)
+        if kernel is None:
+            kernel, bias = self.kernel, self.bias
+        return conv2d_relu_maxpool2(x, kernel, bias, self.strides, padding, self.dilation_rate, self.groups)
 
     def config(self):
         return dict(super().config(), filters=self.filters, kernel_size=list(self.kernel_size),
