@@ -148,7 +148,8 @@ def test_winograd_in_chunks_of_images(monkeypatch):
         np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("piece_bytes", [1, 16 * 36 * 6 * 4 * 2])  # 16 · (C + F) · (TW + 1) · 4 bytes a row
+@pytest.mark.parametrize("piece_bytes", [(1, 1), (16 * 36 * 6 * 4 * 2, 36 * 36 * 4 * 4 * 2)])  # two rows of tiles:
+# 16 · (C + F) · (TW + 1) · 4 bytes a row in the backward (F(2×2), TW = 5), 36 · (C + F) · (TW + 1) · 4 forward
 @pytest.mark.parametrize("relu", [False, True])
 def test_winograd_in_small_pieces(piece_bytes, relu, monkeypatch):
     """Pieces of one row of tiles, and of two (which cross from one image into the next, and end on an odd
@@ -166,10 +167,11 @@ def test_winograd_in_small_pieces(piece_bytes, relu, monkeypatch):
         return (y, pooled) + tuple(g.copy() for g in grads)
 
     whole = run()
-    monkeypatch.setattr(cpu.winograd, "WINOGRAD_PIECE_BYTES", piece_bytes)
-    monkeypatch.setattr(cpu.winograd, "WINOGRAD_BACKWARD_PIECE_BYTES", piece_bytes)
-    assert cpu.winograd._winograd_piece_rows(16, 20, 5, 4) == (1 if piece_bytes == 1 else 2)
-    assert cpu.winograd._winograd_piece_rows(16, 20, 5, 4, backward=True) == (1 if piece_bytes == 1 else 2)
+    backward_bytes, forward_bytes = piece_bytes
+    monkeypatch.setattr(cpu.winograd, "WINOGRAD_BACKWARD_PIECE_BYTES", backward_bytes)
+    monkeypatch.setattr(cpu.winograd4, "WINOGRAD_PIECE_BYTES", forward_bytes)
+    assert cpu.winograd._winograd_piece_rows(16, 20, 5, 4) == (1 if backward_bytes == 1 else 2)
+    assert cpu.winograd4._piece_rows(16, 20, 3, 4, total_rows=6) == (1 if forward_bytes == 1 else 2)
     for label, got, want in zip(("y", "pooled", "dx", "dw", "db"), run(), whole):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=label)
     expected = ref.conv2d_forward(x, w, b, *geometry)
@@ -179,17 +181,18 @@ def test_winograd_in_small_pieces(piece_bytes, relu, monkeypatch):
 def test_winograd_forward_gives_every_thread_a_piece_of_one_big_image(monkeypatch):
     """One image whose GEMMs are worth two threads is cut into two pieces at 2 threads (one piece by the
     byte budget alone), one at 1 thread; a tiny product stays one piece; the values are the same."""
-    winograd = cpu.winograd
-    assert winograd._winograd_piece_rows(128, 256, 6, 4) >= 6                # one piece by bytes alone
+    winograd = cpu.winograd4
+    monkeypatch.setattr(winograd.threads, "num_threads", lambda: 1)
+    assert winograd._piece_rows(128, 256, 3, 4, total_rows=3) >= 3           # one piece by bytes alone
     monkeypatch.setattr(winograd.threads, "num_threads", lambda: 2)
-    assert winograd._forward_piece_rows(128, 256, 6, 4, total_rows=6) == 3    # 2 pieces
-    assert winograd._forward_piece_rows(2, 2, 2, 4, total_rows=2) == winograd._winograd_piece_rows(2, 2, 2, 4)
+    assert winograd._piece_rows(128, 256, 3, 4, total_rows=3) == 2           # 2 pieces (12×12: 3 rows of tiles)
+    assert winograd._piece_rows(2, 2, 2, 4, total_rows=2) >= 2               # a tiny product: one piece
     rng = np.random.default_rng(7)
     x, w, b = randn(rng, 1, 128, 12, 12), randn(rng, 256, 128, 3, 3) / 32, randn(rng, 256)
     geometry = (1, 1), (1, 1), (1, 1), 1
     two = cpu.conv2d_bias_relu_forward(x, w, b, *geometry).copy()
     monkeypatch.setattr(winograd.threads, "num_threads", lambda: 1)
-    assert winograd._forward_piece_rows(128, 256, 6, 4, total_rows=6) >= 6    # 1 piece
+    assert winograd._piece_rows(128, 256, 3, 4, total_rows=3) >= 3           # 1 piece
     np.testing.assert_allclose(two, cpu.conv2d_bias_relu_forward(x, w, b, *geometry), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(two, np.maximum(ref.conv2d_forward(x, w, b, *geometry), 0), rtol=1e-10, atol=1e-10)
 

@@ -1,7 +1,8 @@
-"""Winograd F(2×2, 3×3): 3×3, stride-1 NCHW convolutions with enough channels (where the FLOPs are: the
-64 → 64 conv of the tutorial is 90 % of its arithmetic), as 16 GEMMs between transformed filters and
-transformed input tiles, 2.25× fewer multiply-adds than im2col + GEMM. The math and how the work is cut
-are in the comments below.
+"""Winograd F(2×2, 3×3): the backward of the 3×3, stride-1 NCHW convolutions with enough channels (where the
+FLOPs are: the 64 → 64 conv of the tutorial is 90 % of its arithmetic), as GEMMs between transformed
+filters and transformed tiles, 2.25× fewer multiply-adds than im2col + GEMM. The forward is winograd4.py's
+F(4×4, 3×3); `applies` here says which convs both take. The math and how the work is cut are in the
+comments below.
 """
 import threading
 
@@ -9,10 +10,9 @@ import numpy as np
 from numba import njit
 
 from .. import threads
-from ..activation import fused_activate
-from ..gemm import MIN_FLOPS_PER_THREAD, matmul
-from ..workspace import prepared, scratch
-from .epilogue import _bias_or_zeros, _gradient_buffers
+from ..gemm import matmul
+from ..workspace import scratch
+from .epilogue import _gradient_buffers
 from .rows import _copy_row, _relu_grad_row
 
 WINOGRAD_MIN_CHANNELS = 16  # below this many input channels and filters, im2col's GEMM is the better one
@@ -25,18 +25,6 @@ def applies(x_shape, w_shape, y_shape, stride, padding, groups, dilation):
     symmetric = y_shape[2] == x_shape[2] + 2 * padding[0] - 2 and y_shape[3] == x_shape[3] + 2 * padding[1] - 2
     return ((KH, KW) == (3, 3) and stride == dilation == (1, 1) and groups == 1 and symmetric
             and min(Cg, F) >= WINOGRAD_MIN_CHANNELS and padding[0] <= 2 and padding[1] <= 2)
-
-
-def forward(x, w, b, act, stride, padding, dilation, groups, y):
-    """y = act(conv2d(x, w) + b) into y (N, F, OH, OW); padding (top, left)."""
-    _winograd_forward(x, w, _bias_or_zeros(b, w.shape[0], x.dtype), act, padding, y)
-    return y
-
-
-def forward_maxpool2(x, w, b, act, stride, padding, dilation, y_shape, pooled):
-    """pooled = max_pool2d(act(conv2d(x, w) + b), 2): each 2×2 output tile is one pooling window."""
-    _winograd_forward(x, w, _bias_or_zeros(b, w.shape[0], x.dtype), act, padding, pooled, y_shape)
-    return pooled
 
 
 def backward(dy, y, x, x_shape, w, w_shape, stride, padding, dilation, groups, need_dx, need_dw, need_db):
@@ -70,22 +58,23 @@ def backward(dy, y, x, x_shape, w, w_shape, stride, padding, dilation, groups, n
 # coefficients are 0, ±1 and ±1/2, so float32 results stay within a few ulps of im2col's. Used for 3×3,
 # stride 1, no dilation, no groups, with at least WINOGRAD_MIN_CHANNELS channels in and out (the GEMMs'
 # inner dimension is C, so they need a few). Tiles hanging over the padded input's bottom or right edge
-# (odd output sizes) read zeros there and their extra outputs are dropped.
+# (odd output sizes) read zeros there and their extra outputs are dropped. The forward (winograd4.py) uses
+# the larger F(4×4, 3×3) tiles; the backward keeps these: its three transforms (dM, V again for dU, dd)
+# are simpler, and F(4×4)'s backward is not written.
 #
 # How the work is cut: into pieces of a few rows of tiles, each piece run start to finish by one thread of
-# kernels/cpu/threads.py — input transform, the 16 GEMMs, output transform — in buffers of that thread
-# small enough to stay in its core's L2 cache (WINOGRAD_PIECE_BYTES for V and M together; the backward's
-# pieces, which run two transforms more, each call costing µs of Python, are twice that: the spill goes to
-# the L3, and it was 5–15 % faster on the task models' convs). Transforming
-# the whole batch first and then multiplying (16 GEMMs over ~18,000 tiles for the tutorial) sent V and M
-# through main memory, and one core's SGEMM slowed down by a third; the transforms, writing 16 strided
-# streams, lost as much (timings: benchmarks/RESULTS.md, "Timings moved from kernel docstrings"). The
-# forward's pieces are any rows of tiles (they write disjoint rows of y). The backward's unit is an image:
-# neighbouring tiles overlap in the input, so one image's input gradient is summed by one thread, in a padded
-# plane buffer of its own; each thread also sums its own share of dU (float64), added up at the end.
+# kernels/cpu/threads.py — the transforms and GEMMs of its tiles — in buffers of that thread about the size
+# of its core's L2 cache (winograd4.py's WINOGRAD_PIECE_BYTES for V and M together; the backward's pieces
+# run three transforms, each call costing µs of Python: twice that budget was 5–15 % faster on the task
+# models' convs, the spill going to the L3). Transforming the whole batch first and then multiplying (16
+# GEMMs over ~18,000 tiles for the tutorial) sent V and M through main memory, and one core's SGEMM slowed
+# down by a third; the transforms, writing 16 strided streams, lost as much (timings: benchmarks/RESULTS.md,
+# "Timings moved from kernel docstrings"). The forward's pieces are any rows of tiles (they write disjoint
+# rows of y). The backward's unit is an image: neighbouring tiles overlap in the input, so one image's input
+# gradient is summed by one thread, in a padded plane buffer of its own; each thread also sums its own share
+# of dU (float64), added up at the end.
 
-WINOGRAD_PIECE_BYTES = 1 << 20  # V and M of one piece: about one core's L2 cache
-WINOGRAD_BACKWARD_PIECE_BYTES = 2 << 20
+WINOGRAD_BACKWARD_PIECE_BYTES = 2 << 20  # V and M of one backward piece (the forward's: winograd4.py)
 
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 # G g Gᵀ for every 3×3 filter g at once: flattened row by row, vec(G g Gᵀ) = (G ⊗ G) vec(g), so the
@@ -107,43 +96,10 @@ def _winograd_filters(w):
     return np.ascontiguousarray(U.T.reshape(16, F, C))
 
 
-def _winograd_piece_rows(C, F, TW, itemsize, backward=False):
-    """Rows of tiles per piece: V (16, C, slots) and M (16, F, slots) within WINOGRAD_PIECE_BYTES (or the
-    backward's budget) (TW + 1 slots per row of tiles, see the transforms)."""
-    budget = WINOGRAD_BACKWARD_PIECE_BYTES if backward else WINOGRAD_PIECE_BYTES
-    return max(1, budget // (16 * (C + F) * (TW + 1) * itemsize))
-
-
-def _forward_piece_rows(C, F, TW, itemsize, total_rows):
-    """_winograd_piece_rows, or fewer so that every thread gets a piece when its share of the GEMMs is worth
-    waking it for (a batch-1 predict: the tiles of one image would otherwise be one or two pieces)."""
-    rows = _winograd_piece_rows(C, F, TW, itemsize)
-    flops = 2.0 * 16 * F * C * (TW + 1) * total_rows
-    parts = min(threads.num_threads(), int(flops // MIN_FLOPS_PER_THREAD))
-    return min(rows, -(-total_rows // parts)) if parts > 1 else rows
-
-
-def _winograd_forward(x, w, b, act, padding, y, pooled_from=None):
-    """y = act(conv2d(x, w) + b) for 3×3, stride 1, piece by piece of tile rows (r = n·TH + th):
-    V = input transform, M_ξ = U_ξ @ V_ξ (16 GEMMs), y = output transform (+ bias, activation). With
-    pooled_from = the conv's output shape, y is its 2×2 max pooling instead (one value per whole tile)."""
-    N, C = x.shape[0], x.shape[1]
-    F = w.shape[0]
-    TH, TW = _winograd_tiles(y.shape[2:] if pooled_from is None else pooled_from[2:])
-    U = prepared(w, "winograd_filters", _winograd_filters)  # kept across an inference plan's replays
-    rows = _forward_piece_rows(C, F, TW, x.dtype.itemsize, N * TH)
-    pieces = -(-N * TH // rows)
-
-    def piece(i):
-        r0, r1 = i * rows, min(N * TH, (i + 1) * rows)
-        tiles = (r1 - r0) * (TW + 1)  # slots: TW tiles and one spare per row
-        V = scratch("conv.winograd_v", (16, C, tiles), x.dtype)
-        M = scratch("conv.winograd_m", (16, F, tiles), x.dtype)
-        _winograd_input(x, padding[0], padding[1], TH, TW, r0, r1, V, *_input_buffers(tiles, x.dtype))
-        np.matmul(U, V, out=M)
-        _winograd_output(M, b, act, pooled_from is not None, TH, TW, r0, r1, y)
-
-    threads.parallel_for(piece, pieces)
+def _winograd_piece_rows(C, F, TW, itemsize):
+    """Rows of tiles per backward piece: V (16, C, slots) and M (16, F, slots) within
+    WINOGRAD_BACKWARD_PIECE_BYTES (TW + 1 slots per row of tiles, see the transforms)."""
+    return max(1, WINOGRAD_BACKWARD_PIECE_BYTES // (16 * (C + F) * (TW + 1) * itemsize))
 
 
 def _input_buffers(S, dtype):
@@ -163,7 +119,7 @@ def _winograd_backward(dy, y, x, x_shape, w, w_shape, padding, dx, dw, bias_sums
     ph, pw = padding
     TH, TW = _winograd_tiles(dy.shape[2:])
     Ut = np.ascontiguousarray(_winograd_filters(w).transpose(0, 2, 1)) if dx is not None else None
-    rows = _winograd_piece_rows(C, F, TW, dy.dtype.itemsize, backward=True)
+    rows = _winograd_piece_rows(C, F, TW, dy.dtype.itemsize)
     masked = y is not None
     dU_parts = {}  # thread -> its float64 (16, F, C) share of dU
 
@@ -254,59 +210,6 @@ def _winograd_input(x, ph, pw, TH, TW, r0, r1, V, rows, e, o, te, to):
                 v1[t] = oi[t] + ei[t + 1]
                 v2[t] = ei[t + 1] - oi[t]
                 v3[t] = oi[t] - oi[t + 1]
-
-
-@njit(cache=True, nogil=True)
-def _winograd_output(M, b, act, pooled, TH, TW, r0, r1, y):
-    """For the tile rows r = n·TH + th in [r0, r1): y[n, f, 2th:2th + 2] = the 2×2 blocks Aᵀ M A of the row's
-    tiles (slots (r − r0)·(TW + 1) + tw), plus b[f], through the activation `act` (rows and columns past an
-    odd output size, and the spare slots, are dropped).
-    pooled: y (N, F, OH // 2, OW // 2) gets each whole tile's max instead, + b[f], then the activation
-    (monotone: it commutes with the max): the 2×2 max pooling of that output; a tile past the pooled size
-    (odd OH or OW) is dropped, as pooling does. One kernel for both, as a runtime flag: a first `predict`
-    runs both forms (the build forward, then the plan's fused pooling), and one compile is shorter than two."""
-    N, F, OH, OW = y.shape
-    TW1 = TW + 1
-    S = (r1 - r0) * TW1
-    s = np.empty((8, S), y.dtype)  # Aᵀ M: rows 0 and 1 of each tile's 2×4
-    out = np.empty((2, 2 * S), y.dtype)  # (Aᵀ M) A: the 2 output rows of each tile row, 2 columns a slot
-    peak = out[0, :S]  # pooled: the max of each tile's 4 outputs
-    for f in range(F):
-        for j in range(4):  # Aᵀ M: combine the rows, for each column j of the tiles
-            m0, m1, m2, m3 = M[j, f, :S], M[4 + j, f, :S], M[8 + j, f, :S], M[12 + j, f, :S]
-            s0, s1 = s[j], s[4 + j]
-            for t in range(S):
-                s0[t] = m0[t] + m1[t] + m2[t]
-                s1[t] = m1[t] - m2[t] - m3[t]
-        bias = b[f]
-        if pooled:
-            a0, a1, a2, a3, a4, a5, a6, a7 = s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]
-            for t in range(S):  # (Aᵀ M) A: the tile's 4 outputs, and their max
-                peak[t] = max(max(a0[t] + a1[t] + a2[t], a1[t] - a2[t] - a3[t]),
-                              max(a4[t] + a5[t] + a6[t], a5[t] - a6[t] - a7[t]))
-            for r in range(r0, r1):
-                n, th = r // TH, r % TH
-                if th < OH:
-                    dst, src = y[n, f, th], peak[(r - r0) * TW1:]
-                    for tw in range(OW):
-                        dst[tw] = fused_activate(src[tw] + bias, act)
-            continue
-        for i in range(2):  # (Aᵀ M) A: combine the columns of each row i
-            row, a0, a1, a2, a3 = out[i], s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]
-            for t in range(S):
-                row[2 * t] = a0[t] + a1[t] + a2[t]
-                row[2 * t + 1] = a1[t] - a2[t] - a3[t]
-        for r in range(r0, r1):
-            n, th = r // TH, r % TH
-            base = 2 * (r - r0) * TW1
-            for i in range(min(2, OH - 2 * th)):
-                dst, src = y[n, f, 2 * th + i], out[i, base:base + OW]
-                if act:
-                    for ow in range(OW):
-                        dst[ow] = fused_activate(src[ow] + bias, act)
-                else:
-                    for ow in range(OW):
-                        dst[ow] = src[ow] + bias
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})

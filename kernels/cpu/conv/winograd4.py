@@ -26,7 +26,8 @@ from ..gemm import MIN_FLOPS_PER_THREAD, matmul
 from ..workspace import prepared, scratch
 from .epilogue import _bias_or_zeros
 from .rows import _copy_row
-from .winograd import WINOGRAD_PIECE_BYTES
+
+WINOGRAD_PIECE_BYTES = 1 << 20  # V and M of one piece: about one core's L2 cache
 
 _G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
                [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
@@ -61,10 +62,7 @@ def _forward(x, w, b, act, padding, y, pooled_from=None):
     OH, OW = y.shape[2:] if pooled_from is None else pooled_from[2:]
     TH, TW = (OH + 3) // 4, (OW + 3) // 4
     U = prepared(w, "winograd4_filters", _filters)
-    rows = max(1, WINOGRAD_PIECE_BYTES // (36 * (C + F) * (TW + 1) * x.dtype.itemsize))  # V and M in L2
-    parts = min(threads.num_threads(), int(2.0 * 36 * F * C * (TW + 1) * N * TH // MIN_FLOPS_PER_THREAD))
-    if parts > 1:  # a piece for every thread when the GEMMs are worth it (winograd.py _forward_piece_rows)
-        rows = min(rows, -(-N * TH // parts))
+    rows = _piece_rows(C, F, TW, x.dtype.itemsize, N * TH)
     pieces = -(-N * TH // rows)
     constants = np.array([2, 4, 8], x.dtype)
 
@@ -80,6 +78,15 @@ def _forward(x, w, b, act, padding, y, pooled_from=None):
                 np.empty((4, 4 * S), x.dtype), constants)
 
     threads.parallel_for(piece, pieces)
+
+
+def _piece_rows(C, F, TW, itemsize, total_rows):
+    """Rows of tiles per piece: V (36, C, slots) and M (36, F, slots) within WINOGRAD_PIECE_BYTES (TW + 1
+    slots a row), or fewer so that every thread gets a piece when its share of the GEMMs is worth waking it
+    for (a batch-1 predict: the tiles of one image would otherwise be one or two pieces)."""
+    rows = max(1, WINOGRAD_PIECE_BYTES // (36 * (C + F) * (TW + 1) * itemsize))
+    parts = min(threads.num_threads(), int(2.0 * 36 * F * C * (TW + 1) * total_rows // MIN_FLOPS_PER_THREAD))
+    return min(rows, -(-total_rows // parts)) if parts > 1 else rows
 
 
 @njit(cache=True, nogil=True)
