@@ -148,12 +148,12 @@ def test_winograd_in_chunks_of_images(monkeypatch):
         np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("piece_bytes", [(1, 1), (16 * 36 * 6 * 4 * 2, 36 * 36 * 4 * 4 * 2)])  # two rows of tiles:
-# 16 · (C + F) · (TW + 1) · 4 bytes a row in the backward (F(2×2), TW = 5), 36 · (C + F) · (TW + 1) · 4 forward
+@pytest.mark.parametrize("piece_bytes", [1, 36 * 36 * 4 * 4 * 3])  # 36 · (C + F) · (TW + 1) · 4 bytes a row
 @pytest.mark.parametrize("relu", [False, True])
 def test_winograd_in_small_pieces(piece_bytes, relu, monkeypatch):
-    """Pieces of one row of tiles, and of two (which cross from one image into the next, and end on an odd
-    output row): the same values as the whole batch in one piece, forward (also pooled) and backward."""
+    """Pieces of one row of tiles, and of three (which cross from one image into the next, and end on an odd
+    output row), and backward tasks of one image in pieces of a row, or of several whole images: the same
+    values as the whole batch in one piece, forward (also pooled) and backward."""
     rng = np.random.default_rng(6)
     x, w, b, dy = randn(rng, 3, 16, 5, 9), randn(rng, 20, 16, 3, 3), randn(rng, 20), randn(rng, 3, 20, 5, 9)
     geometry = (1, 1), (1, 1), (1, 1), 1
@@ -167,11 +167,10 @@ def test_winograd_in_small_pieces(piece_bytes, relu, monkeypatch):
         return (y, pooled) + tuple(g.copy() for g in grads)
 
     whole = run()
-    backward_bytes, forward_bytes = piece_bytes
-    monkeypatch.setattr(cpu.winograd, "WINOGRAD_BACKWARD_PIECE_BYTES", backward_bytes)
-    monkeypatch.setattr(cpu.winograd4, "WINOGRAD_PIECE_BYTES", forward_bytes)
-    assert cpu.winograd._winograd_piece_rows(16, 20, 5, 4) == (1 if backward_bytes == 1 else 2)
-    assert cpu.winograd4._piece_rows(16, 20, 3, 4, total_rows=6) == (1 if forward_bytes == 1 else 2)
+    monkeypatch.setattr(cpu.winograd, "WINOGRAD_PIECE_BYTES", piece_bytes)
+    monkeypatch.setattr(cpu.winograd, "WINOGRAD_BACKWARD_PIECE_BYTES", piece_bytes)
+    monkeypatch.setattr(cpu.winograd, "MIN_DU_SLOTS", 1000)  # small images: as many as a thread may take
+    assert cpu.winograd._piece_rows(16, 20, 3, 4, total_rows=6) == (1 if piece_bytes == 1 else 3)
     for label, got, want in zip(("y", "pooled", "dx", "dw", "db"), run(), whole):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=label)
     expected = ref.conv2d_forward(x, w, b, *geometry)
@@ -181,7 +180,7 @@ def test_winograd_in_small_pieces(piece_bytes, relu, monkeypatch):
 def test_winograd_forward_gives_every_thread_a_piece_of_one_big_image(monkeypatch):
     """One image whose GEMMs are worth two threads is cut into two pieces at 2 threads (one piece by the
     byte budget alone), one at 1 thread; a tiny product stays one piece; the values are the same."""
-    winograd = cpu.winograd4
+    winograd = cpu.winograd
     monkeypatch.setattr(winograd.threads, "num_threads", lambda: 1)
     assert winograd._piece_rows(128, 256, 3, 4, total_rows=3) >= 3           # one piece by bytes alone
     monkeypatch.setattr(winograd.threads, "num_threads", lambda: 2)

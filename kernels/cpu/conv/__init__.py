@@ -20,10 +20,9 @@ The functions below are the contract's (kernels/contract.py). Each NCHW one pick
   dimension is only KH·KW; the conv is memory bound, so one pass over each big array wins.
 - **matmul** (`pointwise.py`): 1×1, stride 1, no padding, no groups. x is already its own im2col matrix: one
   GEMM per image, no copy.
-- **winograd** (`winograd4.py` forward, `winograd.py` backward): 3×3, stride 1, no dilation or groups, at
-  least 16 channels in and out, a symmetric padding ≤ 2. Where the FLOPs are (the tutorial's 64 → 64 conv is
-  90 % of its arithmetic): F(4×4, 3×3) tiles forward, 4× fewer multiply-adds than im2col, F(2×2, 3×3) tiles
-  backward, 2.25× fewer; with fewer channels the GEMMs are too thin to gain.
+- **winograd** (`winograd.py`): 3×3, stride 1, no dilation or groups, at least 16 channels in and out, a
+  symmetric padding ≤ 2. Where the FLOPs are (the tutorial's 64 → 64 conv is 90 % of its arithmetic):
+  F(4×4, 3×3) tiles, 4× fewer multiply-adds than im2col; with fewer channels the GEMMs are too thin to gain.
 - **im2col** (`im2col.py`): everything else, the general case: a copy of the windows into columns, then
   BLAS GEMMs.
 

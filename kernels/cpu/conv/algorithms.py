@@ -12,7 +12,7 @@ of the contract's and work out the output's size (geometry.py).
 from typing import Callable, NamedTuple, Optional
 
 from ..workspace import output
-from . import direct, few_channels, im2col, pointwise, winograd, winograd4
+from . import direct, few_channels, im2col, pointwise, winograd
 from .geometry import _geometry
 
 
@@ -29,7 +29,7 @@ ALGORITHMS = (
               few_channels.forward_maxpool2),
     Algorithm("direct", direct.applies, direct.forward, direct.backward, direct.forward_maxpool2),
     Algorithm("matmul", pointwise.applies, pointwise.forward, pointwise.backward),
-    Algorithm("winograd", winograd.applies, winograd4.forward, winograd.backward, winograd4.forward_maxpool2),
+    Algorithm("winograd", winograd.applies, winograd.forward, winograd.backward, winograd.forward_maxpool2),
     Algorithm("im2col", im2col.applies, im2col.forward, im2col.backward),
 )
 

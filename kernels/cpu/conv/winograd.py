@@ -1,8 +1,7 @@
-"""Winograd F(2×2, 3×3): the backward of the 3×3, stride-1 NCHW convolutions with enough channels (where the
-FLOPs are: the 64 → 64 conv of the tutorial is 90 % of its arithmetic), as GEMMs between transformed
-filters and transformed tiles, 2.25× fewer multiply-adds than im2col + GEMM. The forward is winograd4.py's
-F(4×4, 3×3); `applies` here says which convs both take. The math and how the work is cut are in the
-comments below.
+"""Winograd F(4×4, 3×3): 3×3, stride-1 NCHW convolutions with enough channels (where the FLOPs are: the
+64 → 64 conv of the tutorial is 90 % of its arithmetic), as 36 GEMMs between transformed filters and
+transformed input tiles, 4× fewer multiply-adds than im2col + GEMM, forward and backward. The math and how
+the work is cut are in the comments below.
 """
 import threading
 
@@ -10,10 +9,66 @@ import numpy as np
 from numba import njit
 
 from .. import threads
-from ..gemm import matmul
-from ..workspace import scratch
-from .epilogue import _gradient_buffers
+from ..activation import fused_activate
+from ..gemm import MIN_FLOPS_PER_THREAD, matmul
+from ..workspace import prepared, scratch
+from .epilogue import _bias_or_zeros, _gradient_buffers
 from .rows import _copy_row, _relu_grad_row
+
+# ---------------------------------------------------------------------- Winograd F(4×4, 3×3)
+#
+# A 3×3, stride-1 conv computes each 4×4 block of outputs from a 6×6 tile of input (tiles overlap by 2).
+# Winograd's minimal filtering (Lavin & Gray, 2016) does it with 36 multiplications per channel instead of
+# 144: with the tile d (6×6) and the filter g (3×3),
+#
+#     y (4×4) = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A
+#
+#     Bᵀ = [4  0 −5  0  1  0]    G = [ 1/4     0     0  ]    Aᵀ = [1  1  1  1  1  0]
+#          [0 −4 −4  1  1  0]        [−1/6  −1/6  −1/6 ]         [0  1 −1  2 −2  0]
+#          [0  4 −4 −1  1  0]        [−1/6   1/6  −1/6 ]         [0  1  1  4  4  0]
+#          [0 −2 −1  2  1  0]        [1/24  1/12   1/6 ]         [0  1 −1  8 −8  1]
+#          [0  2 −1 −2  1  0]        [1/24 −1/12   1/6 ]
+#          [0  4  0 −5  0  1]        [  0     0     1  ]
+#
+# and the sum over input channels moves inside, between the transforms: for each of the 36 positions ξ of
+# the 6×6 transformed tile, M_ξ (F, tiles) = U_ξ (F, C) @ V_ξ (C, tiles), U = G g Gᵀ (the filters,
+# transformed once per call, or once per inference plan), V = Bᵀ d B (every input tile). The backward is
+# the same three steps read backwards (each transform's adjoint is its transpose):
+#
+#     dM = A dY Aᵀ (per 4×4 block of dy),  dU_ξ = dM_ξ @ V_ξᵀ,  dV_ξ = U_ξᵀ @ dM_ξ,
+#     dg = Gᵀ dU G,                        dd = B dV Bᵀ (added into the overlapping input tiles).
+#
+# 2.25 multiplications an output instead of im2col's 9 (F(2×2, 3×3), which this file ran before, did 4, and
+# its transforms moved 4 values an output where these move 2.25: its forward and backward were 20–40 %
+# slower on the task models' convs, commit 327b9b4).
+# The points 0, ±1, ±2 keep the coefficients small: float32 results stay within ~1e-5 of the direct sum
+# relative to its scale. Used for 3×3, stride 1, no dilation, no groups, with at least
+# WINOGRAD_MIN_CHANNELS channels in and out (the GEMMs' inner dimension is C, so they need a few). Tiles
+# hanging over the padded input's bottom or right edge read zeros there, and their extra outputs are dropped.
+#
+# How the work is cut: into pieces of a few rows of tiles, each piece run start to finish by one thread of
+# kernels/cpu/threads.py — the transforms and GEMMs of its tiles — in buffers of that thread about the size
+# of its core's L2 cache (WINOGRAD_PIECE_BYTES for V and M together; the backward's pieces run three
+# transforms, each call costing µs of Python: twice that budget was 5–15 % faster, the spill going to the
+# L3). Transforming the whole batch first and then multiplying sent V and M through main memory, and one
+# core's SGEMM slowed down by a third (timings: benchmarks/RESULTS.md, "Timings moved from kernel
+# docstrings"). The forward's pieces are any rows of tiles (they write disjoint rows of y). The backward's
+# unit is an image, or a few small ones: neighbouring tiles overlap in the input, so one image's input
+# gradient is summed by one thread, in a padded plane buffer of its own; each thread also sums its own share
+# of dU (float64), added up at the end.
+#
+# The transforms run along the tiles, writing each transformed value of a tile to its own contiguous
+# stream, in straight-line loops LLVM vectorizes. The tiles of a piece sit in slots, TW + 1 per row of
+# tiles: tile (r, tw) in slot (r − r0)·(TW + 1) + tw, and one spare slot at the end of each row, so that a
+# tile's right neighbour is always the next slot and the loops run over all the piece's slots at once (a row
+# of the tutorial's second conv has only 12 tiles, too short for a vector loop). The spare slots carry junk
+# forward (their outputs are dropped) and zeros backward (dM there is 0). A tile reads the padded row's
+# columns 4·tw … 4·tw + 5: its four column phases at tw and the first two at tw + 1. What made these loops
+# fast (each measured): the four phases split in one loop (LLVM makes it one interleaved load; a loop per
+# phase stayed scalar, 3× slower), constants in the data's dtype (an integer literal makes Numba compute in
+# float64: 2.4× slower), and results for rows of V or dM that lie far apart written to a small contiguous
+# buffer first, then copied (written straight, 3× slower). The kernels are serial and release the GIL: the
+# threads of kernels/cpu/threads.py run them on their own pieces.
 
 WINOGRAD_MIN_CHANNELS = 16  # below this many input channels and filters, im2col's GEMM is the better one
 
@@ -27,264 +82,331 @@ def applies(x_shape, w_shape, y_shape, stride, padding, groups, dilation):
             and min(Cg, F) >= WINOGRAD_MIN_CHANNELS and padding[0] <= 2 and padding[1] <= 2)
 
 
+WINOGRAD_PIECE_BYTES = 1 << 20  # V and M of one piece: about one core's L2 cache
+WINOGRAD_BACKWARD_PIECE_BYTES = 2 << 20  # the backward's: its three transforms cost µs of Python a call
+MIN_DU_SLOTS = 256  # tiles a GEMM dU += dM Vᵀ sums over, at least (several small images a piece)
+
+_G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
+               [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+# G g Gᵀ for every 3×3 filter g at once: flattened row by row, vec(G g Gᵀ) = (G ⊗ G) vec(g), so the
+# transformed filters are one GEMM (F·C, 9) @ (9, 36), and the gradient's Gᵀ dU G one (F·C, 36) @ (36, 9).
+# Through gemm.matmul, like every BLAS call of the kernels: a bare `@` here woke OpenBLAS's own threads,
+# which slowed whole steps down.
+_GG = np.kron(_G, _G)  # (36, 9)
+
+
+def forward(x, w, b, act, stride, padding, dilation, groups, y):
+    """y = act(conv2d(x, w) + b) into y (N, F, OH, OW); padding (top, left)."""
+    _forward(x, w, _bias_or_zeros(b, w.shape[0], x.dtype), act, padding, y)
+    return y
+
+
+def forward_maxpool2(x, w, b, act, stride, padding, dilation, y_shape, pooled):
+    """pooled = max_pool2d(act(conv2d(x, w) + b), 2): each 4×4 output tile holds four pooling windows."""
+    _forward(x, w, _bias_or_zeros(b, w.shape[0], x.dtype), act, padding, pooled, y_shape)
+    return pooled
+
+
 def backward(dy, y, x, x_shape, w, w_shape, stride, padding, dilation, groups, need_dx, need_dw, need_db):
     """conv2d's gradients (dz = dy · [y > 0] when y is given) -> (dx, dw, db), None for what is not needed."""
     dx, dw, bias_sums = _gradient_buffers(dy, x_shape, w_shape, need_dx, need_dw)
-    _winograd_backward(dy, y, x, x_shape, w, w_shape, padding, dx, dw, bias_sums)
+    _backward(dy, y, x, x_shape, w, w_shape, padding, dx, dw, bias_sums)
     return dx, dw, (bias_sums.sum(axis=0).astype(dy.dtype) if need_db else None)
 
 
-# ---------------------------------------------------------------------- Winograd F(2×2, 3×3)
-#
-# A 3×3, stride-1 conv computes each 2×2 block of outputs from a 4×4 tile of input (tiles overlap by 2).
-# Winograd's minimal filtering (Lavin & Gray, 2016) does it with 16 multiplications per channel instead of
-# 36: with the tile d (4×4) and the filter g (3×3),
-#
-#     y (2×2) = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A     Bᵀ = [1  0 −1  0]   G = [ 1    0    0 ]   Aᵀ = [1 1  1  0]
-#                                                      [0  1  1  0]       [1/2  1/2  1/2]        [0 1 −1 −1]
-#                                                      [0 −1  1  0]       [1/2 −1/2  1/2]
-#                                                      [0  1  0 −1]       [ 0    0    1 ]
-#
-# and the sum over input channels moves inside, between the transforms: for each of the 16 positions ξ of
-# the 4×4 transformed tile, M_ξ (F, tiles) = U_ξ (F, C) @ V_ξ (C, tiles), U = G g Gᵀ (the filters,
-# transformed once per call), V = Bᵀ d B (every input tile). So the conv becomes 16 GEMMs with 2.25× fewer
-# multiply-adds than im2col's one, and the transforms move 4× the input instead of im2col's 9×. The
-# backward is the same three steps read backwards (each transform's adjoint is its transpose):
-#
-#     dM = A dY Aᵀ (per 2×2 block of dy),  dU_ξ = dM_ξ @ V_ξᵀ,  dV_ξ = U_ξᵀ @ dM_ξ,
-#     dg = Gᵀ dU G,                        dd = B dV Bᵀ (added into the overlapping input tiles).
-#
-# For the tutorial's 64 → 64 conv that is 2.3 GFLOP of GEMM per pass instead of 5.2. The transforms'
-# coefficients are 0, ±1 and ±1/2, so float32 results stay within a few ulps of im2col's. Used for 3×3,
-# stride 1, no dilation, no groups, with at least WINOGRAD_MIN_CHANNELS channels in and out (the GEMMs'
-# inner dimension is C, so they need a few). Tiles hanging over the padded input's bottom or right edge
-# (odd output sizes) read zeros there and their extra outputs are dropped. The forward (winograd4.py) uses
-# the larger F(4×4, 3×3) tiles; the backward keeps these: its three transforms (dM, V again for dU, dd)
-# are simpler, and F(4×4)'s backward is not written.
-#
-# How the work is cut: into pieces of a few rows of tiles, each piece run start to finish by one thread of
-# kernels/cpu/threads.py — the transforms and GEMMs of its tiles — in buffers of that thread about the size
-# of its core's L2 cache (winograd4.py's WINOGRAD_PIECE_BYTES for V and M together; the backward's pieces
-# run three transforms, each call costing µs of Python: twice that budget was 5–15 % faster on the task
-# models' convs, the spill going to the L3). Transforming the whole batch first and then multiplying (16
-# GEMMs over ~18,000 tiles for the tutorial) sent V and M through main memory, and one core's SGEMM slowed
-# down by a third; the transforms, writing 16 strided streams, lost as much (timings: benchmarks/RESULTS.md,
-# "Timings moved from kernel docstrings"). The forward's pieces are any rows of tiles (they write disjoint
-# rows of y). The backward's unit is an image: neighbouring tiles overlap in the input, so one image's input
-# gradient is summed by one thread, in a padded plane buffer of its own; each thread also sums its own share
-# of dU (float64), added up at the end.
-
-WINOGRAD_BACKWARD_PIECE_BYTES = 2 << 20  # V and M of one backward piece (the forward's: winograd4.py)
-
-_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
-# G g Gᵀ for every 3×3 filter g at once: flattened row by row, vec(G g Gᵀ) = (G ⊗ G) vec(g), so the
-# transformed filters are one GEMM (F·C, 9) @ (9, 16), and the gradient's Gᵀ dU G one (F·C, 16) @ (16, 9)
-# (NumPy's stacked 4×3 @ 3×3 products were slower). Through gemm.matmul, like every BLAS call of the
-# kernels: a bare `@` here woke OpenBLAS's own threads, which slowed whole steps down.
-_GG = np.kron(_G, _G)  # (16, 9)
-
-
-def _winograd_tiles(y_hw):
-    """The number of 2×2 output tiles, down and across."""
-    return (y_hw[0] + 1) // 2, (y_hw[1] + 1) // 2
-
-
-def _winograd_filters(w):
-    """U = G g Gᵀ for every (filter, channel) -> (16, F, C): the 16 GEMMs' left operands."""
+def _filters(w):
+    """U = G g Gᵀ for every (filter, channel) -> (36, F, C): the 36 GEMMs' left operands."""
     F, C = w.shape[0], w.shape[1]
-    U = matmul(w.reshape(F * C, 9), _GG.T.astype(w.dtype))  # (F·C, 16): row f·C + c is G w[f, c] Gᵀ, flattened
-    return np.ascontiguousarray(U.T.reshape(16, F, C))
+    U = matmul(w.reshape(F * C, 9), _GG.T.astype(w.dtype))
+    return np.ascontiguousarray(U.T.reshape(36, F, C))
 
 
-def _winograd_piece_rows(C, F, TW, itemsize):
-    """Rows of tiles per backward piece: V (16, C, slots) and M (16, F, slots) within
-    WINOGRAD_BACKWARD_PIECE_BYTES (TW + 1 slots per row of tiles, see the transforms)."""
-    return max(1, WINOGRAD_BACKWARD_PIECE_BYTES // (16 * (C + F) * (TW + 1) * itemsize))
+def _forward(x, w, b, act, padding, y, pooled_from=None):
+    """y = act(conv2d(x, w) + b) piece by piece of tile rows (r = n·TH + th): V = input transform, M_ξ = U_ξ @ V_ξ
+    (36 GEMMs), y = output transform (+ bias, activation); with pooled_from (the conv's output shape), y is
+    its 2×2 max pooling."""
+    N, C = x.shape[0], x.shape[1]
+    F = w.shape[0]
+    OH, OW = y.shape[2:] if pooled_from is None else pooled_from[2:]
+    TH, TW = (OH + 3) // 4, (OW + 3) // 4
+    U = prepared(w, "winograd_filters", _filters)
+    rows = _piece_rows(C, F, TW, x.dtype.itemsize, N * TH)
+    pieces = -(-N * TH // rows)
+    constants = np.array([2, 4, 8], x.dtype)
+
+    def piece(i):
+        r0, r1 = i * rows, min(N * TH, (i + 1) * rows)
+        S = (r1 - r0) * (TW + 1)
+        V = scratch("conv.winograd_v", (36, C, S), x.dtype)
+        M = scratch("conv.winograd_m", (36, F, S), x.dtype)
+        _input(x, padding[0], padding[1], TH, TW, r0, r1, V, np.zeros((6, 4 * S + 4), x.dtype),
+               np.empty((6, 4, S + 1), x.dtype), np.empty((6, 4, S + 1), x.dtype), np.empty((6, S), x.dtype), constants)
+        np.matmul(U, V, out=M)
+        _output(M, b, act, pooled_from is not None, OH, OW, TH, TW, r0, r1, y, np.empty((24, S), x.dtype),
+                np.empty((4, 4 * S), x.dtype), constants)
+
+    threads.parallel_for(piece, pieces)
 
 
-def _input_buffers(S, dtype):
-    """_winograd_input's buffers for a piece of S slots (made here: arrays made in the kernel cost its first
-    compile more): the padded rows (zeros: only the input's pixels are written), their even and odd
-    columns, and Bᵀ d on those (+ 1: the last spare slot reads one past the end)."""
-    return (np.zeros((4, 2 * S + 2), dtype),) + tuple(np.empty((4, S + 1), dtype) for _ in range(4))
+def _piece_rows(C, F, TW, itemsize, total_rows):
+    """Rows of tiles per piece: V (36, C, slots) and M (36, F, slots) within WINOGRAD_PIECE_BYTES (TW + 1
+    slots a row), or fewer so that every thread gets a piece when its share of the GEMMs is worth waking it
+    for (a batch-1 predict: the tiles of one image would otherwise be one or two pieces)."""
+    rows = max(1, WINOGRAD_PIECE_BYTES // (36 * (C + F) * (TW + 1) * itemsize))
+    parts = min(threads.num_threads(), int(2.0 * 36 * F * C * (TW + 1) * total_rows // MIN_FLOPS_PER_THREAD))
+    return min(rows, -(-total_rows // parts)) if parts > 1 else rows
 
 
-def _winograd_backward(dy, y, x, x_shape, w, w_shape, padding, dx, dw, bias_sums):
-    """conv2d's gradients for 3×3, stride 1, with dz = dy · [y > 0] when y is given (fused ReLU), else dy.
-    Fills dx and dw (each when not None) and bias_sums (N, F), the sums of dz's planes. One image per task,
-    in pieces of tile rows: dM = output-gradient transform, then dU += dM Vᵀ (V the input transform) and
-    dV = Uᵀ dM, whose input-gradient transform is summed into the image's padded plane buffer."""
+def _backward(dy, y, x, x_shape, w, w_shape, padding, dx, dw, bias_sums):
+    """The forward's three steps read backwards, each transform's adjoint its transpose: dM = A dz Aᵀ (each 4×4
+    block of dz = dy · [y > 0], or dy), dU_ξ += dM_ξ V_ξᵀ (V the input transform, computed again), dV_ξ = U_ξᵀ dM_ξ,
+    dd = B dV Bᵀ added into the overlapping 6×6 tiles of the images' padded plane buffers, dg = Gᵀ dU G. A task
+    is an image in pieces of tile rows, or, for small images, a few whole images in one piece (so that dU's
+    GEMMs sum over enough tiles: one 12×12 image has 9); its images' planes are its own (tiles overlap in dx),
+    and each thread sums its own share of dU (float64). Fills dx and dw (each when not None) and bias_sums
+    (N, F), the sums of dz's planes."""
     N, F = dy.shape[0], dy.shape[1]
     C, H, W = w_shape[1], x_shape[2], x_shape[3]
+    OH, OW = dy.shape[2], dy.shape[3]
     ph, pw = padding
-    TH, TW = _winograd_tiles(dy.shape[2:])
-    Ut = np.ascontiguousarray(_winograd_filters(w).transpose(0, 2, 1)) if dx is not None else None
-    rows = _winograd_piece_rows(C, F, TW, dy.dtype.itemsize)
+    TH, TW = (OH + 3) // 4, (OW + 3) // 4
+    Ut = np.ascontiguousarray(_filters(w).transpose(0, 2, 1)) if dx is not None else None
+    rows = max(1, WINOGRAD_BACKWARD_PIECE_BYTES // (36 * (C + F) * (TW + 1) * dy.dtype.itemsize))
+    images = 1  # a task's images: one in pieces of rows, or, when whole images fit the budget, as many as fit
+    if rows >= TH:  # or enough for dU's GEMMs to sum over MIN_DU_SLOTS tiles, leaving no thread without a task
+        images = min(max(rows // TH, -(-MIN_DU_SLOTS // (TH * (TW + 1)))), -(-N // threads.num_threads()))
+    tasks = [(n0, min(N, n0 + images)) for n0 in range(0, N, images)]
     masked = y is not None
-    dU_parts = {}  # thread -> its float64 (16, F, C) share of dU
+    constants = np.array([2, 4, 8, 5], dy.dtype)
+    dU_parts = {}  # thread -> its float64 (36, F, C) share of dU
 
-    def image(n):
-        bias_sums[n] = 0.0
+    def task(i):
+        n0, n1 = tasks[i]
+        bias_sums[n0:n1] = 0.0
         if dx is not None:
-            plane = scratch("conv.winograd_dx", (C, 2 * TH + 2, 2 * TW + 2), dy.dtype)
-            plane[...] = 0
+            planes = scratch("conv.winograd_dx", (n1 - n0, C, 4 * TH + 2, 4 * TW + 2), dy.dtype)
+            planes[...] = 0
         if dw is not None:
-            if threading.get_ident() not in dU_parts:  # this thread's first image
-                dU_parts[threading.get_ident()] = np.zeros((16, F, C), np.float64)
+            if threading.get_ident() not in dU_parts:  # this thread's first task
+                dU_parts[threading.get_ident()] = np.zeros((36, F, C), np.float64)
             dU = dU_parts[threading.get_ident()]
-        for th0 in range(0, TH, rows):
-            r0, r1 = n * TH + th0, n * TH + min(TH, th0 + rows)
-            tiles = (r1 - r0) * (TW + 1)  # slots: TW tiles and one spare per row
-            dM = scratch("conv.winograd_m", (16, F, tiles), dy.dtype)
-            _winograd_output_grad(dy, y if masked else dy, masked, TH, TW, r0, r1, dM, bias_sums)
-            if dw is not None:  # dU_ξ += dM_ξ @ V_ξᵀ
-                V = scratch("conv.winograd_v", (16, C, tiles), dy.dtype)
-                _winograd_input(x, ph, pw, TH, TW, r0, r1, V, *_input_buffers(tiles, dy.dtype))
-                dU += np.matmul(dM, V.transpose(0, 2, 1), out=scratch("conv.winograd_dup", (16, F, C), dy.dtype))
-            if dx is not None:  # dV_ξ = U_ξᵀ @ dM_ξ, then dd = B dV Bᵀ into the image's plane buffer
-                dV = scratch("conv.winograd_v", (16, C, tiles), dy.dtype)
+        step = rows if n1 - n0 == 1 else (n1 - n0) * TH
+        for r0 in range(n0 * TH, n1 * TH, step):
+            r1 = min(n1 * TH, r0 + step)
+            S = (r1 - r0) * (TW + 1)
+            dM = scratch("conv.winograd_m", (36, F, S), dy.dtype)
+            _output_grad(dy, y if masked else dy, masked, TH, TW, r0, r1, dM, bias_sums, np.zeros((4, 4 * S), dy.dtype),
+                         np.empty((6, 4 * S), dy.dtype), np.empty((4, S), dy.dtype), np.empty((6, S), dy.dtype),
+                         constants)
+            if dw is not None:  # dU_ξ += dM_ξ V_ξᵀ
+                V = scratch("conv.winograd_v", (36, C, S), dy.dtype)
+                _input(x, ph, pw, TH, TW, r0, r1, V, np.zeros((6, 4 * S + 4), dy.dtype), np.empty((6, 4, S + 1), dy.dtype),
+                       np.empty((6, 4, S + 1), dy.dtype), np.empty((6, S), dy.dtype), constants)
+                dU += np.matmul(dM, V.transpose(0, 2, 1), out=scratch("conv.winograd_dup", (36, F, C), dy.dtype))
+            if dx is not None:  # dV_ξ = U_ξᵀ dM_ξ, then B dV Bᵀ into the planes
+                dV = scratch("conv.winograd_v", (36, C, S), dy.dtype)
                 np.matmul(Ut, dM, out=dV)
-                _winograd_input_grad(dV, TH, TW, r0, r1, plane)
+                _input_grad(dV, TH, TW, r0, r1, planes, n0, np.empty((36, S), dy.dtype), np.empty((6, S), dy.dtype),
+                            np.empty(4 * S + 4, dy.dtype), constants)
         if dx is not None:
-            dx[n] = plane[:, ph:ph + H, pw:pw + W]
+            dx[n0:n1] = planes[:, :, ph:ph + H, pw:pw + W]
 
-    threads.parallel_for(image, N)
+    threads.parallel_for(task, len(tasks))
     if dw is not None:  # dg = Gᵀ dU G
         dU = np.sum(list(dU_parts.values()), axis=0)
-        dw[...] = matmul(dU.reshape(16, F * C).T, _GG).reshape(F, C, 3, 3)
+        dw[...] = matmul(dU.reshape(36, F * C).T, _GG).reshape(F, C, 3, 3)
 
-
-# Each transform is applied as two 1-D passes, the rows of the tile then its columns (Bᵀ d B = (Bᵀ d) B),
-# and the loops run along the tiles, writing each of the 16 transformed values of a tile to its own
-# contiguous stream: straight-line loop bodies with unit or stride-2 steps, which LLVM vectorizes (a loop
-# over ξ or a function returning tuples inside the loop did not, and was several times slower). The tiles of
-# a piece sit in slots, TW + 1 per row of tiles: tile (r, tw) in slot (r − r0)·(TW + 1) + tw, and one spare
-# slot at the end of each row. With the spare, a tile's right neighbour is always the next slot, so the loops run over
-# all the piece's slots at once instead of row by row: a row of the tutorial's second conv has only 24
-# tiles, too short for a vector loop (timings of both: benchmarks/RESULTS.md, moved from here). The
-# spare slots carry junk forward (their outputs are dropped) and zeros backward (dM there is 0), and cost
-# 1/(TW + 1) more GEMM. The kernels are serial and release the GIL: the threads of kernels/cpu/threads.py
-# run them on their own pieces.
 
 @njit(cache=True, nogil=True)
-def _winograd_input(x, ph, pw, TH, TW, r0, r1, V, rows, e, o, te, to):
-    """V[ξ, c, slot] = (Bᵀ d B)[ξ] for the tiles of rows r = n·TH + th in [r0, r1), slot (r − r0)·(TW + 1)
-    + tw, d the 4×4 tile at (2·th, 2·tw) of the zero-padded x[n, c] (ξ = 4·row + column of the transformed
-    tile); the spare slots get junk.
-
-    Tile tw reads the padded row's columns 2tw .. 2tw + 3, i.e. its even columns tw, tw + 1 and its odd
-    columns tw, tw + 1. So row i of every tile row of the piece is copied, zero-padded, into rows[i] (2·(TW + 1)
-    columns a tile row: the spare slot's place) and split into its even and odd columns (e[i], o[i]), the
-    rows are combined (Bᵀ d) on those, and the columns (· B) then read e[·, t], o[·, t], e[·, t + 1],
-    o[·, t + 1]: every loop but the copies runs at unit or stride 2 over all the piece's slots."""
+def _input(x, ph, pw, TH, TW, r0, r1, V, rows, phases, t, out, k2):
+    """V[ξ, c, slot] = (Bᵀ d B)[ξ] for the tiles of rows r = n·TH + th in [r0, r1) (slot (r − r0)·(TW + 1) + tw),
+    d the 6×6 tile at (4·th, 4·tw) of the zero-padded x[n, c]. Row i of every tile row is copied, padded, into
+    rows[i] (4·(TW + 1) columns a tile row) and split into its column phases (phases[i, q, k] = column 4k + q);
+    Bᵀ d combines the six rows phase by phase, then · B the columns q = 0..3 at k and q = 0, 1 at k + 1.
+    k2 = (2, 4, 8) in x's dtype: with integer literals Numba computes in float64 (2.4× slower)."""
     N, C, H, W = x.shape
     TW1 = TW + 1
-    S = (r1 - r0) * TW1  # slots in the piece
+    S = (r1 - r0) * TW1
     for c in range(C):
         for r in range(r0, r1):
             n, th = r // TH, r % TH
-            base = 2 * (r - r0) * TW1 + pw
-            for i in range(4):  # the input row 2th + i (a padding row stays 0, for every channel)
-                h = 2 * th + i - ph
+            base = 4 * (r - r0) * TW1 + pw
+            for i in range(6):
+                h = 4 * th + i - ph
                 if 0 <= h < H:
-                    _copy_row(rows[i, base:base + W], x[n, c, h], 1)  # not a slice assignment (direct.py)
-        for i in range(4):  # even and odd columns
-            ri, ei, oi = rows[i], e[i], o[i]
+                    _copy_row(rows[i, base:base + W], x[n, c, h], 1)
+        for i in range(6):  # the four phases in one loop (LLVM vectorizes it as one interleaved load)
+            ri, p0, p1, p2, p3 = rows[i], phases[i, 0], phases[i, 1], phases[i, 2], phases[i, 3]
             for k in range(S + 1):
-                ei[k] = ri[2 * k]
-                oi[k] = ri[2 * k + 1]
-        e0, e1, e2, e3 = e[0], e[1], e[2], e[3]
-        o0, o1, o2, o3 = o[0], o[1], o[2], o[3]
-        te0, te1, te2, te3 = te[0], te[1], te[2], te[3]
-        to0, to1, to2, to3 = to[0], to[1], to[2], to[3]
-        for k in range(S + 1):  # Bᵀ d: combine the rows
-            te0[k], te1[k], te2[k], te3[k] = e0[k] - e2[k], e1[k] + e2[k], e2[k] - e1[k], e1[k] - e3[k]
-            to0[k], to1[k], to2[k], to3[k] = o0[k] - o2[k], o1[k] + o2[k], o2[k] - o1[k], o1[k] - o3[k]
-        for i in range(4):  # (Bᵀ d) B: combine the columns of each row i, slot by slot
-            ei, oi = te[i], to[i]
-            # 1-D unit-stride views: Numba knows they are contiguous, so LLVM vectorizes the loop
-            v0, v1 = V[4 * i, c, :S], V[4 * i + 1, c, :S]
-            v2, v3 = V[4 * i + 2, c, :S], V[4 * i + 3, c, :S]
-            for t in range(S):
-                v0[t] = ei[t] - ei[t + 1]
-                v1[t] = oi[t] + ei[t + 1]
-                v2[t] = ei[t + 1] - oi[t]
-                v3[t] = oi[t] - oi[t + 1]
+                p0[k], p1[k], p2[k], p3[k] = ri[4 * k], ri[4 * k + 1], ri[4 * k + 2], ri[4 * k + 3]
+        for q in range(4):  # Bᵀ d: combine the six rows, each column phase
+            _b_transposed(phases[0, q], phases[1, q], phases[2, q], phases[3, q], phases[4, q], phases[5, q],
+                          t[0, q], t[1, q], t[2, q], t[3, q], t[4, q], t[5, q], S + 1, k2)
+        for i in range(6):  # (Bᵀ d) B: combine the columns of row i: phases 0..3 at k, then 0, 1 at k + 1,
+            # into `out`, then copied into V's six rows (written straight into them, 3× slower: the six rows
+            # lie far apart, and LLVM's checks that they do not overlap the inputs left the loop scalar)
+            a0, a1, a2, a3 = t[i, 0], t[i, 1], t[i, 2], t[i, 3]
+            _b_transposed(a0, a1, a2, a3, a0[1:], a1[1:], out[0], out[1], out[2], out[3], out[4], out[5], S, k2)
+            for j in range(6):
+                dst, src = V[6 * i + j, c], out[j]
+                for k in range(S):
+                    dst[k] = src[k]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _b_transposed(d0, d1, d2, d3, d4, d5, t0, t1, t2, t3, t4, t5, n, k2):
+    """t = Bᵀ d for the first n columns of six rows d, into six rows t."""
+    two, four = k2[0], k2[1]
+    for k in range(n):
+        a0, a1, a2, a3, a4, a5 = d0[k], d1[k], d2[k], d3[k], d4[k], d5[k]
+        t0[k] = (a0 - a2) * four + (a4 - a2)
+        t1[k] = a3 + a4 - (a1 + a2) * four
+        t2[k] = (a1 - a2) * four + a4 - a3
+        t3[k] = (a3 - a1) * two + a4 - a2
+        t4[k] = a4 - a2 - (a3 - a1) * two
+        t5[k] = (a1 - a3) * four + (a5 - a3)
+
+
+@njit(cache=True, nogil=True)
+def _output(M, b, act, pooled, OH, OW, TH, TW, r0, r1, y, s, out, k2):
+    """For the tile rows r in [r0, r1): the 4×4 blocks Aᵀ M A of the row's tiles, + b[f], through `act`, into
+    y[n, f, 4th:4th + 4] (what lies past OH × OW dropped); pooled: y gets the max of each 2×2 window of the
+    block (+ b, then act, which commute with the max), windows past y's size dropped."""
+    F = M.shape[1]
+    TW1 = TW + 1
+    S = (r1 - r0) * TW1
+    POH, POW = y.shape[2], y.shape[3]
+    two, four, eight = k2[0], k2[1], k2[2]  # in M's dtype (see _input)
+    for f in range(F):
+        for j in range(6):  # Aᵀ M: combine the six rows of the tiles, column j
+            m0, m1, m2, m3, m4, m5 = (M[j, f, :S], M[6 + j, f, :S], M[12 + j, f, :S], M[18 + j, f, :S],
+                                      M[24 + j, f, :S], M[30 + j, f, :S])
+            s0, s1, s2, s3 = s[j], s[6 + j], s[12 + j], s[18 + j]
+            for k in range(S):
+                p, q = m1[k] + m2[k], m1[k] - m2[k]
+                u, v = m3[k] + m4[k], m3[k] - m4[k]
+                s0[k] = m0[k] + p + u
+                s1[k] = q + v * two
+                s2[k] = p + u * four
+                s3[k] = q + v * eight + m5[k]
+        for i in range(4):  # (Aᵀ M) A: combine the columns of output row i, a slot's four outputs in one loop
+            # (LLVM vectorizes their stores as one interleaved store)
+            a0, a1, a2, a3, a4, a5 = s[6 * i], s[6 * i + 1], s[6 * i + 2], s[6 * i + 3], s[6 * i + 4], s[6 * i + 5]
+            row = out[i]
+            for k in range(S):
+                p, q = a1[k] + a2[k], a1[k] - a2[k]
+                u, v = a3[k] + a4[k], a3[k] - a4[k]
+                row[4 * k], row[4 * k + 1] = a0[k] + p + u, q + v * two
+                row[4 * k + 2], row[4 * k + 3] = p + u * four, q + v * eight + a5[k]
+        bias = b[f]
+        for r in range(r0, r1):
+            n, th = r // TH, r % TH
+            base = 4 * (r - r0) * TW1
+            if pooled:
+                for i in range(2):
+                    ph = 2 * th + i
+                    if ph >= POH:
+                        break
+                    top, bottom, dst = out[2 * i, base:], out[2 * i + 1, base:], y[n, f, ph]
+                    for pw in range(POW):
+                        m = max(max(top[2 * pw], top[2 * pw + 1]), max(bottom[2 * pw], bottom[2 * pw + 1]))
+                        dst[pw] = fused_activate(m + bias, act)
+                continue
+            for i in range(min(4, OH - 4 * th)):
+                dst, src = y[n, f, 4 * th + i], out[i, base:base + OW]
+                if act:
+                    for ow in range(OW):
+                        dst[ow] = fused_activate(src[ow] + bias, act)
+                else:
+                    for ow in range(OW):
+                        dst[ow] = src[ow] + bias
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _a(d0, d1, d2, d3, t0, t1, t2, t3, t4, t5, n, k2):
+    """t = A d for the first n columns of four rows d, into six rows t (A = (Aᵀ)ᵀ, 6×4)."""
+    two, four, eight = k2[0], k2[1], k2[2]
+    for k in range(n):
+        a0, a1, a2, a3 = d0[k], d1[k], d2[k], d3[k]
+        t0[k] = a0
+        t1[k] = a0 + a1 + a2 + a3
+        t2[k] = a0 - a1 + a2 - a3
+        t3[k] = a0 + a1 * two + a2 * four + a3 * eight
+        t4[k] = a0 - a1 * two + a2 * four - a3 * eight
+        t5[k] = a3
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def _winograd_output_grad(dy, y, masked, TH, TW, r0, r1, dM, sums):
-    """For the tile rows r = n·TH + th in [r0, r1): dM[ξ, f, slot] = (A dz Aᵀ)[ξ] (slot (r − r0)·(TW + 1) +
-    tw), dz the 2×2 block of dz = dy · [y > 0] (or dy when not masked) at (2·th, 2·tw), 0 past the plane's
-    edge and in the spare slots; and sums[n, f] += Σ of those rows of dz (float64)."""
+def _output_grad(dy, y, masked, TH, TW, r0, r1, dM, sums, dz, t, phases, out, k2):
+    """For the tile rows r in [r0, r1): dM[ξ, f, slot] = (A dz Aᵀ)[ξ], dz the 4×4 block of dz = dy · [y > 0] (dy
+    when not masked) at (4·th, 4·tw), 0 past the plane's edge and in the spare slots; sums[n, f] += Σ of dz
+    over those rows (float64). dz's four rows hold four columns a slot: A dz combines the rows (unit stride),
+    then each row's columns are split into their phases (one interleaved loop) and combined, into `out`,
+    copied into dM's rows (see _input)."""
     N, F, OH, OW = dy.shape
     TW1 = TW + 1
     S = (r1 - r0) * TW1
-    dz = np.zeros((2, 2 * S), dy.dtype)  # 2 columns a slot; what no output reaches stays 0
-    t = np.empty((4, 2 * S), dy.dtype)  # A dz: the 4 rows
     for f in range(F):
         for r in range(r0, r1):
             n, th = r // TH, r % TH
-            base = 2 * (r - r0) * TW1
+            base = 4 * (r - r0) * TW1
             total = 0.0
-            for i in range(2):
-                oh = 2 * th + i
+            for i in range(4):
+                oh = 4 * th + i
                 if oh < OH:
                     total += _relu_grad_row(dz[i, base:base + OW], dy[n, f, oh], y[n, f, oh], masked, 1)
             sums[n, f] += total
-        z0, z1 = dz[0], dz[1]
-        t0, t1, t2, t3 = t[0], t[1], t[2], t[3]
-        for j in range(2 * S):  # A dz: combine the 2 rows
-            t0[j], t1[j], t2[j], t3[j] = z0[j], z0[j] + z1[j], z0[j] - z1[j], -z1[j]
-        for i in range(4):  # (A dz) Aᵀ: combine the 2 columns of each row i (1-D views: vectorized)
-            ti = t[i]
-            v0, v1, v2, v3 = dM[4 * i, f, :S], dM[4 * i + 1, f, :S], dM[4 * i + 2, f, :S], dM[4 * i + 3, f, :S]
+        _a(dz[0], dz[1], dz[2], dz[3], t[0], t[1], t[2], t[3], t[4], t[5], 4 * S, k2)
+        for i in range(6):
+            ti, p0, p1, p2, p3 = t[i], phases[0], phases[1], phases[2], phases[3]
             for k in range(S):
-                a0, a1 = ti[2 * k], ti[2 * k + 1]
-                v0[k] = a0
-                v1[k] = a0 + a1
-                v2[k] = a0 - a1
-                v3[k] = -a1
+                p0[k], p1[k], p2[k], p3[k] = ti[4 * k], ti[4 * k + 1], ti[4 * k + 2], ti[4 * k + 3]
+            _a(p0, p1, p2, p3, out[0], out[1], out[2], out[3], out[4], out[5], S, k2)
+            for j in range(6):
+                dst, src = dM[6 * i + j, f], out[j]
+                for k in range(S):
+                    dst[k] = src[k]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _b(d0, d1, d2, d3, d4, d5, t0, t1, t2, t3, t4, t5, n, k2):
+    """t = B d for the first n columns of six rows d, into six rows t (B = (Bᵀ)ᵀ: the adjoint of _b_transposed)."""
+    two, four, five = k2[0], k2[1], k2[3]
+    for k in range(n):
+        a0, a1, a2, a3, a4, a5 = d0[k], d1[k], d2[k], d3[k], d4[k], d5[k]
+        t0[k] = a0 * four
+        t1[k] = (a2 - a1 + a5) * four + (a4 - a3) * two
+        t2[k] = -(a0 * five) - (a1 + a2) * four - a3 - a4
+        t3[k] = a1 - a2 + (a3 - a4) * two - a5 * five
+        t4[k] = a0 + a1 + a2 + a3 + a4
+        t5[k] = a5
 
 
 @njit(cache=True, nogil=True)
-def _winograd_input_grad(dV, TH, TW, r0, r1, plane):
-    """For the tile rows r = n·TH + th in [r0, r1) (one image): add B dV Bᵀ of each tile into plane[c]
-    (C, 2TH + 2, 2TW + 2), the gradient of the image's padded planes, at the tile's place (tiles overlap by
-    2 rows and 2 columns). The transforms run over all the piece's slots; each tile's 4 columns go to two
-    interleaved streams (its columns 0, 1 and 2, 3), added into each row of the plane by two unit-stride
-    loops (tile tw's columns 2 and 3 are tile tw + 1's 0 and 1)."""
-    C = plane.shape[0]
+def _input_grad(dV, TH, TW, r0, r1, planes, n0, q, m, row, k2):
+    """For the tile rows r = n·TH + th in [r0, r1): add B dV Bᵀ of each tile into planes[n − n0, c] (the gradient
+    of image n's padded planes, (C, 4TH + 2, 4TW + 2)) at (4·th, 4·tw) (tiles overlap by 2 rows and 2
+    columns). B combines the rows (q), then the columns of each row i into m; a tile's columns 0–3 and the
+    previous tile's 4, 5 are added up slot by slot into `row` (the spare slots' dV is 0), added into the
+    plane's row at unit stride."""
+    C = planes.shape[1]
     TW1 = TW + 1
     S = (r1 - r0) * TW1
-    q = np.empty((16, S), dV.dtype)  # B dV
-    left = np.empty((4, 2 * S), dV.dtype)  # (B dV) Bᵀ: row i's columns 0, 1 of each slot ...
-    right = np.empty((4, 2 * S), dV.dtype)  # ... and its columns 2, 3
     for c in range(C):
-        for j in range(4):  # B dV: combine the rows, for each column j of the tiles (1-D views: vectorized)
-            d0, d1, d2, d3 = dV[j, c, :S], dV[4 + j, c, :S], dV[8 + j, c, :S], dV[12 + j, c, :S]
-            q0, q1, q2, q3 = q[j], q[4 + j], q[8 + j], q[12 + j]
-            for t in range(S):
-                q0[t] = d0[t]
-                q1[t] = d1[t] - d2[t] + d3[t]
-                q2[t] = d1[t] + d2[t] - d0[t]
-                q3[t] = -d3[t]
-        for i in range(4):  # (B dV) Bᵀ: combine the columns of row i
-            a0, a1, a2, a3 = q[4 * i], q[4 * i + 1], q[4 * i + 2], q[4 * i + 3]
-            li, ri = left[i], right[i]
-            for t in range(S):
-                li[2 * t] = a0[t]
-                li[2 * t + 1] = a1[t] - a2[t] + a3[t]
-                ri[2 * t] = a1[t] + a2[t] - a0[t]
-                ri[2 * t + 1] = -a3[t]
-        for r in range(r0, r1):  # added into the plane, row by row of tiles (the spare slots are left out)
-            th = r % TH
-            base = 2 * (r - r0) * TW1
-            for i in range(4):
-                row = plane[c, 2 * th + i]
-                dst, src = row[:2 * TW], left[i, base:base + 2 * TW]
-                for k in range(2 * TW):
-                    dst[k] += src[k]
-                dst, src = row[2:2 * TW + 2], right[i, base:base + 2 * TW]
-                for k in range(2 * TW):
+        for j in range(6):  # B dV: combine the rows, for each column j of the tiles
+            _b(dV[j, c], dV[6 + j, c], dV[12 + j, c], dV[18 + j, c], dV[24 + j, c], dV[30 + j, c],
+               q[j], q[6 + j], q[12 + j], q[18 + j], q[24 + j], q[30 + j], S, k2)
+        for i in range(6):  # (B dV) Bᵀ: combine the columns of row i
+            _b(q[6 * i], q[6 * i + 1], q[6 * i + 2], q[6 * i + 3], q[6 * i + 4], q[6 * i + 5],
+               m[0], m[1], m[2], m[3], m[4], m[5], S, k2)
+            m0, m1, m2, m3, m4, m5 = m[0], m[1], m[2], m[3], m[4], m[5]
+            row[0], row[1], row[2], row[3] = m0[0], m1[0], m2[0], m3[0]
+            for k in range(1, S):
+                row[4 * k], row[4 * k + 1] = m0[k] + m4[k - 1], m1[k] + m5[k - 1]
+                row[4 * k + 2], row[4 * k + 3] = m2[k], m3[k]
+            for r in range(r0, r1):  # into the plane, row by row of tiles: cols 0 .. 4·TW + 1 of the row
+                n, th = r // TH, r % TH
+                base = 4 * (r - r0) * TW1
+                dst, src = planes[n - n0, c, 4 * th + i], row[base:base + 4 * TW + 2]
+                for k in range(4 * TW + 2):
                     dst[k] += src[k]
