@@ -242,15 +242,21 @@ def _input(x, ph, pw, TH, TW, r0, r1, V, rows, phases, t, out, k2):
         for q in range(4):  # Bᵀ d: combine the six rows, each column phase
             _b_transposed(phases[0, q], phases[1, q], phases[2, q], phases[3, q], phases[4, q], phases[5, q],
                           t[0, q], t[1, q], t[2, q], t[3, q], t[4, q], t[5, q], S + 1, k2)
-        for i in range(6):  # (Bᵀ d) B: combine the columns of row i: phases 0..3 at k, then 0, 1 at k + 1,
-            # into `out`, then copied into V's six rows (written straight into them, 3× slower: the six rows
-            # lie far apart, and LLVM's checks that they do not overlap the inputs left the loop scalar)
+        for i in range(6):  # (Bᵀ d) B: combine the columns of row i: phases 0..3 at k, then 0, 1 at k + 1
             a0, a1, a2, a3 = t[i, 0], t[i, 1], t[i, 2], t[i, 3]
             _b_transposed(a0, a1, a2, a3, a0[1:], a1[1:], out[0], out[1], out[2], out[3], out[4], out[5], S, k2)
-            for j in range(6):
-                dst, src = V[6 * i + j, c], out[j]
-                for k in range(S):
-                    dst[k] = src[k]
+            _store_rows(out, V, 6 * i, c, S)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _store_rows(out, dst, first, index, n):
+    """dst[first + j, index, :n] = out[j, :n] for the six rows of `out`: the transforms write a tile's six
+    values to a small contiguous buffer, copied here into rows of V or dM that lie far apart (written there
+    straight from the transform, 3× slower: LLVM's checks that they do not overlap its inputs left it scalar)."""
+    for j in range(6):
+        row, src = dst[first + j, index], out[j]
+        for k in range(n):
+            row[k] = src[k]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -362,10 +368,7 @@ def _output_grad(dy, y, masked, TH, TW, r0, r1, dM, sums, dz, t, phases, out, k2
             for k in range(S):
                 p0[k], p1[k], p2[k], p3[k] = ti[4 * k], ti[4 * k + 1], ti[4 * k + 2], ti[4 * k + 3]
             _a(p0, p1, p2, p3, out[0], out[1], out[2], out[3], out[4], out[5], S, k2)
-            for j in range(6):
-                dst, src = dM[6 * i + j, f], out[j]
-                for k in range(S):
-                    dst[k] = src[k]
+            _store_rows(out, dM, 6 * i, f, S)
 
 
 @njit(cache=True, nogil=True, inline="always")
