@@ -39,8 +39,8 @@ from .rows import _copy_row, _relu_grad_row
 #     dg = Gᵀ dU G,                        dd = B dV Bᵀ (added into the overlapping input tiles).
 #
 # 2.25 multiplications an output instead of im2col's 9 (F(2×2, 3×3), which this file ran before, did 4, and
-# its transforms moved 4 values an output where these move 2.25: its forward and backward were 20–40 %
-# slower on the task models' convs, commit 327b9b4).
+# its transforms moved 4 values an output where these move 2.25: it was slower on every task model's conv,
+# forward and backward; timings: benchmarks/RESULTS.md, "Timings moved from kernel docstrings").
 # The points 0, ±1, ±2 keep the coefficients small: float32 results stay within ~1e-5 of the direct sum
 # relative to its scale. Used for 3×3, stride 1, no dilation, no groups, with at least
 # WINOGRAD_MIN_CHANNELS channels in and out (the GEMMs' inner dimension is C, so they need a few). Tiles
@@ -49,8 +49,7 @@ from .rows import _copy_row, _relu_grad_row
 # How the work is cut: into pieces of a few rows of tiles, each piece run start to finish by one thread of
 # kernels/cpu/threads.py — the transforms and GEMMs of its tiles — in buffers of that thread about the size
 # of its core's L2 cache (WINOGRAD_PIECE_BYTES for V and M together; the backward's pieces run three
-# transforms, each call costing µs of Python: twice that budget was 5–15 % faster, the spill going to the
-# L3). Transforming the whole batch first and then multiplying sent V and M through main memory, and one
+# transforms, each call costing µs of Python: twice that budget was faster, the spill going to the L3). Transforming the whole batch first and then multiplying sent V and M through main memory, and one
 # core's SGEMM slowed down by a third (timings: benchmarks/RESULTS.md, "Timings moved from kernel
 # docstrings"). The forward's pieces are any rows of tiles (they write disjoint rows of y). The backward's
 # unit is an image, or a few small ones: neighbouring tiles overlap in the input, so one image's input
@@ -64,10 +63,10 @@ from .rows import _copy_row, _relu_grad_row
 # of the tutorial's second conv has only 12 tiles, too short for a vector loop). The spare slots carry junk
 # forward (their outputs are dropped) and zeros backward (dM there is 0). A tile reads the padded row's
 # columns 4·tw … 4·tw + 5: its four column phases at tw and the first two at tw + 1. What made these loops
-# fast (each measured): the four phases split in one loop (LLVM makes it one interleaved load; a loop per
-# phase stayed scalar, 3× slower), constants in the data's dtype (an integer literal makes Numba compute in
-# float64: 2.4× slower), and results for rows of V or dM that lie far apart written to a small contiguous
-# buffer first, then copied (written straight, 3× slower). The kernels are serial and release the GIL: the
+# fast (each measured, RESULTS.md as above): the four phases split in one loop (LLVM makes it one
+# interleaved load; a loop per phase stayed scalar), constants in the data's dtype (an integer literal makes
+# Numba compute in float64), and results for rows of V or dM that lie far apart written to a small
+# contiguous buffer first, then copied (written straight there, LLVM left the loop scalar). The kernels are serial and release the GIL: the
 # threads of kernels/cpu/threads.py run them on their own pieces.
 
 WINOGRAD_MIN_CHANNELS = 16  # below this many input channels and filters, im2col's GEMM is the better one
@@ -223,7 +222,7 @@ def _input(x, ph, pw, TH, TW, r0, r1, V, rows, phases, t, out, k2):
     d the 6×6 tile at (4·th, 4·tw) of the zero-padded x[n, c]. Row i of every tile row is copied, padded, into
     rows[i] (4·(TW + 1) columns a tile row) and split into its column phases (phases[i, q, k] = column 4k + q);
     Bᵀ d combines the six rows phase by phase, then · B the columns q = 0..3 at k and q = 0, 1 at k + 1.
-    k2 = (2, 4, 8) in x's dtype: with integer literals Numba computes in float64 (2.4× slower)."""
+    k2 = (2, 4, 8) in x's dtype: with integer literals Numba computes in float64 (see above)."""
     N, C, H, W = x.shape
     TW1 = TW + 1
     S = (r1 - r0) * TW1
@@ -259,7 +258,7 @@ def _input(x, ph, pw, TH, TW, r0, r1, V, rows, phases, t, out, k2):
 def _store_rows(out, dst, first, index, n):
     """dst[first + j, index, :n] = out[j, :n] for the six rows of `out`: the transforms write a tile's six
     values to a small contiguous buffer, copied here into rows of V or dM that lie far apart (written there
-    straight from the transform, 3× slower: LLVM's checks that they do not overlap its inputs left it scalar)."""
+    straight from the transform, LLVM left the loop scalar: see the comment above _input)."""
     for j in range(6):
         row, src = dst[first + j, index], out[j]
         for k in range(n):
