@@ -238,20 +238,13 @@ def _input(x, ph, pw, TH, TW, r0, r1, V, rows, phases, t, out, k2):
             ri, p0, p1, p2, p3 = rows[i], phases[i, 0], phases[i, 1], phases[i, 2], phases[i, 3]
             for k in range(S + 1):
                 p0[k], p1[k], p2[k], p3[k] = ri[4 * k], ri[4 * k + 1], ri[4 * k + 2], ri[4 * k + 3]
-        for step in range(10):  # one call of the transform for both passes: half the code to compile
-            if step < 4:  # Bᵀ d: combine the six rows, for column phase q
-                q = step
-                d0, d1, d2, d3, d4, d5 = phases[0, q], phases[1, q], phases[2, q], phases[3, q], phases[4, q], phases[5, q]
-                t0, t1, t2, t3, t4, t5 = t[0, q], t[1, q], t[2, q], t[3, q], t[4, q], t[5, q]
-                n = S + 1
-            else:  # (Bᵀ d) B: combine the columns of row i: phases 0..3 at k, then 0, 1 at k + 1
-                i = step - 4
-                d0, d1, d2, d3, d4, d5 = t[i, 0], t[i, 1], t[i, 2], t[i, 3], t[i, 0][1:], t[i, 1][1:]
-                t0, t1, t2, t3, t4, t5 = out[0], out[1], out[2], out[3], out[4], out[5]
-                n = S
-            _b_transposed(d0, d1, d2, d3, d4, d5, t0, t1, t2, t3, t4, t5, n, k2)
-            if step >= 4:
-                _store_rows(out, V, 6 * (step - 4), c, S)
+        for q in range(4):  # Bᵀ d: combine the six rows, each column phase
+            _b_transposed(phases[0, q], phases[1, q], phases[2, q], phases[3, q], phases[4, q], phases[5, q],
+                          t[0, q], t[1, q], t[2, q], t[3, q], t[4, q], t[5, q], S + 1, k2)
+        for i in range(6):  # (Bᵀ d) B: combine the columns of row i: phases 0..3 at k, then 0, 1 at k + 1
+            a0, a1, a2, a3 = t[i, 0], t[i, 1], t[i, 2], t[i, 3]
+            _b_transposed(a0, a1, a2, a3, a0[1:], a1[1:], out[0], out[1], out[2], out[3], out[4], out[5], S, k2)
+            _store_rows(out, V, 6 * i, c, S)
 
 
 @njit(cache=True, nogil=True, inline="always")
