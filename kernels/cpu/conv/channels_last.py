@@ -68,12 +68,10 @@ def conv2d_channels_last_forward(x, w, b, stride, padding, dilation, groups, act
     y2 = y.reshape(-1, F)
     if _is_pointwise(x.shape, w.shape, stride, y_shape):  # x is its own im2col matrix
         matmul(x.reshape(-1, x.shape[3]), w.reshape(F, -1).T, out=y2)
-    else:
-        # (KH·KW·C, F), rows in the (i, j, c) order of the columns; kept across an inference plan's replays
+    else:  # (KH·KW·C, F), rows in the (i, j, c) order of the columns; kept across an inference plan's replays
         weights = prepared(w, "taps_last", _taps_last).reshape(-1, F)
-        for n0, n1, cols in _columns_last(x, w.shape, stride, (top, left), dilation, y_shape):
-            rows = slice(n0 * y_shape[1] * y_shape[2], n1 * y_shape[1] * y_shape[2])
-            matmul(cols, weights, out=y2[rows])
+        _im2col_gemm_last(x, weights, bias, act, w.shape, stride, (top, left), dilation, y_shape, y2)
+        return y
     if b is not None or act != NO_ACTIVATION:
         _bias_act_last(y2, bias, act)
     return y
@@ -232,19 +230,46 @@ def _im2col_last(x, KH, KW, stride, padding, dilation, OH, OW, cols):
     """cols[(n, oh, ow), (i, j, c)] = x[n, oh·sh + i·dil_h − top, ow·sw + j·dil_w − left, c], 0 outside the image.
     In ranges of the output rows (n, oh): each writes its own rows of cols. On the threads even when small:
     its nine copies of a batch-1 RGB stem's input (0.44 M values) took ~0.45 ms on one thread, ~0.25 on two."""
-    threads.parallel_range(lambda r0, r1: _im2col_last_rows(x, KH, KW, stride, padding, dilation, OH, OW, cols, r0, r1),
+    threads.parallel_range(lambda r0, r1: _im2col_last_rows(x, KH, KW, stride, padding, dilation, OH, OW,
+                                                            cols[r0 * OW:r1 * OW], r0, r1),
                            x.shape[0] * OH, pieces_per_thread=4)
+
+
+IM2COL_PIECE_BYTES = 256 * 1024  # the columns of a piece of the forward (_im2col_gemm_last): in L2 for the GEMM
+
+
+def _im2col_gemm_last(x, weights, bias, act, w_shape, stride, padding, dilation, y_shape, y2):
+    """y2 (N·OH·OW, F) = act(im2col(x) @ weights + bias), piece by piece of output rows (n, oh): each piece's
+    columns are written to a buffer of its thread and multiplied while they are in its L2 cache, then the
+    bias and activation applied to its rows of y (as one im2col of the whole batch, the columns went to
+    memory and back: the RGB stem's are 9× its input)."""
+    N, OH, OW, F = y_shape
+    KH, KW = w_shape[2], w_shape[3]
+    K = weights.shape[0]
+    rows = max(1, min(IM2COL_PIECE_BYTES // (OW * K * x.dtype.itemsize), -(-N * OH // (4 * threads.num_threads()))))
+    bounds = list(range(0, N * OH, rows)) + [N * OH]
+
+    def piece(i):
+        r0, r1 = bounds[i], bounds[i + 1]
+        cols = scratch("cols_last_piece", ((r1 - r0) * OW, K), x.dtype)
+        _im2col_last_rows(x, KH, KW, stride, padding, dilation, OH, OW, cols, r0, r1)
+        out = y2[r0 * OW:r1 * OW]
+        np.matmul(cols, weights, out=out)
+        _bias_act_last_rows(out, bias, act, 0, out.shape[0])
+
+    threads.parallel_for(piece, len(bounds) - 1)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _im2col_last_rows(x, KH, KW, stride, padding, dilation, OH, OW, cols, r0, r1):
-    """_im2col_last for the output rows [r0, r1), tap by tap: the pixels ow in [lo, hi) whose tap reads inside
-    the image copy its C values, the others get zeros (the bounds found once a tap, not tested per pixel)."""
+    """_im2col_last for the output rows [r0, r1) into cols (their (r1 − r0)·OW rows), tap by tap: the pixels
+    ow in [lo, hi) whose tap reads inside the image copy its C values, the others get zeros (the bounds found
+    once a tap, not tested per pixel)."""
     N, H, W, C = x.shape
     (sh, sw), (top, left), (dil_h, dil_w) = stride, padding, dilation
     for r in range(r0, r1):
         n, oh = r // OH, r % OH
-        rows = cols[r * OW:(r + 1) * OW]
+        rows = cols[(r - r0) * OW:(r - r0 + 1) * OW]
         for i in range(KH):
             ih = oh * sh + i * dil_h - top
             for j in range(KW):
