@@ -236,6 +236,7 @@ def _im2col_last(x, KH, KW, stride, padding, dilation, OH, OW, cols):
 
 
 IM2COL_PIECE_BYTES = 256 * 1024  # the columns of a piece of the forward (_im2col_gemm_last): in L2 for the GEMM
+IM2COL_MIN_PIECES = 8  # work for every thread of a batch-1 predict
 
 
 def _im2col_gemm_last(x, weights, bias, act, w_shape, stride, padding, dilation, y_shape, y2):
@@ -246,7 +247,9 @@ def _im2col_gemm_last(x, weights, bias, act, w_shape, stride, padding, dilation,
     N, OH, OW, F = y_shape
     KH, KW = w_shape[2], w_shape[3]
     K = weights.shape[0]
-    rows = max(1, min(IM2COL_PIECE_BYTES // (OW * K * x.dtype.itemsize), -(-N * OH // (4 * threads.num_threads()))))
+    # pieces cut from the shapes alone (at least IM2COL_MIN_PIECES), never from the thread count: a GEMM's
+    # bits can depend on its size (OpenBLAS has a kernel for small products), so outputs stay the same bits
+    rows = max(1, min(IM2COL_PIECE_BYTES // (OW * K * x.dtype.itemsize), -(-N * OH // IM2COL_MIN_PIECES)))
     bounds = list(range(0, N * OH, rows)) + [N * OH]
 
     def piece(i):
