@@ -31,14 +31,6 @@ BAND_BYTES = 1 << 20  # the expanded rows of a band: about one core's L2 cache
 MIN_BANDS = 4         # a batch of one image is still cut into this many bands (work for every thread)
 
 
-def applies(x_shape, w_expand_shape, w_depthwise_shape, w_project_shape, groups):
-    """Shapes the kernel takes: 1×1 expand (or none) and project, a depthwise conv (one filter per channel)."""
-    C = x_shape[3]
-    E = w_expand_shape[0] if w_expand_shape is not None else C
-    return ((w_expand_shape is None or w_expand_shape[1:] == (C, 1, 1)) and w_depthwise_shape[:2] == (E, 1)
-            and groups == E and w_project_shape[1:] == (E, 1, 1))
-
-
 def separable_forward(x, we, be, wd, bd, wp, bp, stride, padding, dilation, activations):
     """x (N, H, W, C) -> y (N, OH, OW, F); we (E, C, 1, 1) or None, wd (E, 1, KH, KW), wp (F, E, 1, 1), the biases
     (or None), activations (act_e, act_d, act_p) as FUSED_CODES; stride, padding, dilation the depthwise's."""
