@@ -77,7 +77,8 @@ NAMED_CONV_CASES = {
                                        groups=3),
     "depthwise multiplier 2 (direct)": dict(x_shape=(2, 2, 5, 5), w_shape=(4, 1, 2, 3), padding=(1, 0),
                                             dilation=(2, 1), groups=2),
-    "RGB first layer (few_channels)": dict(x_shape=(2, 3, 6, 5), w_shape=(4, 3, 3, 3), padding=(1, 2)),
+    "grey and alpha first layer (few_channels)": dict(x_shape=(2, 2, 6, 5), w_shape=(4, 2, 3, 3), padding=(1, 2)),
+    "RGB first layer (winograd)": dict(x_shape=(2, 3, 6, 5), w_shape=(4, 3, 3, 3), padding=(1, 2)),
     "stride > kernel (im2col)": dict(x_shape=(1, 2, 8, 7), w_shape=(3, 2, 2, 2), stride=(3, 3), padding=(0, 1)),
     "H + 2p - k not divisible by stride": dict(x_shape=(1, 3, 6, 7), w_shape=(2, 3, 3, 2), stride=(2, 3),
                                                padding=(1, 2)),
@@ -89,7 +90,8 @@ NAMED_CONV_CASES = {
 EXPECTED_ALGORITHM = {"1x1 (matmul)": "matmul", "one input channel (few_channels)": "few_channels",
                       "depthwise strided (direct)": "direct", "one input channel, strided (direct)": "direct",
                       "depthwise multiplier 2 (direct)": "direct",
-                      "RGB first layer (few_channels)": "few_channels",
+                      "grey and alpha first layer (few_channels)": "few_channels",
+                      "RGB first layer (winograd)": "winograd",
                       "stride > kernel (im2col)": "im2col", "groups 2, dilated (im2col)": "im2col",
                       "1x1 strided (im2col)": "im2col", "1x1 padded (im2col)": "im2col"}
 

@@ -22,7 +22,8 @@ DTYPES = [np.float32, np.float64]
 # One problem per algorithm (and the awkward geometries of the direct and Winograd kernels).
 CASES = {
     "few_channels, one input channel": dict(x_shape=(2, 1, 7, 6), w_shape=(5, 1, 3, 3)),
-    "few_channels, RGB, padded": dict(x_shape=(2, 3, 7, 6), w_shape=(4, 3, 3, 3), padding=(1, 2)),
+    "few_channels, two channels, padded": dict(x_shape=(2, 2, 7, 6), w_shape=(4, 2, 3, 3), padding=(1, 2)),
+    "winograd, RGB, few filters": dict(x_shape=(2, 3, 7, 6), w_shape=(4, 3, 3, 3), padding=(1, 2)),
     "direct, one input channel, strided": dict(x_shape=(2, 1, 7, 6), w_shape=(5, 1, 3, 3), stride=(2, 1)),
     "direct, depthwise, strided, padded": dict(x_shape=(2, 3, 7, 6), w_shape=(3, 1, 3, 3), stride=(2, 2),
                                                padding=(1, 1), groups=3),
@@ -33,7 +34,8 @@ CASES = {
     "winograd, odd output": dict(x_shape=(2, 16, 7, 6), w_shape=(16, 16, 3, 3)),
     "winograd, padded": dict(x_shape=(1, 16, 4, 5), w_shape=(17, 16, 3, 3), padding=(1, 2)),
 }
-EXPECTED = {"few_channels, one input channel": "few_channels", "few_channels, RGB, padded": "few_channels",
+EXPECTED = {"few_channels, one input channel": "few_channels", "few_channels, two channels, padded": "few_channels",
+            "winograd, RGB, few filters": "winograd",
             "direct, one input channel, strided": "direct", "direct, depthwise, strided, padded": "direct",
             "direct, multiplier 2, dilated, 2x3": "direct", "matmul (1x1)": "matmul",
             "im2col, strided": "im2col", "winograd, odd output": "winograd", "winograd, padded": "winograd"}
@@ -316,7 +318,7 @@ def test_conv_relu_maxpool_kernel_matches_reference(name, dtype):
     np.testing.assert_allclose(got, expected, **TOL[dtype])
 
 
-@pytest.mark.parametrize("name", ["few_channels, one input channel", "few_channels, RGB, padded",
+@pytest.mark.parametrize("name", ["few_channels, one input channel", "few_channels, two channels, padded",
                                   "direct, one input channel, strided", "winograd, odd output", "im2col, strided"])
 def test_conv_relu_maxpool_gradients(name):
     """The fused op's backward (which recomputes the conv) against finite differences."""

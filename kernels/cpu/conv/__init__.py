@@ -11,8 +11,8 @@ db = Σ_{n, oh, ow} dy.
 The functions below are the contract's (kernels/contract.py). Each NCHW one picks an algorithm from
 `ALGORITHMS` (algorithms.py), the first that applies to the shapes, in this order:
 
-- **few_channels** (`few_channels.py`): 3×3, stride 1, at most 4 input channels, no groups (a first layer on
-  a grey or colour image). im2col's GEMM would have an inner dimension of C·9 (9 or 27) and a few filters
+- **few_channels** (`few_channels.py`): 3×3, stride 1, one or two input channels, no groups (a first layer
+  on a grey image). im2col's GEMM would have an inner dimension of C·9 (9 or 18) and a few filters
   as its rows, far below BLAS's peak; the forward builds each output plane in one pass per input channel
   instead (its backward is direct's for one channel, else im2col's).
 - **direct** (`direct.py`): one input channel per filter (C/G = 1: depthwise convs, and the grey first
@@ -20,9 +20,9 @@ The functions below are the contract's (kernels/contract.py). Each NCHW one pick
   dimension is only KH·KW; the conv is memory bound, so one pass over each big array wins.
 - **matmul** (`pointwise.py`): 1×1, stride 1, no padding, no groups. x is already its own im2col matrix: one
   GEMM per image, no copy.
-- **winograd** (`winograd.py`): 3×3, stride 1, no dilation or groups, at least 16 channels in and out, a
-  symmetric padding ≤ 2. Where the FLOPs are (the tutorial's 64 → 64 conv is 90 % of its arithmetic):
-  F(4×4, 3×3) tiles, 4× fewer multiply-adds than im2col; with fewer channels the GEMMs are too thin to gain.
+- **winograd** (`winograd.py`): 3×3, stride 1, no dilation or groups, at least 3 input channels (an RGB
+  first layer too), a symmetric padding ≤ 2. Where the FLOPs are (the tutorial's 64 → 64 conv is 90 % of its
+  arithmetic): F(4×4, 3×3) tiles, 4× fewer multiply-adds than im2col, and no copy of the windows.
 - **im2col** (`im2col.py`): everything else, the general case: a copy of the windows into columns, then
   BLAS GEMMs.
 

@@ -1,5 +1,5 @@
 """Direct NCHW convolution for a 3×3, stride-1 first layer (C ≤ FEW_CHANNELS input channels, no groups: a
-grey or colour image).
+grey image, or grey and alpha; from 3 channels on, an RGB image, Winograd's tiles are faster).
 
 im2col would copy the image nine times into a (C·9, H·W) matrix to feed a GEMM whose inner dimension is
 only C·9 = 27 and whose rows are the few filters: OpenBLAS runs such a thin product far below its peak,
@@ -23,7 +23,7 @@ from ..activation import fused_activate
 from . import direct, im2col
 from .epilogue import _bias_or_zeros
 
-FEW_CHANNELS = 4
+FEW_CHANNELS = 2
 
 
 def applies(x_shape, w_shape, y_shape, stride, padding, groups, dilation):

@@ -43,7 +43,8 @@ from .rows import _copy_row, _relu_grad_row
 # forward and backward; timings: benchmarks/RESULTS.md, "Timings moved from kernel docstrings").
 # The points 0, ±1, ±2 keep the coefficients small: float32 results stay within ~1e-5 of the direct sum
 # relative to its scale. Used for 3×3, stride 1, no dilation, no groups, with at least
-# WINOGRAD_MIN_CHANNELS channels in and out (the GEMMs' inner dimension is C, so they need a few). Tiles
+# WINOGRAD_MIN_CHANNELS input channels (fewer go to few_channels.py), any number of filters: even an RGB
+# first layer with 16 filters, or 64 channels into 4, ran faster here than through im2col's GEMM. Tiles
 # hanging over the padded input's bottom or right edge read zeros there, and their extra outputs are dropped.
 #
 # How the work is cut: into pieces of a few rows of tiles, each piece run start to finish by one thread of
@@ -69,16 +70,16 @@ from .rows import _copy_row, _relu_grad_row
 # contiguous buffer first, then copied (written straight there, LLVM left the loop scalar). The kernels are serial and release the GIL: the
 # threads of kernels/cpu/threads.py run them on their own pieces.
 
-WINOGRAD_MIN_CHANNELS = 16  # below this many input channels and filters, im2col's GEMM is the better one
+WINOGRAD_MIN_CHANNELS = 3  # input channels; with 1 or 2, few_channels.py's planes are faster
 
 
 def applies(x_shape, w_shape, y_shape, stride, padding, groups, dilation):
-    """3×3, stride 1, no dilation or groups, at least WINOGRAD_MIN_CHANNELS channels in and out, a symmetric
+    """3×3, stride 1, no dilation or groups, at least WINOGRAD_MIN_CHANNELS input channels, a symmetric
     padding of at most 2 (the tiles take the padding as symmetric: the output is H + 2·ph − 2 rows)."""
     F, Cg, KH, KW = w_shape
     symmetric = y_shape[2] == x_shape[2] + 2 * padding[0] - 2 and y_shape[3] == x_shape[3] + 2 * padding[1] - 2
     return ((KH, KW) == (3, 3) and stride == dilation == (1, 1) and groups == 1 and symmetric
-            and min(Cg, F) >= WINOGRAD_MIN_CHANNELS and padding[0] <= 2 and padding[1] <= 2)
+            and Cg >= WINOGRAD_MIN_CHANNELS and padding[0] <= 2 and padding[1] <= 2)
 
 
 WINOGRAD_PIECE_BYTES = 1 << 20  # V and M of one piece: about one core's L2 cache
