@@ -15,10 +15,16 @@ the gradient of the input for an upstream gradient `g` (a Python float).
 the host wrappers expand them to one value per element, so the kernels see flat arrays of equal length.
 Sums are accumulated in float64. The element-wise kernels run `prange` over elements, and their sums are
 Numba reductions (each thread sums its share, the shares are added at the end: no race). Cross-entropy
-gives whole samples to the threads, each writing its own partial sum.
+gives whole samples to the threads of kernels/cpu/threads.py, each writing its own partial sum, and takes
+its float32 exps in SIMD code (fast_exp.py).
 """
+import math
+
 import numpy as np
 from numba import njit, prange
+
+from . import threads
+from .fast_exp import exp_row
 
 
 def _flat(a, dtype):
@@ -119,73 +125,121 @@ def bce_backward(p, t, eps, g, weight=None):
 
 # ---------------------------------------------------------------------- cross-entropy over classes
 
-@njit(cache=True, parallel=True)
-def _cross_entropy_samples(x3, target2, weight, ignore_index, log_probs3, loss_n, weight_n):
-    """Per sample n: log_probs3[n] = log softmax over classes; loss_n[n] = −Σᵢ w[t] log p[t], weight_n[n] = Σᵢ w[t]."""
+@njit(cache=True, nogil=True)
+def _cross_entropy_samples(x3, target2, weight, ignore_index, log_probs3, loss_n, weight_n, n0, n1):
+    """Samples n in [n0, n1): log_probs3[n] = log softmax over classes; loss_n[n] = −Σᵢ w[t] log p[t],
+    weight_n[n] = Σᵢ w[t]. Sums and the log-normaliser in float64 (math.exp: the float64 path)."""
     N, C, inner = x3.shape
-    for n in prange(N):
-        log_norm = np.empty(inner)  # log Σ_c exp x[n, c, i], shifted by the max for stability
+    log_norm = np.empty(inner)  # log Σ_c exp x[n, c, i], shifted by the max for stability
+    total_exp = np.empty(inner)
+    for n in range(n0, n1):
         for i in range(inner):
             log_norm[i] = x3[n, 0, i]
+            total_exp[i] = 0.0
         for c in range(1, C):
             for i in range(inner):
                 log_norm[i] = max(log_norm[i], x3[n, c, i])
-        total_exp = np.zeros(inner)
         for c in range(C):
             for i in range(inner):
-                total_exp[i] += np.exp(x3[n, c, i] - log_norm[i])
+                total_exp[i] += math.exp(x3[n, c, i] - log_norm[i])
         for i in range(inner):
-            log_norm[i] += np.log(total_exp[i])
+            log_norm[i] += math.log(total_exp[i])
         for c in range(C):
             for i in range(inner):
                 log_probs3[n, c, i] = x3[n, c, i] - log_norm[i]
-        loss, weight_sum = 0.0, 0.0
+        _sample_loss(x3, target2, weight, ignore_index, log_norm, loss_n, weight_n, n)
+
+
+@njit(cache=True, nogil=True)
+def _cross_entropy_samples_float32(x3, target2, weight, ignore_index, log_probs3, loss_n, weight_n, n0, n1):
+    """_cross_entropy_samples for float32, its exps in SIMD code (fast_exp.py): e^(x − max) is written into
+    log_probs3 first, summed over the classes, then replaced by x − log Σ."""
+    N, C, inner = x3.shape
+    log_norm, total, powers = np.empty(inner, np.float32), np.empty(inner, np.float32), np.empty(inner, np.int32)
+    for n in range(n0, n1):
         for i in range(inner):
-            t = target2[n, i]
-            if t != ignore_index:
-                loss -= weight[t] * (x3[n, t, i] - log_norm[i])
-                weight_sum += weight[t]
-        loss_n[n] = loss
-        weight_n[n] = weight_sum
+            log_norm[i] = x3[n, 0, i]
+            total[i] = 0
+        for c in range(1, C):
+            for i in range(inner):
+                log_norm[i] = max(log_norm[i], x3[n, c, i])
+        for c in range(C):
+            exp_row(log_probs3[n, c], x3[n, c], log_norm, powers)
+            for i in range(inner):
+                total[i] += log_probs3[n, c, i]
+        for i in range(inner):
+            log_norm[i] += math.log(total[i])
+        for c in range(C):
+            for i in range(inner):
+                log_probs3[n, c, i] = x3[n, c, i] - log_norm[i]
+        _sample_loss(x3, target2, weight, ignore_index, log_norm, loss_n, weight_n, n)
+
+
+@njit(cache=True)
+def _sample_loss(x3, target2, weight, ignore_index, log_norm, loss_n, weight_n, n):
+    """loss_n[n] = −Σᵢ w[t] (x[t] − log_norm), weight_n[n] = Σᵢ w[t], over sample n's counted pixels."""
+    loss, weight_sum = 0.0, 0.0
+    for i in range(x3.shape[2]):
+        t = target2[n, i]
+        if t != ignore_index:
+            loss -= weight[t] * (x3[n, t, i] - log_norm[i])
+            weight_sum += weight[t]
+    loss_n[n] = loss
+    weight_n[n] = weight_sum
 
 
 def cross_entropy_forward(x3, target2, weight, ignore_index):
     """x3 (N, C, inner) logits, target2 (N, inner) int64 in [0, C) or ignore_index, weight (C,) or None
     -> (mean loss weighted as PyTorch's, log_probs3 (N, C, inner), weight_sum = Σ w[t] over counted pixels).
-    With every pixel ignored the loss is NaN (0/0), as in PyTorch."""
+    With every pixel ignored the loss is NaN (0/0), as in PyTorch. Whole samples to a thread."""
     N, C, inner = x3.shape
     weight = np.ones(C) if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
+    x3, target2 = np.ascontiguousarray(x3), np.ascontiguousarray(target2, dtype=np.int64)
     log_probs3 = np.empty_like(x3)
     loss_n, weight_n = np.empty(N), np.empty(N)
-    _cross_entropy_samples(np.ascontiguousarray(x3), np.ascontiguousarray(target2, dtype=np.int64), weight,
-                           int(ignore_index), log_probs3, loss_n, weight_n)
+    kernel = _cross_entropy_samples_float32 if x3.dtype == np.float32 else _cross_entropy_samples
+    threads.parallel_range(lambda n0, n1: kernel(x3, target2, weight, int(ignore_index), log_probs3, loss_n,
+                                                 weight_n, n0, n1), N, values=x3.size * EXP_COST)
     loss, weight_sum = loss_n.sum(), float(weight_n.sum())
     return _scalar(loss / weight_sum if weight_sum != 0 else np.nan, x3.dtype), log_probs3, weight_sum
 
 
-@njit(cache=True, parallel=True)
-def _cross_entropy_grad(log_probs3, target2, weight, ignore_index, scale, dx3):
+@njit(cache=True, nogil=True)
+def _cross_entropy_grad(log_probs3, target2, weight, ignore_index, scale, simd_exp, dx3, n0, n1):
+    """dx3[n] = scale · w[t] (e^(log p) − onehot(t)) for the samples n in [n0, n1); e^ in SIMD code for
+    float32 (simd_exp: fast_exp.py, its shift a row of zeros)."""
     N, C, inner = log_probs3.shape
-    for n in prange(N):
+    zeros, powers = np.zeros(inner, log_probs3.dtype), np.empty(inner, np.int32)
+    for n in range(n0, n1):
         for c in range(C):
+            if simd_exp:
+                exp_row(dx3[n, c], log_probs3[n, c], zeros, powers)
+            else:
+                for i in range(inner):
+                    dx3[n, c, i] = math.exp(log_probs3[n, c, i])
             for i in range(inner):
                 t = target2[n, i]
                 if t == ignore_index:
                     dx3[n, c, i] = 0.0
                 else:
                     one_hot = 1.0 if c == t else 0.0
-                    dx3[n, c, i] = scale * weight[t] * (np.exp(log_probs3[n, c, i]) - one_hot)
+                    dx3[n, c, i] = scale * weight[t] * (dx3[n, c, i] - one_hot)
 
 
 def cross_entropy_backward(log_probs3, target2, weight, ignore_index, weight_sum, g):
     """dx3 (N, C, inner) = g · w[t] (softmax − onehot(t)) / weight_sum; 0 on ignored pixels."""
-    C = log_probs3.shape[1]
+    N, C = log_probs3.shape[:2]
     weight = np.ones(C) if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
     scale = float(g) / weight_sum if weight_sum != 0 else 0.0
+    log_probs3, target2 = np.ascontiguousarray(log_probs3), np.ascontiguousarray(target2, dtype=np.int64)
     dx3 = np.empty_like(log_probs3)
-    _cross_entropy_grad(np.ascontiguousarray(log_probs3), np.ascontiguousarray(target2, dtype=np.int64), weight,
-                        int(ignore_index), scale, dx3)
+    simd_exp = log_probs3.dtype == np.float32
+    threads.parallel_range(lambda n0, n1: _cross_entropy_grad(log_probs3, target2, weight, int(ignore_index), scale,
+                                                              simd_exp, dx3, n0, n1), N, values=log_probs3.size * EXP_COST)
     return dx3
+
+
+EXP_COST = 8  # an exp costs about as much as moving this many values: cross-entropy goes on threads sooner
 
 
 # ---------------------------------------------------------------------- mean squared error
