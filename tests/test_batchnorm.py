@@ -273,6 +273,27 @@ def test_fused_activation_kernels_match_reference(activation, dtype):
                                np.clip(z_eval, 0, top), **tolerances(dtype))
 
 
+@pytest.mark.parametrize("shape", [(3, 4, 50), (2, 3, 7), (150, 5, 1)])  # NCHW rows, short rows, channels last
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
+def test_fused_backward_takes_the_same_mask_from_the_input(activation, shape):
+    """Given beta, the backward takes act' from x · scale + shift (the forward's arithmetic) instead of reading
+    the output: the same mask as the output's (one value masked differently would move its dx by γ·invstd·dy;
+    the sums may round differently in the last bit)."""
+    rng = np.random.default_rng(4)
+    x3 = (rng.standard_normal(shape) * 2).astype(np.float32)
+    gamma, beta = rng.uniform(1, 5, shape[1]).astype(np.float32), rng.uniform(-3, 3, shape[1]).astype(np.float32)
+    dy3 = rng.standard_normal(shape).astype(np.float32)
+    y3, mean, invstd, _ = cpu.batch_norm_train_forward(x3, gamma, beta, 1e-3, activation)
+    y3 = y3.copy()  # (a workspace array)
+    assert (y3 == 0).any() and (y3 > 0).any()
+    from_output = cpu.batch_norm_backward(dy3, x3, gamma, mean, invstd, True, True, True, y3=y3, activation=activation)
+    from_output = [a.copy() for a in from_output]
+    from_input = cpu.batch_norm_backward(dy3, x3, gamma, mean, invstd, True, True, True, y3=np.full_like(y3, np.nan),
+                                         activation=activation, beta=beta)
+    for a, b in zip(from_output, from_input):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_sequential_fuses_batch_norm_and_relu6():
     """BatchNormalization then ReLU(6) in a Sequential model runs as the fused op: same output and gradients
     as BatchNormalization(activation="relu6"), and both saved and loaded with their configuration."""

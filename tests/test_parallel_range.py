@@ -39,7 +39,7 @@ def _split_kernel_outputs():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((3, 6, 11, 13)).astype(np.float32)
     w_dw = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
-    w_full = rng.standard_normal((5, 6, 3, 3)).astype(np.float32)
+    w_full = rng.standard_normal((5, 6, 3, 2)).astype(np.float32)  # 3×2: im2col (a 3×3 would be Winograd)
     b = rng.standard_normal(6).astype(np.float32)
     out = {}
     y = conv.conv2d_bias_relu_forward(x, w_dw, b, (2, 1), (1, 1), (1, 1), 6).copy()

@@ -29,7 +29,8 @@ kernels/cpu/__init__.py): with activation "relu" or "relu6"
 the forward writes act(y) in its own pass, and the backward takes dz = dy · act'(·) from that output
 (relu: [out > 0], relu6: [0 < out < 6], the same masks as on the pre-activation) as it reads dy: two
 passes over the activations fewer per layer, forward and backward, than batch norm then ReLU6. Given beta,
-the channels-last backward recomputes the pre-activation from x instead of reading the output.
+the backward recomputes the pre-activation from x (x · scale + shift, the forward's arithmetic, so the same
+mask) instead of reading the output: two arrays a pass instead of three.
 """
 import numba
 import numpy as np
@@ -61,14 +62,20 @@ def _row_squares(row, mu, zero):
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
-def _row_dots(dy_row, x_row, mu, zero, y_row, act):
-    """(Σ dz, Σ dz · (x − mu)) over a row, dz = dy · act'(from y) (dz = dy when act is 0)."""
+def _row_dots(dy_row, x_row, mu, zero, y_row, act, scale, shift, from_input):
+    """(Σ dz, Σ dz · (x − mu)) over a row, dz = dy · act'(·): act' read from y, or (from_input) from the
+    pre-activation x · scale + shift, computed as the forward did (y is not read); dz = dy when act is 0."""
     s = zero
     t = zero
     if act == 0:
         for i in range(dy_row.size):
             s += dy_row[i]
             t += dy_row[i] * (x_row[i] - mu)
+    elif from_input:
+        for i in range(dy_row.size):
+            dz = dy_row[i] if fused_passes(x_row[i] * scale + shift, act) else zero
+            s += dz
+            t += dz * (x_row[i] - mu)
     else:
         for i in range(dy_row.size):
             dz = dy_row[i] if fused_passes(y_row[i], act) else zero
@@ -119,7 +126,7 @@ def batch_norm_train_forward(x3, gamma, beta, eps, activation=None):
     mean, invstd, var_unbiased = (np.empty(C, x3.dtype) for _ in range(3))
     x3, eps, zero, act = np.ascontiguousarray(x3), float(eps), x3.dtype.type(0), FUSED_CODES[activation]
     threads.parallel_range(lambda c0, c1: _train_forward(x3, gamma, beta, eps, y3, mean, invstd, var_unbiased, zero,
-                                                         act, c0, c1), C, values=x3.size)
+                                                         act, c0, c1), C, values=3 * x3.size)  # 3 passes
     return y3, mean, invstd, var_unbiased
 
 
@@ -141,13 +148,13 @@ def batch_norm_eval_forward(x3, gamma, beta, running_mean, running_var, eps, act
 
 
 @njit(cache=True)
-def _channel_sums(dy3, x3, c, mean, invstd, dgamma, dbeta, zero, y3, act):
-    """dβ_c = Σ dy and dγ_c = Σ dy · x̂ = invstd_c · Σ dy · (x − mean_c) for channel c."""
+def _channel_sums(dy3, x3, c, mean, invstd, dgamma, dbeta, zero, y3, act, scale, shift, from_input):
+    """dβ_c = Σ dz and dγ_c = Σ dz · x̂ = invstd_c · Σ dz · (x − mean_c) for channel c (dz: _row_dots)."""
     N = x3.shape[0]
     sum_dy = 0.0
     sum_dy_xc = 0.0
     for n in range(N):
-        s, t = _row_dots(dy3[n, c], x3[n, c], mean[c], zero, y3[n, c], act)
+        s, t = _row_dots(dy3[n, c], x3[n, c], mean[c], zero, y3[n, c], act, scale, shift, from_input)
         sum_dy += s
         sum_dy_xc += t
     dbeta[c] = sum_dy
@@ -155,11 +162,15 @@ def _channel_sums(dy3, x3, c, mean, invstd, dgamma, dbeta, zero, y3, act):
 
 
 @njit(cache=True, fastmath={"contract"})
-def _row_input_grad(dx_row, dy_row, x_row, a, b, offset, mu, y_row, act):
-    """dx = a · dz + b · (x − mu) + offset, dz = dy · act'(from y)."""
+def _row_input_grad(dx_row, dy_row, x_row, a, b, offset, mu, y_row, act, scale, shift, from_input):
+    """dx = a · dz + b · (x − mu) + offset, dz = dy · act'(·) as in _row_dots."""
     if act == 0:
         for i in range(dy_row.size):
             dx_row[i] = a * dy_row[i] + b * (x_row[i] - mu) + offset
+    elif from_input:
+        for i in range(dy_row.size):
+            dz = dy_row[i] if fused_passes(x_row[i] * scale + shift, act) else dy_row[i] - dy_row[i]
+            dx_row[i] = a * dz + b * (x_row[i] - mu) + offset
     else:
         for i in range(dy_row.size):
             dz = dy_row[i] if fused_passes(y_row[i], act) else dy_row[i] - dy_row[i]
@@ -167,15 +178,19 @@ def _row_input_grad(dx_row, dy_row, x_row, a, b, offset, mu, y_row, act):
 
 
 @njit(cache=True, nogil=True)
-def _backward(dy3, x3, gamma, mean, invstd, dgamma, dbeta, dx3, need_dx, coef, zero, y3, act, c0, c1):
+def _backward(dy3, x3, gamma, beta, mean, invstd, dgamma, dbeta, dx3, need_dx, coef, zero, y3, act, from_input,
+              c0, c1):
     """Per channel (one thread each): the two sums, then, while the channel's dy, x (and y) are still in
     this core's cache, dx = γ invstd · (dy − dβ / M − x̂ dγ / M) = a · dz + b · (x − mean) + offset, with
     a = γ invstd, b = −a · invstd · dγ / M, offset = −a · dβ / M (kept in coef (C, 3), the data's dtype).
-    (Two kernels, all sums first, read every array from main memory twice: 1.6× slower.)"""
+    (Two kernels, all sums first, read every array from main memory twice: 1.6× slower.) from_input: the
+    activation's mask from x · scale + shift, scale and shift computed as _train_forward did."""
     N, C, inner = x3.shape
     count = N * inner
     for c in range(c0, c1):
-        _channel_sums(dy3, x3, c, mean, invstd, dgamma, dbeta, zero, y3, act)
+        scale = gamma[c] * invstd[c]
+        shift = beta[c] - mean[c] * scale
+        _channel_sums(dy3, x3, c, mean, invstd, dgamma, dbeta, zero, y3, act, scale, shift, from_input)
         if need_dx:
             a = gamma[c] * invstd[c]
             coef[c, 0] = a
@@ -183,14 +198,14 @@ def _backward(dy3, x3, gamma, mean, invstd, dgamma, dbeta, dx3, need_dx, coef, z
             coef[c, 2] = -a * dbeta[c] / count
             for n in range(N):
                 _row_input_grad(dx3[n, c], dy3[n, c], x3[n, c], coef[c, 0], coef[c, 1], coef[c, 2], mean[c],
-                                y3[n, c], act)
+                                y3[n, c], act, scale, shift, from_input)
 
 
 def batch_norm_backward(dy3, x3, gamma, mean, invstd, need_dx, need_dgamma, need_dbeta, y3=None, activation=None,
                         beta=None):
     """Training-mode gradients: dy3, x3 (N, C, inner); gamma, mean, invstd (C,) -> (dx3, dgamma, dbeta) or None.
     With an activation, dy3 is the gradient of the activation's output y3 (given), and the mask comes from y3,
-    or, on (M, C) rows when beta is given, from x (the pre-activation γ x̂ + β, as the forward computed it)."""
+    or, when beta is given, from x (the pre-activation γ x̂ + β, as the forward computed it)."""
     dy3, x3 = np.ascontiguousarray(dy3), np.ascontiguousarray(x3)
     act = FUSED_CODES[activation]
     y3 = dy3 if act == 0 else np.ascontiguousarray(y3)  # not read when act is 0
@@ -201,8 +216,11 @@ def batch_norm_backward(dy3, x3, gamma, mean, invstd, need_dx, need_dgamma, need
     dgamma, dbeta = np.empty(C, x3.dtype), np.empty(C, x3.dtype)
     dx3 = output(x3.shape, x3.dtype) if need_dx else x3  # x3: a placeholder, not written
     coef, zero = np.empty((C, 3), x3.dtype), x3.dtype.type(0)
-    threads.parallel_range(lambda c0, c1: _backward(dy3, x3, gamma, mean, invstd, dgamma, dbeta, dx3, need_dx, coef,
-                                                    zero, y3, act, c0, c1), C, values=x3.size)
+    from_input = act != 0 and beta is not None  # the mask from x: y is not read (a third of the traffic)
+    beta = beta if from_input else gamma  # (unread)
+    threads.parallel_range(lambda c0, c1: _backward(dy3, x3, gamma, beta, mean, invstd, dgamma, dbeta, dx3, need_dx,
+                                                    coef, zero, y3, act, from_input, c0, c1),
+                           C, values=3 * x3.size)  # x and dy read twice, dx written: as much as 3 passes
     dx3 = dx3 if need_dx else None
     return dx3, (dgamma if need_dgamma else None), (dbeta if need_dbeta else None)
 
