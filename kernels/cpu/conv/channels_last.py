@@ -43,6 +43,8 @@ from .rows import _valid_range
 # kernel about a second more to compile on an empty cache (benchmarks/RESULTS.md, "Cold start").
 
 _on_threads = threads.on_threads  # one call below threads.SERIAL_BELOW values, else tinycnn's threads
+TAP_WORK = 2  # a depthwise conv's passes do KH·KW multiply-adds a value: on the threads from half SERIAL_BELOW
+              # (the regressor's 16×16×192 depthwise at batch 16, forward 0.67 -> 0.45 ms, backward 1.64 -> 0.98)
 
 
 def conv2d_channels_last_forward(x, w, b, stride, padding, dilation, groups, activation=None):
@@ -365,8 +367,8 @@ def _depthwise_last_forward(x, taps, b, stride, padding, dilation, y, act):
     """y[n, oh, ow, c] = act(b[c] + Σ_{i,j} taps[i, j, c] · x[n, oh·sh + i·dil_h − top, ow·sw + j·dil_w − left, c]).
     In ranges of the output rows (n, oh); the row (OW·C values) is built in place, tap by tap, each tap a
     multiply-add of C contiguous values per pixel."""
-    _on_threads(_depthwise_last_forward_rows, y.shape[0] * y.shape[1], y.size, x, taps, b, stride, padding, dilation,
-                y, act)
+    _on_threads(_depthwise_last_forward_rows, y.shape[0] * y.shape[1], TAP_WORK * y.size, x, taps, b, stride, padding,
+                dilation, y, act)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
@@ -405,8 +407,8 @@ def _depthwise_last_input_grad(dy, taps, stride, padding, dilation, dx):
     """dx[n, ih, iw, c] = Σ taps[i, j, c] · dy[n, oh, ow, c] over the (oh, ow, i, j) with oh·sh + i·dil_h − top = ih
     and ow·sw + j·dil_w − left = iw. In ranges of the input rows (n, ih), each gathering from its output rows
     (`_gather_input_row`)."""
-    _on_threads(_depthwise_last_input_grad_rows, dx.shape[0] * dx.shape[1], dx.size, dy, taps, stride, padding,
-                dilation, dx)
+    _on_threads(_depthwise_last_input_grad_rows, dx.shape[0] * dx.shape[1], TAP_WORK * dx.size, dy, taps, stride,
+                padding, dilation, dx)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
@@ -423,8 +425,8 @@ def _depthwise_last_weight_grad(dy, x, KH, KW, stride, padding, dilation, sums):
     sums[t, KH·KW, c] = Σ dy[n, oh, ow, c] (the bias gradient), over share t of the output rows (T = len(sums)
     shares, one range of them a call). Each output row is summed in the data's dtype (SIMD over c), then added
     to the float64 totals; the caller adds the shares' totals: no two threads write the same value."""
-    _on_threads(_depthwise_last_weight_grad_shares, sums.shape[0], dy.size, dy, x, KH, KW, stride, padding, dilation,
-                sums)
+    _on_threads(_depthwise_last_weight_grad_shares, sums.shape[0], TAP_WORK * dy.size, dy, x, KH, KW, stride, padding,
+                dilation, sums)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
@@ -488,8 +490,8 @@ def _tiled_taps(taps, OW):
 def _depthwise_rows_forward(x_rows, tap_rows, bias_row, C, H, OH, sh, padding, dilation, y_rows, act):
     """y[n, oh] = act(bias + Σ_{i,j} tap_row[i, j] · (x[n, oh·sh + i·dil_h − top] shifted by j·dil_w − left pixels)),
     x_rows (N·H, W·C), y_rows (N·OH, OW·C), tap_rows (KH, KW, OW·C); in ranges of the output rows (n, oh)."""
-    _on_threads(_depthwise_rows_forward_range, y_rows.shape[0], y_rows.size, x_rows, tap_rows, bias_row, C, H, OH, sh,
-                padding, dilation, y_rows, act)
+    _on_threads(_depthwise_rows_forward_range, y_rows.shape[0], TAP_WORK * y_rows.size, x_rows, tap_rows, bias_row, C,
+                H, OH, sh, padding, dilation, y_rows, act)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
@@ -531,8 +533,8 @@ def _depthwise_rows_input_grad(dy_rows, tap_rows, C, H, OH, sh, padding, dilatio
     """dx[n, ih] = Σ tap_row[i, j] · (dy[n, oh] shifted by j·dil_w − left pixels) over the taps (i, j) and the
     output rows oh with oh·sh + i·dil_h − top = ih; dy_rows (N·OH, OW·C), dx_rows (N·H, W·C). In ranges of the
     input rows (n, ih): each gathers into its own row."""
-    _on_threads(_depthwise_rows_input_grad_range, dx_rows.shape[0], dx_rows.size, dy_rows, tap_rows, C, H, OH, sh,
-                padding, dilation, dx_rows)
+    _on_threads(_depthwise_rows_input_grad_range, dx_rows.shape[0], TAP_WORK * dx_rows.size, dy_rows, tap_rows, C, H,
+                OH, sh, padding, dilation, dx_rows)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
@@ -563,8 +565,8 @@ def _depthwise_rows_weight_grad(dy_rows, x_rows, C, H, OH, sh, padding, dilation
     sums[t, KH·KW] = Σ dy (the bias gradient), over share t of the output rows (n, oh) (T = len(sums) shares,
     one range of them a call): one SIMD multiply-add over a whole row per tap. The sums run in the data's
     dtype for 16 rows at a time, then go into the float64 totals; the caller adds them over t and ow."""
-    _on_threads(_depthwise_rows_weight_grad_shares, sums.shape[0], dy_rows.size, dy_rows, x_rows, C, H, OH, sh,
-                padding, dilation, KW, sums)
+    _on_threads(_depthwise_rows_weight_grad_shares, sums.shape[0], TAP_WORK * dy_rows.size, dy_rows, x_rows, C, H, OH,
+                sh, padding, dilation, KW, sums)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
