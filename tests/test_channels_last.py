@@ -103,6 +103,34 @@ def test_depthwise_many_channels_match_reference(dtype, C, stride, padding, dila
         np.testing.assert_allclose(g, e, err_msg=label, **TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(deadline=None, max_examples=30)
+@given(N=st.integers(1, 2), H=st.integers(1, 6), W=st.integers(2, 9), C=st.integers(1, 40),
+       top=st.integers(0, 2), bottom=st.integers(0, 2), activation=st.sampled_from([None, "relu6"]),
+       seed=st.integers(0, 2**16))
+def test_depthwise3x3_matches_reference(dtype, N, H, W, C, top, bottom, activation, seed):
+    """The stride-1 3×3 depthwise kernel (nine taps in registers; kernels/cpu/conv/depthwise3x3.py), forward
+    and input gradient (the turned taps), against the reference, for any rows of padding above and below,
+    rows of 2 pixels up, channels below and above a SIMD vector."""
+    assume(H + top + bottom >= 3)
+    from tinycnn.kernels.cpu.conv import depthwise3x3
+    rng = np.random.default_rng(seed)
+    x, w, b = rng.standard_normal((N, C, H, W)), rng.standard_normal((C, 1, 3, 3)), rng.standard_normal(C)
+    padding = (top, bottom, 1, 1)
+    xp = _padded(x, padding)
+    z = ref.conv2d_forward(xp, w, b, (1, 1), (0, 0), (1, 1), C)
+    assert depthwise3x3.applies(to_last(x).shape, w.shape, to_last(z).shape, (1, 1), (top, 1), (1, 1))
+    y = cpu.conv2d_channels_last_forward(to_last(x).astype(dtype), w.astype(dtype), b.astype(dtype), (1, 1),
+                                         padding, (1, 1), C, activation)
+    np.testing.assert_allclose(y, to_last(ACTIVATIONS[activation](z)), **TOL[dtype])
+    dy = rng.standard_normal(y.shape)
+    dxp, dw, db = ref.conv2d_backward(to_first(dy), xp, w, (1, 1), (0, 0), (1, 1), C, True, True, True)
+    got = cpu.conv2d_channels_last_backward(dy.astype(dtype), to_last(x).astype(dtype), w.astype(dtype), (1, 1),
+                                            padding, (1, 1), C, True, True, True)
+    for label, g, e in zip(("dx", "dw", "db"), got, (to_last(dxp[:, :, top:top + H, 1:1 + W]), dw, db)):
+        np.testing.assert_allclose(g, e, err_msg=label, **TOL[dtype])
+
+
 def test_pointwise_conv_with_uneven_padding():
     """A 1×1 conv padded at the bottom and right only: not the plain GEMM path (the output is larger)."""
     rng = np.random.default_rng(4)

@@ -152,7 +152,7 @@ def test_the_plan_keeps_the_winograd_filters_and_an_in_place_weight_change_drops
 
 
 def test_the_plan_keeps_the_channels_last_taps_and_an_in_place_weight_change_drops_them():
-    """Channels-last convs re-lay their filters (taps last; a depthwise conv's taps repeated along a row):
+    """Channels-last convs re-lay their filters (taps last; a stride-1 depthwise conv's nine taps as (9, C)):
     a replay keeps them, and a depthwise weight changed in place gets a new plan with the new taps."""
     from tasks.plates_models import PlateBoxRegressor
     tinycnn.manual_seed(0)
@@ -163,7 +163,7 @@ def test_the_plan_keeps_the_channels_last_taps_and_an_in_place_weight_change_dro
     before = _check_replay(model, x)
     old_plan = next(iter(_plans(model).values()))
     roles = {key[0] if isinstance(key[0], str) else key[0][0] for key in old_plan._prepared}
-    assert {"taps_last", "depthwise_tap_rows", "bias_row"} <= roles
+    assert {"taps_last", "nine_taps"} <= roles
     depthwise = [m for _, m in model.named_modules() if isinstance(m, layers.DepthwiseConv2D)][-1]
     depthwise.kernel.data *= -1.5
     depthwise.kernel.bump_version()

@@ -10,6 +10,7 @@ from .. import threads
 from ..activation import FUSED_CODES, fused_activate
 from ..gemm import matmul
 from ..workspace import output, prepared, scratch
+from . import depthwise3x3
 from .epilogue import NO_ACTIVATION, _bias_or_zeros
 from .geometry import _geometry
 from .im2col import COLS_BUDGET_BYTES
@@ -57,7 +58,10 @@ def conv2d_channels_last_forward(x, w, b, stride, padding, dilation, groups, act
     F = w.shape[0]
     bias = _bias_or_zeros(b, F, x.dtype)
     if depthwise:
-        if stride[1] == 1:  # the re-laid taps and bias are kept across an inference plan's replays
+        if depthwise3x3.applies(x.shape, w.shape, y_shape, stride, (top, left), dilation):  # MobileNet's, stride 1
+            taps = prepared(w, "nine_taps", depthwise3x3.nine_taps)
+            depthwise3x3.depthwise3x3(x, taps, bias, top, y, act)
+        elif stride[1] == 1:  # the re-laid taps and bias are kept across an inference plan's replays
             OW = y_shape[2]
             P = min(OW, max(1, DEPTHWISE_CHUNK // F))  # pixels a chunk
             tap_rows = prepared(w, ("depthwise_tap_rows", P), lambda w: _tiled_taps(_taps_last(w)[:, :, 0], P))
@@ -90,7 +94,10 @@ def conv2d_channels_last_backward(dy, x, w, stride, padding, dilation, groups, n
         unit_stride, OW = stride[1] == 1, y_shape[2]
         if need_dx:
             dx = output(x.shape, x.dtype)
-            if unit_stride:
+            if depthwise3x3.applies(x.shape, w.shape, y_shape, stride, (top, left), dilation):  # the turned taps
+                turned = depthwise3x3.turned(depthwise3x3.nine_taps(w))
+                depthwise3x3.depthwise3x3(dy, turned, np.zeros(F, dy.dtype), 2 - top, dx, NO_ACTIVATION)
+            elif unit_stride:
                 _depthwise_rows_input_grad(_image_rows(dy), _tiled_taps(taps, OW), F, x.shape[1], y_shape[1], stride[0],
                                            (top, left), dilation, _image_rows(dx))
             else:

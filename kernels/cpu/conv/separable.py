@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import threads
 from ..workspace import output, prepared, scratch
+from . import depthwise3x3
 from .channels_last import (DEPTHWISE_CHUNK, _bias_act_last_rows, _channels_last_geometry,
                             _depthwise_last_forward_rows, _depthwise_rows_forward_range, _taps_last, _tiled_taps)
 from .epilogue import _bias_or_zeros
@@ -93,7 +94,11 @@ class _Depthwise:
         self.stride, self.top_left, self.dilation = stride, top_left, dilation
         self.KH, self.E = w.shape[2], w.shape[0]
         taps = prepared(w, "taps_last", _taps_last)[:, :, 0]  # (KH, KW, E)
-        if stride[1] == 1:  # whole rows as one SIMD loop per tap (channels_last.py), taps tiled to a chunk
+        self.nine = depthwise3x3.applies((1, 1, OW, self.E), w.shape, (1, 1, OW, self.E), stride, top_left, dilation)
+        if self.nine:  # 3×3 at stride 1, one pixel of padding each side (the input is OW wide too)
+            self.taps, self.bias = prepared(w, "nine_taps", depthwise3x3.nine_taps), b
+            self.zeros = np.zeros(OW * self.E, w.dtype)
+        elif stride[1] == 1:  # whole rows as one SIMD loop per tap (channels_last.py), taps tiled to a chunk
             P = min(OW, max(1, DEPTHWISE_CHUNK // self.E))
             self.taps = prepared(w, ("depthwise_tap_rows", P), lambda w: _tiled_taps(taps, P))
             self.bias = prepared(b, ("bias_row", P), lambda b: np.tile(b, P))
@@ -115,7 +120,10 @@ class _Depthwise:
         rows, W, E = e.shape
         OR, OW = d.shape[0], d.shape[1]
         top_left = (self.top_left[0] + i0 - o0 * self.stride[0], self.top_left[1])
-        if self.stride[1] == 1:
+        if self.nine:
+            depthwise3x3._rows(e.reshape(rows, W * E), self.taps, self.bias, E, rows, OR, top_left[0], self.zeros,
+                               d.reshape(OR, OW * E), act, 0, OR)
+        elif self.stride[1] == 1:
             _depthwise_rows_forward_range(e.reshape(rows, W * E), self.taps, self.bias, E, rows, OR, self.stride[0],
                                           top_left, self.dilation, d.reshape(OR, OW * E), act, 0, OR)
         else:
