@@ -129,6 +129,11 @@ def test_depthwise3x3_matches_reference(dtype, N, H, W, C, top, bottom, activati
                                             padding, (1, 1), C, True, True, True)
     for label, g, e in zip(("dx", "dw", "db"), got, (to_last(dxp[:, :, top:top + H, 1:1 + W]), dw, db)):
         np.testing.assert_allclose(g, e, err_msg=label, **TOL[dtype])
+    dx_none, dw_alone, db_alone = cpu.conv2d_channels_last_backward(  # no dx: the banded backward skips it
+        dy.astype(dtype), to_last(x).astype(dtype), w.astype(dtype), (1, 1), padding, (1, 1), C, False, True, True)
+    assert dx_none is None
+    np.testing.assert_allclose(dw_alone, dw, **TOL[dtype])
+    np.testing.assert_allclose(db_alone, db, **TOL[dtype])
 
 
 def test_pointwise_conv_with_uneven_padding():

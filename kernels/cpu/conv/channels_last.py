@@ -92,9 +92,17 @@ def conv2d_channels_last_backward(dy, x, w, stride, padding, dilation, groups, n
     if depthwise:
         taps = _taps_last(w)[:, :, 0]  # (KH, KW, C)
         unit_stride, OW = stride[1] == 1, y_shape[2]
+        nine = depthwise3x3.applies(x.shape, w.shape, y_shape, stride, (top, left), dilation)
+        if nine and y_shape[1] == x.shape[1] and (need_dw or need_db):  # dx, dw and db band by band: dy read once
+            sums = np.zeros((numba.get_num_threads(), 10, F), np.float64)
+            dx = depthwise3x3.backward(dy, x, depthwise3x3.nine_taps(w), top,
+                                       output(x.shape, x.dtype) if need_dx else None, sums)
+            sums = sums.sum(axis=0)
+            dw = np.ascontiguousarray(sums[:9].T.reshape(w.shape), x.dtype) if need_dw else None
+            return dx, dw, (sums[9].astype(x.dtype) if need_db else None)
         if need_dx:
             dx = output(x.shape, x.dtype)
-            if depthwise3x3.applies(x.shape, w.shape, y_shape, stride, (top, left), dilation):  # the turned taps
+            if nine:  # the turned taps
                 turned = depthwise3x3.turned(depthwise3x3.nine_taps(w))
                 depthwise3x3.depthwise3x3(dy, turned, np.zeros(F, dy.dtype), 2 - top, dx, NO_ACTIVATION)
             elif unit_stride:

@@ -91,3 +91,80 @@ def _row(a, b, c, t, bias, C, out):
     for k in range(C):
         o[k] = (bias[k] + pa[k] * t[0, k] + pa[C + k] * t[1, k] + pb[k] * t[3, k] + pb[C + k] * t[4, k]
                 + pc[k] * t[6, k] + pc[C + k] * t[7, k])
+
+
+# The backward, band by band of rows: a band's input-gradient rows (the conv of dy with the turned taps),
+# then the weight and bias gradients of the band's rows of dy, which read those dy rows again while they
+# are in L2 (two kernels over the whole arrays read dy from main memory twice).
+
+BAND_BYTES = 256 * 1024  # of dy a band
+
+
+def backward(dy, x, taps, top, dx, sums):
+    """dx (N, H, W, C) ← the input gradient (None: not wanted) and sums (T, 10, C) float64 += the nine taps'
+    weight gradients Σ dy · x (rows 0–8) and the bias gradient Σ dy (row 9), over share t of the rows
+    (T = len(sums)); dy (N, OH, W, C) with OH = H."""
+    N, H, W, C = x.shape
+    dy_rows, x_rows = dy.reshape(N * H, W * C), x.reshape(N * H, W * C)
+    dx_rows = dy_rows if dx is None else dx.reshape(N * H, W * C)  # (unwritten when dx is None)
+    zeros, no_bias = np.zeros(W * C, x.dtype), np.zeros(C, x.dtype)
+    band = max(1, BAND_BYTES // dy_rows[0].nbytes)
+    turned_taps = turned(taps)
+    threads.on_threads(_backward_shares, sums.shape[0], TAP_WORK * 2 * dy.size, dy_rows, x_rows, turned_taps, no_bias,
+                       C, H, top, zeros, dx_rows, dx is not None, band, sums)
+    return dx
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def _backward_shares(dy_rows, x_rows, turned_taps, no_bias, C, H, top, zeros, dx_rows, want_dx, band, sums, t0, t1):
+    T = sums.shape[0]
+    rows = dy_rows.shape[0]
+    part = np.zeros((10, C), dy_rows.dtype)
+    for t in range(t0, t1):
+        first, last = t * rows // T, (t + 1) * rows // T
+        for b0 in range(first, last, band):
+            b1 = min(last, b0 + band)
+            if want_dx:
+                _rows(dy_rows, turned_taps, no_bias, C, H, H, 2 - top, zeros, dx_rows, 0, b0, b1)
+            for r in range(b0, b1):
+                _weight_grad_row(dy_rows, x_rows, C, H, top, zeros, r, part)
+                for q in range(10):
+                    for k in range(C):
+                        sums[t, q, k] += part[q, k]
+                part[:] = 0
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def _weight_grad_row(dy_rows, x_rows, C, H, top, zeros, r, part):
+    """part[3i + j] += Σ_ow dy[r, ow] · x[oh − top + i, ow + j − 1] and part[9] += Σ_ow dy[r, ow], one output
+    row r = n·H + oh: pixel by pixel, each tap a loop over the C channels into its row of part (in L1)."""
+    n, oh = r // H, r % H
+    g_row = dy_rows[r]
+    W = g_row.size // C
+    bias = part[9]
+    for p in range(W):
+        g = g_row[p * C:(p + 1) * C]
+        for k in range(C):
+            bias[k] += g[k]
+    for i in range(3):
+        ih = oh - top + i
+        if ih < 0 or ih >= H:
+            continue
+        src = x_rows[n * H + ih]
+        left, middle, right = part[3 * i], part[3 * i + 1], part[3 * i + 2]
+        g, px = g_row[:C], src[:2 * C]  # pixel 0: taps j = 1, 2
+        for k in range(C):
+            middle[k] += g[k] * px[k]
+            right[k] += g[k] * px[C + k]
+        for p in range(1, W - 1):
+            g, px = g_row[p * C:(p + 1) * C], src[(p - 1) * C:(p + 2) * C]
+            for k in range(C):
+                left[k] += g[k] * px[k]
+            for k in range(C):
+                middle[k] += g[k] * px[C + k]
+            for k in range(C):
+                right[k] += g[k] * px[2 * C + k]
+        g, px = g_row[(W - 1) * C:], src[(W - 2) * C:]  # pixel W − 1: taps j = 0, 1
+        for k in range(C):
+            left[k] += g[k] * px[k]
+            middle[k] += g[k] * px[C + k]
