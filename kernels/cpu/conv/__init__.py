@@ -30,7 +30,8 @@ The other files: `epilogue.py` (bias, activation, the ReLU mask and the bias sum
 while the output is in cache), `rows.py` (the row loops the kernels share), `geometry.py` (output sizes,
 the two forms of padding), `transpose.py` (transposed conv, which reuses the algorithms above, and its
 pixel-shuffle case for stride = kernel), `padding.py` (pad2d), `channels_last.py` (the same conv on
-(N, H, W, C) arrays, for MobileNet's 1×1 and depthwise convs, which run faster in that layout), `separable.py`
+(N, H, W, C) arrays, for MobileNet's 1×1 and depthwise convs, which run faster in that layout;
+`depthwise3x3.py` its stride-1 3×3 depthwise conv, nine taps summed in registers), `separable.py`
 (an inverted residual block's [1×1 →] depthwise → 1×1 convs, channels last, band by band in one pass:
 inference).
 
