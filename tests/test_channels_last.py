@@ -136,6 +136,26 @@ def test_depthwise3x3_matches_reference(dtype, N, H, W, C, top, bottom, activati
     np.testing.assert_allclose(db_alone, db, **TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(deadline=None, max_examples=30)
+@given(N=st.integers(1, 2), H=st.integers(3, 8), W=st.integers(3, 12), C=st.integers(1, 40),
+       padding=st.tuples(st.integers(0, 1), st.integers(0, 2), st.integers(0, 1), st.integers(0, 2)),
+       activation=st.sampled_from([None, "relu6"]), seed=st.integers(0, 2**16))
+def test_depthwise3x3_stride_2_matches_reference(dtype, N, H, W, C, padding, activation, seed):
+    """The nine-tap kernel at stride 2 (Keras' 'same' pads only the bottom and right, torch's pads all four
+    sides), forward, against the reference (the backward at stride 2 is channels_last.py's)."""
+    from tinycnn.kernels.cpu.conv import depthwise3x3
+    top, bottom, left, right = padding
+    rng = np.random.default_rng(seed)
+    x, w, b = rng.standard_normal((N, C, H, W)), rng.standard_normal((C, 1, 3, 3)), rng.standard_normal(C)
+    xp = _padded(x, padding)
+    z = ref.conv2d_forward(xp, w, b, (2, 2), (0, 0), (1, 1), C)
+    assume(depthwise3x3.applies(to_last(x).shape, w.shape, to_last(z).shape, (2, 2), (top, left), (1, 1)))
+    y = cpu.conv2d_channels_last_forward(to_last(x).astype(dtype), w.astype(dtype), b.astype(dtype), (2, 2),
+                                         padding, (1, 1), C, activation)
+    np.testing.assert_allclose(y, to_last(ACTIVATIONS[activation](z)), **TOL[dtype])
+
+
 def test_pointwise_conv_with_uneven_padding():
     """A 1×1 conv padded at the bottom and right only: not the plain GEMM path (the output is larger)."""
     rng = np.random.default_rng(4)

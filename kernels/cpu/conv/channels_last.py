@@ -58,9 +58,9 @@ def conv2d_channels_last_forward(x, w, b, stride, padding, dilation, groups, act
     F = w.shape[0]
     bias = _bias_or_zeros(b, F, x.dtype)
     if depthwise:
-        if depthwise3x3.applies(x.shape, w.shape, y_shape, stride, (top, left), dilation):  # MobileNet's, stride 1
+        if depthwise3x3.applies(x.shape, w.shape, y_shape, stride, (top, left), dilation):  # MobileNet's
             taps = prepared(w, "nine_taps", depthwise3x3.nine_taps)
-            depthwise3x3.depthwise3x3(x, taps, bias, top, y, act)
+            depthwise3x3.depthwise3x3(x, taps, bias, stride, (top, left), y, act)
         elif stride[1] == 1:  # the re-laid taps and bias are kept across an inference plan's replays
             OW = y_shape[2]
             P = min(OW, max(1, DEPTHWISE_CHUNK // F))  # pixels a chunk
@@ -92,7 +92,7 @@ def conv2d_channels_last_backward(dy, x, w, stride, padding, dilation, groups, n
     if depthwise:
         taps = _taps_last(w)[:, :, 0]  # (KH, KW, C)
         unit_stride, OW = stride[1] == 1, y_shape[2]
-        nine = depthwise3x3.applies(x.shape, w.shape, y_shape, stride, (top, left), dilation)
+        nine = depthwise3x3.gradient_applies(x.shape, w.shape, y_shape, stride, (top, left), dilation)
         if nine and y_shape[1] == x.shape[1] and (need_dw or need_db):  # dx, dw and db band by band: dy read once
             sums = np.zeros((numba.get_num_threads(), 10, F), np.float64)
             dx = depthwise3x3.backward(dy, x, depthwise3x3.nine_taps(w), top,
@@ -104,7 +104,7 @@ def conv2d_channels_last_backward(dy, x, w, stride, padding, dilation, groups, n
             dx = output(x.shape, x.dtype)
             if nine:  # the turned taps
                 turned = depthwise3x3.turned(depthwise3x3.nine_taps(w))
-                depthwise3x3.depthwise3x3(dy, turned, np.zeros(F, dy.dtype), 2 - top, dx, NO_ACTIVATION)
+                depthwise3x3.depthwise3x3(dy, turned, np.zeros(F, dy.dtype), (1, 1), (2 - top, 1), dx, NO_ACTIVATION)
             elif unit_stride:
                 _depthwise_rows_input_grad(_image_rows(dy), _tiled_taps(taps, OW), F, x.shape[1], y_shape[1], stride[0],
                                            (top, left), dilation, _image_rows(dx))

@@ -1,18 +1,20 @@
-"""Channels-last depthwise 3×3 conv at stride 1 with one pixel of padding left and right (MobileNet's
-stride-1 depthwise convs, Keras' 'same'), its nine taps summed in registers.
+"""Channels-last depthwise 3×3 convs, stride 1 or 2, no dilation, at most a pixel of padding on the left
+(MobileNet's depthwise convs, Keras' 'same' or 'valid'), the nine taps summed in registers.
 
-x rows (N·H, W·C), y rows (N·OH, W·C), taps t (9, C) in (i, j) order, `top` rows of padding above:
+x rows (N·H, W·C), y rows (N·OH, OW·C), taps t (9, C) in (i, j) order, stride s, `top` and `left` padding:
 
-    y[n, oh, ow, c] = b[c] + Σ_{i, j < 3} t[3i + j, c] · x[n, oh + i − top, ow + j − 1, c]      (0 outside)
+    y[n, oh, ow, c] = b[c] + Σ_{i, j < 3} t[3i + j, c] · x[n, s·oh + i − top, s·ow + j − left, c]   (0 outside)
 
-Output row (n, oh) reads the three input rows oh − top … oh − top + 2 (a row of zeros stands in for one
+Output row (n, oh) reads the three input rows s·oh − top … s·oh − top + 2 (a row of zeros stands in for one
 outside the image), and each output pixel is one loop over its C channels that adds its nine products
-before it stores: 19 loads and 1 store per SIMD vector of outputs, where channels_last.py's row kernels (one
-multiply-add over the whole row per tap, any size, stride or dilation) load and store the output once per
-tap. The pixels at the row's two ends drop the taps that fall on the padding.
+before it stores: 19 loads and 1 store per SIMD vector of outputs, where channels_last.py's kernels (one
+multiply-add over the whole row per tap at stride 1, any size or dilation; a loop per pixel and tap at
+other strides) load and store the output once per tap. The first pixel drops the left column of taps when
+left = 1, the last one the right column when it falls on the padding (`applies` admits the shapes where
+every other pixel has all nine).
 
-Its input gradient is the same conv of dy with the taps turned 180° (t'[3i + j] = t[3(2 − i) + 2 − j]) and
-top' = 2 − top: dx[ih, iw] = Σ_{i, j} t[i, j] · dy[ih + top − i, iw + 1 − j].
+At stride 1 with left = 1 and OW = W, the input gradient is the same conv of dy with the taps turned 180°
+(t'[3i + j] = t[3(2 − i) + 2 − j]) and top' = 2 − top: dx[ih, iw] = Σ_{i, j} t[i, j] · dy[ih + top − i, iw + 1 − j].
 
 Every index into a row is a slice's index ≥ 0: an index Numba cannot prove non-negative gets its wraparound
 select, and LLVM left the loop scalar (3× slower than the row kernels; timings: benchmarks/RESULTS.md,
@@ -28,10 +30,17 @@ TAP_WORK = 2  # nine multiply-adds a value: on the threads from half threads.SER
 
 
 def applies(x_shape, w_shape, y_shape, stride, top_left, dilation):
-    """3×3, stride 1, no dilation, one pixel of padding left and right (OW = W ≥ 2), any rows of padding
-    above and below."""
-    return (tuple(w_shape[2:]) == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
-            and top_left[1] == 1 and y_shape[2] == x_shape[2] >= 2)
+    """3×3, stride (s, s) with s = 1 or 2, no dilation, left padding 0 or 1, at least 2 output pixels a row,
+    the first pixel's taps inside the row but for the left padding, the last's but for its right column."""
+    s, left, W, OW = stride[0], top_left[1], x_shape[2], y_shape[2]
+    return (tuple(w_shape[2:]) == (3, 3) and stride[1] == s and s in (1, 2) and tuple(dilation) == (1, 1)
+            and left in (0, 1) and OW >= 2 and W >= 3 - left and W - s * (OW - 1) + left >= 2)
+
+
+def gradient_applies(x_shape, w_shape, y_shape, stride, top_left, dilation):
+    """The input gradient as a conv of dy with the turned taps: stride 1, left = 1, OW = W."""
+    return (applies(x_shape, w_shape, y_shape, stride, top_left, dilation) and stride[0] == 1 and top_left[1] == 1
+            and y_shape[2] == x_shape[2])
 
 
 def nine_taps(w):
@@ -44,53 +53,59 @@ def turned(taps):
     return np.ascontiguousarray(taps[::-1])
 
 
-def depthwise3x3(x, taps, bias, top, y, act):
-    """y (N, OH, W, C) = act(depthwise 3×3 of x (N, H, W, C) + bias), `top` rows of padding above."""
+def depthwise3x3(x, taps, bias, stride, top_left, y, act):
+    """y (N, OH, OW, C) = act(depthwise 3×3 of x (N, H, W, C) + bias) at stride (s, s), padding (top, left)."""
     N, H, W, C = x.shape
-    OH = y.shape[1]
-    x_rows, y_rows = x.reshape(N * H, W * C), y.reshape(N * OH, W * C)
+    OH, OW = y.shape[1], y.shape[2]
+    x_rows, y_rows = x.reshape(N * H, W * C), y.reshape(N * OH, OW * C)
     zeros = np.zeros(W * C, x.dtype)
-    threads.parallel_range(lambda r0, r1: _rows(x_rows, taps, bias, C, H, OH, top, zeros, y_rows, act, r0, r1),
-                           N * OH, values=TAP_WORK * y.size)
+    threads.parallel_range(lambda r0, r1: _rows(x_rows, taps, bias, C, H, OH, stride[0], top_left[0], top_left[1],
+                                                zeros, y_rows, act, r0, r1), N * OH, values=TAP_WORK * y.size)
     return y
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-def _rows(x_rows, t, bias, C, H, OH, top, zeros, y_rows, act, r0, r1):
+def _rows(x_rows, t, bias, C, H, OH, s, top, left, zeros, y_rows, act, r0, r1):
     """Output rows r0 ≤ r < r1 (r = n·OH + oh)."""
     for r in range(r0, r1):
         n, oh = r // OH, r % OH
-        ih = oh - top
+        ih = s * oh - top
         above = x_rows[n * H + ih] if 0 <= ih < H else zeros
         middle = x_rows[n * H + ih + 1] if 0 <= ih + 1 < H else zeros
         below = x_rows[n * H + ih + 2] if 0 <= ih + 2 < H else zeros
         out = y_rows[r]
-        _row(above, middle, below, t, bias, C, out)
+        _row(above, middle, below, t, bias, C, s, left, out)
         if act != 0:
             for k in range(out.size):
                 out[k] = fused_activate(out[k], act)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-def _row(a, b, c, t, bias, C, out):
-    """out (W·C) = bias + the nine taps over the input rows a, b, c (W·C each), W ≥ 2."""
-    W = out.size // C
-    pa, pb, pc, o = a[:2 * C], b[:2 * C], c[:2 * C], out[:C]  # pixel 0: taps j = 1, 2
-    for k in range(C):
-        o[k] = (bias[k] + pa[k] * t[1, k] + pa[C + k] * t[2, k] + pb[k] * t[4, k] + pb[C + k] * t[5, k]
-                + pc[k] * t[7, k] + pc[C + k] * t[8, k])
-    for p in range(1, W - 1):
-        lo, hi = (p - 1) * C, (p + 2) * C
+def _row(a, b, c, t, bias, C, s, left, out):
+    """out (OW·C) = bias + the nine taps over the input rows a, b, c (W·C each): pixel p reads input pixels
+    s·p − left + j, j < 3."""
+    W, OW = a.size // C, out.size // C
+    first = 0
+    if left == 1:  # pixel 0: taps j = 1, 2 on input pixels 0, 1
+        pa, pb, pc, o = a[:2 * C], b[:2 * C], c[:2 * C], out[:C]
+        for k in range(C):
+            o[k] = (bias[k] + pa[k] * t[1, k] + pa[C + k] * t[2, k] + pb[k] * t[4, k] + pb[C + k] * t[5, k]
+                    + pc[k] * t[7, k] + pc[C + k] * t[8, k])
+        first = 1
+    end = OW if s * (OW - 1) - left + 2 < W else OW - 1  # the last pixel whole, or its right column on padding
+    for p in range(first, end):
+        lo, hi = (s * p - left) * C, (s * p - left + 3) * C
         pa, pb, pc, o = a[lo:hi], b[lo:hi], c[lo:hi], out[p * C:(p + 1) * C]
         for k in range(C):
             o[k] = (bias[k] + pa[k] * t[0, k] + pa[C + k] * t[1, k] + pa[2 * C + k] * t[2, k]
                     + pb[k] * t[3, k] + pb[C + k] * t[4, k] + pb[2 * C + k] * t[5, k]
                     + pc[k] * t[6, k] + pc[C + k] * t[7, k] + pc[2 * C + k] * t[8, k])
-    lo = (W - 2) * C  # pixel W − 1: taps j = 0, 1
-    pa, pb, pc, o = a[lo:], b[lo:], c[lo:], out[(W - 1) * C:]
-    for k in range(C):
-        o[k] = (bias[k] + pa[k] * t[0, k] + pa[C + k] * t[1, k] + pb[k] * t[3, k] + pb[C + k] * t[4, k]
-                + pc[k] * t[6, k] + pc[C + k] * t[7, k])
+    if end < OW:  # the last pixel: taps j = 0, 1
+        lo = (s * (OW - 1) - left) * C
+        pa, pb, pc, o = a[lo:lo + 2 * C], b[lo:lo + 2 * C], c[lo:lo + 2 * C], out[(OW - 1) * C:]
+        for k in range(C):
+            o[k] = (bias[k] + pa[k] * t[0, k] + pa[C + k] * t[1, k] + pb[k] * t[3, k] + pb[C + k] * t[4, k]
+                    + pc[k] * t[6, k] + pc[C + k] * t[7, k])
 
 
 # The backward, band by band of rows: a band's input-gradient rows (the conv of dy with the turned taps),
@@ -125,7 +140,7 @@ def _backward_shares(dy_rows, x_rows, turned_taps, no_bias, C, H, top, zeros, dx
         for b0 in range(first, last, band):
             b1 = min(last, b0 + band)
             if want_dx:
-                _rows(dy_rows, turned_taps, no_bias, C, H, H, 2 - top, zeros, dx_rows, 0, b0, b1)
+                _rows(dy_rows, turned_taps, no_bias, C, H, H, 1, 2 - top, 1, zeros, dx_rows, 0, b0, b1)
             for r in range(b0, b1):
                 _weight_grad_row(dy_rows, x_rows, C, H, top, zeros, r, part)
                 for q in range(10):

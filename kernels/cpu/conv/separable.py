@@ -41,7 +41,7 @@ def separable_forward(x, we, be, wd, bd, wp, bp, stride, padding, dilation, acti
     F = wp.shape[0]
     y = output((N, OH, OW, F), x.dtype)
     expand = None if we is None else (prepared(we, "pointwise_t", _pointwise_t), _bias_or_zeros(be, E, x.dtype))
-    depthwise = _Depthwise(wd, _bias_or_zeros(bd, E, x.dtype), stride, (top, left), dilation, OW)
+    depthwise = _Depthwise(wd, _bias_or_zeros(bd, E, x.dtype), stride, (top, left), dilation, x.shape[2], OW)
     project = prepared(wp, "pointwise_t", _pointwise_t), _bias_or_zeros(bp, F, x.dtype)
     bands = _bands(x.shape, E, OH, depthwise.rows_read(1), stride[0], x.dtype.itemsize)
     act_e, act_d, act_p = activations
@@ -90,14 +90,14 @@ class _Depthwise:
     its input rows [i0, i1). Runs channels_last.py's row kernels on the band as if it were a whole image:
     output row o reads band row o·sh + i·dil_h − top', top' = top + i0 − o0·sh."""
 
-    def __init__(self, w, b, stride, top_left, dilation, OW):
+    def __init__(self, w, b, stride, top_left, dilation, W, OW):
         self.stride, self.top_left, self.dilation = stride, top_left, dilation
         self.KH, self.E = w.shape[2], w.shape[0]
         taps = prepared(w, "taps_last", _taps_last)[:, :, 0]  # (KH, KW, E)
-        self.nine = depthwise3x3.applies((1, 1, OW, self.E), w.shape, (1, 1, OW, self.E), stride, top_left, dilation)
-        if self.nine:  # 3×3 at stride 1, one pixel of padding each side (the input is OW wide too)
+        self.nine = depthwise3x3.applies((1, 1, W, self.E), w.shape, (1, 1, OW, self.E), stride, top_left, dilation)
+        if self.nine:  # MobileNet's 3×3 at stride 1 or 2
             self.taps, self.bias = prepared(w, "nine_taps", depthwise3x3.nine_taps), b
-            self.zeros = np.zeros(OW * self.E, w.dtype)
+            self.zeros = np.zeros(W * self.E, w.dtype)
         elif stride[1] == 1:  # whole rows as one SIMD loop per tap (channels_last.py), taps tiled to a chunk
             P = min(OW, max(1, DEPTHWISE_CHUNK // self.E))
             self.taps = prepared(w, ("depthwise_tap_rows", P), lambda w: _tiled_taps(taps, P))
@@ -121,8 +121,8 @@ class _Depthwise:
         OR, OW = d.shape[0], d.shape[1]
         top_left = (self.top_left[0] + i0 - o0 * self.stride[0], self.top_left[1])
         if self.nine:
-            depthwise3x3._rows(e.reshape(rows, W * E), self.taps, self.bias, E, rows, OR, top_left[0], self.zeros,
-                               d.reshape(OR, OW * E), act, 0, OR)
+            depthwise3x3._rows(e.reshape(rows, W * E), self.taps, self.bias, E, rows, OR, self.stride[0], top_left[0],
+                               top_left[1], self.zeros, d.reshape(OR, OW * E), act, 0, OR)
         elif self.stride[1] == 1:
             _depthwise_rows_forward_range(e.reshape(rows, W * E), self.taps, self.bias, E, rows, OR, self.stride[0],
                                           top_left, self.dilation, d.reshape(OR, OW * E), act, 0, OR)
