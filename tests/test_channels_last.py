@@ -107,12 +107,23 @@ def test_depthwise_many_channels_match_reference(dtype, C, stride, padding, dila
 @settings(deadline=None, max_examples=30)
 @given(N=st.integers(1, 2), H=st.integers(1, 6), W=st.integers(2, 9), C=st.integers(1, 40),
        top=st.integers(0, 2), bottom=st.integers(0, 2), activation=st.sampled_from([None, "relu6"]),
-       seed=st.integers(0, 2**16))
-def test_depthwise3x3_matches_reference(dtype, N, H, W, C, top, bottom, activation, seed):
+       banded=st.booleans(), seed=st.integers(0, 2**16))
+def test_depthwise3x3_matches_reference(dtype, N, H, W, C, top, bottom, activation, banded, seed):
     """The stride-1 3×3 depthwise kernel (nine taps in registers; kernels/cpu/conv/depthwise3x3.py), forward
-    and input gradient (the turned taps), against the reference, for any rows of padding above and below,
-    rows of 2 pixels up, channels below and above a SIMD vector."""
+    and input gradient (the turned taps), and the banded backward (taken from BANDED_MIN_CHANNELS channels:
+    here, when `banded`, from 1), against the reference, for any rows of padding above and below, rows of 2
+    pixels up, channels below and above a SIMD vector."""
     assume(H + top + bottom >= 3)
+    from tinycnn.kernels.cpu.conv import depthwise3x3
+    saved = depthwise3x3.BANDED_MIN_CHANNELS
+    depthwise3x3.BANDED_MIN_CHANNELS = 1 if banded else 10**9
+    try:
+        _check_depthwise3x3(dtype, N, H, W, C, top, bottom, activation, seed)
+    finally:
+        depthwise3x3.BANDED_MIN_CHANNELS = saved
+
+
+def _check_depthwise3x3(dtype, N, H, W, C, top, bottom, activation, seed):
     from tinycnn.kernels.cpu.conv import depthwise3x3
     rng = np.random.default_rng(seed)
     x, w, b = rng.standard_normal((N, C, H, W)), rng.standard_normal((C, 1, 3, 3)), rng.standard_normal(C)

@@ -93,8 +93,8 @@ def conv2d_channels_last_backward(dy, x, w, stride, padding, dilation, groups, n
         taps = _taps_last(w)[:, :, 0]  # (KH, KW, C)
         unit_stride, OW = stride[1] == 1, y_shape[2]
         nine = depthwise3x3.gradient_applies(x.shape, w.shape, y_shape, stride, (top, left), dilation)
-        if nine and y_shape[1] == x.shape[1] and (need_dw or need_db):  # dx, dw and db band by band: dy read once
-            sums = np.zeros((numba.get_num_threads(), 10, F), np.float64)
+        if nine and y_shape[1] == x.shape[1] and (need_dw or need_db) and F >= depthwise3x3.BANDED_MIN_CHANNELS:
+            sums = np.zeros((numba.get_num_threads(), 10, F), np.float64)  # dx, dw, db band by band: dy read once
             dx = depthwise3x3.backward(dy, x, depthwise3x3.nine_taps(w), top,
                                        output(x.shape, x.dtype) if need_dx else None, sums)
             sums = sums.sum(axis=0)
