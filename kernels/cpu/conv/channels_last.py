@@ -133,6 +133,10 @@ def conv2d_channels_last_backward(dy, x, w, stride, padding, dilation, groups, n
         else:
             dx = matmul(dy2, w.reshape(F, -1), out=output(x2.shape, x.dtype)).reshape(x.shape) if need_dx else None
             dw = matmul(dy2.T, x2).reshape(w.shape) if need_dw else None
+    elif need_dw and not need_dx:  # a first layer (its input needs no gradient): the columns piece by piece
+        dweights = _im2col_weight_grad_last(x, dy2, w.shape, stride, (top, left), dilation, y_shape)
+        KH, KW = w.shape[2], w.shape[3]
+        dw = np.ascontiguousarray(dweights.reshape(F, KH, KW, -1).transpose(0, 3, 1, 2), x.dtype)
     else:
         weights = _taps_last(w).reshape(-1, F)
         dweights = np.zeros(weights.T.shape, np.float64) if need_dw else None
@@ -278,6 +282,27 @@ def _im2col_gemm_last(x, weights, bias, act, w_shape, stride, padding, dilation,
         _bias_act_last_rows(out, bias, act, 0, out.shape[0])
 
     threads.parallel_for(piece, len(bounds) - 1)
+
+
+def _im2col_weight_grad_last(x, dy2, w_shape, stride, padding, dilation, y_shape):
+    """dweights (F, KH·KW·C) = Σ dyᵀ im2col(x), in float64, piece by piece of output rows as
+    _im2col_gemm_last cuts them: each piece's columns are built in its thread's L2 and multiplied there, each
+    piece's product kept apart and the products added at the end (the same bits whatever the threads)."""
+    N, OH, OW, F = y_shape
+    KH, KW = w_shape[2], w_shape[3]
+    K = KH * KW * x.shape[3]
+    rows = max(1, min(IM2COL_PIECE_BYTES // (OW * K * x.dtype.itemsize), -(-N * OH // IM2COL_MIN_PIECES)))
+    bounds = list(range(0, N * OH, rows)) + [N * OH]
+    products = np.empty((len(bounds) - 1, F, K), x.dtype)
+
+    def piece(i):
+        r0, r1 = bounds[i], bounds[i + 1]
+        cols = scratch("cols_last_piece", ((r1 - r0) * OW, K), x.dtype)
+        _im2col_last_rows(x, KH, KW, stride, padding, dilation, OH, OW, cols, r0, r1)
+        np.matmul(dy2[r0 * OW:r1 * OW].T, cols, out=products[i])
+
+    threads.parallel_for(piece, len(bounds) - 1)
+    return products.sum(axis=0, dtype=np.float64)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
