@@ -167,6 +167,22 @@ def test_depthwise3x3_stride_2_matches_reference(dtype, N, H, W, C, padding, act
     np.testing.assert_allclose(y, to_last(ACTIVATIONS[activation](z)), **TOL[dtype])
 
 
+@pytest.mark.parametrize("F", [1, 3, 4, 5])
+def test_pointwise_backward_with_few_filters(F):
+    """A 1×1 conv with a few filters (a detector head's) takes a row at a time (THIN_FILTERS), its dW summed in
+    float32 for 256 rows, then in float64: against NumPy's float64 products, over 1,600 rows."""
+    from tinycnn.kernels.cpu.conv import channels_last as cl
+    rng = np.random.default_rng(F)
+    x, w, dy = rng.standard_normal((2, 20, 40, 24)), rng.standard_normal((F, 24, 1, 1)), rng.standard_normal((2, 20, 40, F))
+    dx, dw, db = cpu.conv2d_channels_last_backward(dy.astype(np.float32), x.astype(np.float32), w.astype(np.float32),
+                                                   (1, 1), (0, 0, 0, 0), (1, 1), 1, True, True, True)
+    dy2, x2 = dy.reshape(-1, F), x.reshape(-1, 24)
+    np.testing.assert_allclose(dx, (dy2 @ w.reshape(F, 24)).reshape(x.shape), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dw, (dy2.T @ x2).reshape(w.shape), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(db, dy2.sum(axis=0), rtol=1e-4, atol=1e-3)
+    assert (F <= cl.THIN_FILTERS) == (F < 5)
+
+
 def test_pointwise_conv_with_uneven_padding():
     """A 1×1 conv padded at the bottom and right only: not the plain GEMM path (the output is larger)."""
     rng = np.random.default_rng(4)

@@ -164,8 +164,12 @@ def _pointwise_backward(dy2, x2, w2):
     """dx = dy W and dW = dyᵀ x of a 1×1 conv (dy (M, F), x (M, C), W (F, C)) in one pass over dy: each thread
     takes chunks of rows and runs both GEMMs on a chunk while it is in its L2 cache, summing its own share of
     dW (added up after). As two whole GEMMs, each read dy from memory (the regressor's 16 → 96 conv at 64×64
-    has a 25 MB dy) (timings: benchmarks/RESULTS.md, "Timings moved from kernel docstrings")."""
+    has a 25 MB dy) (timings: benchmarks/RESULTS.md, "Timings moved from kernel docstrings"). A few filters
+    (a detector head's 1 or 4): a row at a time in one kernel (GEMMs with 1 to 4 columns ran far below
+    BLAS's speed)."""
     M, F = dy2.shape
+    if F <= THIN_FILTERS:
+        return _thin_pointwise_backward(dy2, x2, w2)
     rows = max(16, POINTWISE_CHUNK_BYTES // (F * dy2.dtype.itemsize) // 16 * 16)
     chunks = [slice(lo, min(M, lo + rows)) for lo in range(0, M, rows)]
     parts = max(1, min(threads.num_threads(), len(chunks)))
@@ -180,6 +184,44 @@ def _pointwise_backward(dy2, x2, w2):
             dw_parts[t] += product
     threads.parallel_for(work, parts)
     return dx2, dw_parts.sum(axis=0).astype(dy2.dtype)
+
+
+THIN_FILTERS = 4  # 1×1 convs with at most this many filters: _thin_pointwise_backward
+
+
+def _thin_pointwise_backward(dy2, x2, w2):
+    """_pointwise_backward for a few filters: each share of the rows (one per thread) writes its rows of dx
+    and sums its own dW (in the data's dtype for 256 rows at a time, then in float64), added up after."""
+    dx2 = output(x2.shape, x2.dtype)
+    shares = np.zeros((numba.get_num_threads(),) + w2.shape, np.float64)
+    _on_threads(_thin_pointwise_shares, shares.shape[0], 2 * x2.size, dy2, x2, np.ascontiguousarray(w2), dx2,
+                shares)
+    return dx2, shares.sum(axis=0).astype(dy2.dtype)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def _thin_pointwise_shares(dy2, x2, w2, dx2, shares, t0, t1):
+    T, F, C = shares.shape
+    M = x2.shape[0]
+    part = np.zeros((F, C), x2.dtype)
+    for t in range(t0, t1):
+        first, last = t * M // T, (t + 1) * M // T
+        for m in range(first, last):
+            g, row, d = dy2[m], x2[m], dx2[m]
+            for k in range(C):
+                d[k] = g[0] * w2[0, k]
+            for f in range(1, F):
+                for k in range(C):
+                    d[k] += g[f] * w2[f, k]
+            for f in range(F):
+                acc = part[f]
+                for k in range(C):
+                    acc[k] += g[f] * row[k]
+            if (m - first) % 256 == 255 or m == last - 1:
+                for f in range(F):
+                    for k in range(C):
+                        shares[t, f, k] += part[f, k]
+                part[:] = 0
 
 
 def _column_sums(a2):
