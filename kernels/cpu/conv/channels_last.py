@@ -11,6 +11,7 @@ from ..activation import FUSED_CODES, fused_activate
 from ..gemm import matmul
 from ..workspace import output, prepared, scratch
 from . import depthwise3x3
+from .depthwise3x3 import TAP_WORK  # a depthwise conv's passes go on the threads from half SERIAL_BELOW
 from .epilogue import NO_ACTIVATION, _bias_or_zeros
 from .geometry import _geometry
 from .im2col import COLS_BUDGET_BYTES
@@ -44,8 +45,6 @@ from .rows import _valid_range
 # kernel about a second more to compile on an empty cache (benchmarks/RESULTS.md, "Cold start").
 
 _on_threads = threads.on_threads  # one call below threads.SERIAL_BELOW values, else tinycnn's threads
-TAP_WORK = 2  # a depthwise conv's passes do KH·KW multiply-adds a value: on the threads from half SERIAL_BELOW
-              # (the regressor's 16×16×192 depthwise at batch 16, forward 0.67 -> 0.45 ms, backward 1.64 -> 0.98)
 
 
 def conv2d_channels_last_forward(x, w, b, stride, padding, dilation, groups, activation=None):
@@ -302,6 +301,14 @@ IM2COL_PIECE_BYTES = 256 * 1024  # the columns of a piece of the forward (_im2co
 IM2COL_MIN_PIECES = 8  # work for every thread of a batch-1 predict
 
 
+def _piece_bounds(rows, row_bytes):
+    """Bounds of pieces of output rows whose columns take about IM2COL_PIECE_BYTES, at least IM2COL_MIN_PIECES
+    of them: cut from the shapes alone, never from the thread count (a GEMM's bits can depend on its size,
+    OpenBLAS having a kernel for small products), so outputs are the same bits whatever the threads."""
+    step = max(1, min(IM2COL_PIECE_BYTES // row_bytes, -(-rows // IM2COL_MIN_PIECES)))
+    return list(range(0, rows, step)) + [rows]
+
+
 def _im2col_gemm_last(x, weights, bias, act, w_shape, stride, padding, dilation, y_shape, y2):
     """y2 (N·OH·OW, F) = act(im2col(x) @ weights + bias), piece by piece of output rows (n, oh): each piece's
     columns are written to a buffer of its thread and multiplied while they are in its L2 cache, then the
@@ -310,10 +317,7 @@ def _im2col_gemm_last(x, weights, bias, act, w_shape, stride, padding, dilation,
     N, OH, OW, F = y_shape
     KH, KW = w_shape[2], w_shape[3]
     K = weights.shape[0]
-    # pieces cut from the shapes alone (at least IM2COL_MIN_PIECES), never from the thread count: a GEMM's
-    # bits can depend on its size (OpenBLAS has a kernel for small products), so outputs stay the same bits
-    rows = max(1, min(IM2COL_PIECE_BYTES // (OW * K * x.dtype.itemsize), -(-N * OH // IM2COL_MIN_PIECES)))
-    bounds = list(range(0, N * OH, rows)) + [N * OH]
+    bounds = _piece_bounds(N * OH, OW * K * x.dtype.itemsize)
 
     def piece(i):
         r0, r1 = bounds[i], bounds[i + 1]
@@ -333,8 +337,7 @@ def _im2col_weight_grad_last(x, dy2, w_shape, stride, padding, dilation, y_shape
     N, OH, OW, F = y_shape
     KH, KW = w_shape[2], w_shape[3]
     K = KH * KW * x.shape[3]
-    rows = max(1, min(IM2COL_PIECE_BYTES // (OW * K * x.dtype.itemsize), -(-N * OH // IM2COL_MIN_PIECES)))
-    bounds = list(range(0, N * OH, rows)) + [N * OH]
+    bounds = _piece_bounds(N * OH, OW * K * x.dtype.itemsize)
     products = np.empty((len(bounds) - 1, F, K), x.dtype)
 
     def piece(i):

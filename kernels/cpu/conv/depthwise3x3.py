@@ -26,7 +26,8 @@ from numba import njit
 from .. import threads
 from ..activation import fused_activate
 
-TAP_WORK = 2  # nine multiply-adds a value: on the threads from half threads.SERIAL_BELOW
+TAP_WORK = 2  # a depthwise conv's passes do nine multiply-adds a value: on the threads from half SERIAL_BELOW
+              # (the regressor's 16×16×192 depthwise at batch 16, forward 0.67 -> 0.45 ms, backward 1.64 -> 0.98)
 
 
 def applies(x_shape, w_shape, y_shape, stride, top_left, dilation):
