@@ -14,6 +14,8 @@ instead of a denormal or 0 (no softmax weight or sum notices), above the range a
 import numpy as np
 from numba import njit
 
+EXP_COST = 8  # an exp costs about as much as moving this many values: kernels of exps go on the threads
+              # from 1/8 of threads.SERIAL_BELOW's size (softmax.py, loss.py)
 _LOW, _HIGH = np.float32(-87.33), np.float32(88.37)  # k stays in [−126, 127]
 _LOG2E = np.float32(1.44269504)
 _LN2_HI, _LN2_LO = np.float32(0.693359375), np.float32(-2.12194440e-4)  # ln 2 in two parts (Cody–Waite)

@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import threads
-from .fast_exp import exp_row
+from .fast_exp import EXP_COST, exp_row
 
 
 def _flat(a, dtype):
@@ -237,9 +237,6 @@ def cross_entropy_backward(log_probs3, target2, weight, ignore_index, weight_sum
     threads.parallel_range(lambda n0, n1: _cross_entropy_grad(log_probs3, target2, weight, int(ignore_index), scale,
                                                               simd_exp, dx3, n0, n1), N, values=log_probs3.size * EXP_COST)
     return dx3
-
-
-EXP_COST = 8  # an exp costs about as much as moving this many values: cross-entropy goes on threads sooner
 
 
 # ---------------------------------------------------------------------- mean squared error

@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit
 
 from . import threads
-from .fast_exp import exp_row
+from .fast_exp import EXP_COST, exp_row
 
 
 @njit(cache=True)
@@ -100,9 +100,10 @@ def _forward(x3, log):
         x3 = np.ascontiguousarray(x3)
         if not log and x3.dtype == np.float32 and x3.shape[2] >= SIMD_ROW:  # (N, C) logits: rows of 1
             threads.parallel_range(lambda o0, o1: _softmax_float32(x3, y3, *_rows(x3.shape[2]), o0, o1), x3.shape[0],
-                                   values=x3.size)
+                                   values=x3.size * EXP_COST)
         else:
-            threads.parallel_range(lambda o0, o1: _softmax(x3, y3, log, o0, o1), x3.shape[0], values=x3.size)
+            threads.parallel_range(lambda o0, o1: _softmax(x3, y3, log, o0, o1), x3.shape[0],
+                                   values=x3.size * EXP_COST)
     return y3
 
 
