@@ -38,3 +38,20 @@ def exp_row(out, x, shift, powers):
     scale = powers.view(np.float32)
     for i in range(out.size):
         out[i] *= scale[i]
+
+
+@njit(cache=True, inline="always")
+def exp_shifted(x, out, m, total, powers):
+    """For one sample's classes x (C, inner), float32: m = max over the classes, out = e^(x − m) (exp_row)
+    and total = Σ over the classes of out, per position: the common start of a softmax and a log-softmax."""
+    C, inner = x.shape
+    for i in range(inner):
+        m[i] = x[0, i]
+        total[i] = 0
+    for c in range(1, C):
+        for i in range(inner):
+            m[i] = max(m[i], x[c, i])
+    for c in range(C):
+        exp_row(out[c], x[c], m, powers)
+        for i in range(inner):
+            total[i] += out[c, i]

@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import threads
-from .fast_exp import EXP_COST, exp_row
+from .fast_exp import EXP_COST, exp_row, exp_shifted
 
 
 def _flat(a, dtype):
@@ -157,16 +157,7 @@ def _cross_entropy_samples_float32(x3, target2, weight, ignore_index, log_probs3
     N, C, inner = x3.shape
     log_norm, total, powers = np.empty(inner, np.float32), np.empty(inner, np.float32), np.empty(inner, np.int32)
     for n in range(n0, n1):
-        for i in range(inner):
-            log_norm[i] = x3[n, 0, i]
-            total[i] = 0
-        for c in range(1, C):
-            for i in range(inner):
-                log_norm[i] = max(log_norm[i], x3[n, c, i])
-        for c in range(C):
-            exp_row(log_probs3[n, c], x3[n, c], log_norm, powers)
-            for i in range(inner):
-                total[i] += log_probs3[n, c, i]
+        exp_shifted(x3[n], log_probs3[n], log_norm, total, powers)
         for i in range(inner):
             log_norm[i] += math.log(total[i])
         for c in range(C):

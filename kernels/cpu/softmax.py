@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit
 
 from . import threads
-from .fast_exp import EXP_COST, exp_row
+from .fast_exp import EXP_COST, exp_shifted
 
 
 @njit(cache=True)
@@ -71,16 +71,7 @@ def _softmax_float32(x, y, m, total, powers, o0, o1):
     classes of a pixel is exact enough)."""
     C, inner = x.shape[1], x.shape[2]
     for o in range(o0, o1):
-        for i in range(inner):
-            m[i] = x[o, 0, i]
-            total[i] = 0
-        for c in range(1, C):
-            for i in range(inner):
-                m[i] = max(m[i], x[o, c, i])
-        for c in range(C):
-            exp_row(y[o, c], x[o, c], m, powers)
-            for i in range(inner):
-                total[i] += y[o, c, i]
+        exp_shifted(x[o], y[o], m, total, powers)
         for c in range(C):
             for i in range(inner):
                 y[o, c, i] /= total[i]

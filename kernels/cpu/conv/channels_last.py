@@ -89,8 +89,6 @@ def conv2d_channels_last_backward(dy, x, w, stride, padding, dilation, groups, n
     F = w.shape[0]
     dx = dw = db = None
     if depthwise:
-        taps = _taps_last(w)[:, :, 0]  # (KH, KW, C)
-        unit_stride, OW = stride[1] == 1, y_shape[2]
         nine = depthwise3x3.gradient_applies(x.shape, w.shape, y_shape, stride, (top, left), dilation)
         if nine and y_shape[1] == x.shape[1] and (need_dw or need_db) and F >= depthwise3x3.BANDED_MIN_CHANNELS:
             sums = np.zeros((numba.get_num_threads(), 10, F), np.float64)  # dx, dw, db band by band: dy read once
@@ -99,6 +97,8 @@ def conv2d_channels_last_backward(dy, x, w, stride, padding, dilation, groups, n
             sums = sums.sum(axis=0)
             dw = np.ascontiguousarray(sums[:9].T.reshape(w.shape), x.dtype) if need_dw else None
             return dx, dw, (sums[9].astype(x.dtype) if need_db else None)
+        taps = _taps_last(w)[:, :, 0]  # (KH, KW, C)
+        unit_stride, OW = stride[1] == 1, y_shape[2]
         if need_dx:
             dx = output(x.shape, x.dtype)
             if nine:  # the turned taps
