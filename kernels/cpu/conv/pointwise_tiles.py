@@ -77,7 +77,7 @@ def _backward_shares(dy, x, w_tiles, dx, shares, t0, t1):
     """For the shares t in [t0, t1) of the rows (T = len(shares)): dx's rows, and shares[t] += dyᵀ x over them."""
     T, F, C = shares.shape
     M = x.shape[0]
-    x_tiles = np.zeros((w_tiles.shape[0], ROWS, TILE_COLUMNS), x.dtype)
+    x_tiles = np.zeros((w_tiles.shape[0], ROWS, TILE_COLUMNS), x.dtype)  # x's chunk, 0 past its C columns
     part = np.empty((F, C), x.dtype)
     for t in range(t0, t1):
         first, last = t * M // T, (t + 1) * M // T
@@ -144,10 +144,10 @@ def _gram_add(dy, x_tiles, lo, n, part):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _to_tiles(x, lo, n, x_tiles):
-    """x_tiles[t, k, j] = x[lo + k, 32t + j] for k < n (0 past x's columns)."""
+    """x_tiles[t, k, j] = x[lo + k, 32t + j] for k < n and 32t + j < C (the zeros past C are never written)."""
     C = x.shape[1]
     for t in range(x_tiles.shape[0]):
+        columns = min(TILE_COLUMNS, C - t * TILE_COLUMNS)
         for k in range(n):
-            for j in range(TILE_COLUMNS):
-                c = t * TILE_COLUMNS + j
-                x_tiles[t, k, j] = x[lo + k, c] if c < C else 0
+            for j in range(columns):
+                x_tiles[t, k, j] = x[lo + k, t * TILE_COLUMNS + j]
