@@ -185,14 +185,14 @@ def test_pointwise_backward_with_few_filters(F):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @settings(deadline=None, max_examples=20)
-@given(M=st.integers(1, 1300), C=st.integers(1, 70), extra=st.integers(0, 40), seed=st.integers(0, 2**16))
-def test_pointwise_tiles_match_numpy(dtype, M, C, extra, seed):
+@given(M=st.integers(1, 1300), C=st.integers(1, 100), F=st.integers(1, 100), seed=st.integers(0, 2**16))
+def test_pointwise_tiles_match_numpy(dtype, M, C, F, seed):
     """The register-tile backward of a 1×1 conv (pointwise_tiles.py) against NumPy's float64 products: rows
     that are not a whole number of 4-row blocks or of 512-row chunks, channels and filters that are not whole
-    32-column tiles or 4-row blocks of dW."""
+    32-column tiles or 4-row blocks; expanding convs (dx on the tiles too) and projecting ones, dW's tiles
+    over the channels or over the filters."""
     from tinycnn.kernels.cpu.conv import pointwise_tiles
     rng = np.random.default_rng(seed)
-    F = C + extra
     dy, x, w = rng.standard_normal((M, F)), rng.standard_normal((M, C)), rng.standard_normal((F, C))
     dx, dw = pointwise_tiles.backward(dy.astype(dtype), x.astype(dtype), w.astype(dtype))
     assert dx.dtype == dw.dtype == dtype and dx.shape == (M, C) and dw.shape == (F, C)
@@ -202,14 +202,15 @@ def test_pointwise_tiles_match_numpy(dtype, M, C, extra, seed):
 
 
 def test_pointwise_backward_takes_the_tiles_where_they_apply(monkeypatch):
-    """conv2d_channels_last_backward of an expanding 1×1 conv over ≥ MIN_ROWS pixels runs pointwise_tiles
-    (and gives NumPy's gradients); a projecting one (C > F) keeps the GEMMs."""
+    """conv2d_channels_last_backward of a 1×1 conv over ≥ MIN_ROWS pixels runs pointwise_tiles where it
+    applies (an expanding conv, a projecting one with whole tiles of channels) and gives NumPy's gradients
+    either way."""
     from tinycnn.kernels.cpu.conv import pointwise_tiles
     calls = []
     tiled = pointwise_tiles.backward
     monkeypatch.setattr(pointwise_tiles, "backward", lambda *args: calls.append(1) or tiled(*args))
     rng = np.random.default_rng(7)
-    for C, F, tiles in ((24, 40, True), (40, 24, False)):
+    for C, F, tiles in ((24, 40, True), (64, 24, True), (40, 24, False), (16, 40, False)):
         calls.clear()
         x, w, dy = rng.standard_normal((2, 41, 53, C)), rng.standard_normal((F, C, 1, 1)), rng.standard_normal((2, 41, 53, F))
         dx, dw, db = cpu.conv2d_channels_last_backward(dy.astype(np.float32), x.astype(np.float32), w.astype(np.float32),
