@@ -82,6 +82,8 @@ REQUIRED = {
     "interpolate": _table({
         "upsample_nearest2d_forward": "x, scale",
         "upsample_nearest2d_backward": "dy, scale",
+        "upsample_nearest2d_last_forward": "x, scale",  # the same with the channels last: (N, H, W, C)
+        "upsample_nearest2d_last_backward": "dy, scale",
         "upsample_bilinear2d_forward": "x, out_hw, align_corners",
         "upsample_bilinear2d_backward": "dy, x_shape, align_corners",
     }),

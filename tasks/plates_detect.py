@@ -68,26 +68,19 @@ def stages(expansion):
 
 # ------------------------------------------------------------------------------------------ the network
 
-def upsample2x(x):
-    """Nearest-neighbour 2x upsampling of a channels-last (N, H, W, C) tensor, by two concatenations and
-    reshapes (each pixel repeated along W, then each row along H)."""
-    n, h, w, c = x.shape
-    x = tinycnn.cat([x, x], axis=3).reshape((n, h, 2 * w, c))
-    return tinycnn.cat([x, x], axis=2).reshape((n, 2 * h, 2 * w, c))
-
-
 class NeckStep(tinycnn.Module):
     """Upsample the coarser map 2x, add a 1x1 projection of the finer backbone map, then depthwise 3x3 + 1x1."""
     fusable = (("depthwise", "pointwise"),)  # predict runs the two as one op (tinycnn/fuse.py)
 
     def __init__(self, channels):
         super().__init__()
+        self.up = layers.UpSampling2D(2, data_format="channels_last")  # nearest
         self.lateral = ConvBNReLU6(channels, 1, activation=False, data_format="channels_last")
         self.depthwise = ConvBNReLU6(channels, 3, depthwise=True, data_format="channels_last")
         self.pointwise = ConvBNReLU6(channels, 1, data_format="channels_last")
 
     def forward(self, coarse, fine):
-        return self.pointwise(self.depthwise(upsample2x(coarse) + self.lateral(fine)))
+        return self.pointwise(self.depthwise(self.up(coarse) + self.lateral(fine)))
 
 
 class Head(tinycnn.Module):

@@ -125,6 +125,17 @@ def test_upsample_nearest(scale):
                  cpu_interp.upsample_nearest2d_backward(f64(dy), scale), terms=6)
 
 
+@pytest.mark.parametrize("scale", [(1, 1), (2, 3)])
+def test_upsample_nearest_channels_last(scale):
+    rng = np.random.default_rng(3)
+    x = randn(rng, (2, 3, 4, 5))
+    y = interp.upsample_nearest2d_last_forward(dev(x), scale)
+    np.testing.assert_array_equal(host(y), cpu_interp.upsample_nearest2d_last_forward(x, scale))
+    dy = randn(rng, y.shape)
+    assert_close(host(interp.upsample_nearest2d_last_backward(dev(dy), scale)),
+                 cpu_interp.upsample_nearest2d_last_backward(f64(dy), scale), terms=6)
+
+
 @pytest.mark.parametrize("in_hw, out_hw", [((3, 4), (6, 8)), ((4, 3), (7, 5)), ((5, 5), (3, 2)), ((1, 3), (4, 1))])
 @pytest.mark.parametrize("align_corners", [False, True])
 def test_upsample_bilinear(in_hw, out_hw, align_corners):

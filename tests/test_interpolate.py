@@ -1,14 +1,16 @@
-"""interpolate: nearest (integer factors) and bilinear (align_corners False/True) — gradients against finite
-differences (float64), the CPU kernels against the NumPy reference (float32 and float64), PyTorch's
-coordinate mapping on known values, and error cases."""
+"""interpolate: nearest (integer factors) and bilinear (align_corners False/True), and nearest with the channels
+last — gradients against finite differences (float64), the CPU kernels against the NumPy reference (float32
+and float64), PyTorch's coordinate mapping on known values, the layer in both layouts, and error cases."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 import tinycnn
 from tinycnn import functional as F
+from tinycnn import layers
 from tinycnn.kernels.cpu import interpolate as cpu
 from tinycnn.kernels.reference import interpolate as ref
+from tinycnn.ops.interpolate import interpolate_channels_last
 from gradcheck import check_gradients
 
 small_shapes = st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 4), st.integers(1, 4))
@@ -23,6 +25,13 @@ dtypes = st.sampled_from([np.float32, np.float64])
 def test_nearest_gradient(shape, sh, sw, seed):
     x = np.random.default_rng(seed).standard_normal(shape)
     check_gradients(lambda x: F.interpolate(x, scale_factor=(sh, sw), mode="nearest"), [x])
+
+
+@settings(deadline=None, max_examples=15)
+@given(small_shapes, st.integers(1, 3), st.integers(1, 3), seeds)
+def test_nearest_channels_last_gradient(shape, sh, sw, seed):
+    x = np.random.default_rng(seed).standard_normal(shape)
+    check_gradients(lambda x: interpolate_channels_last(x, scale_factor=(sh, sw)), [x])
 
 
 @settings(deadline=None, max_examples=20)
@@ -45,6 +54,42 @@ def test_nearest_kernels_match_reference(shape, sh, sw, dtype, seed):
     dx = cpu.upsample_nearest2d_backward(dy, (sh, sw))
     assert dx.dtype == dtype
     np.testing.assert_allclose(dx, ref.upsample_nearest2d_backward(dy, (sh, sw)), rtol=1e-5, atol=1e-6)
+
+
+@settings(deadline=None, max_examples=15)
+@given(st.tuples(st.integers(1, 3), st.integers(1, 5), st.integers(1, 5), st.integers(1, 40)), st.integers(1, 3),
+       st.integers(1, 3), dtypes, seeds)
+def test_nearest_channels_last_kernels_match_reference(shape, sh, sw, dtype, seed):
+    """(N, H, W, C) from 1 to 40 channels (a SIMD vector and a remainder), on one thread and on the threads."""
+    x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    y = cpu.upsample_nearest2d_last_forward(x, (sh, sw))
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, ref.upsample_nearest2d_last_forward(x, (sh, sw)))
+    np.testing.assert_array_equal(y, ref.upsample_nearest2d_forward(x.transpose(0, 3, 1, 2), (sh, sw)).transpose(0, 2, 3, 1))
+    dy = np.random.default_rng(seed + 1).standard_normal(y.shape).astype(dtype)
+    dx = cpu.upsample_nearest2d_last_backward(dy, (sh, sw))
+    assert dx.dtype == dtype
+    np.testing.assert_allclose(dx, ref.upsample_nearest2d_last_backward(dy, (sh, sw)), rtol=1e-5, atol=1e-6)
+
+
+def test_nearest_channels_last_kernels_on_the_threads():
+    """A map big enough to be cut into ranges of rows for the threads (threads.SERIAL_BELOW values)."""
+    x = np.random.default_rng(5).standard_normal((4, 16, 16, 64)).astype(np.float32)
+    y = cpu.upsample_nearest2d_last_forward(x, (2, 2))
+    np.testing.assert_array_equal(y, ref.upsample_nearest2d_last_forward(x, (2, 2)))
+    dx = cpu.upsample_nearest2d_last_backward(y, (2, 2))
+    np.testing.assert_allclose(dx, 4 * x, rtol=1e-6)
+
+
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
+def test_upsampling_layer_channels_last_matches_channels_first(interpolation):
+    x = np.random.default_rng(6).standard_normal((2, 3, 5, 4)).astype(np.float32)
+    first = layers.UpSampling2D((2, 3), interpolation=interpolation)(tinycnn.Tensor(x)).numpy()
+    last = layers.UpSampling2D((2, 3), interpolation=interpolation, data_format="channels_last")(
+        tinycnn.Tensor(x.transpose(0, 2, 3, 1))).numpy()
+    np.testing.assert_allclose(last, first.transpose(0, 2, 3, 1), rtol=1e-6, atol=1e-6)
+    assert layers.UpSampling2D(2, data_format="channels_last").get_config()["data_format"] == "channels_last"
+    assert "data_format" not in layers.UpSampling2D(2).get_config()
 
 
 @settings(deadline=None, max_examples=20)
@@ -121,3 +166,7 @@ def test_interpolate_errors():
         F.interpolate(x, scale_factor=0.1, mode="bilinear")
     with pytest.raises(ValueError, match="size"):
         F.interpolate(x, size=(2.5, 4), mode="bilinear")
+    with pytest.raises(ValueError, match=r"integer multiples of the input only: size \(6, 8\) for input shape \(1, 4, 4, 1\)"):
+        interpolate_channels_last(tinycnn.Tensor(np.zeros((1, 4, 4, 1), np.float32)), size=(6, 8))
+    with pytest.raises(ValueError, match=r"\(N, H, W, C\)"):
+        interpolate_channels_last(tinycnn.Tensor(np.zeros((4, 4, 1), np.float32)), scale_factor=2)

@@ -199,7 +199,7 @@ def test_plate_detector(tmp_path):
     model = randomise_statistics(build(detect.PlateCenterNet(width=0.25, neck=8), (3, 32, 32)))
     model.metadata = {"task": "plates_box", "img_size": 32}
     proto = assert_exports(model, (3, 32, 32), tmp_path, input_shape=(3, 32, 32), name="detector")
-    assert {"Concat", "Reshape", "Add"} <= op_types(proto)
+    assert {"Concat", "Resize", "Add"} <= op_types(proto)  # the neck's upsampling: Resize with scales (1, 2, 2, 1)
 
 
 # ---------------------------------------------------------------------- refusals and options

@@ -18,6 +18,7 @@ from . import functional as F
 from .keras_tensor import call_symbolic, is_symbolic
 from .nn import Module, Parameter
 from .ops.batchnorm import batch_norm_activation
+from .ops.interpolate import interpolate_channels_last
 from .ops.conv import (conv2d_activation, conv2d_channels_last, conv2d_channels_last_separable, conv2d_relu,
                        conv2d_relu_maxpool2)
 from .random import generator
@@ -466,22 +467,28 @@ class BatchNormalization(Layer):
 
 
 class UpSampling2D(Layer):
-    def __init__(self, size=2, interpolation="nearest", name=None, input_shape=None):
+    """Repeats rows and columns by `size` (nearest) or interpolates them (bilinear): (N, C, H, W) ->
+    (N, C, H·sh, W·sw); with data_format="channels_last", (N, H, W, C) -> (N, H·sh, W·sw, C)."""
+
+    def __init__(self, size=2, interpolation="nearest", data_format="channels_first", name=None, input_shape=None):
         super().__init__(name, input_shape)
         self.size = _pair(size)
         if interpolation not in ("nearest", "bilinear"):
             raise ValueError(f"interpolation must be 'nearest' or 'bilinear', got {interpolation!r}")
         self.interpolation = interpolation
+        self.data_format = _check_data_format(data_format)
 
     def forward(self, x):
         _require_rank(x.shape, 4, self)
-        size = (x.shape[2] * self.size[0], x.shape[3] * self.size[1])
+        resize = interpolate_channels_last if self.data_format == "channels_last" else F.interpolate
         if self.interpolation == "nearest":
-            return F.interpolate(x, scale_factor=self.size, mode="nearest")
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            return resize(x, scale_factor=self.size, mode="nearest")
+        hw = x.shape[1:3] if self.data_format == "channels_last" else x.shape[2:]
+        return resize(x, size=(hw[0] * self.size[0], hw[1] * self.size[1]), mode="bilinear", align_corners=False)
 
     def config(self):
-        return dict(super().config(), size=list(self.size), interpolation=self.interpolation)
+        return dict(super().config(), size=list(self.size), interpolation=self.interpolation,
+                    **_data_format_config(self.data_format))
 
 
 class Activation(Layer):

@@ -11,9 +11,17 @@
 
 The kernels work on P = N·C planes (H, W), one thread per plane (`prange`): the backward's scatter
 (`+=` into four input pixels) stays inside a thread's own plane, so it cannot race.
+
+Nearest with the channels last (x (N, H, W, C), the plate detector's neck): rows of W·C values; each input
+row is widened once (every pixel's C channels copied sw times) into its first output row, which is then
+copied to the other sh − 1; the backward sums each block of sh rows, then each pixel's sw copies. Input rows
+go to the threads of kernels/cpu/threads.py, each a serial `nogil` kernel over a range of them.
 """
 import numpy as np
 from numba import njit, prange
+
+from . import threads
+from .workspace import output
 
 
 def _planes(a):
@@ -59,6 +67,63 @@ def upsample_nearest2d_backward(dy, scale):
     dx = np.empty((N, C, OH // scale[0], OW // scale[1]), dy.dtype)
     _nearest_backward_planes(_planes(np.ascontiguousarray(dy)), _planes(dx), scale[0], scale[1])
     return dx
+
+
+def upsample_nearest2d_last_forward(x, scale):
+    """x (N, H, W, C) -> y (N, H·sh, W·sw, C)."""
+    N, H, W, C = x.shape
+    sh, sw = scale
+    y = output((N, H * sh, W * sw, C), x.dtype)
+    x_rows, y_rows = np.ascontiguousarray(x).reshape(N * H, W * C), y.reshape(N * H * sh, W * sw * C)
+    threads.on_threads(_nearest_last_rows, N * H, y.size, x_rows, y_rows, C, sh, sw)
+    return y
+
+
+@njit(cache=True, nogil=True)
+def _nearest_last_rows(x_rows, y_rows, C, sh, sw, r0, r1):
+    """Input rows r0 ≤ r < r1 -> output rows r·sh … r·sh + sh − 1."""
+    W = x_rows.shape[1] // C
+    for r in range(r0, r1):
+        src, first = x_rows[r], y_rows[r * sh]
+        for w in range(W):
+            pixel = src[w * C:(w + 1) * C]
+            for b in range(sw):
+                out = first[(w * sw + b) * C:(w * sw + b + 1) * C]
+                for c in range(C):
+                    out[c] = pixel[c]
+        for a in range(1, sh):
+            y_rows[r * sh + a][:] = first
+
+
+def upsample_nearest2d_last_backward(dy, scale):
+    """dy (N, H·sh, W·sw, C) -> dx (N, H, W, C)."""
+    N, OH, OW, C = dy.shape
+    sh, sw = scale
+    dx = output((N, OH // sh, OW // sw, C), dy.dtype)
+    dy_rows, dx_rows = np.ascontiguousarray(dy).reshape(N * OH, OW * C), dx.reshape(-1, (OW // sw) * C)
+    threads.on_threads(_nearest_last_backward_rows, dx_rows.shape[0], dy.size, dy_rows, dx_rows, C, sh, sw)
+    return dx
+
+
+@njit(cache=True, nogil=True)
+def _nearest_last_backward_rows(dy_rows, dx_rows, C, sh, sw, r0, r1):
+    """dx rows r0 ≤ r < r1: the sum of dy's rows r·sh … r·sh + sh − 1, then of each pixel's sw copies."""
+    W = dx_rows.shape[1] // C
+    total = np.empty(dy_rows.shape[1], dy_rows.dtype)
+    for r in range(r0, r1):
+        total[:] = dy_rows[r * sh]
+        for a in range(1, sh):
+            row = dy_rows[r * sh + a]
+            for k in range(total.size):
+                total[k] += row[k]
+        out = dx_rows[r]
+        for w in range(W):
+            o = out[w * C:(w + 1) * C]
+            o[:] = total[w * sw * C:(w * sw + 1) * C]
+            for b in range(1, sw):
+                piece = total[(w * sw + b) * C:(w * sw + b + 1) * C]
+                for c in range(C):
+                    o[c] += piece[c]
 
 
 # ---------------------------------------------------------------------- bilinear

@@ -8,7 +8,8 @@
     s(i) = i·(H − 1)/(OH − 1)                      align_corners=True (0 when OH = 1)
     s(i) = max((i + 0.5)·H/OH − 0.5, 0)            align_corners=False
 
-One thread per output pixel (forwards, nearest backward: one per input pixel, a gather). The bilinear
+Nearest with the channels last: y[n, i, j, c] = x[n, i // sh, j // sw, c], the same gathers over
+(N, H, W, C) arrays. One thread per output pixel (forwards, nearest backward: one per input pixel, a gather). The bilinear
 backward scatters each output's gradient into its four taps, which neighbouring outputs share: those adds
 are cuda.atomic.add into a zeroed dx. The source coordinate is computed in the input's dtype (the CPU uses
 float64): where the two round differently at a tap boundary, t ≈ 0 on one side and ≈ 1 on the other, so
@@ -42,6 +43,32 @@ def nearest_backward_kernel(dy, dx, H, W, sh, sw):
         for a in range(sh):
             for b in range(sw):
                 total += dy[(p * OH + h * sh + a) * OW + w * sw + b]
+        dx[o] = total
+
+
+@cuda.jit(cache=True)
+def nearest_last_forward_kernel(x, y, H, W, C, OH, OW, sh, sw):
+    for o in range(cuda.grid(1), y.size, cuda.gridsize(1)):
+        c = o % C
+        j = (o // C) % OW
+        i = (o // (C * OW)) % OH
+        n = o // (C * OW * OH)
+        y[o] = x[((n * H + i // sh) * W + j // sw) * C + c]
+
+
+@cuda.jit(cache=True)
+def nearest_last_backward_kernel(dy, dx, H, W, C, sh, sw):
+    OH = H * sh
+    OW = W * sw
+    for o in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
+        c = o % C
+        w = (o // C) % W
+        h = (o // (C * W)) % H
+        n = o // (C * W * H)
+        total = dx.dtype.type(0)
+        for a in range(sh):
+            for b in range(sw):
+                total += dy[((n * OH + h * sh + a) * OW + w * sw + b) * C + c]
         dx[o] = total
 
 
@@ -104,6 +131,24 @@ def upsample_nearest2d_backward(dy, scale):
     dx = gpu.empty((N, C, OH // scale[0], OW // scale[1]), dy.dtype)
     if dx.size:
         gpu.launch1d(nearest_backward_kernel, dx.size, gpu.flat(dy), gpu.flat(dx), dx.shape[2], dx.shape[3], *scale)
+    return dx
+
+
+def upsample_nearest2d_last_forward(x, scale):
+    N, H, W, C = x.shape
+    y = gpu.empty((N, H * scale[0], W * scale[1], C), x.dtype)
+    if y.size:
+        gpu.launch1d(nearest_last_forward_kernel, y.size, gpu.flat(x), gpu.flat(y), H, W, C, y.shape[1], y.shape[2],
+                     *scale)
+    return y
+
+
+def upsample_nearest2d_last_backward(dy, scale):
+    N, OH, OW, C = dy.shape
+    dx = gpu.empty((N, OH // scale[0], OW // scale[1], C), dy.dtype)
+    if dx.size:
+        gpu.launch1d(nearest_last_backward_kernel, dx.size, gpu.flat(dy), gpu.flat(dx), dx.shape[1], dx.shape[2], C,
+                     *scale)
     return dx
 
 

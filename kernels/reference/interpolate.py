@@ -1,6 +1,7 @@
-"""NumPy reference of 2-D upsampling (NCHW): nearest with integer scales, and bilinear as PyTorch maps it.
+"""NumPy reference of 2-D upsampling (NCHW): nearest with integer scales, and bilinear as PyTorch maps it;
+nearest also with the channels last.
 
-    nearest, scale (sh, sw):  y[n, c, i, j] = x[n, c, i // sh, j // sw]
+    nearest, scale (sh, sw):  y[n, c, i, j] = x[n, c, i // sh, j // sw]   (channels last: y[n, i, j, c])
     bilinear, output (OH, OW): output row i reads input row r = source(i) (a real number), between the rows
         r0 = ⌊r⌋ and r1 = min(r0 + 1, H − 1), with weights 1 − (r − r0) and r − r0; columns likewise, and
         y = Σ of the 4 neighbours, each weighted by its row weight × column weight.
@@ -19,6 +20,17 @@ def upsample_nearest2d_backward(dy, scale):
     N, C, OH, OW = dy.shape
     sh, sw = scale
     return dy.reshape(N, C, OH // sh, sh, OW // sw, sw).sum(axis=(3, 5))
+
+
+def upsample_nearest2d_last_forward(x, scale):
+    """x (N, H, W, C) -> (N, H·sh, W·sw, C)."""
+    return x.repeat(scale[0], axis=1).repeat(scale[1], axis=2)
+
+
+def upsample_nearest2d_last_backward(dy, scale):
+    N, OH, OW, C = dy.shape
+    sh, sw = scale
+    return dy.reshape(N, OH // sh, sh, OW // sw, sw, C).sum(axis=(2, 4))
 
 
 def source_coordinate(i, in_size, out_size, align_corners):

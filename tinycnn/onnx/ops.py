@@ -283,6 +283,14 @@ def upsample_nearest(g, call):
                   coordinate_transformation_mode="asymmetric", nearest_mode="floor")
 
 
+@converts(interpolate.UpsampleNearest2dLast)
+def upsample_nearest_last(g, call):
+    x, (sh, sw) = call.args
+    scales = g.constant(np.asarray([1, sh, sw, 1], np.float32), "scales")
+    return g.node("Resize", [g.value(x), "", scales], mode="nearest",
+                  coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+
+
 @converts(interpolate.UpsampleBilinear2d)
 def upsample_bilinear(g, call):
     """Resize to the exact sizes: (N, C) from the input's shape, then the traced (OH, OW)."""
