@@ -196,6 +196,7 @@ def test_pointwise_tiles_match_numpy(dtype, M, C, F, seed):
     dy, x, w = rng.standard_normal((M, F)), rng.standard_normal((M, C)), rng.standard_normal((F, C))
     dx, dw = pointwise_tiles.backward(dy.astype(dtype), x.astype(dtype), w.astype(dtype))
     assert dx.dtype == dw.dtype == dtype and dx.shape == (M, C) and dw.shape == (F, C)
+    assert dx.flags.c_contiguous and dw.flags.c_contiguous
     scale = 1e-12 if dtype == np.float64 else 1e-4  # float32: dW sums up to 1,300 products
     np.testing.assert_allclose(dx, dy @ w, rtol=scale, atol=scale * np.sqrt(F))
     np.testing.assert_allclose(dw, dy.T @ x, rtol=scale, atol=scale * np.sqrt(M))

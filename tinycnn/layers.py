@@ -18,9 +18,9 @@ from . import functional as F
 from .keras_tensor import call_symbolic, is_symbolic
 from .nn import Module, Parameter
 from .ops.batchnorm import batch_norm_activation
-from .ops.interpolate import interpolate_channels_last
 from .ops.conv import (conv2d_activation, conv2d_channels_last, conv2d_channels_last_separable, conv2d_relu,
                        conv2d_relu_maxpool2)
+from .ops.interpolate import interpolate_channels_last
 from .random import generator
 from .tensor import Tensor
 

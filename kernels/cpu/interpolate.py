@@ -91,8 +91,10 @@ def _nearest_last_rows(x_rows, y_rows, C, sh, sw, r0, r1):
                 out = first[(w * sw + b) * C:(w * sw + b + 1) * C]
                 for c in range(C):
                     out[c] = pixel[c]
-        for a in range(1, sh):
-            y_rows[r * sh + a][:] = first
+        for a in range(1, sh):  # (explicit loops: a slice assignment compiles NumPy's broadcasting, ~2 s)
+            copy = y_rows[r * sh + a]
+            for k in range(first.size):
+                copy[k] = first[k]
 
 
 def upsample_nearest2d_last_backward(dy, scale):
@@ -111,15 +113,18 @@ def _nearest_last_backward_rows(dy_rows, dx_rows, C, sh, sw, r0, r1):
     W = dx_rows.shape[1] // C
     total = np.empty(dy_rows.shape[1], dy_rows.dtype)
     for r in range(r0, r1):
-        total[:] = dy_rows[r * sh]
+        row = dy_rows[r * sh]
+        for k in range(total.size):
+            total[k] = row[k]
         for a in range(1, sh):
             row = dy_rows[r * sh + a]
             for k in range(total.size):
                 total[k] += row[k]
         out = dx_rows[r]
         for w in range(W):
-            o = out[w * C:(w + 1) * C]
-            o[:] = total[w * sw * C:(w * sw + 1) * C]
+            o, piece = out[w * C:(w + 1) * C], total[w * sw * C:(w * sw + 1) * C]
+            for c in range(C):
+                o[c] = piece[c]
             for b in range(1, sw):
                 piece = total[(w * sw + b) * C:(w * sw + b + 1) * C]
                 for c in range(C):

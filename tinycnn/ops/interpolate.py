@@ -1,4 +1,5 @@
-"""Resizing of NCHW images, as torch.nn.functional.interpolate: nearest (integer factors) and bilinear.
+"""Resizing of NCHW images, as torch.nn.functional.interpolate: nearest (integer factors) and bilinear; and
+of (N, H, W, C) ones (interpolate_channels_last, Keras' UpSampling2D(data_format="channels_last")).
 
     nearest, scale (sh, sw):  y[i, j] = x[i // sh, j // sw];  backward: each pixel sums its copies' gradients
     bilinear: each output pixel blends its 4 nearest input pixels (PyTorch's coordinate mapping for

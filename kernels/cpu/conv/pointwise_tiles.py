@@ -88,7 +88,7 @@ def backward(dy2, x2, w2):
     threads.on_threads(_backward_shares, shares.shape[0], 2 * dy2.size + x2.size, left, right, dy2, w_tiles, dx2,
                        shares, dx_on_tiles)
     dw = shares.sum(axis=0)
-    return dx2, (dw if over_channels else dw.T).astype(dy2.dtype)
+    return dx2, np.ascontiguousarray(dw if over_channels else dw.T, dy2.dtype)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
