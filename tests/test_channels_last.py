@@ -183,46 +183,6 @@ def test_pointwise_backward_with_few_filters(F):
     assert (F <= cl.THIN_FILTERS) == (F < 5)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@settings(deadline=None, max_examples=20)
-@given(M=st.integers(1, 1300), C=st.integers(1, 100), F=st.integers(1, 100), seed=st.integers(0, 2**16))
-def test_pointwise_tiles_match_numpy(dtype, M, C, F, seed):
-    """The register-tile backward of a 1×1 conv (pointwise_tiles.py) against NumPy's float64 products: rows
-    that are not a whole number of 4-row blocks or of 512-row chunks, channels and filters that are not whole
-    32-column tiles or 4-row blocks; expanding convs (dx on the tiles too) and projecting ones, dW's tiles
-    over the channels or over the filters."""
-    from tinycnn.kernels.cpu.conv import pointwise_tiles
-    rng = np.random.default_rng(seed)
-    dy, x, w = rng.standard_normal((M, F)), rng.standard_normal((M, C)), rng.standard_normal((F, C))
-    dx, dw = pointwise_tiles.backward(dy.astype(dtype), x.astype(dtype), w.astype(dtype))
-    assert dx.dtype == dw.dtype == dtype and dx.shape == (M, C) and dw.shape == (F, C)
-    assert dx.flags.c_contiguous and dw.flags.c_contiguous
-    scale = 1e-12 if dtype == np.float64 else 1e-4  # float32: dW sums up to 1,300 products
-    np.testing.assert_allclose(dx, dy @ w, rtol=scale, atol=scale * np.sqrt(F))
-    np.testing.assert_allclose(dw, dy.T @ x, rtol=scale, atol=scale * np.sqrt(M))
-
-
-def test_pointwise_backward_takes_the_tiles_where_they_apply(monkeypatch):
-    """conv2d_channels_last_backward of a 1×1 conv over ≥ MIN_ROWS pixels runs pointwise_tiles where it
-    applies (an expanding conv, a projecting one with whole tiles of channels) and gives NumPy's gradients
-    either way."""
-    from tinycnn.kernels.cpu.conv import pointwise_tiles
-    calls = []
-    tiled = pointwise_tiles.backward
-    monkeypatch.setattr(pointwise_tiles, "backward", lambda *args: calls.append(1) or tiled(*args))
-    rng = np.random.default_rng(7)
-    for C, F, tiles in ((24, 40, True), (64, 24, True), (40, 24, False), (16, 40, False)):
-        calls.clear()
-        x, w, dy = rng.standard_normal((2, 41, 53, C)), rng.standard_normal((F, C, 1, 1)), rng.standard_normal((2, 41, 53, F))
-        dx, dw, db = cpu.conv2d_channels_last_backward(dy.astype(np.float32), x.astype(np.float32), w.astype(np.float32),
-                                                       (1, 1), (0, 0, 0, 0), (1, 1), 1, True, True, True)
-        dy2, x2 = dy.reshape(-1, F), x.reshape(-1, C)
-        np.testing.assert_allclose(dx, (dy2 @ w.reshape(F, C)).reshape(x.shape), rtol=1e-4, atol=1e-4)
-        np.testing.assert_allclose(dw, (dy2.T @ x2).reshape(w.shape), rtol=1e-4, atol=1e-2)
-        np.testing.assert_allclose(db, dy2.sum(axis=0), rtol=1e-4, atol=1e-2)
-        assert len(calls) == tiles
-
-
 def test_pointwise_conv_with_uneven_padding():
     """A 1×1 conv padded at the bottom and right only: not the plain GEMM path (the output is larger)."""
     rng = np.random.default_rng(4)

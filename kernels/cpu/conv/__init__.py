@@ -31,8 +31,7 @@ while the output is in cache), `rows.py` (the row loops the kernels share), `geo
 the two forms of padding), `transpose.py` (transposed conv, which reuses the algorithms above, and its
 pixel-shuffle case for stride = kernel), `padding.py` (pad2d), `channels_last.py` (the same conv on
 (N, H, W, C) arrays, for MobileNet's 1×1 and depthwise convs, which run faster in that layout;
-`depthwise3x3.py` its 3×3 depthwise convs, nine taps summed in registers; `pointwise_tiles.py` the
-backward of its expanding and square 1×1 convs, on tiles of sums held in registers), `separable.py`
+`depthwise3x3.py` its 3×3 depthwise convs, nine taps summed in registers), `separable.py`
 (an inverted residual block's [1×1 →] depthwise → 1×1 convs, channels last, band by band in one pass:
 inference).
 

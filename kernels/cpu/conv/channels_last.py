@@ -10,7 +10,7 @@ from .. import threads
 from ..activation import FUSED_CODES, fused_activate
 from ..gemm import matmul
 from ..workspace import output, prepared, scratch
-from . import depthwise3x3, pointwise_tiles
+from . import depthwise3x3
 from .depthwise3x3 import TAP_WORK  # a depthwise conv's passes go on the threads from half SERIAL_BELOW
 from .epilogue import NO_ACTIVATION, _bias_or_zeros
 from .geometry import _geometry
@@ -165,12 +165,10 @@ def _pointwise_backward(dy2, x2, w2):
     dW (added up after). As two whole GEMMs, each read dy from memory (the regressor's 16 → 96 conv at 64×64
     has a 25 MB dy) (timings: benchmarks/RESULTS.md, "Timings moved from kernel docstrings"). A few filters
     (a detector head's 1 or 4): a row at a time in one kernel (GEMMs with 1 to 4 columns ran far below
-    BLAS's speed). Expanding and square convs from 24 channels: pointwise_tiles.py, faster there."""
+    BLAS's speed)."""
     M, F = dy2.shape
     if F <= THIN_FILTERS:
         return _thin_pointwise_backward(dy2, x2, w2)
-    if pointwise_tiles.applies(M, x2.shape[1], F):  # expanding and square convs: register tiles, one kernel
-        return pointwise_tiles.backward(dy2, x2, w2)
     rows = max(16, POINTWISE_CHUNK_BYTES // (F * dy2.dtype.itemsize) // 16 * 16)
     chunks = [slice(lo, min(M, lo + rows)) for lo in range(0, M, rows)]
     parts = max(1, min(threads.num_threads(), len(chunks)))
