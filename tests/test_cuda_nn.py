@@ -115,25 +115,16 @@ def test_avg_pool(case, count_include_pad, seed):
 
 
 @pytest.mark.parametrize("scale", [(1, 1), (2, 3), (3, 2)])
-def test_upsample_nearest(scale):
+@pytest.mark.parametrize("kernel, shape", [("upsample_nearest2d", (2, 2, 3, 4)),       # NCHW
+                                           ("upsample_nearest2d_last", (2, 3, 4, 5))])  # channels last
+def test_upsample_nearest(kernel, shape, scale):
     rng = np.random.default_rng(1)
-    x = randn(rng, (2, 2, 3, 4))
-    y = interp.upsample_nearest2d_forward(dev(x), scale)
-    np.testing.assert_array_equal(host(y), cpu_interp.upsample_nearest2d_forward(x, scale))
+    x = randn(rng, shape)
+    y = getattr(interp, f"{kernel}_forward")(dev(x), scale)
+    np.testing.assert_array_equal(host(y), getattr(cpu_interp, f"{kernel}_forward")(x, scale))
     dy = randn(rng, y.shape)
-    assert_close(host(interp.upsample_nearest2d_backward(dev(dy), scale)),
-                 cpu_interp.upsample_nearest2d_backward(f64(dy), scale), terms=6)
-
-
-@pytest.mark.parametrize("scale", [(1, 1), (2, 3)])
-def test_upsample_nearest_channels_last(scale):
-    rng = np.random.default_rng(3)
-    x = randn(rng, (2, 3, 4, 5))
-    y = interp.upsample_nearest2d_last_forward(dev(x), scale)
-    np.testing.assert_array_equal(host(y), cpu_interp.upsample_nearest2d_last_forward(x, scale))
-    dy = randn(rng, y.shape)
-    assert_close(host(interp.upsample_nearest2d_last_backward(dev(dy), scale)),
-                 cpu_interp.upsample_nearest2d_last_backward(f64(dy), scale), terms=6)
+    assert_close(host(getattr(interp, f"{kernel}_backward")(dev(dy), scale)),
+                 getattr(cpu_interp, f"{kernel}_backward")(f64(dy), scale), terms=6)
 
 
 @pytest.mark.parametrize("in_hw, out_hw", [((3, 4), (6, 8)), ((4, 3), (7, 5)), ((5, 5), (3, 2)), ((1, 3), (4, 1))])
