@@ -197,19 +197,35 @@ def test_conv_transpose2d_gradients_named_cases(case):
     gradcheck(_conv_transpose_fn(case), arrays)
 
 
+@pytest.mark.parametrize("kernel", [(2, 2), (3, 3), (1, 2)])
 @pytest.mark.parametrize("n_images", [1, 3])
-def test_upsampling_split_in_bands_matches_reference(monkeypatch, n_images):
-    """The 2×2 stride-2 transposed conv at a size worth two threads: one image cut into bands of rows,
-    three images cut between images; each band's GEMM and shuffle on its thread give the reference's values."""
+def test_upsampling_split_in_bands_matches_reference(monkeypatch, n_images, kernel):
+    """Transposed convs whose stride is their kernel, at a size worth two threads, each image cut into bands
+    of rows (transpose.py's pixel-shuffle path): each band's GEMM and shuffle (forward), unshuffle and GEMMs
+    (backward), the threads' shares of dw and db added up, give the reference's values."""
     from tinycnn.kernels.cpu import threads
+    from tinycnn.kernels.cpu.conv import transpose
     monkeypatch.setattr(threads, "num_threads", lambda: 2)
+    monkeypatch.setattr(transpose, "SHUFFLE_PIECE_BYTES", 1 << 14)
     rng = np.random.default_rng(3)
-    x, w, b = randn(rng, n_images, 64, 33, 40), randn(rng, 64, 16, 2, 2) / 8, randn(rng, 16)
-    geometry = (2, 2), (0, 0), (0, 0), (1, 1), 1
+    x, w, b = randn(rng, n_images, 64, 33, 40), randn(rng, 64, 16, *kernel) / 8, randn(rng, 16)
+    geometry = kernel, (0, 0), (0, 0), (1, 1), 1
+    assert len(transpose._row_bands(n_images, 33, 16 * kernel[0] * kernel[1] * 40, 4)) > 2 * n_images
     expected = ref.conv_transpose2d_forward(x, w, b, *geometry)
     got = cpu.conv_transpose2d_forward(x.astype(np.float32), w.astype(np.float32), b.astype(np.float32), *geometry)
-    assert got.shape == (n_images, 16, 66, 80)
+    assert got.shape == (n_images, 16, 33 * kernel[0], 40 * kernel[1])
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+    dy = randn(rng, *expected.shape)
+    expected = ref.conv_transpose2d_backward(dy, x, w, *geometry, True, True, True)
+    got = cpu.conv_transpose2d_backward(dy.astype(np.float32), x.astype(np.float32), w.astype(np.float32),
+                                        *geometry, True, True, True)
+    for name, g, e in zip(("dx", "dw", "db"), got, expected):
+        scale = np.abs(e).max()
+        np.testing.assert_allclose(g / scale, e / scale, atol=2e-5, err_msg=name)
+    dx, dw, db = cpu.conv_transpose2d_backward(dy, x, w, *geometry, False, True, False)
+    assert dx is None and db is None
+    np.testing.assert_allclose(dw, expected[1], rtol=1e-10, atol=1e-10)
 
 
 @settings(deadline=None, max_examples=15)

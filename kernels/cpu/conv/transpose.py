@@ -5,6 +5,9 @@ OH = (H − 1)·s − 2p + d·(KH − 1) + output_padding + 1. Its forward is co
 backward is conv2d's forward (dx) and conv2d's weight gradient (dw), so it reuses those kernels
 (algorithms.py).
 """
+import threading
+
+import numba
 import numpy as np
 from numba import njit
 
@@ -70,6 +73,16 @@ def conv_transpose2d_backward(dy, x, w, stride, padding, output_padding, dilatio
 # (f, i, j) of Z to its strided place in y. The backward unshuffles dy the same way (dZ) and is two GEMMs:
 # dx[n] = W @ dZ[n], dW = Σₙ x[n] @ dZ[n]ᵀ, where the general path runs col2im, and im2col twice in the
 # backward (timings: benchmarks/RESULTS.md, "Timings moved from kernel docstrings").
+#
+# The backward's work is cut into bands of input rows of one image (a whole image while its dZ is within
+# SHUFFLE_PIECE_BYTES, about a core's L2 cache); each band runs start to finish on one of tinycnn's threads:
+# its unshuffle, then its two GEMMs while dZ is in cache (faster in the U-Net's step than dZ unshuffled
+# whole, then the GEMMs over the batch; smaller bands were slower: timings in benchmarks/RESULTS.md, "Timings
+# moved from kernel docstrings"). The forward's pieces are a thread's share of the images: cut like the
+# backward's, it ran no faster, and its kernel compiled 0.14 s longer on the U-Net's first predict.
+
+SHUFFLE_PIECE_BYTES = 1 << 20
+
 
 def _is_pixel_shuffle(w_shape, stride, padding, output_padding, dilation, groups):
     return (tuple(stride) == tuple(w_shape[2:]) and tuple(padding) == (0, 0) and tuple(output_padding) == (0, 0)
@@ -98,6 +111,41 @@ def _shuffle_transpose_forward(x, w, b):
     return y
 
 
+def _shuffle_transpose_backward(dy, x, w, need_dx, need_dw, need_db):
+    """Each band: its dZ unshuffled from dy (its bias sums taken on the way), then dx's band and this thread's
+    share of dW, while dZ is in cache; the threads' shares are added at the end."""
+    N, C, H, W = x.shape
+    _, F, KH, KW = w.shape
+    FK = F * KH * KW
+    w_rows, x_rows = w.reshape(C, FK), x.reshape(N, C, H * W)
+    dx = output(x.shape, dy.dtype) if need_dx else None
+    bands = _row_bands(N, H, FK * W, dy.dtype.itemsize)
+    shares = {}  # thread -> its (dW (C, F·KH·KW), db (F,)) sums
+
+    def band(i):
+        n, h0, h1 = bands[i]
+        columns = slice(h0 * W, h1 * W)
+        share = shares.get(threading.get_ident())
+        if share is None:
+            share = shares[threading.get_ident()] = (np.zeros((C, FK), dy.dtype), np.zeros(F, dy.dtype))
+        dZ = scratch("conv.unshuffled", (F, KH, KW, h1 - h0, W), dy.dtype)
+        _unshuffle_band(dy, dZ, n, h0, share[1], dy.dtype.type(0))
+        dZ = dZ.reshape(FK, (h1 - h0) * W)
+        if need_dx:  # dx[n] = W (C, F·KH·KW) @ dZ[n]
+            np.matmul(w_rows, dZ, out=dx.reshape(N, C, H * W)[n, :, columns])
+        if need_dw:  # dW += x[n] (C, H·W) @ dZ[n]ᵀ (H·W, F·KH·KW)
+            product = scratch("conv.unshuffled_dw", (C, FK), dy.dtype)
+            share[0][...] += np.matmul(x_rows[n, :, columns], dZ.T, out=product)
+
+    _run_bands(band, len(bands), 2 * N * C * FK * H * W * (need_dx + need_dw))
+    parts = list(shares.values())
+    dw, db = parts[0]
+    for part in parts[1:]:  # added in place (np.sum of the list would stack them in a new array first)
+        dw += part[0]
+        db += part[1]
+    return dx, (dw.reshape(w.shape) if need_dw else None), (db if need_db else None)
+
+
 def _bands(N, H, parts):
     """`parts` pieces (n0, n1, h0, h1) covering the N images' H rows: whole images when there are as many
     as parts, else bands of rows of each image."""
@@ -107,21 +155,20 @@ def _bands(N, H, parts):
     return [(n, n + 1, H * i // per_image, H * (i + 1) // per_image) for n in range(N) for i in range(per_image)]
 
 
-def _shuffle_transpose_backward(dy, x, w, need_dx, need_dw, need_db):
-    N, C, H, W = x.shape
-    _, F, KH, KW = w.shape
-    dZ = scratch("conv.unshuffled", (N, F, KH, KW, H, W), dy.dtype)
-    threads.parallel_range(lambda p0, p1: _pixel_unshuffle(dy, dZ, p0, p1), N * F, values=dy.size)
-    dZ = dZ.reshape(N, F * KH * KW, H * W)
-    dx = dw = db = None
-    if need_dx:  # dx[n] = W (C, F·KH·KW) @ dZ[n]
-        dx = output(x.shape, dy.dtype)
-        matmul(w.reshape(C, F * KH * KW), dZ, out=dx.reshape(N, C, H * W))
-    if need_dw:  # dW = Σₙ x[n] (C, H·W) @ dZ[n]ᵀ (H·W, F·KH·KW)
-        dw = matmul(x.reshape(N, C, H * W), dZ.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
-    if need_db:
-        db = dy.sum(axis=(0, 2, 3))
-    return dx, dw, db
+def _row_bands(N, H, row_values, itemsize):
+    """Pieces (n, h0, h1): bands of each image's input rows whose part of Z (row_values a row) fits
+    SHUFFLE_PIECE_BYTES."""
+    rows = max(1, min(H, SHUFFLE_PIECE_BYTES // (row_values * itemsize)))
+    return [(n, h0, min(H, h0 + rows)) for n in range(N) for h0 in range(0, H, rows)]
+
+
+def _run_bands(band, count, flops):
+    """band(i) for every band, on tinycnn's threads, or all on the caller's when the work is too small to
+    share (a batch-1 predict): as one piece of parallel_for, so that BLAS still runs on one thread."""
+    if flops < 2 * MIN_FLOPS_PER_THREAD:
+        threads.parallel_for(lambda _: [band(i) for i in range(count)], 1)
+    else:
+        threads.parallel_for(band, count)
 
 
 @njit(cache=True, nogil=True)
@@ -140,16 +187,40 @@ def _pixel_shuffle(Z, b, y, n0, n1, h0, h1):
                             row[w_ * KW + j] = src[w_] + b[f]
 
 
-@njit(cache=True, nogil=True)
-def _pixel_unshuffle(dy, dZ, p0, p1):
-    """dZ[n, f, i, j, h, w] = dy[n, f, h·KH + i, w·KW + j] for the (n, f) planes p0 ≤ n·F + f < p1."""
-    N, F, KH, KW, H, W = dZ.shape
-    for plane in range(p0, p1):
-        n, f = plane // F, plane % F
-        for h in range(H):
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _unshuffle_band(dy, dZ, n, h0, sums, zero):
+    """dZ[f, i, j, h − h0, w] = dy[n, f, h·KH + i, w·KW + j] for the band's rows h, and sums[f] += their sum
+    (zero: 0 in dy's dtype, so the sums are SIMD ones)."""
+    F, KH, KW, rows, W = dZ.shape
+    for f in range(F):
+        s = zero
+        for r in range(rows):
             for i in range(KH):
-                row = dy[n, f, h * KH + i]
-                for j in range(KW):
-                    dst = dZ[n, f, i, j, h]
-                    for w_ in range(W):
-                        dst[w_] = row[w_ * KW + j]
+                row = dy[n, f, (h0 + r) * KH + i]
+                if KW == 2:
+                    s += _split_pairs(row, dZ[f, i, 0, r], dZ[f, i, 1, r], zero)
+                else:
+                    for j in range(KW):
+                        dst = dZ[f, i, j, r]
+                        for w_ in range(W):
+                            v = row[w_ * KW + j]
+                            dst[w_] = v
+                            s += v
+        sums[f] += s
+
+
+# KW = 2 (the U-Net's) has a loop of its own, in a function of its own with unsigned indices: LLVM then makes
+# the two column phases one interleaved load (written inline in _unshuffle_band, the loop stayed scalar and
+# the unshuffle took 2× as long).
+
+@njit(cache=True, fastmath={"reassoc"})
+def _split_pairs(row, even, odd, zero):
+    """even[w] = row[2w], odd[w] = row[2w + 1]; returns Σ row."""
+    s = zero
+    for w_ in range(even.size):
+        k = numba.uint64(2 * w_)
+        a, b = row[k], row[k + numba.uint64(1)]
+        even[w_] = a
+        odd[w_] = b
+        s += a + b
+    return s
