@@ -243,6 +243,51 @@ def test_pad_values_and_two_element_form():
     np.testing.assert_array_equal(F.pad(x, (2, 0)).numpy()[0, 0], [[0, 0, 0, 1, 2], [0, 0, 3, 4, 5]])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(deadline=None, max_examples=25)
+@given(n=st.integers(1, 3), channels=st.integers(1, 4), filters=st.integers(1, 5), size=st.tuples(st.integers(3, 9),
+       st.integers(3, 9)), padding=st.sampled_from([(1, 1), (0, 0), (2, 1), (0, 1, 0, 1), (1, 2, 0, 2)]),
+       relu=st.booleans(), seed=st.integers(0, 2**16))
+def test_first_layer_weight_gradient_matches_reference(dtype, n, channels, filters, size, padding, relu, seed):
+    """A first layer's backward (dw and db, no dx) with 1–4 input channels: few_channels.weight_grad, two filters
+    a pass (an odd count leaves one alone), after a fused ReLU too (dz = dy · [y > 0]), Keras' uneven 'same'."""
+    rng = np.random.default_rng(seed)
+    x, w, b = randn(rng, n, channels, *size).astype(dtype), randn(rng, filters, channels, 3, 3).astype(dtype), None
+    geometry = (1, 1), padding, (1, 1), 1
+    if relu:
+        b = randn(rng, filters).astype(dtype)
+        y = cpu.conv2d_bias_relu_forward(x, w, b, *geometry).copy()
+    else:
+        y = cpu.conv2d_forward(x, w, None, *geometry).copy()
+    dy = randn(rng, *y.shape).astype(dtype)
+    dz = dy * (y > 0) if relu else dy
+    top, bottom, left, right = padding if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
+    padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (top, bottom), (left, right)))  # the reference's padding
+    expected = ref.conv2d_backward(dz.astype(np.float64), padded, w.astype(np.float64), (1, 1), (0, 0), (1, 1), 1,
+                                   False, True, True)
+    got = (cpu.conv2d_bias_relu_backward(dy, y, x, w, *geometry, False, True, True) if relu
+           else cpu.conv2d_backward(dy, x, w, *geometry, False, True, True))
+    assert got[0] is None
+    for name, g, e in zip(("dw", "db"), got[1:], expected[1:]):
+        assert g.dtype == dtype and g.shape == e.shape, name
+        np.testing.assert_allclose(g, e, err_msg=name, **TOL[dtype])
+
+
+def test_first_layer_weight_gradient_runs_few_channels_kernel(monkeypatch):
+    """An RGB first layer's dw goes to few_channels.weight_grad (Winograd hands it over); with dx, it does not."""
+    from tinycnn.kernels.cpu.conv import few_channels
+    calls = []
+    monkeypatch.setattr(few_channels, "weight_grad", lambda *a: calls.append(a[2].shape) or (None, None))
+    rng = np.random.default_rng(1)
+    x, w, dy = randn(rng, 2, 3, 8, 8), randn(rng, 16, 3, 3, 3), randn(rng, 2, 16, 8, 8)
+    cpu.conv2d_backward(dy, x, w, (1, 1), (1, 1), (1, 1), 1, False, True, False)
+    assert calls == [(2, 3, 8, 8)]
+    cpu.conv2d_backward(dy, x, w, (1, 1), (1, 1), (1, 1), 1, True, True, False)
+    x5, w5 = randn(rng, 2, 5, 8, 8), randn(rng, 16, 5, 3, 3)
+    cpu.conv2d_backward(dy, x5, w5, (1, 1), (1, 1), (1, 1), 1, False, True, False)
+    assert calls == [(2, 3, 8, 8)]
+
+
 def test_first_layer_gets_no_input_gradient():
     rng = np.random.default_rng(3)
     x = tinycnn.Tensor(randn(rng, 2, 1, 5, 5))

@@ -1,5 +1,6 @@
 """Direct NCHW convolution for a 3×3, stride-1 first layer (C ≤ FEW_CHANNELS input channels, no groups: a
-grey image, or grey and alpha; from 3 channels on, an RGB image, Winograd's tiles are faster).
+grey image, or grey and alpha; from 3 channels on, an RGB image, Winograd's tiles are faster forward), and
+the weight gradient of such layers up to RGB (and alpha).
 
 im2col would copy the image nine times into a (C·9, H·W) matrix to feed a GEMM whose inner dimension is
 only C·9 = 27 and whose rows are the few filters: OpenBLAS runs such a thin product far below its peak,
@@ -11,8 +12,17 @@ shifted view of it):
 
 one pass per input channel with its nine weights in registers, then the plane's rows go to y through the
 activation (or its 2×2 max pooling, forward_maxpool2). Parallel over the output planes (n, f); a call pads
-the image it is on once (all C channels) and keeps it for the filters that follow. The backward is
-direct.py's for one channel (its weight gradient reads dy once), else im2col's (its GEMMs have the
+the image it is on once (all C channels) and keeps it for the filters that follow.
+
+The backward of a first layer (dw without dx) is `weight_grad`, for up to WEIGHT_GRAD_CHANNELS input
+channels (winograd.py hands RGB first layers here too: its transforms and 36 GEMMs with 3 channels took
+twice as long):
+
+    dw[f, c, i, j] = Σ_n Σ_q dz_f[q] · padded_c[q + i·Wp + j]       (dz spread onto the same wide grid)
+
+nine dot products per (filter, channel) in one pass over the plane, two filters a pass, so that each
+shifted input value loaded serves both (timings: benchmarks/RESULTS.md, "Timings moved from kernel
+docstrings"). With dx, the backward is direct.py's for one channel, else im2col's (its GEMMs have the
 batch's pixels as their long side).
 """
 import numpy as np
@@ -24,6 +34,7 @@ from . import direct, im2col
 from .epilogue import _bias_or_zeros
 
 FEW_CHANNELS = 2
+WEIGHT_GRAD_CHANNELS = 4  # weight_grad: for a first layer of up to this many input channels (winograd.py's too)
 
 
 def applies(x_shape, w_shape, y_shape, stride, padding, groups, dilation):
@@ -43,7 +54,10 @@ def forward_maxpool2(x, w, b, act, stride, padding, dilation, y_shape, pooled):
 
 
 def backward(dy, y, x, x_shape, w, w_shape, stride, padding, dilation, groups, need_dx, need_dw, need_db):
-    """direct.py's gradients for one input channel, im2col's for more (see the module docstring)."""
+    """dw (and db) without dx (a first layer, whose input needs no gradient): weight_grad. With dx: direct.py's
+    gradients for one input channel, im2col's for more (see the module docstring)."""
+    if need_dw and not need_dx:
+        return (None, *weight_grad(dy, y, x, w_shape, padding, need_db))
     algorithm = direct if w_shape[1] == 1 else im2col
     return algorithm.backward(dy, y, x, x_shape, w, w_shape, stride, padding, dilation, groups,
                               need_dx, need_dw, need_db)
@@ -113,3 +127,126 @@ def _add_conv3x3(out, src, w, row):
         out[k] += (w00 * s00[k] + w01 * s01[k] + w02 * s02[k]
                    + w10 * s10[k] + w11 * s11[k] + w12 * s12[k]
                    + w20 * s20[k] + w21 * s21[k] + w22 * s22[k])
+
+
+def weight_grad(dy, y, x, w_shape, padding, need_db):
+    """dw (and db) of a 3×3 stride-1 conv with few input channels (a first layer, whose input needs no
+    gradient), dz = dy · [y > 0] when y is given: (dw, db or None)."""
+    N, C, H, W = x.shape
+    F = w_shape[0]
+    (ph, pw), (OH, OW) = padding, dy.shape[2:]
+    Hp, Wp = max(H + 2 * ph, OH + 2), max(W + 2 * pw, OW + 2)
+    dw = np.empty(w_shape, dy.dtype)
+    bias_sums = np.zeros(F)
+    masked = y is not None
+    y_or_dy, zero = y if masked else dy, dy.dtype.type(0)
+
+    def filters(f0, f1):  # each piece pads every image once, in buffers of its own (made here: arrays made
+        # in the kernel cost its first compile more)
+        padded = np.zeros((C, Hp * Wp), x.dtype)
+        wide_a, wide_b = np.zeros(OH * Wp, dy.dtype), np.zeros(OH * Wp, dy.dtype)
+        totals = np.zeros((f1 - f0 + 1, C, 3, 3))  # one spare row: an odd last filter's partner
+        _few_channel_weight_grad(dy, y_or_dy, masked, x, ph, pw, Wp, padded, wide_a, wide_b, totals,
+                                 bias_sums, zero, f0, f1)
+        dw[f0:f1] = totals[:f1 - f0]
+
+    threads.parallel_range(filters, F, pieces_per_thread=1)
+    return dw, (bias_sums.astype(dy.dtype) if need_db else None)
+
+
+@njit(cache=True, nogil=True)
+def _few_channel_weight_grad(dy, y, masked, x, ph, pw, Wp, padded, wide_a, wide_b, totals, bias_sums, zero, f0, f1):
+    """totals[f − f0, c, i, j] = Σ_{n, oh, ow} dz[n, f, oh, ow] · x[n, c, oh + i − ph, ow + j − pw] and
+    bias_sums[f] = Σ dz[n, f] for the filters f in [f0, f1) (totals and bias_sums zeros): image by image, its C
+    planes padded once into `padded` (rows of Wp, its border 0), then the filters two at a time: each one's dz
+    spread onto the wide grid (wide_a, wide_b: rows of Wp, as direct.py's), and the eighteen dot products of
+    the pair with each padded plane in one pass (_dots3x3_pair: each shifted input value read once for both)."""
+    N, C, H, W = x.shape
+    L = dy.shape[2] * Wp - 2
+    for n in range(N):
+        for c in range(C):
+            for h in range(H):
+                start = (h + ph) * Wp + pw
+                for k in range(W):
+                    padded[c, start + k] = x[n, c, h, k]
+        for f in range(f0, f1, 2):
+            bias_sums[f] += _spread(wide_a, dy[n, f], y[n, f], masked, Wp)
+            if f + 1 < f1:
+                bias_sums[f + 1] += _spread(wide_b, dy[n, f + 1], y[n, f + 1], masked, Wp)
+            for c in range(C):  # an odd last filter: paired with itself, the second sums go to the spare row
+                _dots3x3_pair(totals[f - f0, c], totals[f - f0 + 1, c], wide_a[:L], (wide_b if f + 1 < f1 else wide_a)[:L],
+                              padded[c], Wp, zero)
+
+
+@njit(cache=True, fastmath={"reassoc"})
+def _spread(wide, dy_plane, y_plane, masked, Wp):
+    """wide[oh·Wp + ow] = dz[oh, ow], dz = dy · [y > 0] when masked, else dy; returns Σ dz (float64). (direct.py's
+    _fill_wide does this for any stride, and its first compile took 0.3 s more.)"""
+    OH, OW = dy_plane.shape
+    total = 0.0
+    for oh in range(OH):
+        row, dy_row, y_row = wide[oh * Wp:oh * Wp + OW], dy_plane[oh], y_plane[oh]
+        for k in range(OW):
+            v = dy_row[k] if not masked or y_row[k] > 0 else dy_row[k] * 0
+            row[k] = v
+            total += v
+    return total
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _dots3x3_pair(total_a, total_b, dz_a, dz_b, src, row, zero):
+    """total_a[i, j] += Σ_k dz_a[k] · src[k + i·row + j], and total_b the same with dz_b, in one pass: each
+    shifted value of src loaded once for both (direct.py's _wide_dots3x3 loads it once a filter; eighteen
+    accumulators in the data's dtype, their sums into the totals in float64)."""
+    s00, s01, s02 = src, src[1:], src[2:]
+    s10, s11, s12 = src[row:], src[row + 1:], src[row + 2:]
+    s20, s21, s22 = src[2 * row:], src[2 * row + 1:], src[2 * row + 2:]
+    a00 = a01 = a02 = a10 = a11 = a12 = a20 = a21 = a22 = zero
+    b00 = b01 = b02 = b10 = b11 = b12 = b20 = b21 = b22 = zero
+    for k in range(dz_a.size):
+        d, e = dz_a[k], dz_b[k]
+        v = s00[k]
+        a00 += d * v
+        b00 += e * v
+        v = s01[k]
+        a01 += d * v
+        b01 += e * v
+        v = s02[k]
+        a02 += d * v
+        b02 += e * v
+        v = s10[k]
+        a10 += d * v
+        b10 += e * v
+        v = s11[k]
+        a11 += d * v
+        b11 += e * v
+        v = s12[k]
+        a12 += d * v
+        b12 += e * v
+        v = s20[k]
+        a20 += d * v
+        b20 += e * v
+        v = s21[k]
+        a21 += d * v
+        b21 += e * v
+        v = s22[k]
+        a22 += d * v
+        b22 += e * v
+    total_a[0, 0] += a00
+    total_a[0, 1] += a01
+    total_a[0, 2] += a02
+    total_a[1, 0] += a10
+    total_a[1, 1] += a11
+    total_a[1, 2] += a12
+    total_a[2, 0] += a20
+    total_a[2, 1] += a21
+    total_a[2, 2] += a22
+    total_b[0, 0] += b00
+    total_b[0, 1] += b01
+    total_b[0, 2] += b02
+    total_b[1, 0] += b10
+    total_b[1, 1] += b11
+    total_b[1, 2] += b12
+    total_b[2, 0] += b20
+    total_b[2, 1] += b21
+    total_b[2, 2] += b22

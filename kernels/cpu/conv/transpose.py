@@ -120,6 +120,7 @@ def _shuffle_transpose_backward(dy, x, w, need_dx, need_dw, need_db):
     w_rows, x_rows = w.reshape(C, FK), x.reshape(N, C, H * W)
     dx = output(x.shape, dy.dtype) if need_dx else None
     bands = _row_bands(N, H, FK * W, dy.dtype.itemsize)
+    unshuffle = _unshuffle_band_pairs if KW == 2 else _unshuffle_band
     shares = {}  # thread -> its (dW (C, F·KH·KW), db (F,)) sums
 
     def band(i):
@@ -129,7 +130,7 @@ def _shuffle_transpose_backward(dy, x, w, need_dx, need_dw, need_db):
         if share is None:
             share = shares[threading.get_ident()] = (np.zeros((C, FK), dy.dtype), np.zeros(F, dy.dtype))
         dZ = scratch("conv.unshuffled", (F, KH, KW, h1 - h0, W), dy.dtype)
-        _unshuffle_band(dy, dZ, n, h0, share[1], dy.dtype.type(0))
+        unshuffle(dy, dZ, n, h0, share[1], dy.dtype.type(0))
         dZ = dZ.reshape(FK, (h1 - h0) * W)
         if need_dx:  # dx[n] = W (C, F·KH·KW) @ dZ[n]
             np.matmul(w_rows, dZ, out=dx.reshape(N, C, H * W)[n, :, columns])
@@ -197,21 +198,31 @@ def _unshuffle_band(dy, dZ, n, h0, sums, zero):
         for r in range(rows):
             for i in range(KH):
                 row = dy[n, f, (h0 + r) * KH + i]
-                if KW == 2:
-                    s += _split_pairs(row, dZ[f, i, 0, r], dZ[f, i, 1, r], zero)
-                else:
-                    for j in range(KW):
-                        dst = dZ[f, i, j, r]
-                        for w_ in range(W):
-                            v = row[w_ * KW + j]
-                            dst[w_] = v
-                            s += v
+                for j in range(KW):
+                    dst = dZ[f, i, j, r]
+                    for w_ in range(W):
+                        v = row[w_ * KW + j]
+                        dst[w_] = v
+                        s += v
         sums[f] += s
 
 
-# KW = 2 (the U-Net's) has a loop of its own, in a function of its own with unsigned indices: LLVM then makes
-# the two column phases one interleaved load (written inline in _unshuffle_band, the loop stayed scalar and
-# the unshuffle took 2× as long).
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _unshuffle_band_pairs(dy, dZ, n, h0, sums, zero):
+    """_unshuffle_band for KW = 2 (the U-Net's)."""
+    F, KH, _, rows, W = dZ.shape
+    for f in range(F):
+        s = zero
+        for r in range(rows):
+            for i in range(KH):
+                s += _split_pairs(dy[n, f, (h0 + r) * KH + i], dZ[f, i, 0, r], dZ[f, i, 1, r], zero)
+        sums[f] += s
+
+
+# KW = 2 (the U-Net's) has a kernel of its own, its row loop a function of its own with unsigned indices: LLVM
+# then makes the two column phases one interleaved load (written inline in the band loop, the loop stayed
+# scalar and the unshuffle took 2× as long). A kernel of its own, not a branch of _unshuffle_band: that
+# compiled 0.1 s longer.
 
 @njit(cache=True, fastmath={"reassoc"})
 def _split_pairs(row, even, odd, zero):

@@ -12,6 +12,7 @@ from .. import threads
 from ..activation import fused_activate
 from ..gemm import MIN_FLOPS_PER_THREAD, matmul
 from ..workspace import prepared, scratch
+from . import few_channels
 from .epilogue import _bias_or_zeros, _gradient_buffers
 from .rows import _copy_row, _relu_grad_row
 
@@ -108,7 +109,11 @@ def forward_maxpool2(x, w, b, act, stride, padding, dilation, y_shape, pooled):
 
 
 def backward(dy, y, x, x_shape, w, w_shape, stride, padding, dilation, groups, need_dx, need_dw, need_db):
-    """conv2d's gradients (dz = dy · [y > 0] when y is given) -> (dx, dw, db), None for what is not needed."""
+    """conv2d's gradients (dz = dy · [y > 0] when y is given) -> (dx, dw, db), None for what is not needed.
+    A first layer's (dw without dx, an RGB image's few channels) goes to few_channels.py's weight_grad."""
+    if need_dw and not need_dx and w_shape[1] <= few_channels.WEIGHT_GRAD_CHANNELS:
+        return few_channels.backward(dy, y, x, x_shape, w, w_shape, stride, padding, dilation, groups, need_dx,
+                                     need_dw, need_db)
     dx, dw, bias_sums = _gradient_buffers(dy, x_shape, w_shape, need_dx, need_dw)
     _backward(dy, y, x, x_shape, w, w_shape, padding, dx, dw, bias_sums)
     return dx, dw, (bias_sums.sum(axis=0).astype(dy.dtype) if need_db else None)
