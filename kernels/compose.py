@@ -46,6 +46,25 @@ def conv2d_bias_act_forward(kernels, native, x, w, b, stride, padding, dilation,
     return _activate(kernels, native.conv2d_forward(x, w, b, stride, padding, dilation, groups), activation)
 
 
+def conv2d_concat_forward(kernels, native, xs, w, b, stride, padding, dilation, groups):
+    """conv2d of the channel concatenation of xs, built first."""
+    return native.conv2d_forward(kernels.elementwise.concatenate(xs, 1), w, b, stride, padding, dilation, groups)
+
+
+def conv2d_concat_backward(kernels, native, dy, xs, w, stride, padding, dilation, groups, need_dxs, need_dw, need_db):
+    """conv2d's gradients for the concatenation, dx split into the parts' channels."""
+    x = kernels.elementwise.concatenate(xs, 1)
+    dx, dw, db = native.conv2d_backward(dy, x, w, stride, padding, dilation, groups, any(need_dxs), need_dw, need_db)
+    if dx is None:
+        return None, dw, db
+    firsts = [0]
+    for part in xs:
+        firsts.append(firsts[-1] + part.shape[1])
+    dxs = tuple(kernels.elementwise.slice_axis(dx, 1, c0, c1) if need else None
+                for c0, c1, need in zip(firsts[:-1], firsts[1:], need_dxs))
+    return dxs, dw, db
+
+
 def conv2d_bias_relu_maxpool2_forward(kernels, native, x, w, b, stride, padding, dilation, groups):
     """max_pool2d(relu(conv2d(x, w) + b), 2): the conv (fused with its ReLU where the backend has that), then
     the pooling kernel."""
@@ -80,6 +99,7 @@ DEFAULTS = {
         "fused_relu": (conv2d_bias_relu_forward, conv2d_bias_relu_backward),
         "fused_activation": (conv2d_bias_act_forward,),
         "fused_relu_maxpool2": (conv2d_bias_relu_maxpool2_forward,),
+        "concatenated_input": (conv2d_concat_forward, conv2d_concat_backward),
     },
     "batchnorm": {
         "fused_activation": (batch_norm_train_forward, batch_norm_eval_forward, batch_norm_backward),

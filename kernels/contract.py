@@ -150,6 +150,12 @@ OPTIONAL = {
             "conv2d_channels_last_separable_forward": "x, we, be, wd, bd, wp, bp, stride, padding, dilation, "
                                                       "activations",
         }),
+        # conv2d of the channel concatenation of xs (a tuple of (N, C_i, H, W) arrays), groups = 1; the backward
+        # returns dxs, a tuple of the parts' gradients (None where need_dxs, a tuple of bools, says False), or None
+        "concatenated_input": _table({
+            "conv2d_concat_forward": f"xs, w, b, {_GEOMETRY}",
+            "conv2d_concat_backward": f"dy, xs, w, {_GEOMETRY}, need_dxs, need_dw, need_db",
+        }),
         # a context manager: inside it the given arrays (an inference plan's weights) stay the same, so what the
         # kernels derive from them (transformed filters) may be kept in `memo` across calls
         "constant_weights": _table({"constant_weights": "arrays, memo"}),

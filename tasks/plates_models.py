@@ -136,7 +136,8 @@ class PlateBoxRegressor(tinycnn.Model):
 
 
 class ConvBlock(tinycnn.Module):
-    """`convs` times: 3x3 conv ('same', no bias), batch norm, ReLU."""
+    """`convs` times: 3x3 conv ('same', no bias), batch norm, ReLU. Its input may be a list of tensors, their
+    channel concatenation (layers.Conv2D takes one so, without building it)."""
     fusable = (("convs", "norms"),)  # predict folds each batch norm into its conv (tinycnn/fuse.py)
 
     def __init__(self, filters, convs=2):
@@ -201,7 +202,7 @@ class PlateSegmenter(tinycnn.Model):
             x = self.pool(x)
         x = self.bottom(x)
         for up, block, skip in zip(self.ups, self.up_blocks, reversed(skips)):
-            x = block(tinycnn.cat([up(x), skip], axis=1))
+            x = block([up(x), skip])  # their channel concatenation, read part by part by its first conv
         return self.classify(x)
 
     def get_config(self):

@@ -144,3 +144,21 @@ def test_pad2d(pad, value):
     np.testing.assert_array_equal(host(y), cpu.pad2d_forward(x, pad, value))
     dy = np.random.default_rng(9).standard_normal(y.shape).astype(np.float32)
     np.testing.assert_array_equal(host(cuda_conv.pad2d_backward(dev(dy), pad)), cpu.pad2d_backward(dy, pad))
+
+
+def test_conv2d_of_a_list_matches_the_cpu():
+    """F.conv2d([a, b], w) on the CUDA kernels, which do not declare "concatenated_input": kernels/compose.py's
+    default (the concatenation built, dx split) gives the CPU's values and gradients (tests/test_conv_concat.py)."""
+    import tinycnn
+    import tinycnn.functional as F
+    rng = np.random.default_rng(6)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in ((1, 2, 5, 4), (1, 3, 5, 4), (2, 5, 3, 3))]
+    results = []
+    for device in ("cpu", "cuda"):
+        a, b, w = (tinycnn.Tensor(v, requires_grad=True, device=device) for v in arrays)
+        y = F.conv2d([a, b], w, padding=1)
+        (y * y).sum().backward()
+        results.append([np.asarray(v if isinstance(v, np.ndarray) else host(v))
+                        for v in (y.numpy(), a.grad, b.grad, w.grad)])
+    for got, want in zip(*results[::-1]):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(want).max())))

@@ -169,7 +169,7 @@ class FoldedConv:
                                                 bn.moving_variance, bn.epsilon)
 
     def __call__(self, x):
-        with self.conv.errors_named(x.shape):
+        with self.conv.errors_named([t.shape for t in x] if isinstance(x, list) else x.shape):
             return self.conv.forward_fused(x, self.kernel, self.bias, self.activation)
 
 

@@ -96,12 +96,15 @@ class Layer(Module):
         if not isinstance(x, Tensor):
             x = Tensor(x)
         with self.errors_named(x.shape):
-            if not self.built:
-                self.build(x.shape)
-                self.built = True
-                if self.device != "cpu":
-                    self.to(self.device)
+            self._build_once(x.shape)
             return self.forward(x, **kwargs)
+
+    def _build_once(self, shape):
+        if not self.built:
+            self.build(shape)
+            self.built = True
+            if self.device != "cpu":
+                self.to(self.device)
 
     @contextlib.contextmanager
     def errors_named(self, input_shape):
@@ -160,7 +163,26 @@ class Conv2D(Layer):
         self.kernel = Parameter(_initializer(self.kernel_initializer, w_shape, fan_in, fan_out))
         self.bias = Parameter(np.zeros(self.filters, np.float32)) if self.use_bias else None
 
+    def __call__(self, x, **kwargs):
+        """Layer's; x may also be a list of (N, C_i, H, W) tensors (channels first): the layer applied to their
+        channel concatenation, which the conv reads part by part instead of building it (ops/conv.py conv2d; a
+        U-Net's decoder conv on [upsampled, skip])."""
+        if not isinstance(x, (list, tuple)) or is_symbolic(x):
+            return super().__call__(x, **kwargs)
+        parts = [p if isinstance(p, Tensor) else Tensor(p) for p in x]
+        shapes = [tuple(p.shape) for p in parts]
+        with self.errors_named(shapes):
+            if self.channels_last or not parts or any(len(shape) != 4 for shape in shapes):
+                raise ValueError("a list input (the parts of a channel concatenation) needs 4-D (N, C, H, W) "
+                                 "tensors and data_format='channels_first'")
+            self._build_once((shapes[0][0], sum(shape[1] for shape in shapes), *shapes[0][2:]))
+            return self.forward(parts, **kwargs)
+
     def forward(self, x):
+        if isinstance(x, list):  # the parts of a channel concatenation (__call__)
+            _, padding = _apply_padding(x[0], self.padding, self.kernel_size, self.strides, self.dilation_rate)
+            y = F.conv2d(x, self.kernel, self.bias, self.strides, padding, self.dilation_rate, self.groups)
+            return activate(self.activation, y)
         x, padding = _apply_padding(x, self.padding, self.kernel_size, self.strides, self.dilation_rate,
                                     channels_last=self.channels_last)
         if self.channels_last:
@@ -175,7 +197,9 @@ class Conv2D(Layer):
 
     def forward_fused(self, x, kernel, bias, activation):
         """This layer's convolution with the weights given (a batch norm folded in, fuse.py), then
-        `activation` (None, "relu" or "relu6") in the conv's own pass."""
+        `activation` (None, "relu" or "relu6") in the conv's own pass; x a tensor, or a list of the parts of a
+        channel concatenation (built here: the fused convs take one input)."""
+        x = F.cat(x, axis=1) if isinstance(x, list) else x
         x, padding = _apply_padding(x, self.padding, self.kernel_size, self.strides, self.dilation_rate,
                                     channels_last=self.channels_last)
         fused = conv2d_channels_last if self.channels_last else conv2d_activation

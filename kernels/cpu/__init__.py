@@ -12,7 +12,7 @@ _install_compile_notice()  # one line on stderr while kernels compile (an empty 
 CAPABILITIES = {
     "elementwise": set(), "reduce": set(), "linear": set(),
     "conv": {"asymmetric_padding", "fused_relu", "fused_activation", "fused_relu_maxpool2", "channels_last",
-             "fused_separable", "constant_weights"},
+             "fused_separable", "constant_weights", "concatenated_input"},
     "pool": set(), "interpolate": set(), "activation": set(), "softmax": set(),
     "batchnorm": {"fused_activation"},
     "dropout": set(), "loss": set(), "detection": set(), "optim": set(),

@@ -28,6 +28,26 @@ class Conv2d(Function):
         return (dx, dw, db) if self.has_bias else (dx, dw)
 
 
+class Conv2dConcat(Function):
+    """conv2d of the channel concatenation of the first `parts` inputs (a U-Net decoder's [upsampled, skip]),
+    the concatenation never built where the device's kernels read the parts (the conv capability
+    "concatenated_input"; kernels/compose.py builds it for the others): y = conv2d(cat(xs, 1), w, b), and each
+    part's gradient is its channels of conv2d's dx."""
+
+    def forward(self, *arrays, parts, stride, padding, dilation, groups):
+        self.parts, self.has_bias = parts, len(arrays) == parts + 2
+        self.xs, self.w = arrays[:parts], arrays[parts]
+        self.geometry = stride, padding, dilation, groups
+        b = arrays[parts + 1] if self.has_bias else None
+        return self.k.conv.conv2d_concat_forward(self.xs, self.w, b, stride, padding, dilation, groups)
+
+    def backward(self, dy):
+        needs = self.needs_grad + (False,) * (self.parts + 2 - len(self.needs_grad))
+        dxs, dw, db = self.k.conv.conv2d_concat_backward(dy, self.xs, self.w, *self.geometry, needs[:self.parts],
+                                                         needs[self.parts], needs[self.parts + 1])
+        return (*(dxs or (None,) * self.parts), dw) + ((db,) if self.has_bias else ())
+
+
 class Conv2dBiasReLU(Function):
     """relu(conv2d(x, w) + b) as one op, for the Conv2D layer with activation="relu": the kernels apply the
     bias and the ReLU while each piece of the output is still in cache, instead of two more passes over it
@@ -176,9 +196,50 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     input (N, C, H, W), weight (F, C/groups, KH, KW), bias (F,) or None -> (N, F, OH, OW).
     padding: an int, a pair, ((top, bottom), (left, right)), "valid" (no padding) or "same" (stride 1 only:
     the output keeps H×W; when d·(K − 1) is odd the extra row/column goes to the bottom/right, as in
-    PyTorch). groups = C with weight (m·C, 1, KH, KW) is a depthwise convolution (MobileNet)."""
+    PyTorch). groups = C with weight (m·C, 1, KH, KW) is a depthwise convolution (MobileNet).
+
+    input may also be a list of (N, C_i, H, W) tensors: the conv of their channel concatenation,
+    conv2d(cat(input, 1), ...), computed without building it where the device's kernels can (groups 1)."""
+    if isinstance(input, (list, tuple)):
+        return _conv2d_concat(list(input), weight, bias, stride, padding, dilation, groups)
     input, args, geometry = _conv2d_arguments("conv2d", input, weight, bias, stride, padding, dilation, groups)
     return Conv2d.apply(input, *args, **geometry)
+
+
+def _conv2d_concat(inputs, weight, bias, stride, padding, dilation, groups):
+    """conv2d of the channel concatenation of `inputs` (checked like one input: the parts must agree in N, H,
+    W, dtype and device)."""
+    from .basic import cat
+    if not inputs or not all(isinstance(t, Tensor) for t in inputs):
+        raise TypeError("conv2d: a list input must be a non-empty list of Tensors (the parts of a channel "
+                        "concatenation)")
+    shapes = [t.shape for t in inputs]
+    if any(len(s) != 4 for s in shapes) or len({(s[0], s[2], s[3]) for s in shapes}) > 1 \
+            or len({t.dtype for t in inputs}) > 1:
+        raise ValueError(f"conv2d: the parts of a concatenated input must be (N, C_i, H, W) tensors of one dtype "
+                         f"with the same N, H, W, got {[tuple(s) for s in shapes]} "
+                         f"({sorted({str(t.dtype) for t in inputs})})")
+    if len(inputs) == 1 or groups != 1:
+        return conv2d(cat(inputs, axis=1) if len(inputs) > 1 else inputs[0], weight, bias, stride, padding,
+                      dilation, groups)
+    whole = _ConcatenatedShape(inputs)
+    (top, bottom), (left, right) = _padding_of("conv2d", padding, tuple(weight.shape[2:]),
+                                               _positive_pair(stride, "conv2d", "stride"),
+                                               _positive_pair(dilation, "conv2d", "dilation"))
+    uneven = (top, left) != (bottom, right)
+    if uneven and not kernels_for(whole.device).has("conv", "asymmetric_padding"):  # padded first: built
+        return conv2d(cat(inputs, axis=1), weight, bias, stride, padding, dilation, groups)
+    _, args, geometry = _conv2d_arguments("conv2d", whole, weight, bias, stride, padding, dilation, groups)
+    return Conv2dConcat.apply(*inputs, *args, parts=len(inputs), **geometry)
+
+
+class _ConcatenatedShape:
+    """Stands for the concatenation of `parts` in _conv2d_arguments' checks (its shape, dtype and device)."""
+
+    def __init__(self, parts):
+        N, _, H, W = parts[0].shape
+        self.shape = (N, sum(t.shape[1] for t in parts), H, W)
+        self.dtype, self.device, self.ndim = parts[0].dtype, parts[0].device, 4
 
 
 def conv2d_relu(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -378,7 +439,7 @@ def pad(input, pad, value=0.0):
 
 def _check_operands(op, input, weight, bias, layout="(N, C, H, W)"):
     for name, t in (("input", input), ("weight", weight)) + ((("bias", bias),) if bias is not None else ()):
-        if not isinstance(t, Tensor):
+        if not isinstance(t, (Tensor, _ConcatenatedShape)):
             raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
     check_nchw(input, op, layout)
     if weight.ndim != 4:

@@ -41,6 +41,12 @@ is in cache, instead of two more passes over the whole output; the backward read
 output itself (y > 0 exactly where the pre-activation is > 0), so the pre-activation is never stored, and
 masks dy as it reads it for the conv's gradients.
 
+**Conv of a concatenation** (`conv2d_concat_forward/backward`, the "concatenated_input" capability): the
+conv of the channel concatenation of several inputs (a U-Net decoder's [upsampled, skip]) without building
+it where the algorithm reads the parts (Winograd: each part's input transform writes its own channels of the
+tiles; its backward gives each part its channels of dx): the copies of a concatenation and of its
+gradient's split are not made.
+
 `padding` is (ph, pw), or (top, bottom, left, right) (the "asymmetric_padding" capability): the kernels take
 the top and left padding and the output's size, and read every pixel outside the input as 0, so an uneven
 padding (Keras' 'same' at stride 2 pads only the bottom and right) needs no pad op and no padded copy of the
@@ -80,6 +86,24 @@ def conv2d_backward(dy, x, w, stride, padding, dilation, groups, need_dx, need_d
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     return convolve_backward(np.ascontiguousarray(dy), None, x, x.shape, w, w.shape, stride, _top_left(padding),
                              dilation, groups, need_dx, need_dw, need_db)
+
+
+def conv2d_concat_forward(xs, w, b, stride, padding, dilation, groups):
+    """conv2d of the channel concatenation of xs (a tuple of (N, C_i, H, W) arrays) -> y (N, F, OH, OW), the
+    concatenation not built where the algorithm reads the parts (algorithms.py, `reads_parts`)."""
+    xs = [np.ascontiguousarray(x) for x in xs]
+    return convolve(xs, np.ascontiguousarray(w), b, 0, stride, padding, dilation, groups)
+
+
+def conv2d_concat_backward(dy, xs, w, stride, padding, dilation, groups, need_dxs, need_dw, need_db):
+    """Gradients of conv2d_concat_forward -> (dxs, dw, db): dxs a tuple, each part's gradient (None where
+    need_dxs says False), or None when no part needs one."""
+    xs, w = [np.ascontiguousarray(x) for x in xs], np.ascontiguousarray(w)
+    x_shape = (xs[0].shape[0], sum(x.shape[1] for x in xs), *xs[0].shape[2:])
+    dxs, dw, db = convolve_backward(np.ascontiguousarray(dy), None, xs, x_shape, w, w.shape, stride,
+                                    _top_left(padding), dilation, groups, any(need_dxs), need_dw, need_db)
+    dxs = None if dxs is None else tuple(dx if need else None for dx, need in zip(dxs, need_dxs))
+    return dxs, dw, db
 
 
 def conv2d_bias_relu_forward(x, w, b, stride, padding, dilation, groups):

@@ -11,7 +11,7 @@ from numba import njit
 from .. import threads
 from ..activation import fused_activate
 from ..gemm import MIN_FLOPS_PER_THREAD, matmul
-from ..workspace import prepared, scratch
+from ..workspace import output, prepared, scratch
 from . import few_channels
 from .epilogue import _bias_or_zeros, _gradient_buffers
 from .rows import _copy_row, _relu_grad_row
@@ -98,25 +98,40 @@ _GG = np.kron(_G, _G)  # (36, 9)
 
 def forward(x, w, b, act, stride, padding, dilation, groups, y):
     """y = act(conv2d(x, w) + b) into y (N, F, OH, OW); padding (top, left)."""
-    _forward(x, w, _bias_or_zeros(b, w.shape[0], x.dtype), act, padding, y)
+    _forward(x, w, _bias_or_zeros(b, w.shape[0], y.dtype), act, padding, y)
     return y
 
 
 def forward_maxpool2(x, w, b, act, stride, padding, dilation, y_shape, pooled):
     """pooled = max_pool2d(act(conv2d(x, w) + b), 2): each 4×4 output tile holds four pooling windows."""
-    _forward(x, w, _bias_or_zeros(b, w.shape[0], x.dtype), act, padding, pooled, y_shape)
+    _forward(x, w, _bias_or_zeros(b, w.shape[0], pooled.dtype), act, padding, pooled, y_shape)
     return pooled
 
 
 def backward(dy, y, x, x_shape, w, w_shape, stride, padding, dilation, groups, need_dx, need_dw, need_db):
     """conv2d's gradients (dz = dy · [y > 0] when y is given) -> (dx, dw, db), None for what is not needed.
-    A first layer's (dw without dx, an RGB image's few channels) goes to few_channels.py's weight_grad."""
+    x may be a list, the parts of a channel concatenation (x_shape the whole's): dx is then a list too, each
+    part's gradient. A first layer's (dw without dx, an RGB image's few channels) goes to few_channels.py's
+    weight_grad."""
+    concatenated = isinstance(x, list)
     if need_dw and not need_dx and w_shape[1] <= few_channels.WEIGHT_GRAD_CHANNELS:
+        x = np.concatenate(x, axis=1) if concatenated else x
         return few_channels.backward(dy, y, x, x_shape, w, w_shape, stride, padding, dilation, groups, need_dx,
                                      need_dw, need_db)
-    dx, dw, bias_sums = _gradient_buffers(dy, x_shape, w_shape, need_dx, need_dw)
-    _backward(dy, y, x, x_shape, w, w_shape, padding, dx, dw, bias_sums)
+    dx, dw, bias_sums = _gradient_buffers(dy, x_shape, w_shape, need_dx and not concatenated, need_dw)
+    if need_dx and concatenated:
+        dx = [output(part.shape, dy.dtype) for part in x]
+    _backward(dy, y, x, x_shape, w, w_shape, padding, dx if concatenated or dx is None else [dx], dw, bias_sums)
     return dx, dw, (bias_sums.sum(axis=0).astype(dy.dtype) if need_db else None)
+
+
+def _sources(x, channels):
+    """The input's parts as (array, first channel, channels): x itself (None in a backward that needs only dx),
+    or each part of a channel concatenation (a list)."""
+    parts = x if isinstance(x, list) else [x]
+    counts = [channels] if x is None else [part.shape[1] for part in parts]
+    firsts = np.cumsum([0] + counts[:-1])
+    return [(part, int(c0), count) for part, c0, count in zip(parts, firsts, counts)]
 
 
 def _filters(w):
@@ -130,25 +145,28 @@ def _forward(x, w, b, act, padding, y, pooled_from=None):
     """y = act(conv2d(x, w) + b) piece by piece of tile rows (r = n·TH + th): V = input transform, M_ξ = U_ξ @ V_ξ
     (36 GEMMs), y = output transform (+ bias, activation); with pooled_from (the conv's output shape), y is
     its 2×2 max pooling."""
-    N, C = x.shape[0], x.shape[1]
+    sources = _sources(x, w.shape[1])
+    N, C = sources[0][0].shape[0], w.shape[1]
     F = w.shape[0]
     OH, OW = y.shape[2:] if pooled_from is None else pooled_from[2:]
     TH, TW = (OH + 3) // 4, (OW + 3) // 4
     U = prepared(w, "winograd_filters", _filters)
-    rows = _piece_rows(C, F, TW, x.dtype.itemsize, N * TH)
+    dtype = y.dtype
+    rows = _piece_rows(C, F, TW, dtype.itemsize, N * TH)
     pieces = -(-N * TH // rows)
-    constants = np.array([2, 4, 8], x.dtype)
+    constants = np.array([2, 4, 8], dtype)
 
     def piece(i):
         r0, r1 = i * rows, min(N * TH, (i + 1) * rows)
         S = (r1 - r0) * (TW + 1)
-        V = scratch("conv.winograd_v", (36, C, S), x.dtype)
-        M = scratch("conv.winograd_m", (36, F, S), x.dtype)
-        _input(x, padding[0], padding[1], TH, TW, r0, r1, V, np.zeros((6, 4 * S + 4), x.dtype),
-               np.empty((6, 4, S + 1), x.dtype), np.empty((6, 4, S + 1), x.dtype), np.empty((6, S), x.dtype), constants)
+        V = scratch("conv.winograd_v", (36, C, S), dtype)
+        M = scratch("conv.winograd_m", (36, F, S), dtype)
+        for part, c0, _ in sources:
+            _input(part, c0, padding[0], padding[1], TH, TW, r0, r1, V, np.zeros((6, 4 * S + 4), dtype),
+                   np.empty((6, 4, S + 1), dtype), np.empty((6, 4, S + 1), dtype), np.empty((6, S), dtype), constants)
         np.matmul(U, V, out=M)
-        _output(M, b, act, pooled_from is not None, OH, OW, TH, TW, r0, r1, y, np.empty((24, S), x.dtype),
-                np.empty((4, 4 * S), x.dtype), constants)
+        _output(M, b, act, pooled_from is not None, OH, OW, TH, TW, r0, r1, y, np.empty((24, S), dtype),
+                np.empty((4, 4 * S), dtype), constants)
 
     threads.parallel_for(piece, pieces)
 
@@ -162,21 +180,22 @@ def _piece_rows(C, F, TW, itemsize, total_rows):
     return min(rows, -(-total_rows // parts)) if parts > 1 else rows
 
 
-def _backward(dy, y, x, x_shape, w, w_shape, padding, dx, dw, bias_sums):
+def _backward(dy, y, x, x_shape, w, w_shape, padding, dxs, dw, bias_sums):
     """The forward's three steps read backwards, each transform's adjoint its transpose: dM = A dz Aᵀ (each 4×4
     block of dz = dy · [y > 0], or dy), dU_ξ += dM_ξ V_ξᵀ (V the input transform, computed again), dV_ξ = U_ξᵀ dM_ξ,
     dd = B dV Bᵀ added into the overlapping 6×6 tiles of the images' padded plane buffers, dg = Gᵀ dU G. A task
     is an image in pieces of tile rows, or, for small images, a few whole images in one piece (so that dU's
     GEMMs sum over enough tiles: one 12×12 image has 9); its images' planes are its own (tiles overlap in dx),
     and each thread sums its own share of dU (in the data's dtype: a (36, F, C) float64 share and a buffer for
-    each product took 28 MB more for a 128 → 256 conv). Fills dx and dw (each when not None) and bias_sums
-    (N, F), the sums of dz's planes."""
+    each product took 28 MB more for a 128 → 256 conv). Fills dxs (a gradient for each of x's parts, or None)
+    and dw (when not None) and bias_sums (N, F), the sums of dz's planes."""
     N, F = dy.shape[0], dy.shape[1]
     C, H, W = w_shape[1], x_shape[2], x_shape[3]
+    sources = _sources(x, C)
     OH, OW = dy.shape[2], dy.shape[3]
     ph, pw = padding
     TH, TW = (OH + 3) // 4, (OW + 3) // 4
-    Ut = np.ascontiguousarray(_filters(w).transpose(0, 2, 1)) if dx is not None else None
+    Ut = np.ascontiguousarray(_filters(w).transpose(0, 2, 1)) if dxs is not None else None
     rows = max(1, WINOGRAD_BACKWARD_PIECE_BYTES // (36 * (C + F) * (TW + 1) * dy.dtype.itemsize))
     images = 1  # a task's images: one in pieces of rows, or, when whole images fit the budget, as many as fit
     if rows >= TH:  # or enough for dU's GEMMs to sum over MIN_DU_SLOTS tiles, leaving no thread without a task
@@ -189,7 +208,7 @@ def _backward(dy, y, x, x_shape, w, w_shape, padding, dx, dw, bias_sums):
     def task(i):
         n0, n1 = tasks[i]
         bias_sums[n0:n1] = 0.0
-        if dx is not None:
+        if dxs is not None:
             planes = scratch("conv.winograd_dx", (n1 - n0, C, 4 * TH + 2, 4 * TW + 2), dy.dtype)
             planes[...] = 0
         step = rows if n1 - n0 == 1 else (n1 - n0) * TH
@@ -202,20 +221,22 @@ def _backward(dy, y, x, x_shape, w, w_shape, padding, dx, dw, bias_sums):
                          constants)
             if dw is not None:  # dU_ξ += dM_ξ V_ξᵀ
                 V = scratch("conv.winograd_v", (36, C, S), dy.dtype)
-                _input(x, ph, pw, TH, TW, r0, r1, V, np.zeros((6, 4 * S + 4), dy.dtype), np.empty((6, 4, S + 1), dy.dtype),
-                       np.empty((6, 4, S + 1), dy.dtype), np.empty((6, S), dy.dtype), constants)
+                for part, c0, _ in sources:
+                    _input(part, c0, ph, pw, TH, TW, r0, r1, V, np.zeros((6, 4 * S + 4), dy.dtype),
+                           np.empty((6, 4, S + 1), dy.dtype), np.empty((6, 4, S + 1), dy.dtype),
+                           np.empty((6, S), dy.dtype), constants)
                 share = dU_parts.get(threading.get_ident())
                 if share is None:  # this thread's first product: its share
                     dU_parts[threading.get_ident()] = np.matmul(dM, V.transpose(0, 2, 1))
                 else:
                     share += np.matmul(dM, V.transpose(0, 2, 1), out=scratch("conv.winograd_dup", (36, F, C), dy.dtype))
-            if dx is not None:  # dV_ξ = U_ξᵀ dM_ξ, then B dV Bᵀ into the planes
+            if dxs is not None:  # dV_ξ = U_ξᵀ dM_ξ, then B dV Bᵀ into the planes
                 dV = scratch("conv.winograd_v", (36, C, S), dy.dtype)
                 np.matmul(Ut, dM, out=dV)
                 _input_grad(dV, TH, TW, r0, r1, planes, n0, np.empty((36, S), dy.dtype), np.empty((6, S), dy.dtype),
                             np.empty(4 * S + 4, dy.dtype), constants)
-        if dx is not None:
-            dx[n0:n1] = planes[:, :, ph:ph + H, pw:pw + W]
+        for dx, (_, c0, channels) in zip(dxs or (), sources):  # each part's channels of the planes
+            dx[n0:n1] = planes[:, c0:c0 + channels, ph:ph + H, pw:pw + W]
 
     threads.parallel_for(task, len(tasks))
     if dw is not None:  # dg = Gᵀ dU G, the threads' shares added in place (np.sum of the list would stack
@@ -228,9 +249,10 @@ def _backward(dy, y, x, x_shape, w, w_shape, padding, dx, dw, bias_sums):
 
 
 @njit(cache=True, nogil=True)
-def _input(x, ph, pw, TH, TW, r0, r1, V, rows, phases, t, out, k2):
-    """V[ξ, c, slot] = (Bᵀ d B)[ξ] for the tiles of rows r = n·TH + th in [r0, r1) (slot (r − r0)·(TW + 1) + tw),
-    d the 6×6 tile at (4·th, 4·tw) of the zero-padded x[n, c]. Row i of every tile row is copied, padded, into
+def _input(x, c0, ph, pw, TH, TW, r0, r1, V, rows, phases, t, out, k2):
+    """V[ξ, c0 + c, slot] = (Bᵀ d B)[ξ] for the tiles of rows r = n·TH + th in [r0, r1) (slot (r − r0)·(TW + 1)
+    + tw), d the 6×6 tile at (4·th, 4·tw) of the zero-padded x[n, c] (x: the input, c0 = 0, or one part of a
+    channel concatenation, c0 its first channel). Row i of every tile row is copied, padded, into
     rows[i] (4·(TW + 1) columns a tile row) and split into its column phases (phases[i, q, k] = column 4k + q);
     Bᵀ d combines the six rows phase by phase, then · B the columns q = 0..3 at k and q = 0, 1 at k + 1.
     k2 = (2, 4, 8) in x's dtype: with integer literals Numba computes in float64 (see above)."""
@@ -255,7 +277,7 @@ def _input(x, ph, pw, TH, TW, r0, r1, V, rows, phases, t, out, k2):
         for i in range(6):  # (Bᵀ d) B: combine the columns of row i: phases 0..3 at k, then 0, 1 at k + 1
             a0, a1, a2, a3 = t[i, 0], t[i, 1], t[i, 2], t[i, 3]
             _b_transposed(a0, a1, a2, a3, a0[1:], a1[1:], out[0], out[1], out[2], out[3], out[4], out[5], S, k2)
-            _store_rows(out, V, 6 * i, c, S)
+            _store_rows(out, V, 6 * i, c0 + c, S)
 
 
 @njit(cache=True, nogil=True, inline="always")
