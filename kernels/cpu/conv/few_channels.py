@@ -136,18 +136,19 @@ def weight_grad(dy, y, x, w_shape, padding, need_db):
     F = w_shape[0]
     (ph, pw), (OH, OW) = padding, dy.shape[2:]
     Hp, Wp = max(H + 2 * ph, OH + 2), max(W + 2 * pw, OW + 2)
+    padded = np.zeros((N, C, Hp, Wp), x.dtype)  # the images padded once (each plane flattened: rows of Wp)
+    padded[:, :, ph:ph + H, pw:pw + W] = x
+    padded = padded.reshape(N, C, Hp * Wp)
     dw = np.empty(w_shape, dy.dtype)
     bias_sums = np.zeros(F)
     masked = y is not None
     y_or_dy, zero = y if masked else dy, dy.dtype.type(0)
 
-    def filters(f0, f1):  # each piece pads every image once, in buffers of its own (made here: arrays made
-        # in the kernel cost its first compile more)
-        padded = np.zeros((C, Hp * Wp), x.dtype)
+    def filters(f0, f1):  # buffers of each piece's own, made here (arrays made in the kernel cost its first
+        # compile more)
         wide_a, wide_b = np.zeros(OH * Wp, dy.dtype), np.zeros(OH * Wp, dy.dtype)
         totals = np.zeros((f1 - f0 + 1, C, 3, 3))  # one spare row: an odd last filter's partner
-        _few_channel_weight_grad(dy, y_or_dy, masked, x, ph, pw, Wp, padded, wide_a, wide_b, totals,
-                                 bias_sums, zero, f0, f1)
+        _few_channel_weight_grad(dy, y_or_dy, masked, padded, Wp, wide_a, wide_b, totals, bias_sums, zero, f0, f1)
         dw[f0:f1] = totals[:f1 - f0]
 
     threads.parallel_range(filters, F, pieces_per_thread=1)
@@ -155,27 +156,22 @@ def weight_grad(dy, y, x, w_shape, padding, need_db):
 
 
 @njit(cache=True, nogil=True)
-def _few_channel_weight_grad(dy, y, masked, x, ph, pw, Wp, padded, wide_a, wide_b, totals, bias_sums, zero, f0, f1):
-    """totals[f − f0, c, i, j] = Σ_{n, oh, ow} dz[n, f, oh, ow] · x[n, c, oh + i − ph, ow + j − pw] and
-    bias_sums[f] = Σ dz[n, f] for the filters f in [f0, f1) (totals and bias_sums zeros): image by image, its C
-    planes padded once into `padded` (rows of Wp, its border 0), then the filters two at a time: each one's dz
-    spread onto the wide grid (wide_a, wide_b: rows of Wp, as direct.py's), and the eighteen dot products of
-    the pair with each padded plane in one pass (_dots3x3_pair: each shifted input value read once for both)."""
-    N, C, H, W = x.shape
+def _few_channel_weight_grad(dy, y, masked, padded, Wp, wide_a, wide_b, totals, bias_sums, zero, f0, f1):
+    """totals[f − f0, c, i, j] = Σ_{n, oh, ow} dz[n, f, oh, ow] · padded[n, c, (oh + i)·Wp + ow + j] and
+    bias_sums[f] = Σ dz[n, f] for the filters f in [f0, f1) (totals and bias_sums zeros; padded: the images with
+    their zero border, each plane flattened in rows of Wp), the filters two at a time: each one's dz spread onto
+    the wide grid (wide_a, wide_b: rows of Wp, as direct.py's), and the eighteen dot products of the pair with
+    each padded plane in one pass (_dots3x3_pair: each shifted input value read once for both)."""
+    N, C = padded.shape[0], padded.shape[1]
     L = dy.shape[2] * Wp - 2
     for n in range(N):
-        for c in range(C):
-            for h in range(H):
-                start = (h + ph) * Wp + pw
-                for k in range(W):
-                    padded[c, start + k] = x[n, c, h, k]
         for f in range(f0, f1, 2):
             bias_sums[f] += _spread(wide_a, dy[n, f], y[n, f], masked, Wp)
             if f + 1 < f1:
                 bias_sums[f + 1] += _spread(wide_b, dy[n, f + 1], y[n, f + 1], masked, Wp)
             for c in range(C):  # an odd last filter: paired with itself, the second sums go to the spare row
                 _dots3x3_pair(totals[f - f0, c], totals[f - f0 + 1, c], wide_a[:L], (wide_b if f + 1 < f1 else wide_a)[:L],
-                              padded[c], Wp, zero)
+                              padded[n, c], Wp, zero)
 
 
 @njit(cache=True, fastmath={"reassoc"})
