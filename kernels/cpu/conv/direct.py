@@ -153,15 +153,7 @@ def _wide_dots3x3(total, dz, src, row, col, zero):
         a20 += d * s20[k]
         a21 += d * s21[k]
         a22 += d * s22[k]
-    total[0, 0] += a00
-    total[0, 1] += a01
-    total[0, 2] += a02
-    total[1, 0] += a10
-    total[1, 1] += a11
-    total[1, 2] += a12
-    total[2, 0] += a20
-    total[2, 1] += a21
-    total[2, 2] += a22
+    _add_3x3(total, a00, a01, a02, a10, a11, a12, a20, a21, a22)
 
 
 @njit(cache=True, nogil=True)
@@ -281,6 +273,19 @@ def _direct_input_grad_plane(dy, w, plane, stride, padding, dilation, dx, dzw, d
                                     dzw[margin:], 1)
     for h in range(H):
         _copy_row(dx[n, c, h], dxp[(h + ph) * Wp + pw:], 1)
+
+@njit(cache=True)
+def _add_3x3(total, a00, a01, a02, a10, a11, a12, a20, a21, a22):
+    """total[i, j] += a_ij: a 3×3 kernel's nine sums, kept in registers by the dot loops, into their totals."""
+    total[0, 0] += a00
+    total[0, 1] += a01
+    total[0, 2] += a02
+    total[1, 0] += a10
+    total[1, 1] += a11
+    total[1, 2] += a12
+    total[2, 0] += a20
+    total[2, 1] += a21
+    total[2, 2] += a22
 
 
 @njit(cache=True, nogil=True)

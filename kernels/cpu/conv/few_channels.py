@@ -31,6 +31,7 @@ from numba import njit
 from .. import threads
 from ..activation import fused_activate
 from . import direct, im2col
+from .direct import _add_3x3
 from .epilogue import _bias_or_zeros
 
 FEW_CHANNELS = 2
@@ -228,21 +229,5 @@ def _dots3x3_pair(total_a, total_b, dz_a, dz_b, src, row, zero):
         v = s22[k]
         a22 += d * v
         b22 += e * v
-    total_a[0, 0] += a00
-    total_a[0, 1] += a01
-    total_a[0, 2] += a02
-    total_a[1, 0] += a10
-    total_a[1, 1] += a11
-    total_a[1, 2] += a12
-    total_a[2, 0] += a20
-    total_a[2, 1] += a21
-    total_a[2, 2] += a22
-    total_b[0, 0] += b00
-    total_b[0, 1] += b01
-    total_b[0, 2] += b02
-    total_b[1, 0] += b10
-    total_b[1, 1] += b11
-    total_b[1, 2] += b12
-    total_b[2, 0] += b20
-    total_b[2, 1] += b21
-    total_b[2, 2] += b22
+    _add_3x3(total_a, a00, a01, a02, a10, a11, a12, a20, a21, a22)
+    _add_3x3(total_b, b00, b01, b02, b10, b11, b12, b20, b21, b22)
