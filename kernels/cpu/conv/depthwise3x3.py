@@ -128,13 +128,16 @@ def backward(dy, x, taps, top, dx, sums):
     zeros, no_bias = np.zeros(W * C, x.dtype), np.zeros(C, x.dtype)
     band = max(1, BAND_BYTES // dy_rows[0].nbytes)
     turned_taps = turned(taps)
+    one, no_activation = 1, 0  # the input gradient's stride, left padding and activation, passed in as
+    # arguments: as literals in the kernel they would compile a second `_rows` for them (~0.6 s on an empty cache)
     threads.on_threads(_backward_shares, sums.shape[0], TAP_WORK * 2 * dy.size, dy_rows, x_rows, turned_taps, no_bias,
-                       C, H, top, zeros, dx_rows, dx is not None, band, sums)
+                       C, H, top, zeros, dx_rows, dx is not None, band, sums, one, no_activation)
     return dx
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
-def _backward_shares(dy_rows, x_rows, turned_taps, no_bias, C, H, top, zeros, dx_rows, want_dx, band, sums, t0, t1):
+def _backward_shares(dy_rows, x_rows, turned_taps, no_bias, C, H, top, zeros, dx_rows, want_dx, band, sums, one,
+                     no_activation, t0, t1):
     T = sums.shape[0]
     rows = dy_rows.shape[0]
     part = np.zeros((10, C), dy_rows.dtype)
@@ -143,7 +146,7 @@ def _backward_shares(dy_rows, x_rows, turned_taps, no_bias, C, H, top, zeros, dx
         for b0 in range(first, last, band):
             b1 = min(last, b0 + band)
             if want_dx:
-                _rows(dy_rows, turned_taps, no_bias, C, H, H, 1, 2 - top, 1, zeros, dx_rows, 0, b0, b1)
+                _rows(dy_rows, turned_taps, no_bias, C, H, H, one, 2 - top, one, zeros, dx_rows, no_activation, b0, b1)
             for r in range(b0, b1):
                 _weight_grad_row(dy_rows, x_rows, C, H, top, zeros, r, part)
                 for q in range(10):
