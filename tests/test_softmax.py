@@ -51,31 +51,15 @@ def test_kernels_match_reference(name, shape3, dtype, seed):
 
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
 @settings(deadline=None, max_examples=10)
-@given(shape3=st.tuples(st.integers(1, 3), st.integers(1, 5), st.integers(cpu.SIMD_ROW, 70)), scale=st.sampled_from([1, 5, 40]),
+@given(shape3=st.tuples(st.integers(1, 3), st.integers(1, 5), st.integers(16, 70)), scale=st.sampled_from([1, 5, 40]),
        seed=seeds)
 def test_float32_rows_match_reference(name, shape3, scale, seed):
-    """Per-pixel rows (inner ≥ SIMD_ROW) take the float32 kernel with its SIMD exps."""
+    """Per-pixel rows of float32 scores (the U-Net's output) against float64's."""
     x3 = (np.random.default_rng(seed).standard_normal(shape3) * scale).astype(np.float32)
     y3 = getattr(cpu, name + "_forward")(x3)
     assert y3.dtype == np.float32
     expected = getattr(ref, name + "_forward")(x3.astype(np.float64))
     np.testing.assert_allclose(y3, expected, rtol=1e-5, atol=1e-6 if name == "softmax" else 1e-5)
-
-
-def test_fast_exp_row():
-    """e^(x − shift) within 3e-7 (relative) of float64's over float32's range, shifted per position; below
-    it the smallest normal float, never 0, a denormal or NaN, above it a finite float."""
-    from tinycnn.kernels.cpu.fast_exp import exp_row
-    x = np.concatenate([np.linspace(-87.0, 88.3, 20001), [0.0, 1e-30, -1e-30, -0.5, 0.5]]).astype(np.float32)
-    shift = np.full(x.size, 0.25, np.float32)
-    out, powers = np.empty_like(x), np.empty(x.size, np.int32)
-    exp_row(out, x, shift, powers)
-    expected = np.exp((x - shift).astype(np.float64))  # of the float32 difference the kernel takes
-    assert np.max(np.abs(out - expected) / expected) < 3e-7
-    x = np.array([-1e4, -100.0, 100.0, 1e4], np.float32)
-    exp_row(out[:4], x, np.zeros(4, np.float32), powers[:4])
-    assert np.all(np.isfinite(out[:4])) and np.all(out[:2] >= np.finfo(np.float32).tiny) and np.all(out[:2] < 1.3e-38)
-    assert np.all(out[2:4] > 2e38)
 
 
 # ---------------------------------------------------------------------- behaviour
@@ -98,7 +82,7 @@ def test_stable_for_large_logits():
 
 
 def test_stable_for_large_logits_float32_rows():
-    x = np.zeros((1, 3, 2, cpu.SIMD_ROW), np.float32)
+    x = np.zeros((1, 3, 2, 16), np.float32)
     x[0, :, 0] = np.array([1000.0, 1000.0, -1000.0])[:, None]
     x[0, :, 1] = np.array([-1e4, 0.0, 1e4])[:, None]
     with np.errstate(all="raise"):

@@ -14,17 +14,14 @@ the gradient of the input for an upstream gradient `g` (a Python float).
 `w` (per element, any shape that broadcasts to the input's) and `pw` (pos_weight, likewise) are optional;
 the host wrappers expand them to one value per element, so the kernels see flat arrays of equal length.
 Sums are accumulated in float64. The element-wise kernels run `prange` over elements, and their sums are
-Numba reductions (each thread sums its share, the shares are added at the end: no race). Cross-entropy
-gives whole samples to the threads of kernels/cpu/threads.py, each writing its own partial sum, and takes
-its float32 exps in SIMD code (fast_exp.py).
+Numba reductions (each thread sums its share, the shares are added at the end: no race); MSE is NumPy's.
+Cross-entropy takes its log-softmax and exps from NumPy and gives whole samples to the threads of
+kernels/cpu/threads.py, each writing its own partial sum.
 """
-import math
-
 import numpy as np
 from numba import njit, prange
 
 from . import threads
-from .fast_exp import EXP_COST, exp_row, exp_shifted
 
 
 def _flat(a, dtype):
@@ -124,59 +121,35 @@ def bce_backward(p, t, eps, g, weight=None):
 
 
 # ---------------------------------------------------------------------- cross-entropy over classes
+#
+# The log-softmax and the exps of the backward are NumPy's (SIMD exp and log, a pass each over the few classes
+# of every pixel); the per-pixel picks of a class, its weight and the ignored pixels are serial Numba loops over
+# whole samples, on the threads of kernels/cpu/threads.py. The kernels this replaced took their exps in Numba
+# SIMD code of their own (fast_exp.py, gone with them): as fast, but their compile was most of two seconds of
+# the U-Net's first training step on an empty cache (benchmarks/RESULTS.md, "Timings moved from kernel
+# docstrings").
 
 @njit(cache=True, nogil=True)
-def _cross_entropy_samples(x3, target2, weight, ignore_index, log_probs3, loss_n, weight_n, n0, n1):
-    """Samples n in [n0, n1): log_probs3[n] = log softmax over classes; loss_n[n] = −Σᵢ w[t] log p[t],
-    weight_n[n] = Σᵢ w[t]. Sums and the log-normaliser in float64 (math.exp: the float64 path)."""
-    N, C, inner = x3.shape
-    log_norm = np.empty(inner)  # log Σ_c exp x[n, c, i], shifted by the max for stability
-    total_exp = np.empty(inner)
+def _sample_losses(log_probs3, target2, weight, ignore_index, loss_n, weight_n, n0, n1):
+    """For the samples n in [n0, n1): loss_n[n] = −Σᵢ w[t] log p[t], weight_n[n] = Σᵢ w[t], over the pixels i
+    whose class t = target2[n, i] is not ignore_index (float64 sums)."""
     for n in range(n0, n1):
-        for i in range(inner):
-            log_norm[i] = x3[n, 0, i]
-            total_exp[i] = 0.0
-        for c in range(1, C):
-            for i in range(inner):
-                log_norm[i] = max(log_norm[i], x3[n, c, i])
-        for c in range(C):
-            for i in range(inner):
-                total_exp[i] += math.exp(x3[n, c, i] - log_norm[i])
-        for i in range(inner):
-            log_norm[i] += math.log(total_exp[i])
-        for c in range(C):
-            for i in range(inner):
-                log_probs3[n, c, i] = x3[n, c, i] - log_norm[i]
-        _sample_loss(x3, target2, weight, ignore_index, log_norm, loss_n, weight_n, n)
+        loss, weight_sum = 0.0, 0.0
+        for i in range(log_probs3.shape[2]):
+            t = target2[n, i]
+            if t != ignore_index:
+                loss -= weight[t] * log_probs3[n, t, i]
+                weight_sum += weight[t]
+        loss_n[n] = loss
+        weight_n[n] = weight_sum
 
 
-@njit(cache=True, nogil=True)
-def _cross_entropy_samples_float32(x3, target2, weight, ignore_index, log_probs3, loss_n, weight_n, n0, n1):
-    """_cross_entropy_samples for float32, its exps in SIMD code (fast_exp.py): e^(x − max) is written into
-    log_probs3 first, summed over the classes, then replaced by x − log Σ."""
-    N, C, inner = x3.shape
-    log_norm, total, powers = np.empty(inner, np.float32), np.empty(inner, np.float32), np.empty(inner, np.int32)
-    for n in range(n0, n1):
-        exp_shifted(x3[n], log_probs3[n], log_norm, total, powers)
-        for i in range(inner):
-            log_norm[i] += math.log(total[i])
-        for c in range(C):
-            for i in range(inner):
-                log_probs3[n, c, i] = x3[n, c, i] - log_norm[i]
-        _sample_loss(x3, target2, weight, ignore_index, log_norm, loss_n, weight_n, n)
-
-
-@njit(cache=True)
-def _sample_loss(x3, target2, weight, ignore_index, log_norm, loss_n, weight_n, n):
-    """loss_n[n] = −Σᵢ w[t] (x[t] − log_norm), weight_n[n] = Σᵢ w[t], over sample n's counted pixels."""
-    loss, weight_sum = 0.0, 0.0
-    for i in range(x3.shape[2]):
-        t = target2[n, i]
-        if t != ignore_index:
-            loss -= weight[t] * (x3[n, t, i] - log_norm[i])
-            weight_sum += weight[t]
-    loss_n[n] = loss
-    weight_n[n] = weight_sum
+def _log_softmax(x3):
+    """log softmax over the classes of x3 (N, C, inner): x − m − log Σ_c e^(x − m), m the max over the classes."""
+    with np.errstate(under="ignore"):  # e^(x − m) underflowing to 0 is no error
+        log_probs3 = np.subtract(x3, x3.max(axis=1, keepdims=True))
+        log_probs3 -= np.log(np.exp(log_probs3).sum(axis=1, keepdims=True))
+    return log_probs3
 
 
 def cross_entropy_forward(x3, target2, weight, ignore_index):
@@ -185,36 +158,29 @@ def cross_entropy_forward(x3, target2, weight, ignore_index):
     With every pixel ignored the loss is NaN (0/0), as in PyTorch. Whole samples to a thread."""
     N, C, inner = x3.shape
     weight = np.ones(C) if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
-    x3, target2 = np.ascontiguousarray(x3), np.ascontiguousarray(target2, dtype=np.int64)
-    log_probs3 = np.empty_like(x3)
+    target2 = np.ascontiguousarray(target2, dtype=np.int64)
+    log_probs3 = _log_softmax(np.ascontiguousarray(x3))
     loss_n, weight_n = np.empty(N), np.empty(N)
-    kernel = _cross_entropy_samples_float32 if x3.dtype == np.float32 else _cross_entropy_samples
-    threads.parallel_range(lambda n0, n1: kernel(x3, target2, weight, int(ignore_index), log_probs3, loss_n,
-                                                 weight_n, n0, n1), N, values=x3.size * EXP_COST)
+    threads.parallel_range(lambda n0, n1: _sample_losses(log_probs3, target2, weight, int(ignore_index), loss_n,
+                                                         weight_n, n0, n1), N, values=target2.size)
     loss, weight_sum = loss_n.sum(), float(weight_n.sum())
     return _scalar(loss / weight_sum if weight_sum != 0 else np.nan, x3.dtype), log_probs3, weight_sum
 
 
 @njit(cache=True, nogil=True)
-def _cross_entropy_grad(log_probs3, target2, weight, ignore_index, scale, simd_exp, dx3, n0, n1):
-    """dx3[n] = scale · w[t] (e^(log p) − onehot(t)) for the samples n in [n0, n1); e^ in SIMD code for
-    float32 (simd_exp: fast_exp.py, its shift a row of zeros)."""
-    N, C, inner = log_probs3.shape
-    zeros, powers = np.zeros(inner, log_probs3.dtype), np.empty(inner, np.int32)
+def _one_hot_grad(dx3, target2, weight, ignore_index, scale, n0, n1):
+    """dx3[n] = scale · w[t] (dx3[n] − onehot(t)) (dx3 holding the softmax), 0 on ignored pixels, for the
+    samples n in [n0, n1)."""
+    C, inner = dx3.shape[1], dx3.shape[2]
     for n in range(n0, n1):
         for c in range(C):
-            if simd_exp:
-                exp_row(dx3[n, c], log_probs3[n, c], zeros, powers)
-            else:
-                for i in range(inner):
-                    dx3[n, c, i] = math.exp(log_probs3[n, c, i])
+            row = dx3[n, c]
             for i in range(inner):
                 t = target2[n, i]
                 if t == ignore_index:
-                    dx3[n, c, i] = 0.0
+                    row[i] = 0.0
                 else:
-                    one_hot = 1.0 if c == t else 0.0
-                    dx3[n, c, i] = scale * weight[t] * (dx3[n, c, i] - one_hot)
+                    row[i] = scale * weight[t] * (row[i] - (1.0 if c == t else 0.0))
 
 
 def cross_entropy_backward(log_probs3, target2, weight, ignore_index, weight_sum, g):
@@ -222,37 +188,32 @@ def cross_entropy_backward(log_probs3, target2, weight, ignore_index, weight_sum
     N, C = log_probs3.shape[:2]
     weight = np.ones(C) if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
     scale = float(g) / weight_sum if weight_sum != 0 else 0.0
-    log_probs3, target2 = np.ascontiguousarray(log_probs3), np.ascontiguousarray(target2, dtype=np.int64)
-    dx3 = np.empty_like(log_probs3)
-    simd_exp = log_probs3.dtype == np.float32
-    threads.parallel_range(lambda n0, n1: _cross_entropy_grad(log_probs3, target2, weight, int(ignore_index), scale,
-                                                              simd_exp, dx3, n0, n1), N, values=log_probs3.size * EXP_COST)
+    target2 = np.ascontiguousarray(target2, dtype=np.int64)
+    dx3 = np.exp(np.ascontiguousarray(log_probs3))  # the softmax
+    threads.parallel_range(lambda n0, n1: _one_hot_grad(dx3, target2, weight, int(ignore_index), scale, n0, n1), N,
+                           values=dx3.size)
     return dx3
 
 
 # ---------------------------------------------------------------------- mean squared error
 
-@njit(cache=True, parallel=True)
-def _squared_error_sum(p, t):
-    total = 0.0
-    for i in prange(p.size):
-        d = np.float64(p[i]) - t[i]
-        total += d * d
-    return total
+# NumPy's: a box regressor's outputs are 4 values a sample, a detector's a few small maps, where the two
+# parallel Numba kernels this replaced cost a first training step more in compile than they ever saved
+# (benchmarks/RESULTS.md, "Timings moved from kernel docstrings").
+
+def _difference(p, t):
+    """p − t in float64 (t in p's dtype first, as the other losses take it), flat."""
+    return np.subtract(_flat(p, p.dtype), _flat(t, p.dtype), dtype=np.float64)
 
 
 def mse_forward(p, t):
-    """Mean of (p − t)² over all elements; t has p's shape."""
-    return _scalar(_squared_error_sum(_flat(p, p.dtype), _flat(t, p.dtype)) / p.size, p.dtype)
-
-
-@njit(cache=True, parallel=True)
-def _squared_error_grad(p, t, scale, dp):
-    for i in prange(p.size):
-        dp[i] = scale * (p[i] - t[i])
+    """Mean of (p − t)² over all elements; t has p's shape; the sum in float64."""
+    d = _difference(p, t)
+    return _scalar(np.dot(d, d) / p.size, p.dtype)
 
 
 def mse_backward(p, t, g):
-    dp = np.empty(p.size, p.dtype)
-    _squared_error_grad(_flat(p, p.dtype), _flat(t, p.dtype), 2.0 * float(g) / p.size, dp)
-    return dp.reshape(p.shape)
+    """dp = 2 g (p − t) / size, computed in float64."""
+    d = _difference(p, t)
+    d *= 2.0 * float(g) / p.size
+    return d.astype(p.dtype).reshape(p.shape)

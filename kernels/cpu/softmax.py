@@ -6,11 +6,15 @@
                   dx_c = dy_c − e^(y_c) Σ_k dy_k
 
 The op layer views any tensor as (outer, C, inner) around the softmax axis: (N, C) logits are (N, C, 1),
-per-pixel class scores (N, C, H, W) over dim=1 are (N, C, H·W). A thread takes a range of `outer` slices;
-inside one the loops run over c, then over the contiguous `inner` positions, keeping one running max and one
-sum per position, so every pass reads memory in order. Sums are accumulated in float64, except in a float32
-softmax over rows of pixels, which takes its exponentials in SIMD code (fast_exp.py) and sums them in
-float32; the rest use math.exp.
+per-pixel class scores (N, C, H, W) over dim=1 are (N, C, H·W).
+
+softmax's forward is NumPy's: its exp is SIMD code, and over a few classes its five
+passes (max, subtract, exp, sum, divide) ran as fast as the two-thread Numba kernel they replaced on the U-Net's
+output, whose compile was most of a second of the U-Net's first predict (timings: benchmarks/RESULTS.md,
+"Timings moved from kernel docstrings"). The other kernels are Numba's: a thread
+takes a range of `outer` slices; inside one the loops run over c, then over the contiguous `inner`
+positions, keeping one running max and one sum per position, so every pass reads memory in order, sums in
+float64, exps by math.exp.
 """
 import math
 
@@ -18,7 +22,9 @@ import numpy as np
 from numba import njit
 
 from . import threads
-from .fast_exp import EXP_COST, exp_shifted
+
+EXP_COST = 8  # an exp costs about as much as moving this many values: log_softmax goes on the threads from
+              # 1/8 of threads.SERIAL_BELOW's size
 
 
 @njit(cache=True)
@@ -63,44 +69,21 @@ def _softmax(x, y, log, o0, o1):
                     y[o, c, i] *= total[i]
 
 
-@njit(cache=True, nogil=True)
-def _softmax_float32(x, y, m, total, powers, o0, o1):
-    """_softmax (not log) for float32, its exps in SIMD code (fast_exp.py), a row of e^(x − m) at a time;
-    m, total and powers are float32, float32 and int32 rows of the inner length (made by the caller: its
-    own loops, buffers and sums make this kernel's first compile shorter, a float32 sum over the few
-    classes of a pixel is exact enough)."""
-    C, inner = x.shape[1], x.shape[2]
-    for o in range(o0, o1):
-        exp_shifted(x[o], y[o], m, total, powers)
-        for c in range(C):
-            for i in range(inner):
-                y[o, c, i] /= total[i]
-
-
-SIMD_ROW = 16  # float32 softmax: exps in SIMD code for rows of at least this many positions
-
-
-def _rows(inner):
-    """_softmax_float32's buffers, for one call (one thread)."""
-    return np.empty(inner, np.float32), np.empty(inner, np.float32), np.empty(inner, np.int32)
-
-
 def _forward(x3, log):
     y3 = np.empty_like(x3, order="C")
     if x3.shape[1] > 0:
         x3 = np.ascontiguousarray(x3)
-        if not log and x3.dtype == np.float32 and x3.shape[2] >= SIMD_ROW:  # (N, C) logits: rows of 1
-            threads.parallel_range(lambda o0, o1: _softmax_float32(x3, y3, *_rows(x3.shape[2]), o0, o1), x3.shape[0],
-                                   values=x3.size * EXP_COST)
-        else:
-            threads.parallel_range(lambda o0, o1: _softmax(x3, y3, log, o0, o1), x3.shape[0],
-                                   values=x3.size * EXP_COST)
+        threads.parallel_range(lambda o0, o1: _softmax(x3, y3, log, o0, o1), x3.shape[0], values=x3.size * EXP_COST)
     return y3
 
 
 def softmax_forward(x3):
-    """x3 (outer, C, inner) -> y3, softmax over C."""
-    return _forward(x3, False)
+    """x3 (outer, C, inner) -> y3, softmax over C (NumPy, see above; e^(x − m) underflowing to 0 is no error)."""
+    with np.errstate(under="ignore"):
+        y3 = np.subtract(x3, x3.max(axis=1, keepdims=True) if x3.shape[1] > 0 else 0)
+        np.exp(y3, out=y3)
+        y3 /= y3.sum(axis=1, keepdims=True)
+    return y3
 
 
 def log_softmax_forward(x3):
