@@ -22,6 +22,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import threads
+from .softmax import log_softmax_forward
 
 
 def _flat(a, dtype):
@@ -122,8 +123,8 @@ def bce_backward(p, t, eps, g, weight=None):
 
 # ---------------------------------------------------------------------- cross-entropy over classes
 #
-# The log-softmax and the exps of the backward are NumPy's (SIMD exp and log, a pass each over the few classes
-# of every pixel); the per-pixel picks of a class, its weight and the ignored pixels are serial Numba loops over
+# The log-softmax (softmax.py's) and the exps of the backward are NumPy's (SIMD exp and log, a pass each over the few
+# classes of every pixel); the per-pixel picks of a class, its weight and the ignored pixels are serial Numba loops over
 # whole samples, on the threads of kernels/cpu/threads.py. The kernels this replaced took their exps in Numba
 # SIMD code of their own (fast_exp.py, gone with them): as fast, but their compile was most of two seconds of
 # the U-Net's first training step on an empty cache (benchmarks/RESULTS.md, "Timings moved from kernel
@@ -144,14 +145,6 @@ def _sample_losses(log_probs3, target2, weight, ignore_index, loss_n, weight_n, 
         weight_n[n] = weight_sum
 
 
-def _log_softmax(x3):
-    """log softmax over the classes of x3 (N, C, inner): x − m − log Σ_c e^(x − m), m the max over the classes."""
-    with np.errstate(under="ignore"):  # e^(x − m) underflowing to 0 is no error
-        log_probs3 = np.subtract(x3, x3.max(axis=1, keepdims=True))
-        log_probs3 -= np.log(np.exp(log_probs3).sum(axis=1, keepdims=True))
-    return log_probs3
-
-
 def cross_entropy_forward(x3, target2, weight, ignore_index):
     """x3 (N, C, inner) logits, target2 (N, inner) int64 in [0, C) or ignore_index, weight (C,) or None
     -> (mean loss weighted as PyTorch's, log_probs3 (N, C, inner), weight_sum = Σ w[t] over counted pixels).
@@ -159,7 +152,7 @@ def cross_entropy_forward(x3, target2, weight, ignore_index):
     N, C, inner = x3.shape
     weight = np.ones(C) if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
     target2 = np.ascontiguousarray(target2, dtype=np.int64)
-    log_probs3 = _log_softmax(np.ascontiguousarray(x3))
+    log_probs3 = log_softmax_forward(x3)
     loss_n, weight_n = np.empty(N), np.empty(N)
     threads.parallel_range(lambda n0, n1: _sample_losses(log_probs3, target2, weight, int(ignore_index), loss_n,
                                                          weight_n, n0, n1), N, values=target2.size)
@@ -189,7 +182,8 @@ def cross_entropy_backward(log_probs3, target2, weight, ignore_index, weight_sum
     weight = np.ones(C) if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
     scale = float(g) / weight_sum if weight_sum != 0 else 0.0
     target2 = np.ascontiguousarray(target2, dtype=np.int64)
-    dx3 = np.exp(np.ascontiguousarray(log_probs3))  # the softmax
+    with np.errstate(under="ignore"):
+        dx3 = np.exp(log_probs3)  # the softmax
     threads.parallel_range(lambda n0, n1: _one_hot_grad(dx3, target2, weight, int(ignore_index), scale, n0, n1), N,
                            values=dx3.size)
     return dx3

@@ -8,13 +8,12 @@
 The op layer views any tensor as (outer, C, inner) around the softmax axis: (N, C) logits are (N, C, 1),
 per-pixel class scores (N, C, H, W) over dim=1 are (N, C, H·W).
 
-softmax's forward is NumPy's: its exp is SIMD code, and over a few classes its five
-passes (max, subtract, exp, sum, divide) ran as fast as the two-thread Numba kernel they replaced on the U-Net's
-output, whose compile was most of a second of the U-Net's first predict (timings: benchmarks/RESULTS.md,
-"Timings moved from kernel docstrings"). The other kernels are Numba's: a thread
-takes a range of `outer` slices; inside one the loops run over c, then over the contiguous `inner`
-positions, keeping one running max and one sum per position, so every pass reads memory in order, sums in
-float64, exps by math.exp.
+The forwards are NumPy's (its exp and log are SIMD code): over a few classes the passes (max, subtract,
+exp, sum, divide) ran as fast as the two-thread Numba kernel they replaced on the U-Net's output, whose
+compile was most of a second of the U-Net's first predict (timings: benchmarks/RESULTS.md, "Timings moved
+from kernel docstrings"). The backwards are Numba's: a thread takes a range of `outer` slices; inside one
+the loops run over c, then over the contiguous `inner` positions, so every pass reads memory in order,
+sums in float64.
 """
 import math
 
@@ -23,72 +22,26 @@ from numba import njit
 
 from . import threads
 
-EXP_COST = 8  # an exp costs about as much as moving this many values: log_softmax goes on the threads from
-              # 1/8 of threads.SERIAL_BELOW's size
-
-
-@njit(cache=True)
-def _max_over_c(x, o, m):
-    """m[i] = max_c x[o, c, i]."""
-    C, inner = x.shape[1], x.shape[2]
-    for i in range(inner):
-        m[i] = x[o, 0, i]
-    for c in range(1, C):
-        for i in range(inner):
-            if x[o, c, i] > m[i]:
-                m[i] = x[o, c, i]
-
-
-@njit(cache=True, nogil=True)
-def _softmax(x, y, log, o0, o1):
-    """y[o] = softmax (or log_softmax) of x[o] over C, for the slices o in [o0, o1): one e^(x − m) per value
-    (kept in y for softmax, then divided by the sum), shift = m + log Σ for log_softmax."""
-    C, inner = x.shape[1], x.shape[2]
-    m = np.empty(inner, np.float64)
-    total = np.empty(inner, np.float64)
-    for o in range(o0, o1):
-        _max_over_c(x, o, m)
-        total[:] = 0.0
-        for c in range(C):
-            for i in range(inner):
-                e = math.exp(x[o, c, i] - m[i])
-                total[i] += e
-                if not log:
-                    y[o, c, i] = e
-        if log:
-            for i in range(inner):
-                total[i] = m[i] + math.log(total[i])  # the shift: y = x − m − log Σ
-            for c in range(C):
-                for i in range(inner):
-                    y[o, c, i] = x[o, c, i] - total[i]
-        else:
-            for i in range(inner):
-                total[i] = 1.0 / total[i]
-            for c in range(C):
-                for i in range(inner):
-                    y[o, c, i] *= total[i]
-
-
-def _forward(x3, log):
-    y3 = np.empty_like(x3, order="C")
-    if x3.shape[1] > 0:
-        x3 = np.ascontiguousarray(x3)
-        threads.parallel_range(lambda o0, o1: _softmax(x3, y3, log, o0, o1), x3.shape[0], values=x3.size * EXP_COST)
-    return y3
-
 
 def softmax_forward(x3):
-    """x3 (outer, C, inner) -> y3, softmax over C (NumPy, see above; e^(x − m) underflowing to 0 is no error)."""
-    with np.errstate(under="ignore"):
-        y3 = np.subtract(x3, x3.max(axis=1, keepdims=True) if x3.shape[1] > 0 else 0)
+    """x3 (outer, C, inner) -> y3 = e^(x − m) / Σ_c e^(x − m) over C, m the max over C."""
+    if x3.shape[1] == 0:
+        return np.empty_like(x3, order="C")
+    with np.errstate(under="ignore"):  # e^(x − m) underflowing to 0 is no error
+        y3 = np.subtract(x3, x3.max(axis=1, keepdims=True))
         np.exp(y3, out=y3)
         y3 /= y3.sum(axis=1, keepdims=True)
     return y3
 
 
 def log_softmax_forward(x3):
-    """x3 (outer, C, inner) -> y3, log-softmax over C."""
-    return _forward(x3, True)
+    """x3 (outer, C, inner) -> y3 = x − m − log Σ_c e^(x − m) over C."""
+    if x3.shape[1] == 0:
+        return np.empty_like(x3, order="C")
+    with np.errstate(under="ignore"):
+        y3 = np.subtract(x3, x3.max(axis=1, keepdims=True))
+        y3 -= np.log(np.exp(y3).sum(axis=1, keepdims=True))
+    return y3
 
 
 @njit(cache=True, nogil=True)
