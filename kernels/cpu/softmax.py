@@ -23,14 +23,19 @@ from numba import njit
 from . import threads
 
 
+def _shifted(x3):
+    """x − m, m the max over C: a new C-contiguous array, the start of both forwards."""
+    return np.subtract(x3, x3.max(axis=1, keepdims=True))
+
+
 def softmax_forward(x3):
     """x3 (outer, C, inner) -> y3 = e^(x − m) / Σ_c e^(x − m) over C, m the max over C."""
     if x3.shape[1] == 0:
         return np.empty_like(x3, order="C")
+    y3 = _shifted(x3)
     with np.errstate(under="ignore"):  # e^(x − m) underflowing to 0 is no error
-        y3 = np.subtract(x3, x3.max(axis=1, keepdims=True))
         np.exp(y3, out=y3)
-        y3 /= y3.sum(axis=1, keepdims=True)
+    y3 /= y3.sum(axis=1, keepdims=True)
     return y3
 
 
@@ -38,8 +43,8 @@ def log_softmax_forward(x3):
     """x3 (outer, C, inner) -> y3 = x − m − log Σ_c e^(x − m) over C."""
     if x3.shape[1] == 0:
         return np.empty_like(x3, order="C")
+    y3 = _shifted(x3)
     with np.errstate(under="ignore"):
-        y3 = np.subtract(x3, x3.max(axis=1, keepdims=True))
         y3 -= np.log(np.exp(y3).sum(axis=1, keepdims=True))
     return y3
 

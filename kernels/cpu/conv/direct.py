@@ -274,6 +274,7 @@ def _direct_input_grad_plane(dy, w, plane, stride, padding, dilation, dx, dzw, d
     for h in range(H):
         _copy_row(dx[n, c, h], dxp[(h + ph) * Wp + pw:], 1)
 
+
 @njit(cache=True)
 def _add_3x3(total, a00, a01, a02, a10, a11, a12, a20, a21, a22):
     """total[i, j] += a_ij: a 3×3 kernel's nine sums, kept in registers by the dot loops, into their totals."""
