@@ -72,3 +72,35 @@ def test_errors_in_a_piece_reach_the_caller(split_everything):
     a, b = np.ones((4, 3, 5)), np.ones((4, 6, 2))  # inner dimensions differ
     with pytest.raises(ValueError):
         gemm.matmul(a, b)
+
+
+def test_training_calls_blas_at_one_thread_only(monkeypatch):
+    """NumPy's BLAS at two threads outside: every np.matmul and np.dot of a training step and a predict (a
+    MobileNetV2 with the channels last: 1×1 GEMMs, depthwise and batch norm; MSE; Adam) runs with BLAS at
+    one thread, on tinycnn's pool or held there. A BLAS call on OpenBLAS's own threads leaves one spinning
+    after it (unless tinycnn was imported before NumPy), taking a core from the kernels that follow."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import tinycnn
+    from tinycnn.applications import MobileNetV2
+
+    blas = threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers
+    seen = []
+
+    def spy(real):
+        def call(*args, **kwargs):
+            seen.append(max(lib.num_threads for lib in blas))
+            return real(*args, **kwargs)
+        return call
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((16, 32, 32, 3), np.float32), rng.random((16, 4), np.float32)
+    tinycnn.manual_seed(0)
+    model = MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, classes=4, classifier_activation=None)
+    model.compile(loss="mse", optimizer="adam")
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        monkeypatch.setattr(np, "matmul", spy(np.matmul))
+        monkeypatch.setattr(np, "dot", spy(np.dot))
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+        model.predict(x[:4], verbose=0)
+        monkeypatch.undo()
+    assert len(seen) > 10 and max(seen) == 1
