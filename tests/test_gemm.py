@@ -1,5 +1,5 @@
-"""kernels/cpu/gemm.py: the CPU kernels' GEMMs, split over tinycnn's threads, against np.matmul, and
-NumPy's BLAS thread setting given back after each call."""
+"""kernels/cpu/gemm.py: the CPU kernels' GEMMs, split over tinycnn's threads, against np.matmul; NumPy's BLAS
+thread setting given back after each call; and every BLAS call of a training step at one BLAS thread."""
 import numba
 import numpy as np
 import pytest
