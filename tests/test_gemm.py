@@ -92,10 +92,19 @@ def _tutorial_bce(tinycnn, rng):
     return model, rng.random((16, 28, 28, 1), np.float32), (rng.random((16, 1)) > 0.5).astype(np.float32)
 
 
-@pytest.mark.parametrize("build", [_mobilenet_mse, _tutorial_bce], ids=["mobilenet-mse", "tutorial-bce"])
+def _unet_cross_entropy(tinycnn, rng):
+    from tinycnn.tasks.plates_models import PlateSegmenter
+    model = PlateSegmenter(filters=8, depth=2, upsample="transpose", convs_per_block=2, classes=2)
+    model.compile(loss="sparse_categorical_crossentropy", optimizer="adam")
+    return model, rng.random((8, 3, 32, 32), np.float32), rng.integers(0, 2, (8, 32, 32))
+
+
+@pytest.mark.parametrize("build", [_mobilenet_mse, _tutorial_bce, _unet_cross_entropy],
+                         ids=["mobilenet-mse", "tutorial-bce", "unet-cross-entropy"])
 def test_training_calls_blas_only_where_held_at_one_thread(monkeypatch, build):
     """Every np.matmul and np.dot of a training epoch and a predict (a MobileNetV2 with the channels last:
-    1×1 GEMMs, depthwise and batch norm, MSE; the tutorial's net: its convs, dense layers, BCE; Adam) runs
+    1×1 GEMMs, depthwise and batch norm, MSE; the tutorial's net: its convs, dense layers, BCE; the plate
+    U-Net: transposed convs, concatenations, per-pixel cross-entropy; Adam) runs
     where tinycnn holds NumPy's BLAS at one thread: in a piece on its pool, or in a `one_blas_thread` block.
     A BLAS call on OpenBLAS's own threads leaves one spinning after it (unless tinycnn was imported before
     NumPy), taking a core from the kernels that follow."""
