@@ -104,10 +104,10 @@ def _unet_cross_entropy(tinycnn, rng):
 def test_training_calls_blas_only_where_held_at_one_thread(monkeypatch, build):
     """Every np.matmul and np.dot of a training epoch and a predict (a MobileNetV2 with the channels last:
     1×1 GEMMs, depthwise and batch norm, MSE; the tutorial's net: its convs, dense layers, BCE; the plate
-    U-Net: transposed convs, concatenations, per-pixel cross-entropy; Adam) runs
-    where tinycnn holds NumPy's BLAS at one thread: in a piece on its pool, or in a `one_blas_thread` block.
-    A BLAS call on OpenBLAS's own threads leaves one spinning after it (unless tinycnn was imported before
-    NumPy), taking a core from the kernels that follow."""
+    U-Net: transposed convs, concatenations, per-pixel cross-entropy; Adam) runs where tinycnn holds NumPy's
+    BLAS at one thread: in a piece on its pool, or in a `one_blas_thread` block. A BLAS call on OpenBLAS's
+    own threads leaves one spinning after it (unless tinycnn was imported before NumPy), taking a core from
+    the kernels that follow."""
     import tinycnn
     from tinycnn.kernels.cpu import threads
 
