@@ -55,6 +55,25 @@ def test_steps_and_outputs():
         [float(np.mean(_layer_by_layer(model, x) ** 2))], rel=1e-4)
 
 
+def test_a_sequential_first_built_by_predict_builds_through_its_inference_form(monkeypatch):
+    """predict on a Sequential not built yet builds it by a forward of its inference form (conv → ReLU → 2×2
+    max-pool fused before any weight exists: the unfused max pool never runs); the weights and outputs are the
+    same as when fit's forward builds it (the layers with weights built in the same order)."""
+    x = np.random.default_rng(0).uniform(size=(3, 8, 8, 2)).astype(np.float32)
+    reference = _net()
+    reference._ensure_built()  # fit's path: the layers one by one
+    pooled = []
+    real_pool = layers.MaxPooling2D.forward
+    monkeypatch.setattr(layers.MaxPooling2D, "forward", lambda self, x: pooled.append(1) or real_pool(self, x))
+    model = _net()
+    out = model.predict(x)
+    assert not pooled and all(layer.built for layer in model.layers if list(layer.parameters()))
+    for got, want in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(out, reference.predict(x))
+    assert not pooled
+
+
 def test_a_folded_conv_with_relu_takes_the_pooling_after_it():
     """conv → batch norm → ReLU → 2×2 max-pool (the strong cat/dog net's blocks): one pooled op with the folded
     weights; a pooling of another size, or after ReLU6, stays a step of its own."""

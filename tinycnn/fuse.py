@@ -183,6 +183,7 @@ class ConvReLUMaxPool:
     def __call__(self, x):
         with self.conv.errors_named(x.shape):
             if self.folded is None:
+                self.conv._build_once(x.shape)  # (a model built by its inference form's first call)
                 return self.conv.forward_pooled(x)
             return self.conv.forward_pooled(x, self.folded.kernel, self.folded.bias)
 

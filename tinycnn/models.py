@@ -20,6 +20,7 @@ from .tensor import Tensor, no_grad
 class Sequential(Model):
     input_format = "channels_last"
     sequence = "layers"  # fuse.py fuses neighbouring layers for inference (conv + batch norm, conv + pool)
+    builds_through_inference_form = True  # predict builds it by a forward of that fused form (Trainer._ensure_built)
 
     def __init__(self, layers=None, name="sequential"):
         super().__init__(name)

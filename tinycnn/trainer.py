@@ -43,6 +43,7 @@ from .callbacks import CallbackList, History, ProgbarLogger, TerminateOnNaN, for
 from .data.adapter import BatchStream, check_arrays, check_x, is_array_input
 from .data.dataset import Dataset
 from .device import kernels_for
+from .fuse import inference_form
 from .distributed import SingleProcess
 from .metrics import batch_value, final_value, reset_states
 from .plan import infer
@@ -92,14 +93,21 @@ class Trainer:
         if self.optimizer is None and next(iter(self.parameters()), None) is not None:
             self.optimizer = self._optimizer_spec.build(list(self.parameters()))
 
-    def _ensure_built(self):
-        """Build the weights of a model whose input shape is known (a Sequential with input_shape)."""
+    builds_through_inference_form = False  # see _ensure_built
+
+    def _ensure_built(self, for_inference=False):
+        """Build the weights of a model whose input shape is known (a Sequential with input_shape): a forward on
+        one zero sample, in eval mode. For predict (for_inference), a model that declares
+        `builds_through_inference_form` (Sequential) runs that forward through its inference form
+        (tinycnn/fuse.py), so that it compiles only kernels that predict's plan runs too: the tutorial's
+        conv → ReLU → max-pool fuses before any weight exists (timings: benchmarks/RESULTS.md, "Cold start")."""
         shape = getattr(self, "build_input_shape", None)
         if shape is not None and not getattr(self, "_weights_built", False):
             was_training = self.training
             self.eval()
             with no_grad():
-                self(Tensor(np.zeros((1,) + tuple(shape), np.float32), device=self.device))
+                x = Tensor(np.zeros((1,) + tuple(shape), np.float32), device=self.device)
+                inference_form(self)(x) if for_inference and self.builds_through_inference_form else self(x)
             self.train(was_training)
             self._weights_built = True
 
@@ -499,7 +507,7 @@ class Trainer:
             stream = BatchStream(x, "predict", steps, targets=False, check=self._batch_checks())
             self._record_input_shape(stream.first()[0])
             batches = (xb for xb, _, _ in stream.epoch())
-        self._ensure_built()
+        self._ensure_built(for_inference=True)
         cbs = CallbackList(callbacks or [], model=self)
         was_training = self.training
         self.eval()
