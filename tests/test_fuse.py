@@ -58,7 +58,7 @@ def test_steps_and_outputs():
 def test_a_sequential_first_built_by_predict_builds_through_its_inference_form(monkeypatch):
     """predict on a Sequential not built yet builds it by a forward of its inference form (conv → ReLU → 2×2
     max-pool fused before any weight exists: the unfused max pool never runs); the weights and outputs are the
-    same as when fit's forward builds it (the layers with weights built in the same order)."""
+    same as when fit's forward builds it."""
     x = np.random.default_rng(0).uniform(size=(3, 8, 8, 2)).astype(np.float32)
     reference = _net()
     reference._ensure_built()  # fit's path: the layers one by one
@@ -67,11 +67,44 @@ def test_a_sequential_first_built_by_predict_builds_through_its_inference_form(m
     monkeypatch.setattr(layers.MaxPooling2D, "forward", lambda self, x: pooled.append(1) or real_pool(self, x))
     model = _net()
     out = model.predict(x)
-    assert not pooled and all(layer.built for layer in model.layers if list(layer.parameters()))
-    for got, want in zip(model.get_weights(), reference.get_weights()):
+    weighted = [layer for layer, built in zip(model.layers, reference.layers) if list(built.parameters())]
+    assert not pooled and len(weighted) == 5 and all(layer.built for layer in weighted)
+    for got, want in zip(model.get_weights(), reference.get_weights(), strict=True):
         np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(out, reference.predict(x))
     assert not pooled
+
+
+class _Scaled(layers.Layer):
+    """A layer with a sub-layer and a weight of its own: the inference form copies it (fuse.py)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = layers.Dense(3)
+
+    def build(self, shape):
+        self.scale = tinycnn.Parameter(np.full(3, 2.0, np.float32))
+
+    def forward(self, x):
+        return self.inner(x) * self.scale
+
+
+def test_a_sequential_with_a_composite_layer_builds_layer_by_layer():
+    """A layer with sub-modules is copied into the inference form, so weights it built there would not be the
+    model's: such a Sequential builds by its layers' own forward, and predict keeps every weight."""
+    model = tinycnn.Sequential([layers.Flatten(input_shape=(4, 4, 1)), _Scaled(), layers.Dense(2)])
+    assert not model.builds_through_inference_form
+    model.predict(np.ones((2, 4, 4, 1), np.float32))
+    assert model.layers[1].built and len(model.get_weights()) == 5
+
+
+def test_an_input_too_small_for_the_fused_pool_names_the_pool():
+    """Building through the inference form, an input too small for the 2×2 pool after the conv fails with the
+    pool layer's own error, as the layers one by one would."""
+    model = tinycnn.Sequential([layers.Conv2D(4, 3, activation="relu", input_shape=(3, 3, 1), name="c"),
+                                layers.MaxPooling2D(2, name="p")])
+    with pytest.raises(ValueError, match="layer 'p'"):
+        model.predict(np.ones((1, 3, 3, 1), np.float32))
 
 
 def test_a_folded_conv_with_relu_takes_the_pooling_after_it():

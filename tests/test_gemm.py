@@ -74,7 +74,6 @@ def test_errors_in_a_piece_reach_the_caller(split_everything):
         gemm.matmul(a, b)
 
 
-
 def _mobilenet_mse(tinycnn, rng):
     from tinycnn.applications import MobileNetV2
     model = MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, classes=4, classifier_activation=None)

@@ -272,7 +272,6 @@ def test_mse_kernels_match_reference(shape, dtype, seed):
     np.testing.assert_allclose(got, ref.mse_backward(p.astype(np.float64), t, 1.5), **close(dtype))
 
 
-
 def test_mse_dot_runs_with_blas_held_at_one_thread(monkeypatch):
     """The forward's dot runs inside tinycnn's `one_blas_thread` (NumPy's BLAS at one thread: on its own
     threads, OpenBLAS would leave one spinning after the call, taking a core from the kernels that follow)."""
@@ -287,6 +286,7 @@ def test_mse_dot_runs_with_blas_held_at_one_thread(monkeypatch):
     monkeypatch.setattr(np, "dot", spy)
     assert cpu.mse_forward(p, t) == 1.0
     assert held == [True]
+
 
 # ---------------------------------------------------------------------- shared behaviour
 

@@ -35,7 +35,7 @@ Cache: the form is kept on the model with a key made of every sub-module's ident
 buffer's (array identity, version). Optimizer steps, `load_state_dict`, `to(device)` and batch norm's
 running statistics bump a tensor's version (`Tensor.bump_version`); code that writes a weight's `.data` in
 place itself must call it too. A conv or batch norm not built yet is not folded: it runs as it is, its
-first call builds it, and the new weights change the key.
+first call builds it (a conv fused with the max pool after it too), and the new weights change the key.
 """
 import copy
 
@@ -85,14 +85,14 @@ def inference_steps(layers):
     while i < len(layers):
         layer, after, then = layers[i], _at(layers, i + 1), _at(layers, i + 2)
         if _pools(layer, after):
-            steps.append(ConvReLUMaxPool(layer))
+            steps.append(ConvReLUMaxPool(layer, after))
             i += 2
         elif _folds(layer, after):
             activation = _activation_of(then) if after.activation is None else None
             steps.append(FoldedConv(layer, after, activation or after.activation))
             i += 3 if activation else 2
             if steps[-1].activation == "relu" and _pools(layer, _at(layers, i), activation="relu"):
-                steps[-1] = ConvReLUMaxPool(layer, steps[-1])
+                steps[-1] = ConvReLUMaxPool(layer, _at(layers, i), steps[-1])
                 i += 1
         elif _activation_after(layer, after):
             steps.append(BatchNormActivation(layer, after.activation))
@@ -175,17 +175,23 @@ class FoldedConv:
 
 class ConvReLUMaxPool:
     """conv (ReLU) → MaxPooling2D(2) as one op (Conv2D.forward_pooled); `folded`: the conv's FoldedConv (a batch
-    norm folded into it, then the ReLU), whose weights it runs with instead of the layer's."""
+    norm folded into it, then the ReLU), whose weights it runs with instead of the layer's. An unbuilt conv is
+    built here (a Sequential that predict builds through its inference form). If the fused op fails (an input
+    too small for the pool), the two layers run one after the other, so that the error is theirs, naming the
+    layer at fault."""
 
-    def __init__(self, conv, folded=None):
-        self.conv, self.folded = conv, folded
+    def __init__(self, conv, pool, folded=None):
+        self.conv, self.pool, self.folded = conv, pool, folded
 
     def __call__(self, x):
-        with self.conv.errors_named(x.shape):
-            if self.folded is None:
-                self.conv._build_once(x.shape)  # (a model built by its inference form's first call)
-                return self.conv.forward_pooled(x)
-            return self.conv.forward_pooled(x, self.folded.kernel, self.folded.bias)
+        try:
+            with self.conv.errors_named(x.shape):
+                if self.folded is None:
+                    self.conv._build_once(x.shape)
+                    return self.conv.forward_pooled(x)
+                return self.conv.forward_pooled(x, self.folded.kernel, self.folded.bias)
+        except ValueError:
+            return self.pool(self.folded(x) if self.folded is not None else self.conv(x))
 
 
 class BatchNormActivation:

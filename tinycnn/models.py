@@ -20,7 +20,6 @@ from .tensor import Tensor, no_grad
 class Sequential(Model):
     input_format = "channels_last"
     sequence = "layers"  # fuse.py fuses neighbouring layers for inference (conv + batch norm, conv + pool)
-    builds_through_inference_form = True  # predict builds it by a forward of that fused form (Trainer._ensure_built)
 
     def __init__(self, layers=None, name="sequential"):
         super().__init__(name)
@@ -63,6 +62,13 @@ class Sequential(Model):
         self.layers = layers  # assigned, so that __setattr__ registers each as "layers.<i>"
         object.__setattr__(self, "_steps", training_steps(self.layers))  # not registered: the layers are
         self._weights_built = False
+
+    @property
+    def builds_through_inference_form(self):
+        """Whether predict may build this model by a forward of its inference form (Trainer._ensure_built): only
+        when every layer is a plain layer, which the form shares as it is (a layer with sub-modules is copied
+        into the form, and weights it built there would not be the model's)."""
+        return all(not layer._modules for layer in self.layers)
 
     def forward(self, x):
         for step in self._steps:  # the layers, batch norm + ReLU as one op (fuse.training_steps)

@@ -43,8 +43,8 @@ from .callbacks import CallbackList, History, ProgbarLogger, TerminateOnNaN, for
 from .data.adapter import BatchStream, check_arrays, check_x, is_array_input
 from .data.dataset import Dataset
 from .device import kernels_for
-from .fuse import inference_form
 from .distributed import SingleProcess
+from .fuse import inference_form
 from .metrics import batch_value, final_value, reset_states
 from .plan import infer
 from .random import generator
@@ -97,17 +97,20 @@ class Trainer:
 
     def _ensure_built(self, for_inference=False):
         """Build the weights of a model whose input shape is known (a Sequential with input_shape): a forward on
-        one zero sample, in eval mode. For predict (for_inference), a model that declares
-        `builds_through_inference_form` (Sequential) runs that forward through its inference form
-        (tinycnn/fuse.py), so that it compiles only kernels that predict's plan runs too: the tutorial's
-        conv → ReLU → max-pool fuses before any weight exists (timings: benchmarks/RESULTS.md, "Cold start")."""
+        one zero sample, in eval mode. For predict (for_inference), a model whose `builds_through_inference_form`
+        is true (a Sequential of plain layers) runs that forward through its inference form (tinycnn/fuse.py),
+        so that a conv → ReLU → 2×2 max-pool runs fused, as predict's plan runs it, and the unfused pool is not
+        compiled (timings: benchmarks/RESULTS.md, "Cold start")."""
         shape = getattr(self, "build_input_shape", None)
         if shape is not None and not getattr(self, "_weights_built", False):
             was_training = self.training
             self.eval()
             with no_grad():
                 x = Tensor(np.zeros((1,) + tuple(shape), np.float32), device=self.device)
-                inference_form(self)(x) if for_inference and self.builds_through_inference_form else self(x)
+                if for_inference and self.builds_through_inference_form:
+                    inference_form(self)(x)
+                else:
+                    self(x)
             self.train(was_training)
             self._weights_built = True
 

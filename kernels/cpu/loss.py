@@ -203,7 +203,7 @@ def _difference(p, t):
 def mse_forward(p, t):
     """Mean of (p − t)² over all elements; t has p's shape; the sum in float64, a BLAS dot held at one thread:
     on its own threads, OpenBLAS would leave one spinning after the call (unless tinycnn was imported before
-    NumPy, kernels/cpu/threads.py), taking a core from the backward's kernels (timings: benchmarks/RESULTS.md,
+    NumPy: tinycnn/__init__.py), taking a core from the backward's kernels (timings: benchmarks/RESULTS.md,
     "Timings moved from kernel docstrings")."""
     d = _difference(p, t)
     with threads.one_blas_thread():
